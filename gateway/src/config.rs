@@ -1,0 +1,473 @@
+//! Configuration: raw serde types from TOML, then one validation step into [`Config`].
+//!
+//! Validation collects every problem before returning, reads the certificate files it names
+//! (so a wrong path is a config error, not a runtime one) and binds no ports. Relative paths are
+//! relative to the config file's folder. Nothing here starts anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::xml::prescan::Limits;
+
+/// The TOML file as written by people and by `network init`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: RawNode,
+    pub listen: RawListen,
+    pub tls: RawTls,
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub relay: RawRelay,
+    #[serde(default)]
+    pub schemas: RawSchemas,
+    #[serde(default)]
+    pub authorities: Vec<RawAuthority>,
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+    #[serde(default)]
+    pub partners: Vec<RawPartner>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// The node's name; partners know it by this name and by its certificate.
+    pub name: String,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// HTTPS for legacy systems (`/v1/messages`, `/v1/inbox`).
+    pub api: String,
+    /// HTTPS with mandatory client certificates for partner nodes (`/v1/transport`).
+    pub transport: String,
+    /// Plain HTTP for operators (`/healthz`, `/readyz`, `/admin/api`); bind it to loopback.
+    pub admin: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Trust anchor(s) for partner node certificates and client certificates (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), used on both listeners and as relay client identity.
+    pub cert: PathBuf,
+    /// This node's private key (PEM). Never logged.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRelay {
+    /// Concurrent relay workers (each handles one message at a time).
+    pub workers: usize,
+    /// How long a worker owns a claimed job; an expired lease is taken over after a crash.
+    pub lease_seconds: u64,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`, with jitter.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Validation threads (libxml2) and their bounded queue.
+    pub validation_threads: usize,
+    pub validation_queue: usize,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        RawRelay {
+            workers: 4,
+            lease_seconds: 30,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            retry_initial_ms: 500,
+            retry_max_ms: 60_000,
+            validation_threads: 2,
+            validation_queue: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchemas {
+    /// Folder holding the project's own schemas (`envelope-1.0/`, `xumzug-1.0/`). Default: the
+    /// copies embedded in the binary, written to `<data_dir>/schemas` at start.
+    pub root: Option<PathBuf>,
+    /// XBeteiligung 1.2: the folder with the official `xbeteiligung.xsd` (not shipped).
+    pub xbeteiligung: Option<PathBuf>,
+    /// OASIS XML catalogs for remote imports of the official schemas.
+    #[serde(default)]
+    pub catalogs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthority {
+    /// DVDV-style `prefix:kennung`.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: String,
+    /// The local authority the client acts for; it may only author messages as this authority.
+    pub authority: String,
+    /// Bearer token. Compared in constant time; never logged.
+    pub token: String,
+    /// Message type patterns this client may send (`*`, `standard/*`, `standard/version *`, exact).
+    #[serde(default = "all_types")]
+    pub message_types: Vec<String>,
+    /// Optional HTTP(S) callback that receives each opened message (push delivery).
+    #[serde(default)]
+    pub push_url: Option<String>,
+}
+
+fn all_types() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartner {
+    /// The partner node's name (informational; identity is its certificate).
+    pub node: String,
+    /// `https://HOST:PORT/v1/transport` of the partner's transport listener.
+    pub transport_url: String,
+    /// The partner node's certificate (PEM); its TLS client certificate must be exactly this one.
+    pub certificate: PathBuf,
+    /// Authorities served by that node.
+    pub authorities: Vec<String>,
+}
+
+/// A validated configuration. Every path is absolute, every address parsed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub transport_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub tls: TlsFiles,
+    pub admin_token: String,
+    pub limits: Limits,
+    pub relay: RelaySettings,
+    pub schema_root: Option<PathBuf>,
+    pub xbeteiligung: Option<PathBuf>,
+    pub catalogs: Vec<PathBuf>,
+    pub authorities: BTreeMap<String, String>,
+    pub clients: Vec<Client>,
+    pub partners: Vec<Partner>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub workers: usize,
+    pub lease: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub validation_threads: usize,
+    pub validation_queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    pub authority: String,
+    pub token: String,
+    pub message_types: Vec<String>,
+    pub push_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Partner {
+    pub node: String,
+    pub transport_url: String,
+    /// SHA-256 of the partner certificate's DER encoding.
+    pub fingerprint: [u8; 32],
+    pub certificate: PathBuf,
+    pub authorities: Vec<String>,
+}
+
+/// Every problem found in a config file, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl RawConfig {
+    /// Reads and parses a TOML file; syntax errors carry line and column.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        toml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))
+    }
+
+    /// Validates everything at once. `base` is the folder relative paths are resolved against.
+    pub fn validate(self, base: &Path) -> Result<Config, ConfigErrors> {
+        let mut errs = Vec::new();
+        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        if self.node.name.trim().is_empty() {
+            errs.push("node.name: must not be empty".into());
+        }
+        let mut addr = |field: &str, s: &str| -> SocketAddr {
+            s.parse().unwrap_or_else(|e| {
+                errs.push(format!("{field}: {s:?} is not an address like 127.0.0.1:7401 ({e})"));
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            })
+        };
+        let api_addr = addr("listen.api", &self.listen.api);
+        let transport_addr = addr("listen.transport", &self.listen.transport);
+        let admin_addr = addr("listen.admin", &self.listen.admin);
+        let tls = TlsFiles {
+            ca: abs(&self.tls.ca),
+            cert: abs(&self.tls.cert),
+            key: abs(&self.tls.key),
+        };
+        for (field, p) in [("tls.ca", &tls.ca), ("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+            if !p.is_file() {
+                errs.push(format!("{field}: {} does not exist", p.display()));
+            }
+        }
+        if self.admin.token.len() < 16 {
+            errs.push("admin.token: must be at least 16 characters".into());
+        }
+        let l = &self.limits;
+        if l.max_bytes == 0 || l.max_depth == 0 || l.max_attributes == 0 || l.max_elements == 0 {
+            errs.push("limits: every limit must be greater than zero".into());
+        }
+        let r = &self.relay;
+        if r.workers == 0 || r.validation_threads == 0 || r.validation_queue == 0 {
+            errs.push("relay: workers, validation_threads and validation_queue must be at least 1".into());
+        }
+        if r.lease_seconds == 0 || r.retry_initial_ms == 0 || r.retry_max_ms < r.retry_initial_ms {
+            errs.push("relay: lease_seconds > 0 and 0 < retry_initial_ms <= retry_max_ms".into());
+        }
+
+        let mut authorities = BTreeMap::new();
+        for (i, a) in self.authorities.iter().enumerate() {
+            if !adapters::is_authority(&a.id) {
+                errs.push(format!("authorities[{i}].id: {:?} is not prefix:kennung", a.id));
+            } else if authorities.insert(a.id.clone(), a.name.clone()).is_some() {
+                errs.push(format!("authorities[{i}].id: {} is listed twice", a.id));
+            }
+        }
+        if authorities.is_empty() {
+            errs.push("authorities: a node serves at least one authority".into());
+        }
+        let mut tokens = BTreeSet::new();
+        let mut clients = Vec::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            if !authorities.contains_key(&c.authority) {
+                errs.push(format!(
+                    "clients[{i}].authority: {} is not one of this node's authorities",
+                    c.authority
+                ));
+            }
+            if c.token.len() < 16 {
+                errs.push(format!("clients[{i}].token: must be at least 16 characters"));
+            } else if !tokens.insert(c.token.clone()) {
+                errs.push(format!("clients[{i}].token: the same token is given to two clients"));
+            }
+            if let Some(u) = &c.push_url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                errs.push(format!("clients[{i}].push_url: must be an http(s) URL"));
+            }
+            clients.push(Client {
+                name: c.name.clone(),
+                authority: c.authority.clone(),
+                token: c.token.clone(),
+                message_types: c.message_types.clone(),
+                push_url: c.push_url.clone(),
+            });
+        }
+        let mut partners = Vec::new();
+        let mut partner_authorities = BTreeSet::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            if !p.transport_url.starts_with("https://") {
+                errs.push(format!("partners[{i}].transport_url: must be an https URL"));
+            }
+            let certificate = abs(&p.certificate);
+            let fingerprint = match crate::tls::fingerprint_of_pem_file(&certificate) {
+                Ok(f) => f,
+                Err(e) => {
+                    errs.push(format!("partners[{i}].certificate: {e}"));
+                    [0; 32]
+                }
+            };
+            for a in &p.authorities {
+                if !adapters::is_authority(a) {
+                    errs.push(format!("partners[{i}].authorities: {a:?} is not prefix:kennung"));
+                } else if authorities.contains_key(a) || !partner_authorities.insert(a.clone()) {
+                    errs.push(format!(
+                        "partners[{i}].authorities: {a} is served by more than one node"
+                    ));
+                }
+            }
+            partners.push(Partner {
+                node: p.node.clone(),
+                transport_url: p.transport_url.clone(),
+                fingerprint,
+                certificate,
+                authorities: p.authorities.clone(),
+            });
+        }
+        if let Some(dir) = &self.schemas.xbeteiligung
+            && !abs(dir).join("xbeteiligung.xsd").is_file()
+        {
+            errs.push(format!(
+                "schemas.xbeteiligung: {} holds no xbeteiligung.xsd",
+                abs(dir).display()
+            ));
+        }
+        for c in &self.schemas.catalogs {
+            if !abs(c).is_file() {
+                errs.push(format!("schemas.catalogs: {} does not exist", abs(c).display()));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Config {
+            node_name: self.node.name,
+            data_dir: abs(&self.node.data_dir),
+            api_addr,
+            transport_addr,
+            admin_addr,
+            tls,
+            admin_token: self.admin.token,
+            limits: self.limits,
+            relay: RelaySettings {
+                workers: r.workers,
+                lease: Duration::from_secs(r.lease_seconds),
+                connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+                request_timeout: Duration::from_millis(r.request_timeout_ms),
+                retry_initial: Duration::from_millis(r.retry_initial_ms),
+                retry_max: Duration::from_millis(r.retry_max_ms),
+                validation_threads: r.validation_threads,
+                validation_queue: r.validation_queue,
+            },
+            schema_root: self.schemas.root.as_deref().map(abs),
+            xbeteiligung: self.schemas.xbeteiligung.as_deref().map(abs),
+            catalogs: self.schemas.catalogs.iter().map(|c| abs(c)).collect(),
+            authorities,
+            clients,
+            partners,
+        })
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let raw = RawConfig::from_file(path)?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+        raw.validate(&base)
+    }
+
+    /// The partner node serving an authority.
+    pub fn partner_for(&self, authority: &str) -> Option<&Partner> {
+        self.partners
+            .iter()
+            .find(|p| p.authorities.iter().any(|a| a == authority))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [node]
+            name = ""
+            data_dir = "d"
+            [listen]
+            api = "nope"
+            transport = "127.0.0.1:1"
+            admin = "127.0.0.1:2"
+            [tls]
+            ca = "missing-ca.pem"
+            cert = "missing.pem"
+            key = "missing.key"
+            [admin]
+            token = "short"
+            [[authorities]]
+            id = "no-colon"
+            [[clients]]
+            name = "c"
+            authority = "psw:1"
+            token = "x"
+            "#,
+        )
+        .unwrap();
+        let errs = raw.validate(Path::new("/nonexistent")).unwrap_err().0;
+        let text = errs.join("\n");
+        for needle in [
+            "node.name",
+            "listen.api",
+            "tls.ca",
+            "tls.cert",
+            "tls.key",
+            "admin.token",
+            "authorities[0].id",
+            "clients[0].authority",
+            "clients[0].token",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_position() {
+        let e = toml::from_str::<RawConfig>("[node]\nname='a'\ndata_dir='d'\ncolour='blue'\n").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Envelope and receipt: the documents that travel between nodes (schema `xsd/envelope-1.0/`).
+//!
+//! Building writes the XML directly (every value escaped); reading happens only after the
+//! document passed the pre-scan and the envelope schema, so field extraction can be simple.
+//! Signing and encryption (the XML security layer) wrap these documents; this module knows
+//! nothing about them.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use quick_xml::escape::escape;
+
+use crate::problem::{Code, Problem};
+
+pub const NS: &str = "urn:poststelle:envelope:1.0";
+const SHA256_URI: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+
+/// The routing header of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeHeader {
+    /// The sending node's id for this message (UUID).
+    pub message_id: String,
+    pub xoev_uuid: String,
+    pub sender_node: String,
+    pub sender: String,
+    pub recipient: String,
+    pub message_type: String,
+    /// RFC 3339.
+    pub created: String,
+}
+
+/// Builds an envelope around the exact bytes of an XÖV message.
+pub fn build(h: &EnvelopeHeader, content: &[u8]) -> Vec<u8> {
+    let mut s = String::with_capacity(content.len() * 4 / 3 + 1024);
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    s.push_str(&format!("<pst:Envelope xmlns:pst=\"{NS}\" version=\"1.0\">"));
+    s.push_str("<pst:Header Id=\"header\">");
+    for (name, value) in [
+        ("MessageId", &h.message_id),
+        ("XoevMessageUuid", &h.xoev_uuid),
+        ("SenderNode", &h.sender_node),
+        ("Sender", &h.sender),
+        ("Recipient", &h.recipient),
+        ("MessageType", &h.message_type),
+        ("Created", &h.created),
+    ] {
+        s.push_str(&format!("<pst:{name}>{}</pst:{name}>", escape(value.as_str())));
+    }
+    s.push_str("</pst:Header><pst:Body Id=\"body\"><pst:Content mediaType=\"application/xml\">");
+    s.push_str(&B64.encode(content));
+    s.push_str("</pst:Content></pst:Body></pst:Envelope>\n");
+    s.into_bytes()
+}
+
+/// Reads the header and decodes the content of a schema-valid envelope.
+pub fn parse(xml: &[u8]) -> Result<(EnvelopeHeader, Vec<u8>), Problem> {
+    let paths = [
+        "Header/MessageId",
+        "Header/XoevMessageUuid",
+        "Header/SenderNode",
+        "Header/Sender",
+        "Header/Recipient",
+        "Header/MessageType",
+        "Header/Created",
+        "Body/Content",
+    ];
+    let found = adapters::find_paths(xml, &paths).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
+    let mut f = found.into_iter().zip(paths).map(|(v, p)| {
+        v.map(|s| s.trim().to_owned())
+            .ok_or_else(|| Problem::new(Code::EnvelopeInvalid, format!("envelope lacks {p}")))
+    });
+    let mut next = || {
+        f.next()
+            .unwrap_or_else(|| Err(Problem::new(Code::EnvelopeInvalid, "envelope incomplete")))
+    };
+    let header = EnvelopeHeader {
+        message_id: next()?,
+        xoev_uuid: next()?,
+        sender_node: next()?,
+        sender: next()?,
+        recipient: next()?,
+        message_type: next()?,
+        created: next()?,
+    };
+    let content_b64: String = next()?.split_ascii_whitespace().collect();
+    let content = B64
+        .decode(content_b64.as_bytes())
+        .map_err(|_| Problem::new(Code::EnvelopeInvalid, "envelope content is not base64"))?;
+    Ok((header, content))
+}
+
+/// The outcome a receipt reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Received,
+    Delivered,
+    Refused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Received => "received",
+            Outcome::Delivered => "delivered",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// A receipt or notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The sending node's message id the receipt is about.
+    pub message_id: String,
+    pub outcome: Outcome,
+    pub code: Option<String>,
+    pub detail: Option<String>,
+    /// SHA-256 of the envelope bytes, when the envelope was read.
+    pub envelope_sha256: Option<Vec<u8>>,
+    pub receiver_node: String,
+    /// RFC 3339.
+    pub time: String,
+}
+
+pub fn build_receipt(r: &Receipt) -> Vec<u8> {
+    let mut s = String::with_capacity(512);
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    s.push_str(&format!(
+        "<pst:Receipt xmlns:pst=\"{NS}\" version=\"1.0\" Id=\"receipt\">"
+    ));
+    s.push_str(&format!(
+        "<pst:MessageId>{}</pst:MessageId>",
+        escape(r.message_id.as_str())
+    ));
+    s.push_str(&format!("<pst:Outcome>{}</pst:Outcome>", r.outcome.as_str()));
+    if let Some(c) = &r.code {
+        s.push_str(&format!("<pst:Code>{}</pst:Code>", escape(c.as_str())));
+    }
+    if let Some(d) = &r.detail {
+        let d: String = d.chars().take(1000).collect();
+        s.push_str(&format!("<pst:Detail>{}</pst:Detail>", escape(d.as_str())));
+    }
+    if let Some(d) = &r.envelope_sha256 {
+        s.push_str(&format!(
+            "<pst:EnvelopeDigest Algorithm=\"{SHA256_URI}\">{}</pst:EnvelopeDigest>",
+            B64.encode(d)
+        ));
+    }
+    s.push_str(&format!(
+        "<pst:ReceiverNode>{}</pst:ReceiverNode><pst:Time>{}</pst:Time></pst:Receipt>\n",
+        escape(r.receiver_node.as_str()),
+        escape(r.time.as_str())
+    ));
+    s.into_bytes()
+}
+
+/// Reads a schema-valid receipt.
+pub fn parse_receipt(xml: &[u8]) -> Result<Receipt, Problem> {
+    let paths = [
+        "MessageId",
+        "Outcome",
+        "Code",
+        "Detail",
+        "EnvelopeDigest",
+        "ReceiverNode",
+        "Time",
+    ];
+    let f = adapters::find_paths(xml, &paths).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
+    let get = |i: usize| f[i].as_ref().map(|s| s.trim().to_owned());
+    let outcome = match get(1).as_deref() {
+        Some("received") => Outcome::Received,
+        Some("delivered") => Outcome::Delivered,
+        Some("refused") => Outcome::Refused,
+        _ => return Err(Problem::new(Code::EnvelopeInvalid, "receipt has no valid outcome")),
+    };
+    Ok(Receipt {
+        message_id: get(0).ok_or_else(|| Problem::new(Code::EnvelopeInvalid, "receipt lacks MessageId"))?,
+        outcome,
+        code: get(2),
+        detail: get(3),
+        envelope_sha256: get(4).and_then(|d| B64.decode(d).ok()),
+        receiver_node: get(5).unwrap_or_default(),
+        time: get(6).unwrap_or_default(),
+    })
+}
+
+/// SHA-256 of bytes.
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    openssl::sha::sha256(data).to_vec()
+}
+
+/// Lower-case hex.
+pub fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_exact_content_and_escapes_header_values() {
+        let h = EnvelopeHeader {
+            message_id: "0190a0b0-0000-7000-8000-000000000001".into(),
+            xoev_uuid: "60f6667b-fa45-4bd7-b717-f4d6c65e5edb".into(),
+            sender_node: "a".into(),
+            sender: "psw:01003110".into(),
+            recipient: "psw:09162000".into(),
+            message_type: "x/1 <evil>&".into(),
+            created: "2026-11-22T10:00:00Z".into(),
+        };
+        let content = "<?xml version=\"1.0\"?>\n<m>Grüße &amp; ]]></m>".as_bytes();
+        let env = build(&h, content);
+        let (h2, c2) = parse(&env).unwrap();
+        assert_eq!(h2, h);
+        assert_eq!(c2, content);
+    }
+
+    #[test]
+    fn receipt_round_trips() {
+        let r = Receipt {
+            message_id: "0190a0b0-0000-7000-8000-000000000001".into(),
+            outcome: Outcome::Refused,
+            code: Some("schema-invalid".into()),
+            detail: Some("line 3 < 4".into()),
+            envelope_sha256: Some(sha256(b"x")),
+            receiver_node: "b".into(),
+            time: "2026-11-22T10:00:00Z".into(),
+        };
+        assert_eq!(parse_receipt(&build_receipt(&r)).unwrap(), r);
+    }
+}

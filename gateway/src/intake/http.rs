@@ -1,0 +1,218 @@
+//! The client API (legacy systems) over HTTPS: submit, status, receipt, inbox, ack.
+//!
+//! Routes:
+//! - `POST /v1/messages` — submit one XML message (202 new, 200 same again, 409 conflict)
+//! - `GET  /v1/messages/{id}` — status and timeline of one's own message
+//! - `GET  /v1/messages/{id}/receipt` — the partner's receipt (XML)
+//! - `GET  /v1/inbox` — messages for the client's authority, not yet acknowledged
+//! - `GET  /v1/inbox/{id}` — one opened message (XML)
+//! - `POST /v1/inbox/{id}/ack` — the client took it: `delivered`, notice to the sender
+//!
+//! Every error is a [`Problem`]. Authentication: `Authorization: Bearer TOKEN`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::config::Client;
+use crate::node::{Ctx, store_problem};
+use crate::problem::{Code, Problem};
+use crate::store::{Blob, Change, Direction, JobKind, Status, now_millis, rfc3339};
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(submit))
+        .route("/v1/messages/{id}", get(status))
+        .route("/v1/messages/{id}/receipt", get(receipt))
+        .route("/v1/inbox", get(inbox))
+        .route("/v1/inbox/{id}", get(inbox_item))
+        .route("/v1/inbox/{id}/ack", post(ack))
+        .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
+        .with_state(ctx)
+}
+
+/// The authenticated client of a request.
+fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a Client, Problem> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Problem::new(Code::Unauthorized, "send Authorization: Bearer TOKEN"))?;
+    ctx.config
+        .clients
+        .iter()
+        .find(|c| c.token.len() == token.len() && openssl::memcmp::eq(c.token.as_bytes(), token.as_bytes()))
+        .ok_or_else(|| Problem::new(Code::Unauthorized, "unknown token"))
+}
+
+fn xml_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, req.headers())?.clone();
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !(mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml")) {
+            return Err(Problem::new(
+                Code::UnsupportedMediaType,
+                format!("Content-Type {mime} is not XML; send application/xml"),
+            ));
+        }
+    }
+    let limit = ctx.config.limits.max_bytes;
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| Problem::new(Code::LimitExceeded, format!("the body exceeds {limit} bytes")))?;
+    let (status, id, state) = match crate::intake::submit(&ctx, &client, Arc::from(bytes.as_ref())).await? {
+        crate::intake::Submitted::Accepted(id) => (StatusCode::ACCEPTED, id, "accepted".to_owned()),
+        crate::intake::Submitted::AlreadyAccepted(id) => {
+            let state = ctx
+                .store
+                .message(&id)
+                .await
+                .map_err(store_problem)?
+                .map(|m| m.status.to_string())
+                .unwrap_or_else(|| "accepted".into());
+            (StatusCode::OK, id, state)
+        }
+    };
+    let location = format!("/v1/messages/{id}");
+    Ok((
+        status,
+        [(header::LOCATION, location)],
+        axum::Json(json!({"id": id, "status": state})),
+    )
+        .into_response())
+}
+
+async fn own_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
+    match ctx.store.message(id).await.map_err(store_problem)? {
+        Some(m) if m.direction == Direction::Outbound && m.client.as_deref() == Some(client.name.as_str()) => Ok(m),
+        _ => Err(Problem::new(Code::NotFound, format!("no message {id} of this client"))),
+    }
+}
+
+async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    let m = own_message(&ctx, client, &id).await?;
+    let events = ctx.store.events(&id).await.map_err(store_problem)?;
+    let has_receipt = ctx
+        .store
+        .blob(&id, Blob::Receipt)
+        .await
+        .map_err(store_problem)?
+        .is_some();
+    let body = json!({
+        "id": m.id,
+        "status": m.status,
+        "xoev_uuid": m.xoev_uuid,
+        "message_type": m.message_type,
+        "author": m.author,
+        "reader": m.reader,
+        "partner_node": m.partner_node,
+        "created": rfc3339(m.created_at),
+        "updated": rfc3339(m.updated_at),
+        "error": m.error_code.as_ref().map(|c| json!({"code": c, "detail": m.error_detail})),
+        "receipt": has_receipt.then(|| format!("/v1/messages/{}/receipt", m.id)),
+        "timeline": events.iter().map(|e| json!({
+            "status": e.status, "at": rfc3339(e.at), "detail": e.detail,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+async fn receipt(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    own_message(&ctx, client, &id).await?;
+    // The latest word from the partner: its delivery notice if there is one, else its receipt.
+    for blob in [Blob::Notice, Blob::Receipt] {
+        if let Some(r) = ctx.store.blob(&id, blob).await.map_err(store_problem)? {
+            return Ok(xml_response(StatusCode::OK, r));
+        }
+    }
+    Err(Problem::new(Code::NotFound, "no receipt yet"))
+}
+
+async fn inbox(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    let items = ctx.store.inbox(&client.authority).await.map_err(store_problem)?;
+    let list: Vec<_> = items
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "xoev_uuid": m.xoev_uuid,
+                "message_type": m.message_type,
+                "author": m.author,
+                "reader": m.reader,
+                "received": rfc3339(m.created_at),
+                "href": format!("/v1/inbox/{}", m.id),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"messages": list})).into_response())
+}
+
+async fn inbox_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
+    match ctx.store.message(id).await.map_err(store_problem)? {
+        Some(m)
+            if m.direction == Direction::Inbound
+                && m.reader == client.authority
+                && matches!(m.status, Status::Opened | Status::Delivered) =>
+        {
+            Ok(m)
+        }
+        _ => Err(Problem::new(Code::NotFound, format!("no message {id} in this inbox"))),
+    }
+}
+
+async fn inbox_item(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    inbox_message(&ctx, client, &id).await?;
+    let payload = ctx
+        .store
+        .blob(&id, Blob::Payload)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::new(Code::NotFound, "the payload was purged"))?;
+    Ok(xml_response(StatusCode::OK, payload))
+}
+
+async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    let m = inbox_message(&ctx, client, &id).await?;
+    if m.status == Status::Opened {
+        let applied = ctx
+            .store
+            .apply(Change {
+                message_id: id.clone(),
+                expect: vec![Status::Opened],
+                status: Some(Status::Delivered),
+                detail: Some(format!("acknowledged by client {}", client.name)),
+                enqueue: vec![(JobKind::Notice, now_millis())],
+                ..Change::default()
+            })
+            .await
+            .map_err(store_problem)?;
+        if applied {
+            ctx.wake(JobKind::Notice);
+        }
+    }
+    Ok(axum::Json(json!({"id": id, "status": "delivered"})).into_response())
+}

@@ -1,0 +1,21 @@
+//! Poststelle: an inter-agency XML messaging gateway (XÖV / OSCI / XTA tradition).
+//!
+//! The library holds the whole node; `main.rs` only parses the command line and calls [`cli`].
+//! See ARCHITECTURE.md for the map.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod embedded;
+pub mod envelope;
+pub mod intake;
+pub mod network;
+pub mod node;
+pub mod pki;
+pub mod problem;
+pub mod relay;
+pub mod store;
+pub mod tls;
+pub mod transport;
+pub mod xml;

@@ -1,0 +1,181 @@
+//! `poststelle network init`: a ready local network of nodes that know each other.
+//!
+//! Writes `DIR/ca.pem` (+ key), per node `DIR/<node>/{poststelle.toml,node.pem,node.key}`, and
+//! `DIR/network.json` (PRODUCT.md) for scripts and tests. Ports are picked free on 127.0.0.1.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{RawAdmin, RawAuthority, RawClient, RawConfig, RawListen, RawNode, RawPartner, RawTls};
+
+/// DVDV-style authorities given to the first nodes (a, b, c, …); the demo fixtures use a → b.
+const AUTHORITIES: &[&str] = &[
+    "psw:01003110",
+    "psw:09162000",
+    "psw:05315000",
+    "psw:06411000",
+    "psw:08111000",
+];
+
+/// The authority served by the `i`-th node (0-based).
+pub fn authority_of(i: usize) -> String {
+    AUTHORITIES
+        .get(i)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("psw:99{i:06}"))
+}
+
+fn node_name(i: usize) -> String {
+    if i < 26 {
+        ((b'a' + i as u8) as char).to_string()
+    } else {
+        format!("n{i}")
+    }
+}
+
+fn token() -> anyhow::Result<String> {
+    let mut b = [0u8; 24];
+    openssl::rand::rand_bytes(&mut b)?;
+    Ok(crate::envelope::hex(&b))
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NetworkFile {
+    pub nodes: Vec<NetworkNode>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NetworkNode {
+    pub name: String,
+    pub config: PathBuf,
+    pub api: String,
+    pub admin: String,
+    pub admin_token: String,
+    pub authorities: Vec<String>,
+    pub clients: Vec<NetworkClient>,
+    pub ca: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NetworkClient {
+    pub authority: String,
+    pub token: String,
+}
+
+/// Ports for each node: (api, transport, admin). `fixed` gives 7401.. instead of free ports.
+fn ports(n: usize, fixed: bool) -> anyhow::Result<Vec<[u16; 3]>> {
+    if fixed {
+        return Ok((0..n)
+            .map(|i| {
+                let base = 7401 + 10 * i as u16;
+                [base, base + 1, base + 2]
+            })
+            .collect());
+    }
+    // Hold every listener until all are picked, so no port is handed out twice.
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut p = [0u16; 3];
+        for slot in &mut p {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            *slot = l.local_addr()?.port();
+            held.push(l);
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Writes a network of `n` nodes into `dir` and returns its description.
+pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFile> {
+    anyhow::ensure!(n >= 1, "a network has at least one node");
+    std::fs::create_dir_all(dir)?;
+    let dir = std::path::absolute(dir)?;
+    let ca = crate::pki::new_ca("Poststelle development CA")?;
+    ca.write(&dir, "ca")?;
+    let ports = ports(n, fixed_ports)?;
+    let names: Vec<String> = (0..n).map(node_name).collect();
+    for name in &names {
+        let node_dir = dir.join(name);
+        std::fs::create_dir_all(&node_dir)?;
+        crate::pki::new_node_cert(&ca, name)?.write(&node_dir, "node")?;
+    }
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let node_dir = dir.join(name);
+        let authority = authority_of(i);
+        let client_token = token()?;
+        let admin_token = token()?;
+        let [api, transport, admin] = ports[i];
+        let partners = names
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, other)| RawPartner {
+                node: other.clone(),
+                transport_url: format!("https://127.0.0.1:{}/v1/transport", ports[j][1]),
+                certificate: PathBuf::from(format!("../{other}/node.pem")),
+                authorities: vec![authority_of(j)],
+            })
+            .collect();
+        let raw = RawConfig {
+            node: RawNode {
+                name: name.clone(),
+                data_dir: PathBuf::from("data"),
+            },
+            listen: RawListen {
+                api: format!("127.0.0.1:{api}"),
+                transport: format!("127.0.0.1:{transport}"),
+                admin: format!("127.0.0.1:{admin}"),
+            },
+            tls: RawTls {
+                ca: PathBuf::from("../ca.pem"),
+                cert: PathBuf::from("node.pem"),
+                key: PathBuf::from("node.key"),
+            },
+            admin: RawAdmin {
+                token: admin_token.clone(),
+            },
+            authorities: vec![RawAuthority {
+                id: authority.clone(),
+                name: format!("Authority of node {name}"),
+            }],
+            clients: vec![RawClient {
+                name: format!("fachverfahren-{name}"),
+                authority: authority.clone(),
+                token: client_token.clone(),
+                message_types: vec!["*".into()],
+                push_url: None,
+            }],
+            partners,
+            ..RawConfig::default()
+        };
+        let config_path = node_dir.join("poststelle.toml");
+        let text = format!(
+            "# Poststelle node {name}, written by `poststelle network init`.\n\
+             # Relative paths are relative to this file. Start with: poststelle serve --config {}\n\n{}",
+            config_path.display(),
+            toml::to_string_pretty(&raw)?
+        );
+        std::fs::write(&config_path, text)?;
+        nodes.push(NetworkNode {
+            name: name.clone(),
+            config: config_path,
+            api: format!("https://127.0.0.1:{api}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            admin_token,
+            authorities: vec![authority.clone()],
+            clients: vec![NetworkClient {
+                authority,
+                token: client_token,
+            }],
+            ca: dir.join("ca.pem"),
+        });
+    }
+    let file = NetworkFile { nodes };
+    std::fs::write(dir.join("network.json"), serde_json::to_vec_pretty(&file)?)?;
+    Ok(file)
+}

@@ -1,0 +1,111 @@
+//! A development PKI for local networks: one CA and node certificates (RSA-3072, SHA-256),
+//! made with the `openssl` crate. Not for production: real deployments use certificates from
+//! their administration PKI (e.g. the DOI/V-PKI) and only point the config at the files.
+
+use std::path::Path;
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509, X509Builder, X509NameBuilder};
+
+/// RSA modulus size for new keys (PRODUCT.md: at least 3072).
+pub const RSA_BITS: u32 = 3072;
+/// Validity of development certificates in days.
+const DEV_DAYS: u32 = 825;
+
+/// A certificate with its private key.
+pub struct Issued {
+    pub cert: X509,
+    pub key: PKey<Private>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("subject", &self.cert.subject_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issued {
+    /// Writes `NAME.pem` (certificate) and `NAME.key` (PKCS#8 key, mode 0600) into `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> anyhow::Result<()> {
+        std::fs::write(dir.join(format!("{name}.pem")), self.cert.to_pem()?)?;
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&key_path, self.key.private_key_to_pem_pkcs8()?)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+}
+
+fn new_key() -> anyhow::Result<PKey<Private>> {
+    Ok(PKey::from_rsa(Rsa::generate(RSA_BITS)?)?)
+}
+
+fn base(cn: &str, key: &PKey<Private>) -> anyhow::Result<X509Builder> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("O", "Poststelle development network")?;
+    name.append_entry_by_text("CN", cn)?;
+    let name = name.build();
+    let mut b = X509Builder::new()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_pubkey(key)?;
+    b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
+    b.set_not_after(&*Asn1Time::days_from_now(DEV_DAYS)?)?;
+    Ok(b)
+}
+
+/// A self-signed CA.
+pub fn new_ca(cn: &str) -> anyhow::Result<Issued> {
+    let key = new_key()?;
+    let mut b = base(cn, &key)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("O", "Poststelle development network")?;
+    name.append_entry_by_text("CN", cn)?;
+    b.set_issuer_name(&name.build())?;
+    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+    b.append_extension(ski)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    Ok(Issued { cert: b.build(), key })
+}
+
+/// A node certificate for TLS server and client use, valid for 127.0.0.1, ::1 and localhost.
+pub fn new_node_cert(ca: &Issued, node: &str) -> anyhow::Result<Issued> {
+    let key = new_key()?;
+    let mut b = base(&format!("poststelle node {node}"), &key)?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    b.append_extension(BasicConstraints::new().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .key_encipherment()
+            .build()?,
+    )?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
+    let san = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .ip("::1")
+        .build(&b.x509v3_context(Some(&ca.cert), None))?;
+    b.append_extension(san)?;
+    b.sign(&ca.key, MessageDigest::sha256())?;
+    Ok(Issued { cert: b.build(), key })
+}

@@ -1,0 +1,209 @@
+//! Problems: the one error shape every client sees (RFC 9457 style JSON), with the codes from
+//! PRODUCT.md, and the single place where a code maps to an HTTP status.
+//!
+//! A problem never carries message content: `detail` and `errors` hold positions and schema
+//! diagnostics about what the client itself sent, nothing read from a stored message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable problem codes (PRODUCT.md). Stable: clients branch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    NotWellFormed,
+    ForbiddenConstruct,
+    LimitExceeded,
+    UnsupportedEncoding,
+    UnknownMessageType,
+    SchemaInvalid,
+    HeaderInvalid,
+    NotPermitted,
+    UnknownRecipient,
+    DuplicateConflict,
+    Overloaded,
+    Unauthorized,
+    NotFound,
+    UnsupportedMediaType,
+    /// Partner transport: the TLS peer is not the partner the envelope names as sender.
+    SenderMismatch,
+    /// Partner transport: the envelope was refused for a reason not covered above.
+    EnvelopeInvalid,
+    /// The node itself failed (store unavailable); the client may retry. Never used for bad input.
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::NotWellFormed => "not-well-formed",
+            Code::ForbiddenConstruct => "forbidden-construct",
+            Code::LimitExceeded => "limit-exceeded",
+            Code::UnsupportedEncoding => "unsupported-encoding",
+            Code::UnknownMessageType => "unknown-message-type",
+            Code::SchemaInvalid => "schema-invalid",
+            Code::HeaderInvalid => "header-invalid",
+            Code::NotPermitted => "not-permitted",
+            Code::UnknownRecipient => "unknown-recipient",
+            Code::DuplicateConflict => "duplicate-conflict",
+            Code::Overloaded => "overloaded",
+            Code::Unauthorized => "unauthorized",
+            Code::NotFound => "not-found",
+            Code::UnsupportedMediaType => "unsupported-media-type",
+            Code::SenderMismatch => "sender-mismatch",
+            Code::EnvelopeInvalid => "envelope-invalid",
+            Code::Internal => "internal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Code> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+
+    /// The HTTP status for this code — the only place that decides it.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::NotWellFormed | Code::ForbiddenConstruct | Code::UnsupportedEncoding | Code::EnvelopeInvalid => {
+                StatusCode::BAD_REQUEST
+            }
+            Code::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::UnknownMessageType | Code::SchemaInvalid | Code::HeaderInvalid | Code::UnknownRecipient => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Code::NotPermitted | Code::SenderMismatch => StatusCode::FORBIDDEN,
+            Code::DuplicateConflict => StatusCode::CONFLICT,
+            Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Code::NotWellFormed => "The message is not well-formed XML",
+            Code::ForbiddenConstruct => "The message uses a forbidden XML construct",
+            Code::LimitExceeded => "The message exceeds a limit",
+            Code::UnsupportedEncoding => "The message is not in a supported encoding",
+            Code::UnknownMessageType => "No adapter handles this message type",
+            Code::SchemaInvalid => "The message is not valid against its schema",
+            Code::HeaderInvalid => "The message header is invalid",
+            Code::NotPermitted => "The client may not send this message",
+            Code::UnknownRecipient => "The recipient authority is not in the directory",
+            Code::DuplicateConflict => "A different message was already accepted under this message UUID",
+            Code::Overloaded => "The node is at capacity; retry later",
+            Code::Unauthorized => "Authentication is missing or invalid",
+            Code::NotFound => "No such resource",
+            Code::UnsupportedMediaType => "The body must be application/xml",
+            Code::SenderMismatch => "The TLS peer is not the envelope's sender",
+            Code::EnvelopeInvalid => "The envelope is invalid",
+            Code::Internal => "The node could not complete the request; retry later",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One positioned diagnostic, e.g. a schema error at line 12, column 7.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnostic {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub code: Code,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Diagnostic>,
+    /// Seconds to wait before retrying (only with `overloaded`).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
+}
+
+/// Most diagnostics a problem lists; the rest are summarised, so that a hostile document cannot
+/// make the answer grow with its errors.
+pub const MAX_DIAGNOSTICS: usize = 50;
+
+impl Problem {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Problem {
+            type_uri: format!("urn:poststelle:problem:{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status().as_u16(),
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_errors(mut self, mut errors: Vec<Diagnostic>) -> Self {
+        if errors.len() > MAX_DIAGNOSTICS {
+            let more = errors.len() - MAX_DIAGNOSTICS;
+            errors.truncate(MAX_DIAGNOSTICS);
+            errors.push(Diagnostic {
+                line: None,
+                column: None,
+                message: format!("{more} more errors not listed"),
+            });
+        }
+        self.errors = errors;
+        self
+    }
+
+    pub fn at(code: Code, line: u32, column: u32, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Problem::new(code, format!("line {line}, column {column}: {message}")).with_errors(vec![Diagnostic {
+            line: Some(line),
+            column: Some(column),
+            message,
+        }])
+    }
+
+    pub fn overloaded(retry_after: u32) -> Self {
+        let mut p = Problem::new(Code::Overloaded, "the node is at capacity");
+        p.retry_after = Some(retry_after);
+        p
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let retry_after = self.retry_after;
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}

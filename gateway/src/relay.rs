@@ -1,0 +1,472 @@
+//! Workers: claim jobs from the store with leases and move messages on.
+//!
+//! - `Relay` (sender): build the envelope (`sealed`), send it to the partner's node, store its
+//!   receipt (`sent` → `received`) or its refusal (`rejected`).
+//! - `Open` (receiver): decode and validate the content with its adapter (`opened`), or refuse
+//!   it (`refused`, with a notice to the sender).
+//! - `Push` (receiver): hand the opened message to the client's callback (`delivered`).
+//! - `Notice` (receiver): tell the sender's node `delivered` or `refused`.
+//!
+//! Transient failures (connection refused, timeout, 5xx, store busy) release the job for a
+//! later attempt with capped exponential backoff and jitter; permanent ones (a signed refusal, a
+//! 4xx) end the message with a code. Every step is a conditional store change, so a job run
+//! twice after a lease expiry has no second effect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::envelope::{self, EnvelopeHeader, Outcome, Receipt};
+use crate::node::Ctx;
+use crate::problem::Code;
+use crate::store::{Blob, Change, Job, JobKind, Message, Status, now_millis, rfc3339};
+
+/// How long an idle worker sleeps before looking for due jobs again (retries come due silently).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// What became of one attempt.
+enum Attempt {
+    /// Done; the store change was applied.
+    Done,
+    /// Try again later, for this reason.
+    Retry(String),
+}
+
+/// Runs one worker of `kind` until shutdown.
+pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let job = match ctx.store.claim(kind, ctx.config.relay.lease).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(kind = kind.as_str(), error = %e, "claim failed");
+                None
+            }
+        };
+        let Some(job) = job else {
+            tokio::select! {
+                _ = ctx.waker(kind).notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        };
+        let result = handle(&ctx, &job).await;
+        match result {
+            Ok(Attempt::Done) => {}
+            Ok(Attempt::Retry(reason)) | Err(reason) => {
+                let delay = backoff(&ctx, job.attempts);
+                tracing::warn!(kind = kind.as_str(), message_id = %job.message_id, attempt = job.attempts,
+                    retry_in_ms = delay.as_millis() as u64, error = %reason, "job attempt failed");
+                if let Err(e) = ctx
+                    .store
+                    .retry_later(job.id, now_millis() + delay.as_millis() as i64, &reason)
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot reschedule job; its lease will expire");
+                }
+            }
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter (50–100 % of the nominal delay).
+fn backoff(ctx: &Ctx, attempts: u32) -> Duration {
+    let r = &ctx.config.relay;
+    let exp = r
+        .retry_initial
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .min(r.retry_max);
+    let mut b = [0u8; 2];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    let jitter = 0.5 + (u16::from_le_bytes(b) as f64 / u16::MAX as f64) / 2.0;
+    exp.mul_f64(jitter)
+}
+
+async fn handle(ctx: &Ctx, job: &Job) -> Result<Attempt, String> {
+    let message = ctx
+        .store
+        .message(&job.message_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("message vanished")?;
+    match job.kind {
+        JobKind::Relay => relay(ctx, job, &message).await,
+        JobKind::Open => open(ctx, job, &message).await,
+        JobKind::Push => push(ctx, job, &message).await,
+        JobKind::Notice => notice(ctx, job, &message).await,
+    }
+}
+
+/// Removes a job whose message is no longer in a state the job applies to.
+async fn drop_job(ctx: &Ctx, job: &Job) -> Result<Attempt, String> {
+    ctx.store
+        .apply(Change {
+            message_id: job.message_id.clone(),
+            finish_job: Some(job.id),
+            ..Change::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Attempt::Done)
+}
+
+async fn apply(ctx: &Ctx, change: Change) -> Result<Attempt, String> {
+    ctx.store.apply(change).await.map_err(|e| e.to_string())?;
+    Ok(Attempt::Done)
+}
+
+async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
+    if !matches!(m.status, Status::Accepted | Status::Sealed | Status::Sent) {
+        return drop_job(ctx, job).await;
+    }
+    let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
+        return apply(
+            ctx,
+            Change {
+                message_id: m.id.clone(),
+                finish_job: Some(job.id),
+                expect: vec![Status::Accepted, Status::Sealed, Status::Sent],
+                status: Some(Status::Failed),
+                error: Some((
+                    Code::UnknownRecipient.as_str().into(),
+                    format!("partner node {} is no longer in the directory", m.partner_node),
+                )),
+                ..Change::default()
+            },
+        )
+        .await;
+    };
+    // Seal once; a retry sends the very same envelope (same message id, same digest).
+    let envelope_bytes = match ctx.store.blob(&m.id, Blob::Envelope).await.map_err(|e| e.to_string())? {
+        Some(e) => e,
+        None => {
+            let payload = ctx
+                .store
+                .blob(&m.id, Blob::Payload)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("payload missing")?;
+            let env = envelope::build(
+                &EnvelopeHeader {
+                    message_id: m.id.clone(),
+                    xoev_uuid: m.xoev_uuid.clone(),
+                    sender_node: ctx.config.node_name.clone(),
+                    sender: m.author.clone(),
+                    recipient: m.reader.clone(),
+                    message_type: m.message_type.clone(),
+                    created: rfc3339(m.created_at),
+                },
+                &payload,
+            );
+            ctx.store
+                .apply(Change {
+                    message_id: m.id.clone(),
+                    expect: vec![Status::Accepted],
+                    status: Some(Status::Sealed),
+                    blobs: vec![(Blob::Envelope, env.clone())],
+                    ..Change::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            env
+        }
+    };
+    let response = ctx
+        .relay_client
+        .post(&partner.transport_url)
+        .header("content-type", "application/xml")
+        .body(envelope_bytes.clone())
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Attempt::Retry(format!(
+                "partner {} unreachable: {}",
+                partner.node,
+                error_chain(&e)
+            )));
+        }
+    };
+    let status = response.status();
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Ok(Attempt::Retry(format!("reading the partner's answer failed: {e}"))),
+    };
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        return Ok(Attempt::Retry(format!("partner {} answered {status}", partner.node)));
+    }
+    let receipt = match read_receipt(ctx, &body).await {
+        Ok(r) if r.message_id == m.id || r.outcome == Outcome::Refused => r,
+        Ok(_) => return Ok(Attempt::Retry("the partner's receipt is for another message".into())),
+        Err(reason) if status.is_success() => return Ok(Attempt::Retry(reason)),
+        Err(reason) => {
+            // A 4xx without a readable refusal is still permanent.
+            return apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Sealed, Status::Sent],
+                    status: Some(Status::Rejected),
+                    error: Some(("partner-refused".into(), format!("partner answered {status}: {reason}"))),
+                    ..Change::default()
+                },
+            )
+            .await;
+        }
+    };
+    let expected_digest = envelope::sha256(&envelope_bytes);
+    match receipt.outcome {
+        Outcome::Received | Outcome::Delivered if status.is_success() => {
+            if receipt.envelope_sha256.as_deref() != Some(expected_digest.as_slice()) {
+                return Ok(Attempt::Retry("the receipt does not bind our envelope's digest".into()));
+            }
+            tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");
+            apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Sealed, Status::Sent],
+                    events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
+                    status: Some(Status::Received),
+                    detail: Some(format!("receipt from {} at {}", receipt.receiver_node, receipt.time)),
+                    blobs: vec![(Blob::Receipt, body.to_vec())],
+                    ..Change::default()
+                },
+            )
+            .await
+        }
+        _ => {
+            let code = receipt.code.clone().unwrap_or_else(|| "partner-refused".into());
+            tracing::warn!(message_id = %m.id, partner = %partner.node, code = %code, "envelope refused by partner");
+            apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Sealed, Status::Sent],
+                    events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
+                    status: Some(Status::Rejected),
+                    detail: Some(format!("refused by {}", partner.node)),
+                    error: Some((code, receipt.detail.clone().unwrap_or_default())),
+                    blobs: vec![(Blob::Receipt, body.to_vec())],
+                    ..Change::default()
+                },
+            )
+            .await
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Checks a partner's answer against the receipt schema and reads it.
+async fn read_receipt(ctx: &Ctx, body: &[u8]) -> Result<Receipt, String> {
+    crate::xml::prescan::prescan(body, &ctx.config.limits).map_err(|p| format!("receipt unreadable: {p}"))?;
+    ctx.validator
+        .validate(ctx.envelope_schema.clone(), Arc::from(body))
+        .await
+        .map_err(|p| p.to_string())?
+        .map_err(|f| format!("receipt invalid: {}", f.into_problem()))?;
+    envelope::parse_receipt(body).map_err(|p| p.to_string())
+}
+
+async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
+    if m.status != Status::Received {
+        return drop_job(ctx, job).await;
+    }
+    let env = ctx
+        .store
+        .blob(&m.id, Blob::Envelope)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("envelope missing")?;
+    let checked = match envelope::parse(&env) {
+        Ok((_, content)) => {
+            let content: Arc<[u8]> = Arc::from(content);
+            match crate::intake::identify_and_validate(ctx, &content).await {
+                Ok((t, h)) => {
+                    if h.author != m.author || h.reader != m.reader || h.message_uuid != m.xoev_uuid {
+                        Err(crate::problem::Problem::new(
+                            Code::HeaderInvalid,
+                            "the message header does not match the envelope (author, reader or UUID)",
+                        ))
+                    } else if t.to_string() != m.message_type {
+                        Err(crate::problem::Problem::new(
+                            Code::HeaderInvalid,
+                            "the message type does not match the envelope",
+                        ))
+                    } else {
+                        Ok(content)
+                    }
+                }
+                Err(p) if p.code == Code::Overloaded => return Ok(Attempt::Retry("validation pool full".into())),
+                Err(p) => Err(p),
+            }
+        }
+        Err(p) => Err(p),
+    };
+    match checked {
+        Ok(content) => {
+            let push = ctx
+                .config
+                .clients
+                .iter()
+                .any(|c| c.authority == m.reader && c.push_url.is_some());
+            let mut enqueue = Vec::new();
+            if push {
+                enqueue.push((JobKind::Push, now_millis()));
+            }
+            tracing::info!(message_id = %m.id, "message opened");
+            let r = apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Received],
+                    status: Some(Status::Opened),
+                    blobs: vec![(Blob::Payload, content.to_vec())],
+                    enqueue,
+                    ..Change::default()
+                },
+            )
+            .await;
+            if push {
+                ctx.wake(JobKind::Push);
+            }
+            r
+        }
+        Err(p) => {
+            tracing::warn!(message_id = %m.id, code = %p.code, "received message refused");
+            let r = apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Received],
+                    status: Some(Status::Refused),
+                    error: Some((p.code.as_str().into(), p.detail.clone())),
+                    enqueue: vec![(JobKind::Notice, now_millis())],
+                    ..Change::default()
+                },
+            )
+            .await;
+            ctx.wake(JobKind::Notice);
+            r
+        }
+    }
+}
+
+async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
+    if m.status != Status::Opened {
+        return drop_job(ctx, job).await;
+    }
+    let Some(client) = ctx
+        .config
+        .clients
+        .iter()
+        .find(|c| c.authority == m.reader && c.push_url.is_some())
+    else {
+        return drop_job(ctx, job).await;
+    };
+    let url = client.push_url.as_deref().unwrap_or_default();
+    let payload = ctx
+        .store
+        .blob(&m.id, Blob::Payload)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("payload missing")?;
+    let response = ctx
+        .push_client
+        .post(url)
+        .header("content-type", "application/xml")
+        .header("idempotency-key", m.id.as_str())
+        .header("x-poststelle-message-id", m.id.as_str())
+        .body(payload)
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => {
+            tracing::info!(message_id = %m.id, client = %client.name, "message pushed to client");
+            let r = apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Opened],
+                    status: Some(Status::Delivered),
+                    detail: Some(format!("pushed to client {}", client.name)),
+                    enqueue: vec![(JobKind::Notice, now_millis())],
+                    ..Change::default()
+                },
+            )
+            .await;
+            ctx.wake(JobKind::Notice);
+            r
+        }
+        Ok(r) => Ok(Attempt::Retry(format!("client callback answered {}", r.status()))),
+        Err(e) => Ok(Attempt::Retry(format!("client callback unreachable: {e}"))),
+    }
+}
+
+async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
+    let (outcome, code, detail) = match m.status {
+        Status::Delivered => (Outcome::Delivered, None, None),
+        Status::Refused => (Outcome::Refused, m.error_code.clone(), m.error_detail.clone()),
+        _ => return drop_job(ctx, job).await,
+    };
+    let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
+        return drop_job(ctx, job).await;
+    };
+    let body = envelope::build_receipt(&Receipt {
+        message_id: m.remote_id.clone().unwrap_or_default(),
+        outcome,
+        code,
+        detail,
+        envelope_sha256: hex_decode(&m.digest),
+        receiver_node: ctx.config.node_name.clone(),
+        time: rfc3339(now_millis()),
+    });
+    let response = ctx
+        .relay_client
+        .post(&partner.transport_url)
+        .header("content-type", "application/xml")
+        .body(body)
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => drop_job(ctx, job).await,
+        // The partner does not know the message (e.g. it was purged): nothing more to tell.
+        Ok(r) if r.status().is_client_error() => {
+            tracing::warn!(message_id = %m.id, status = r.status().as_u16(), "partner refused our notice");
+            drop_job(ctx, job).await
+        }
+        Ok(r) => Ok(Attempt::Retry(format!("partner answered {}", r.status()))),
+        Err(e) => Ok(Attempt::Retry(format!("partner unreachable: {}", error_chain(&e)))),
+    }
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}

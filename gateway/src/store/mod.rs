@@ -1,0 +1,271 @@
+//! The store: durable messages, their event timelines, and the jobs that move them on.
+//!
+//! Design constraints (every implementation — SQLite now, PostgreSQL later — keeps them):
+//! 1. **Durable before acknowledged.** A method returns only after its write is committed and
+//!    synced (`synchronous=FULL` for SQLite); callers acknowledge (HTTP 2xx, receipts) after that.
+//! 2. **One transition = one atomic write.** A status change, its timeline event, the blobs it
+//!    sets and the jobs it finishes or enqueues commit together ([`Change`]); there is no state
+//!    in which a message moved but its follow-up job is missing (transactional outbox).
+//! 3. **Work is claimed with leases.** A job is owned by whoever claimed it until its lease
+//!    expires; after a crash the lease runs out and another worker (or the restarted node) takes
+//!    the job over. Jobs are therefore at-least-once; their effects are idempotent.
+//! 4. **Idempotent intake.** Outbound: one message per (client, XÖV message UUID); the same
+//!    content again returns the existing id, other content is a conflict. Inbound: one message
+//!    per (sender node, sender's message id); a resend gets the original receipt.
+//! 5. **Metadata and payload are apart.** Listing and status queries never load payloads, so
+//!    retention can purge payloads while the timeline stays.
+//! 6. **Conditional transitions.** A [`Change`] may name the states it expects; if the message is
+//!    elsewhere (an operator cancelled it, a duplicate worker got there first) nothing is written.
+
+pub mod sqlite;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC rendering of a store time.
+pub fn rfc3339(ms: Millis) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Sent by one of our clients to a partner.
+    Outbound,
+    /// Received from a partner for one of our authorities.
+    Inbound,
+}
+
+/// Lifecycle states (PRODUCT.md). Sender side: accepted → sealed → sent → received → delivered,
+/// or rejected / failed / cancelled. Receiver side: received → opened → delivered | refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Accepted,
+    Sealed,
+    Sent,
+    Received,
+    Opened,
+    Delivered,
+    Rejected,
+    Refused,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Sealed => "sealed",
+            Status::Sent => "sent",
+            Status::Received => "received",
+            Status::Opened => "opened",
+            Status::Delivered => "delivered",
+            Status::Rejected => "rejected",
+            Status::Refused => "refused",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kinds of background work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Outbound: build the envelope and send it to the partner node.
+    Relay,
+    /// Inbound: open the received envelope (validate its content) for delivery.
+    Open,
+    /// Inbound: tell the sender's node about delivery or refusal.
+    Notice,
+    /// Inbound: push the opened message to the client's callback.
+    Push,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Relay => "relay",
+            JobKind::Open => "open",
+            JobKind::Notice => "notice",
+            JobKind::Push => "push",
+        }
+    }
+}
+
+/// A message's metadata (no payloads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub id: String,
+    pub direction: Direction,
+    pub status: Status,
+    /// Outbound: the submitting client's name.
+    pub client: Option<String>,
+    pub xoev_uuid: String,
+    /// Hex SHA-256 of the XÖV message as submitted (outbound) or of the envelope (inbound).
+    pub digest: String,
+    pub message_type: String,
+    pub author: String,
+    pub reader: String,
+    /// The partner node: recipient's node (outbound) or sender's node (inbound).
+    pub partner_node: String,
+    /// Inbound: the sender node's message id (what notices refer to).
+    pub remote_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_detail: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One entry of a message's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub at: Millis,
+    pub status: Status,
+    pub detail: Option<String>,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub message_id: String,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub client: String,
+    pub xoev_uuid: String,
+    pub digest: String,
+    pub message_type: String,
+    pub author: String,
+    pub reader: String,
+    pub partner_node: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Stored now under this id.
+    Created(String),
+    /// The same client sent the same content under this UUID before.
+    Existing(String),
+    /// The same client sent other content under this UUID before.
+    Conflict(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub sender_node: String,
+    pub remote_id: String,
+    pub xoev_uuid: String,
+    pub digest: String,
+    pub message_type: String,
+    pub author: String,
+    pub reader: String,
+    pub envelope: Vec<u8>,
+    /// The receipt answered now, kept to answer resends with the same bytes.
+    pub receipt: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiveOutcome {
+    Created(String),
+    /// A resend: the original receipt.
+    Duplicate(Vec<u8>),
+    /// Same message id, different envelope digest.
+    Conflict,
+}
+
+/// Which stored blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blob {
+    /// The XÖV message (outbound: as submitted; inbound: as opened).
+    Payload,
+    /// The envelope as sent or received.
+    Envelope,
+    /// Outbound: the partner's receipt. Inbound: our receipt.
+    Receipt,
+    /// Outbound: the partner's latest notice (delivered / refused).
+    Notice,
+}
+
+/// One atomic transition of a message (see constraint 2).
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub message_id: String,
+    /// Write only if the message is in one of these states (empty: any).
+    pub expect: Vec<Status>,
+    /// New status; also recorded as a timeline event.
+    pub status: Option<Status>,
+    /// Extra timeline events before the status event (e.g. `sent` just before `received`).
+    pub events_before: Vec<(Status, Option<String>)>,
+    pub detail: Option<String>,
+    pub error: Option<(String, String)>,
+    pub blobs: Vec<(Blob, Vec<u8>)>,
+    /// The job this change completes (deleted with the change).
+    pub finish_job: Option<i64>,
+    /// Follow-up jobs, due at the given times.
+    pub enqueue: Vec<(JobKind, Millis)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store is busy")]
+    Busy,
+    #[error("store failed: {0}")]
+    Failed(String),
+}
+
+/// The durable store (see the constraints above).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError>;
+    async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError>;
+    /// Claims the next due job of `kind` whose lease is free, leasing it for `lease`.
+    async fn claim(&self, kind: JobKind, lease: Duration) -> Result<Option<Job>, StoreError>;
+    /// Applies a change; `Ok(false)` if the message was not in an expected state (nothing written,
+    /// but `finish_job` is still removed so a stale job does not spin).
+    async fn apply(&self, change: Change) -> Result<bool, StoreError>;
+    /// Releases a job for another attempt at `due`, recording why.
+    async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError>;
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+    /// Outbound message sent to `partner_node` under our id `id` (for notices).
+    async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError>;
+    async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Inbound messages for `authority` in state `opened` (delivered to the client, not acked).
+    async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError>;
+    /// Finds an inbound message by its sender's id.
+    async fn inbound_by_remote(&self, sender_node: &str, remote_id: &str) -> Result<Option<Message>, StoreError>;
+    /// Counts of messages per (direction, status), for readiness and status views.
+    async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError>;
+}

@@ -1,0 +1,651 @@
+//! SQLite store (rusqlite, bundled): WAL, `synchronous=FULL`, and group commit.
+//!
+//! All writes go through one writer thread. It takes the first waiting write, drains up to
+//! [`MAX_BATCH`] more that are already queued, runs each in its own savepoint inside one
+//! transaction, commits once (one fsync for the batch) and only then answers each caller. A write
+//! that fails rolls back its own savepoint and fails alone. Reads use a separate connection, which
+//! WAL lets run beside the writer.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// Most writes committed together. Bounded so one commit's latency stays small.
+const MAX_BATCH: usize = 128;
+/// Writes waiting for the writer thread; when full, callers get `Busy` (→ 503 overloaded).
+const WRITE_QUEUE: usize = 4096;
+
+type Reply = Box<dyn FnOnce(bool) + Send>;
+type Op = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    direction TEXT NOT NULL,
+    status TEXT NOT NULL,
+    client TEXT,
+    xoev_uuid TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    message_type TEXT NOT NULL,
+    author TEXT NOT NULL,
+    reader TEXT NOT NULL,
+    partner_node TEXT NOT NULL,
+    remote_id TEXT,
+    error_code TEXT,
+    error_detail TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_client_uuid ON messages(client, xoev_uuid) WHERE direction = 'outbound';
+CREATE UNIQUE INDEX IF NOT EXISTS messages_remote ON messages(partner_node, remote_id) WHERE direction = 'inbound';
+CREATE INDEX IF NOT EXISTS messages_inbox ON messages(reader, status) WHERE direction = 'inbound';
+CREATE TABLE IF NOT EXISTS blobs (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (message_id, kind)
+);
+CREATE TABLE IF NOT EXISTS events (
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_message ON events(message_id, seq);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    message_id TEXT NOT NULL REFERENCES messages(id),
+    due_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(kind, due_at);
+"#;
+
+/// The SQLite store. Cheap to clone behind an `Arc`.
+pub struct SqliteStore {
+    writes: mpsc::SyncSender<Op>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DIR/poststelle.db` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let path = dir.join("poststelle.db");
+        let writer = open(&path).map_err(failed)?;
+        writer.execute_batch(SCHEMA).map_err(failed)?;
+        let reader = open(&path).map_err(failed)?;
+        let (tx, rx) = mpsc::sync_channel::<Op>(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(failed)?;
+        Ok(SqliteStore {
+            writes: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<R, StoreError>>();
+        let op: Op = Box::new(move |conn| {
+            let r = f(conn);
+            let ok = r.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let out = match (committed, r) {
+                    (true, r) => r.map_err(failed),
+                    (false, _) => Err(StoreError::Failed("commit failed".into())),
+                };
+                let _ = tx.send(out);
+            });
+            (ok, reply)
+        });
+        self.writes.try_send(op).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::TrySendError::Disconnected(_) => StoreError::Failed("store writer stopped".into()),
+        })?;
+        rx.await
+            .map_err(|_| StoreError::Failed("store writer stopped".into()))?
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StoreError::Failed("reader poisoned".into()))?;
+            f(&conn).map_err(failed)
+        })
+        .await
+        .map_err(failed)?
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "store transaction could not start");
+                for op in batch {
+                    // Run nothing; answer every caller with a failure.
+                    let (_, reply) = op(&failing_connection());
+                    reply(false);
+                }
+                continue;
+            }
+        };
+        let mut replies = Vec::with_capacity(batch.len());
+        for op in batch {
+            let _ = tx.execute_batch("SAVEPOINT op");
+            let (ok, reply) = op(&tx);
+            if ok {
+                let _ = tx.execute_batch("RELEASE op");
+            } else {
+                let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
+            }
+            replies.push(reply);
+        }
+        let committed = match tx.commit() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed");
+                false
+            }
+        };
+        for r in replies {
+            r(committed);
+        }
+    }
+}
+
+/// An in-memory connection whose only purpose is to let a failed batch's closures run and
+/// produce their replies without touching the real database.
+fn failing_connection() -> Connection {
+    Connection::open_in_memory().unwrap_or_else(|_| unreachable_connection())
+}
+
+fn unreachable_connection() -> Connection {
+    // Opening an in-memory database only fails on allocation failure.
+    std::process::abort()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn insert_event(conn: &Connection, id: &str, at: Millis, status: Status, detail: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO events(message_id, at, status, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![id, at, status.as_str(), detail],
+    )?;
+    Ok(())
+}
+
+fn insert_job(conn: &Connection, id: &str, kind: JobKind, due: Millis) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO jobs(kind, message_id, due_at) VALUES (?1, ?2, ?3)",
+        params![kind.as_str(), id, due],
+    )?;
+    Ok(())
+}
+
+fn put_blob(conn: &Connection, id: &str, kind: Blob, data: &[u8]) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO blobs(message_id, kind, data) VALUES (?1, ?2, ?3)
+         ON CONFLICT(message_id, kind) DO UPDATE SET data = excluded.data",
+        params![id, blob_name(kind), data],
+    )?;
+    Ok(())
+}
+
+fn blob_name(b: Blob) -> &'static str {
+    match b {
+        Blob::Payload => "payload",
+        Blob::Envelope => "envelope",
+        Blob::Receipt => "receipt",
+        Blob::Notice => "notice",
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "id, direction, status, client, xoev_uuid, digest, message_type, author, reader, \
+     partner_node, remote_id, error_code, error_detail, created_at, updated_at";
+
+fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let direction: String = row.get(1)?;
+    let status: String = row.get(2)?;
+    Ok(Message {
+        id: row.get(0)?,
+        direction: if direction == "inbound" {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        },
+        status: Status::parse(&status).unwrap_or(Status::Failed),
+        client: row.get(3)?,
+        xoev_uuid: row.get(4)?,
+        digest: row.get(5)?,
+        message_type: row.get(6)?,
+        author: row.get(7)?,
+        reader: row.get(8)?,
+        partner_node: row.get(9)?,
+        remote_id: row.get(10)?,
+        error_code: row.get(11)?,
+        error_detail: row.get(12)?,
+        created_at: row.get(13)?,
+        updated_at: row.get(14)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
+        self.write(move |conn| {
+            let existing: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT id, digest FROM messages WHERE direction = 'outbound' AND client = ?1 AND xoev_uuid = ?2",
+                    params![m.client, m.xoev_uuid],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, digest)) = existing {
+                return Ok(if digest == m.digest {
+                    AcceptOutcome::Existing(id)
+                } else {
+                    AcceptOutcome::Conflict(id)
+                });
+            }
+            let id = new_id();
+            let now = now_millis();
+            conn.execute(
+                "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,
+                    partner_node, created_at, updated_at)
+                 VALUES (?1, 'outbound', 'accepted', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![
+                    id,
+                    m.client,
+                    m.xoev_uuid,
+                    m.digest,
+                    m.message_type,
+                    m.author,
+                    m.reader,
+                    m.partner_node,
+                    now
+                ],
+            )?;
+            put_blob(conn, &id, Blob::Payload, &m.payload)?;
+            insert_event(conn, &id, now, Status::Accepted, None)?;
+            insert_job(conn, &id, JobKind::Relay, now)?;
+            Ok(AcceptOutcome::Created(id))
+        })
+        .await
+    }
+
+    async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
+        self.write(move |conn| {
+            let existing: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT id, digest FROM messages WHERE direction = 'inbound' AND partner_node = ?1 AND remote_id = ?2",
+                    params![m.sender_node, m.remote_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((id, digest)) = existing {
+                if digest != m.digest {
+                    return Ok(ReceiveOutcome::Conflict);
+                }
+                let receipt: Vec<u8> = conn.query_row(
+                    "SELECT data FROM blobs WHERE message_id = ?1 AND kind = 'receipt'",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                return Ok(ReceiveOutcome::Duplicate(receipt));
+            }
+            let id = new_id();
+            let now = now_millis();
+            conn.execute(
+                "INSERT INTO messages(id, direction, status, xoev_uuid, digest, message_type, author, reader,
+                    partner_node, remote_id, created_at, updated_at)
+                 VALUES (?1, 'inbound', 'received', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![id, m.xoev_uuid, m.digest, m.message_type, m.author, m.reader, m.sender_node, m.remote_id, now],
+            )?;
+            put_blob(conn, &id, Blob::Envelope, &m.envelope)?;
+            put_blob(conn, &id, Blob::Receipt, &m.receipt)?;
+            insert_event(conn, &id, now, Status::Received, None)?;
+            insert_job(conn, &id, JobKind::Open, now)?;
+            Ok(ReceiveOutcome::Created(id))
+        })
+        .await
+    }
+
+    async fn claim(&self, kind: JobKind, lease: Duration) -> Result<Option<Job>, StoreError> {
+        self.write(move |conn| {
+            let now = now_millis();
+            let job: Option<(i64, String, u32)> = conn
+                .query_row(
+                    "SELECT id, message_id, attempts FROM jobs
+                     WHERE kind = ?1 AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)
+                     ORDER BY due_at, id LIMIT 1",
+                    params![kind.as_str(), now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((id, message_id, attempts)) = job else {
+                return Ok(None);
+            };
+            conn.execute(
+                "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
+                params![now + lease.as_millis() as i64, id],
+            )?;
+            Ok(Some(Job {
+                id,
+                kind,
+                message_id,
+                attempts: attempts + 1,
+            }))
+        })
+        .await
+    }
+
+    async fn apply(&self, c: Change) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            if let Some(job) = c.finish_job {
+                conn.execute("DELETE FROM jobs WHERE id = ?1", params![job])?;
+            }
+            let status: Option<String> = conn
+                .query_row(
+                    "SELECT status FROM messages WHERE id = ?1",
+                    params![c.message_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(status) = status else { return Ok(false) };
+            let current = Status::parse(&status);
+            if !c.expect.is_empty() && !current.is_some_and(|s| c.expect.contains(&s)) {
+                return Ok(false);
+            }
+            let now = now_millis();
+            for (s, d) in &c.events_before {
+                insert_event(conn, &c.message_id, now, *s, d.as_deref())?;
+            }
+            if let Some(s) = c.status {
+                conn.execute(
+                    "UPDATE messages SET status = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![s.as_str(), now, c.message_id],
+                )?;
+                insert_event(conn, &c.message_id, now, s, c.detail.as_deref())?;
+            }
+            if let Some((code, detail)) = &c.error {
+                conn.execute(
+                    "UPDATE messages SET error_code = ?1, error_detail = ?2, updated_at = ?3 WHERE id = ?4",
+                    params![code, detail, now, c.message_id],
+                )?;
+            }
+            for (kind, data) in &c.blobs {
+                put_blob(conn, &c.message_id, *kind, data)?;
+            }
+            for (kind, due) in &c.enqueue {
+                insert_job(conn, &c.message_id, *kind, *due)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {
+        let error = error.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE jobs SET lease_until = NULL, due_at = ?1, last_error = ?2 WHERE id = ?3",
+                params![due, error, job_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
+                params![id],
+                row_to_message,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            let mut st = conn.prepare("SELECT at, status, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
+            let rows = st.query_map(params![id], |r| {
+                let s: String = r.get(1)?;
+                Ok(Event {
+                    at: r.get(0)?,
+                    status: Status::parse(&s).unwrap_or(Status::Failed),
+                    detail: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT data FROM blobs WHERE message_id = ?1 AND kind = ?2",
+                params![id, blob_name(blob)],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
+        let authority = authority.to_owned();
+        self.read(move |conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE direction = 'inbound' AND reader = ?1 AND status = 'opened' ORDER BY created_at LIMIT 1000"
+            ))?;
+            let rows = st.query_map(params![authority], row_to_message)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn inbound_by_remote(&self, sender_node: &str, remote_id: &str) -> Result<Option<Message>, StoreError> {
+        let (node, rid) = (sender_node.to_owned(), remote_id.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE direction = 'inbound' AND partner_node = ?1 AND remote_id = ?2"
+                ),
+                params![node, rid],
+                row_to_message,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut st = conn.prepare("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")?;
+            let rows = st.query_map([], |r| {
+                let d: String = r.get(0)?;
+                let s: String = r.get(1)?;
+                let n: i64 = r.get(2)?;
+                Ok((
+                    if d == "inbound" {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
+                    Status::parse(&s).unwrap_or(Status::Failed),
+                    n as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(uuid: &str, digest: &str) -> NewOutbound {
+        NewOutbound {
+            client: "c".into(),
+            xoev_uuid: uuid.into(),
+            digest: digest.into(),
+            message_type: "t".into(),
+            author: "psw:1".into(),
+            reader: "psw:2".into(),
+            partner_node: "b".into(),
+            payload: b"<x/>".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn accept_is_idempotent_per_client_and_uuid() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d1")).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            s.accept(outbound("u1", "d1")).await.unwrap(),
+            AcceptOutcome::Existing(id.clone())
+        );
+        assert_eq!(
+            s.accept(outbound("u1", "d2")).await.unwrap(),
+            AcceptOutcome::Conflict(id.clone())
+        );
+        let m = s.message(&id).await.unwrap().unwrap();
+        assert_eq!(m.status, Status::Accepted);
+        assert_eq!(s.blob(&id, Blob::Payload).await.unwrap().unwrap(), b"<x/>");
+    }
+
+    #[tokio::test]
+    async fn jobs_are_leased_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let s = SqliteStore::open(dir.path()).unwrap();
+            let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d1")).await.unwrap() else {
+                panic!()
+            };
+            let job = s
+                .claim(JobKind::Relay, Duration::from_millis(1))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(job.attempts, 1);
+            id
+        };
+        // A new process: the lease has expired, the job is claimable again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let job = s.claim(JobKind::Relay, Duration::from_secs(30)).await.unwrap().unwrap();
+        assert_eq!(job.message_id, id);
+        assert_eq!(job.attempts, 2);
+        assert!(
+            s.claim(JobKind::Relay, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_none(),
+            "leased"
+        );
+        let applied = s
+            .apply(Change {
+                message_id: id.clone(),
+                expect: vec![Status::Accepted],
+                status: Some(Status::Sealed),
+                finish_job: Some(job.id),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        assert!(applied);
+        let stale = s
+            .apply(Change {
+                message_id: id.clone(),
+                expect: vec![Status::Accepted],
+                status: Some(Status::Cancelled),
+                ..Change::default()
+            })
+            .await
+            .unwrap();
+        assert!(!stale, "conditional transition must not apply");
+        let ev: Vec<Status> = s.events(&id).await.unwrap().iter().map(|e| e.status).collect();
+        assert_eq!(ev, vec![Status::Accepted, Status::Sealed]);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_group_committed_and_all_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(
+                async move { s.accept(outbound(&format!("u{i}"), "d")).await },
+            ));
+        }
+        for t in tasks {
+            assert!(matches!(t.await.unwrap().unwrap(), AcceptOutcome::Created(_)));
+        }
+        let counts = s.counts().await.unwrap();
+        assert_eq!(counts, vec![(Direction::Outbound, Status::Accepted, 200)]);
+    }
+}

@@ -1,0 +1,165 @@
+//! TLS on both sides with OpenSSL: the server accept loop (so that handlers see the client's
+//! leaf certificate), and the relay client's identity and trust.
+//!
+//! Profile (PRODUCT.md): TLS 1.3, or 1.2 with ECDHE + AES-GCM only. The transport listener
+//! requires a client certificate chaining to the configured CA; the API listener accepts one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use openssl::hash::MessageDigest;
+use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+/// TLS 1.2 suites allowed: ECDHE with AES-GCM only. TLS 1.3 suites are all AEAD.
+const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
+
+/// Most concurrent connections per listener; beyond it new connections wait in the kernel backlog.
+const MAX_CONNECTIONS: usize = 1024;
+/// A client must finish the TLS handshake within this time (slow-loris).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send the request head within this time (slow-loris).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The verified client certificate of a TLS connection, as seen by handlers.
+#[derive(Debug, Clone, Default)]
+pub struct PeerCert {
+    /// SHA-256 of the leaf certificate's DER, if the client presented one.
+    pub fingerprint: Option<[u8; 32]>,
+}
+
+pub fn fingerprint(cert: &X509) -> Result<[u8; 32], openssl::error::ErrorStack> {
+    let d = cert.digest(MessageDigest::sha256())?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&d);
+    Ok(out)
+}
+
+pub fn fingerprint_of_pem_file(path: &Path) -> Result<[u8; 32], String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cert = X509::from_pem(&pem).map_err(|e| format!("{}: not a PEM certificate ({e})", path.display()))?;
+    fingerprint(&cert).map_err(|e| e.to_string())
+}
+
+/// Builds a server-side acceptor. `require_client_cert` makes the handshake fail without one.
+pub fn acceptor(cert: &Path, key: &Path, ca: &Path, require_client_cert: bool) -> anyhow::Result<SslAcceptor> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_cipher_list(TLS12_CIPHERS)?;
+    b.set_certificate_chain_file(cert)?;
+    b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    b.check_private_key()?;
+    b.set_ca_file(ca)?;
+    let mode = if require_client_cert {
+        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+    } else {
+        SslVerifyMode::PEER
+    };
+    b.set_verify(mode);
+    Ok(b.build())
+}
+
+/// Serves `router` over TLS until `shutdown` turns true; each request carries the [`PeerCert`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: Arc<SslAcceptor>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                return;
+            };
+            let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, tcp) else {
+                return;
+            };
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut stream).accept()).await;
+            if !matches!(handshake, Ok(Ok(()))) {
+                tracing::debug!("TLS handshake failed or timed out");
+                return;
+            }
+            let peer = PeerCert {
+                fingerprint: stream.ssl().peer_certificate().and_then(|c| fingerprint(&c).ok()),
+            };
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = conn_shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves plain HTTP (the admin listener) until `shutdown` turns true.
+pub async fn serve_plain(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+    let _ = TokioExecutor::new();
+    let _ = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+}
+
+/// The relay's HTTPS client: our node certificate as identity, only the configured CA trusted.
+pub fn relay_client(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
+    let cert_pem = std::fs::read(cert)?;
+    let key_pem = std::fs::read(key)?;
+    let ca_pem = std::fs::read(ca)?;
+    let identity = reqwest::Identity::from_pkcs8_pem(&cert_pem, &key_pem)?;
+    let mut b = reqwest::Client::builder()
+        .use_native_tls()
+        .tls_built_in_root_certs(false)
+        .min_tls_version(reqwest::tls::Version::TLS_1_2)
+        .identity(identity)
+        .connect_timeout(connect_timeout)
+        .timeout(request_timeout)
+        .pool_max_idle_per_host(8)
+        .redirect(reqwest::redirect::Policy::none());
+    for c in reqwest::Certificate::from_pem_bundle(&ca_pem)? {
+        b = b.add_root_certificate(c);
+    }
+    Ok(b.build()?)
+}

@@ -1,0 +1,226 @@
+//! Partner transport, receiving side: `POST /v1/transport` on the mutual-TLS listener.
+//!
+//! The TLS client certificate is mapped to exactly one directory entry; an envelope is accepted
+//! only if that partner is its sender. Answers: a receipt (`received`) once the envelope is
+//! durable, the original receipt for a resend, or a refusal (a receipt with outcome `refused`
+//! and a code) with a 4xx status. Notices (`delivered`, `refused`) from partners arrive on the
+//! same endpoint as receipts. Knows nothing about clients' intake.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::config::Partner;
+use crate::envelope::{self, Outcome, Receipt};
+use crate::node::{Ctx, store_problem};
+use crate::problem::{Code, Problem};
+use crate::store::{Blob, Change, Direction, NewInbound, ReceiveOutcome, Status, now_millis, rfc3339};
+use crate::tls::PeerCert;
+use crate::xml::prescan::{Limits, prescan};
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/v1/transport", post(transport))
+        .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
+        .with_state(ctx)
+}
+
+/// A refusal: a receipt with outcome `refused`, under the code's HTTP status.
+fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
+    tracing::warn!(message_id = %message_id, code = %problem.code, "envelope refused");
+    let r = Receipt {
+        message_id: message_id.to_owned(),
+        outcome: Outcome::Refused,
+        code: Some(problem.code.as_str().to_owned()),
+        detail: Some(problem.detail.clone()),
+        envelope_sha256: digest,
+        receiver_node: ctx.config.node_name.clone(),
+        time: rfc3339(now_millis()),
+    };
+    xml(problem.code.status(), envelope::build_receipt(&r))
+}
+
+fn xml(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], body).into_response()
+}
+
+/// Limits for envelopes: the content limit plus base64 growth and the header.
+fn envelope_limits(l: &Limits) -> Limits {
+    Limits {
+        max_bytes: l.max_bytes / 3 * 4 + 64 * 1024,
+        ..*l
+    }
+}
+
+/// The directory entry whose certificate the TLS peer presented.
+fn partner_of<'a>(ctx: &'a Ctx, peer: &PeerCert) -> Option<&'a Partner> {
+    let fp = peer.fingerprint?;
+    let mut matching = ctx.config.partners.iter().filter(|p| p.fingerprint == fp);
+    let first = matching.next()?;
+    // A certificate shared by two entries identifies neither.
+    matching.next().is_none().then_some(first)
+}
+
+async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    let peer = req.extensions().get::<PeerCert>().cloned().unwrap_or_default();
+    let Some(partner) = partner_of(&ctx, &peer) else {
+        let p = Problem::new(
+            Code::SenderMismatch,
+            "the TLS client certificate is not a partner's in the directory",
+        );
+        return refusal(&ctx, "00000000-0000-0000-0000-000000000000", &p, None);
+    };
+    let limits = envelope_limits(&ctx.config.limits);
+    let bytes = match axum::body::to_bytes(req.into_body(), limits.max_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let p = Problem::new(Code::LimitExceeded, "the envelope is too large");
+            return refusal(&ctx, "00000000-0000-0000-0000-000000000000", &p, None);
+        }
+    };
+    let digest = envelope::sha256(&bytes);
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let scan = match prescan(&bytes, &limits) {
+        Ok(s) => s,
+        Err(p) => return refusal(&ctx, unknown, &p, Some(digest)),
+    };
+    if scan.root.namespace.as_deref() != Some(envelope::NS) {
+        let p = Problem::new(
+            Code::EnvelopeInvalid,
+            format!("{} is not an envelope or receipt", scan.root),
+        );
+        return refusal(&ctx, unknown, &p, Some(digest));
+    }
+    let shared: Arc<[u8]> = Arc::from(bytes.as_ref());
+    match ctx.validator.validate(ctx.envelope_schema.clone(), shared).await {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => {
+            let mut p = f.into_problem();
+            p.code = Code::EnvelopeInvalid;
+            return refusal(&ctx, unknown, &p, Some(digest));
+        }
+        Err(p) => return p.into_response(),
+    }
+    match scan.root.local.as_str() {
+        "Envelope" => receive_envelope(&ctx, partner, &bytes, digest).await,
+        "Receipt" => receive_notice(&ctx, partner, &bytes).await,
+        other => {
+            let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
+            refusal(&ctx, unknown, &p, Some(digest))
+        }
+    }
+}
+
+async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
+    let (h, _content) = match envelope::parse(bytes) {
+        Ok(x) => x,
+        Err(p) => return refusal(ctx, "00000000-0000-0000-0000-000000000000", &p, Some(digest)),
+    };
+    if h.sender_node != partner.node || !partner.authorities.contains(&h.sender) {
+        let p = Problem::new(
+            Code::SenderMismatch,
+            format!(
+                "the envelope names sender {} at node {}, but the TLS peer is node {}",
+                h.sender, h.sender_node, partner.node
+            ),
+        );
+        return refusal(ctx, &h.message_id, &p, Some(digest));
+    }
+    if !ctx.config.authorities.contains_key(&h.recipient) {
+        let p = Problem::new(
+            Code::UnknownRecipient,
+            format!("{} is not served by this node", h.recipient),
+        );
+        return refusal(ctx, &h.message_id, &p, Some(digest));
+    }
+    let receipt = envelope::build_receipt(&Receipt {
+        message_id: h.message_id.clone(),
+        outcome: Outcome::Received,
+        code: None,
+        detail: None,
+        envelope_sha256: Some(digest.clone()),
+        receiver_node: ctx.config.node_name.clone(),
+        time: rfc3339(now_millis()),
+    });
+    let outcome = ctx
+        .store
+        .receive(NewInbound {
+            sender_node: partner.node.clone(),
+            remote_id: h.message_id.clone(),
+            xoev_uuid: h.xoev_uuid.clone(),
+            digest: envelope::hex(&digest),
+            message_type: h.message_type.clone(),
+            author: h.sender.clone(),
+            reader: h.recipient.clone(),
+            envelope: bytes.to_vec(),
+            receipt: receipt.clone(),
+        })
+        .await;
+    match outcome {
+        Ok(ReceiveOutcome::Created(id)) => {
+            tracing::info!(message_id = %id, remote_id = %h.message_id, partner = %partner.node, "envelope received");
+            ctx.wake(crate::store::JobKind::Open);
+            xml(StatusCode::OK, receipt)
+        }
+        Ok(ReceiveOutcome::Duplicate(original)) => {
+            tracing::info!(remote_id = %h.message_id, partner = %partner.node, "duplicate envelope answered with its original receipt");
+            xml(StatusCode::OK, original)
+        }
+        Ok(ReceiveOutcome::Conflict) => {
+            let p = Problem::new(
+                Code::DuplicateConflict,
+                "an envelope with this message id but different content was received before",
+            );
+            refusal(ctx, &h.message_id, &p, Some(digest))
+        }
+        Err(e) => store_problem(e).into_response(),
+    }
+}
+
+async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8]) -> Response {
+    let notice = match envelope::parse_receipt(bytes) {
+        Ok(n) => n,
+        Err(p) => return p.into_response(),
+    };
+    let message = match ctx.store.message(&notice.message_id).await {
+        Ok(Some(m)) if m.direction == Direction::Outbound && m.partner_node == partner.node => m,
+        Ok(_) => {
+            return Problem::new(Code::NotFound, "no message of ours sent to this partner has that id").into_response();
+        }
+        Err(e) => return store_problem(e).into_response(),
+    };
+    let change = match notice.outcome {
+        Outcome::Delivered => Change {
+            message_id: message.id.clone(),
+            expect: vec![Status::Sealed, Status::Sent, Status::Received],
+            status: Some(Status::Delivered),
+            detail: Some(format!("delivered at {}", partner.node)),
+            blobs: vec![(Blob::Notice, bytes.to_vec())],
+            ..Change::default()
+        },
+        Outcome::Refused => Change {
+            message_id: message.id.clone(),
+            expect: vec![Status::Sealed, Status::Sent, Status::Received],
+            status: Some(Status::Rejected),
+            detail: Some(format!("refused by {}", partner.node)),
+            error: Some((
+                notice.code.clone().unwrap_or_else(|| "refused".into()),
+                notice.detail.clone().unwrap_or_default(),
+            )),
+            blobs: vec![(Blob::Notice, bytes.to_vec())],
+            ..Change::default()
+        },
+        Outcome::Received => return StatusCode::NO_CONTENT.into_response(),
+    };
+    match ctx.store.apply(change).await {
+        Ok(_) => {
+            tracing::info!(message_id = %message.id, outcome = notice.outcome.as_str(), partner = %partner.node, "notice applied");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => store_problem(e).into_response(),
+    }
+}

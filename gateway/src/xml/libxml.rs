@@ -1,0 +1,136 @@
+//! The libxml2 boundary: the one module with `unsafe`, kept to what the `libxml` crate does not wrap.
+//!
+//! It installs a process-wide external-entity loader that never touches the network. Every file
+//! libxml2 wants while compiling a schema (the entry file, `xs:import`, `xs:include`) passes
+//! through [`entity_loader`]: local paths are served; `http(s)`/`ftp` URLs are served only when
+//! the calling thread's XML catalog maps them to a local file, and are otherwise refused and
+//! remembered, so that the compile error can name the unresolved URL. The catalog is per thread
+//! because libxml2 objects are not `Send` and each validation thread compiles its own schemas.
+
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char};
+use std::sync::OnceLock;
+
+use libxml::bindings;
+
+use super::catalog::Catalog;
+
+thread_local! {
+    /// The catalog used by this thread's schema compiles.
+    static CATALOG: RefCell<Catalog> = RefCell::new(Catalog::default());
+    /// URLs refused by the loader on this thread since the last [`take_refused`].
+    static REFUSED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// libxml2's own loader, used for local files once we have decided they may be read.
+static DEFAULT_LOADER: OnceLock<usize> = OnceLock::new();
+
+/// Initialises libxml2 and installs the loader. Idempotent; call before the first parse.
+pub fn init() {
+    DEFAULT_LOADER.get_or_init(|| {
+        libxml::init_parser();
+        // SAFETY: called once, under OnceLock, before any parse that uses the loader; the
+        // previous loader is a plain function pointer that stays valid for the process.
+        unsafe {
+            let previous = bindings::xmlGetExternalEntityLoader();
+            bindings::xmlSetExternalEntityLoader(Some(entity_loader));
+            previous.map_or(0, |f| f as usize)
+        }
+    });
+    silence_generic_errors();
+}
+
+/// Stops libxml2 from printing diagnostics to stderr on this thread: they can quote message
+/// content, and every diagnostic we need reaches us through structured error handlers.
+pub fn silence_generic_errors() {
+    unsafe extern "C" fn ignore(_ctx: *mut std::ffi::c_void, _msg: *const c_char) {}
+    // SAFETY: sets this thread's generic error callback to a function that ignores its input;
+    // libxml2 calls it with a format string and varargs, which a C-ABI function may ignore.
+    unsafe {
+        let f: unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char) = ignore;
+        bindings::xmlSetGenericErrorFunc(std::ptr::null_mut(), Some(std::mem::transmute::<_, _>(f)));
+    }
+}
+
+/// Sets the catalog for schema compiles on this thread.
+pub fn set_catalog(catalog: Catalog) {
+    CATALOG.with(|c| *c.borrow_mut() = catalog);
+}
+
+/// The URLs the loader refused on this thread since the last call.
+pub fn take_refused() -> Vec<String> {
+    REFUSED.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
+
+fn is_remote(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("ftp://")
+}
+
+/// Decides what a URL may be served as: a local path, or refusal.
+fn local_target(url: &str) -> Option<String> {
+    if is_remote(url) {
+        return CATALOG
+            .with(|c| c.borrow().resolve(url))
+            .map(|p| p.to_string_lossy().into_owned());
+    }
+    if let Some(rest) = url.strip_prefix("file://") {
+        return Some(rest.to_owned());
+    }
+    // Any other scheme (`jar:`, `gopher:` …) is refused; plain paths are local files.
+    match url.split_once(':') {
+        Some((scheme, _)) if scheme.len() > 1 && scheme.bytes().all(|b| b.is_ascii_alphabetic()) => None,
+        _ => Some(url.to_owned()),
+    }
+}
+
+unsafe extern "C" fn entity_loader(
+    url: *const c_char,
+    id: *const c_char,
+    ctxt: bindings::xmlParserCtxtPtr,
+) -> bindings::xmlParserInputPtr {
+    if url.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: libxml2 passes a NUL-terminated string that lives for the duration of the call.
+    let url_str = unsafe { CStr::from_ptr(url) }.to_string_lossy().into_owned();
+    let Some(path) = local_target(&url_str) else {
+        REFUSED.with(|r| r.borrow_mut().push(url_str));
+        return std::ptr::null_mut();
+    };
+    let Ok(path_c) = CString::new(path) else {
+        return std::ptr::null_mut();
+    };
+    match DEFAULT_LOADER.get().copied() {
+        Some(f) if f != 0 => {
+            // SAFETY: `f` is the loader libxml2 had installed before ours (saved in `init`);
+            // it is called with a local path only, so it reads a file and never the network.
+            let loader: unsafe extern "C" fn(
+                *const c_char,
+                *const c_char,
+                bindings::xmlParserCtxtPtr,
+            ) -> bindings::xmlParserInputPtr = unsafe { std::mem::transmute::<usize, _>(f) };
+            unsafe { loader(path_c.as_ptr(), id, ctxt) }
+        }
+        // SAFETY: plain libxml2 API call with a valid context and a NUL-terminated path.
+        _ => unsafe { bindings::xmlNewInputFromFile(ctxt, path_c.as_ptr()) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_need_the_catalog_and_other_schemes_are_refused() {
+        assert_eq!(local_target("http://example.org/x.xsd"), None);
+        assert_eq!(local_target("HTTPS://example.org/x.xsd"), None);
+        assert_eq!(local_target("ftp://example.org/x.xsd"), None);
+        assert_eq!(local_target("jar:file:/x!/y"), None);
+        assert_eq!(local_target("file:///tmp/x.xsd").as_deref(), Some("/tmp/x.xsd"));
+        assert_eq!(local_target("/tmp/a b/x.xsd").as_deref(), Some("/tmp/a b/x.xsd"));
+        assert_eq!(local_target("rel/x.xsd").as_deref(), Some("rel/x.xsd"));
+    }
+}

@@ -1,0 +1,232 @@
+//! Schema validation with libxml2 on a small pool of threads.
+//!
+//! libxml2's compiled schemas are not `Send`, so each pool thread keeps its own cache of compiled
+//! schema sets (keyed by entry file) and async code hands it jobs over a bounded channel. A full
+//! channel is answered at once with `overloaded` instead of queueing without bound. The same
+//! synchronous [`validate_on_this_thread`] serves the offline CLI.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, mpsc};
+
+use adapters::SchemaSet;
+use libxml::parser::{Parser, ParserOptions, XmlParseFailure};
+use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
+use tokio::sync::oneshot;
+
+use super::catalog::Catalog;
+use super::libxml as ffi;
+use crate::problem::{Code, Diagnostic, Problem};
+
+/// Why a document failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// libxml2 could not parse the document.
+    NotWellFormed(Vec<Diagnostic>),
+    /// The document parsed but is not valid against the schema.
+    SchemaInvalid(Vec<Diagnostic>),
+    /// The schema set itself did not compile (a node setup error, not the client's fault).
+    SchemaUnavailable(String),
+}
+
+impl Failure {
+    pub fn into_problem(self) -> Problem {
+        match self {
+            Failure::NotWellFormed(d) => {
+                Problem::new(Code::NotWellFormed, summary("the document is not well-formed", &d)).with_errors(d)
+            }
+            Failure::SchemaInvalid(d) => {
+                Problem::new(Code::SchemaInvalid, summary("the document is not schema-valid", &d)).with_errors(d)
+            }
+            Failure::SchemaUnavailable(e) => Problem::new(Code::Internal, format!("schema unavailable: {e}")),
+        }
+    }
+}
+
+fn summary(what: &str, d: &[Diagnostic]) -> String {
+    match d.first() {
+        Some(Diagnostic {
+            line: Some(l),
+            column,
+            message,
+        }) => format!("{what}: line {l}, column {}: {message}", column.unwrap_or(0)),
+        Some(first) => format!("{what}: {}", first.message),
+        None => what.to_owned(),
+    }
+}
+
+type Compiled = Rc<RefCell<SchemaValidationContext>>;
+
+thread_local! {
+    /// This thread's compiled schema sets, by entry file. Failed compiles are cached too, so a
+    /// broken schema costs one compile, not one per message.
+    static SCHEMAS: RefCell<HashMap<PathBuf, Result<Compiled, String>>> = RefCell::new(HashMap::new());
+}
+
+/// Compiles a schema set on this thread (cached). `Err` names every problem, including each
+/// remote URL that no catalog maps.
+pub fn compile_on_this_thread(set: &SchemaSet) -> Result<(), String> {
+    compiled(set).map(|_| ())
+}
+
+fn compiled(set: &SchemaSet) -> Result<Compiled, String> {
+    if let Some(hit) = SCHEMAS.with(|s| s.borrow().get(&set.entry).cloned()) {
+        return hit;
+    }
+    let result = compile(set);
+    SCHEMAS.with(|s| s.borrow_mut().insert(set.entry.clone(), result.clone()));
+    result
+}
+
+fn compile(set: &SchemaSet) -> Result<Compiled, String> {
+    ffi::init();
+    if !set.entry.is_file() {
+        return Err(format!("schema file {} does not exist", set.entry.display()));
+    }
+    let catalog = Catalog::load(&set.catalogs)?;
+    ffi::set_catalog(catalog);
+    ffi::take_refused();
+    let path = set.entry.to_string_lossy();
+    let mut parser = SchemaParserContext::from_file(&path);
+    let result = SchemaValidationContext::from_parser(&mut parser);
+    let refused = ffi::take_refused();
+    ffi::set_catalog(Catalog::default());
+    match result {
+        Ok(ctx) if refused.is_empty() => Ok(Rc::new(RefCell::new(ctx))),
+        Ok(_) | Err(_) if !refused.is_empty() => Err(format!(
+            "schema {} imports remote resources that no XML catalog maps to a local file (never fetched): {}",
+            set.entry.display(),
+            refused.join(", ")
+        )),
+        Ok(_) => unreachable!("handled above"),
+        Err(errors) => Err(format!(
+            "schema {} does not compile: {}",
+            set.entry.display(),
+            errors
+                .iter()
+                .take(5)
+                .map(|e| {
+                    format!(
+                        "{}:{}: {}",
+                        e.filename.as_deref().unwrap_or("?"),
+                        e.line.unwrap_or(0),
+                        e.message.as_deref().unwrap_or("").trim()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+    }
+}
+
+fn diagnostics(errors: &[libxml::error::StructuredError]) -> Vec<Diagnostic> {
+    errors
+        .iter()
+        .map(|e| Diagnostic {
+            line: e.line.filter(|l| *l > 0).map(|l| l as u32),
+            column: e.col.filter(|c| *c > 0).map(|c| c as u32),
+            message: e.message.as_deref().unwrap_or("").trim().to_owned(),
+        })
+        .collect()
+}
+
+/// Parses and validates `xml` against `set` on the calling thread.
+pub fn validate_on_this_thread(set: &SchemaSet, xml: &[u8]) -> Result<(), Failure> {
+    let ctx = compiled(set).map_err(Failure::SchemaUnavailable)?;
+    let options = ParserOptions {
+        recover: false,
+        no_def_dtd: true,
+        no_error: true,
+        no_warning: true,
+        no_net: true,
+        huge: false,
+        ..ParserOptions::default()
+    };
+    let doc = match Parser::default().parse_string_with_diagnostics(xml, options) {
+        Ok((doc, _warnings)) => doc,
+        Err(XmlParseFailure::ParseFailed(errors)) => return Err(Failure::NotWellFormed(diagnostics(&errors))),
+        Err(other) => {
+            return Err(Failure::NotWellFormed(vec![Diagnostic {
+                line: None,
+                column: None,
+                message: format!("{other:?}"),
+            }]));
+        }
+    };
+    let mut ctx = ctx.borrow_mut();
+    ctx.validate_document(&doc)
+        .map_err(|errors| Failure::SchemaInvalid(diagnostics(&errors)))
+}
+
+struct Job {
+    schema: Arc<SchemaSet>,
+    xml: Arc<[u8]>,
+    reply: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// A pool of validation threads. Cloning shares the pool.
+#[derive(Clone)]
+pub struct ValidatorPool {
+    tx: mpsc::SyncSender<Job>,
+}
+
+impl std::fmt::Debug for ValidatorPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValidatorPool")
+    }
+}
+
+impl ValidatorPool {
+    /// Starts `threads` validation threads with a queue of `capacity` waiting jobs, and compiles
+    /// `warm` schema sets on every thread first; any compile error is returned before the pool
+    /// serves anything, so a node with a broken adapter does not start.
+    pub fn start(threads: usize, capacity: usize, warm: &[SchemaSet]) -> Result<ValidatorPool, String> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut ready = Vec::new();
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let warm = warm.to_vec();
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+            ready.push(ready_rx);
+            std::thread::Builder::new()
+                .name(format!("xsd-{i}"))
+                .spawn(move || {
+                    ffi::init();
+                    let warmed = warm.iter().try_for_each(compile_on_this_thread);
+                    let ok = warmed.is_ok();
+                    let _ = ready_tx.send(warmed);
+                    if !ok {
+                        return;
+                    }
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let result = validate_on_this_thread(&job.schema, &job.xml);
+                        let _ = job.reply.send(result);
+                    }
+                })
+                .map_err(|e| format!("cannot start validation thread: {e}"))?;
+        }
+        for r in ready {
+            r.recv().map_err(|_| "validation thread died".to_owned())??;
+        }
+        Ok(ValidatorPool { tx })
+    }
+
+    /// Validates on the pool. `Err(Problem overloaded)` when the queue is full.
+    pub async fn validate(&self, schema: Arc<SchemaSet>, xml: Arc<[u8]>) -> Result<Result<(), Failure>, Problem> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Job { schema, xml, reply }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => Problem::overloaded(1),
+            mpsc::TrySendError::Disconnected(_) => Problem::new(Code::Internal, "validation pool stopped"),
+        })?;
+        rx.await
+            .map_err(|_| Problem::new(Code::Internal, "validation thread stopped"))
+    }
+}
