@@ -462,7 +462,7 @@ async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

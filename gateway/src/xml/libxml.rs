@@ -46,11 +46,14 @@ pub fn init() {
 /// content, and every diagnostic we need reaches us through structured error handlers.
 pub fn silence_generic_errors() {
     unsafe extern "C" fn ignore(_ctx: *mut std::ffi::c_void, _msg: *const c_char) {}
-    // SAFETY: sets this thread's generic error callback to a function that ignores its input;
-    // libxml2 calls it with a format string and varargs, which a C-ABI function may ignore.
+    type Variadic = unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char, ...);
+    type Fixed = unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char);
+    // SAFETY: sets this thread's generic error callback to a function that ignores its input.
+    // libxml2 calls it as a variadic C function; in the C ABI the callee may ignore the variadic
+    // arguments, so a non-variadic function that reads only the fixed ones is sound to call so.
     unsafe {
-        let f: unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char) = ignore;
-        bindings::xmlSetGenericErrorFunc(std::ptr::null_mut(), Some(std::mem::transmute::<_, _>(f)));
+        let f: Fixed = ignore;
+        bindings::xmlSetGenericErrorFunc(std::ptr::null_mut(), Some(std::mem::transmute::<Fixed, Variadic>(f)));
     }
 }
 

@@ -1,0 +1,257 @@
+//! Test harness: real local networks (`network init`), real node processes (`serve`), and a
+//! legacy-system client over real HTTPS. Nothing is mocked; every address is on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gateway::network::{NetworkFile, NetworkNode};
+use serde_json::Value;
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_poststelle-node"))
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn shared() -> PathBuf {
+    repo().join("../shared")
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(repo().join("fixtures/messages").join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// A local network written by `poststelle network init`.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub file: NetworkFile,
+}
+
+impl Net {
+    pub fn init(nodes: usize) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(bin())
+            .args(["network", "init"])
+            .arg(dir.path())
+            .args(["--nodes", &nodes.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "network init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file: NetworkFile =
+            serde_json::from_slice(&std::fs::read(dir.path().join("network.json")).unwrap()).unwrap();
+        Net { dir, file }
+    }
+
+    pub fn node(&self, i: usize) -> &NetworkNode {
+        &self.file.nodes[i]
+    }
+
+    /// Rewrites node `i`'s config file.
+    pub fn edit_config(&self, i: usize, f: impl FnOnce(String) -> String) {
+        let path = &self.node(i).config;
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, f(text)).unwrap();
+    }
+
+    pub async fn start(&self, i: usize) -> NodeProc {
+        NodeProc::start(self.node(i).clone(), self.dir.path()).await
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        let n = self.node(i);
+        Client {
+            http: https_client(&n.ca, None),
+            api: n.api.clone(),
+            token: n.clients[0].token.clone(),
+        }
+    }
+}
+
+/// A node running as its own process (`poststelle serve --config`).
+pub struct NodeProc {
+    pub info: NetworkNode,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl NodeProc {
+    pub async fn start(info: NetworkNode, log_dir: &Path) -> NodeProc {
+        let log = log_dir.join(format!("{}.log", info.name));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&info.config)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let node = NodeProc {
+            info,
+            child: Some(child),
+            log,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("{}/readyz", self.info.admin);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node {} not ready; log:\n{}", self.info.name, self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTPS client trusting the network's CA, optionally presenting a client identity.
+pub fn https_client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_native_tls()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(20));
+    for c in reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap() {
+        b = b.add_root_certificate(c);
+    }
+    if let Some((cert, key)) = identity {
+        let id =
+            reqwest::Identity::from_pkcs8_pem(&std::fs::read(cert).unwrap(), &std::fs::read(key).unwrap()).unwrap();
+        b = b.identity(id);
+    }
+    b.build().unwrap()
+}
+
+/// A legacy system talking to one node's client API.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub api: String,
+    pub token: String,
+}
+
+impl Client {
+    /// POSTs a message; returns the HTTP status and the JSON body.
+    pub async fn submit(&self, body: &[u8]) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/messages", self.api))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/xml")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn ack(&self, id: &str) -> u16 {
+        self.http
+            .post(format!("{}/v1/inbox/{id}/ack", self.api))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until the message reaches `status`; panics with the last view after `timeout`.
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let (_, v) = self.get_json(&format!("/v1/messages/{id}")).await;
+            if v["status"] == status {
+                return v;
+            }
+            last = v;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("message {id} did not reach {status}; last: {last:#}");
+    }
+
+    /// Waits until the inbox holds at least `n` messages and returns their ids.
+    pub async fn wait_inbox(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, v) = self.get_json("/v1/inbox").await;
+            let ids: Vec<String> = v["messages"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            if ids.len() >= n {
+                return ids;
+            }
+            assert!(Instant::now() < deadline, "inbox has {} of {n} messages", ids.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
