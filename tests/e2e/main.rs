@@ -3,6 +3,10 @@
 mod harness;
 
 mod bad_input;
+mod cli;
 mod crash;
+mod offline_schemas;
 mod partner_auth;
+mod push;
 mod relay;
+mod xbeteiligung;

@@ -127,9 +127,21 @@ fn diagnostics(errors: &[libxml::error::StructuredError]) -> Vec<Diagnostic> {
         .map(|e| Diagnostic {
             line: e.line.filter(|l| *l > 0).map(|l| l as u32),
             column: e.col.filter(|c| *c > 0).map(|c| c as u32),
-            message: e.message.as_deref().unwrap_or("").trim().to_owned(),
+            message: clip(e.message.as_deref().unwrap_or("").trim()),
         })
         .collect()
+}
+
+/// Longest diagnostic message passed on; libxml2 quotes whole patterns (DIN 91379: ~1 KB).
+const MAX_MESSAGE: usize = 300;
+
+fn clip(s: &str) -> String {
+    let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if s.chars().count() <= MAX_MESSAGE {
+        s
+    } else {
+        format!("{}…", s.chars().take(MAX_MESSAGE).collect::<String>())
+    }
 }
 
 /// Parses and validates `xml` against `set` on the calling thread.
