@@ -221,47 +221,37 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         }
     };
     let expected_digest = envelope::sha256(&envelope_bytes);
-    match receipt.outcome {
+    let (new_status, detail, error) = match receipt.outcome {
         Outcome::Received | Outcome::Delivered if status.is_success() => {
             if receipt.envelope_sha256.as_deref() != Some(expected_digest.as_slice()) {
                 return Ok(Attempt::Retry("the receipt does not bind our envelope's digest".into()));
             }
             tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");
-            apply(
-                ctx,
-                Change {
-                    message_id: m.id.clone(),
-                    finish_job: Some(job.id),
-                    expect: vec![Status::Sealed, Status::Sent],
-                    events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
-                    status: Some(Status::Received),
-                    detail: Some(format!("receipt from {} at {}", receipt.receiver_node, receipt.time)),
-                    blobs: vec![(Blob::Receipt, body.to_vec())],
-                    ..Change::default()
-                },
-            )
-            .await
+            let detail = format!("receipt from {} at {}", receipt.receiver_node, receipt.time);
+            (Status::Received, detail, None)
         }
         _ => {
             let code = receipt.code.clone().unwrap_or_else(|| "partner-refused".into());
             tracing::warn!(message_id = %m.id, partner = %partner.node, code = %code, "envelope refused by partner");
-            apply(
-                ctx,
-                Change {
-                    message_id: m.id.clone(),
-                    finish_job: Some(job.id),
-                    expect: vec![Status::Sealed, Status::Sent],
-                    events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
-                    status: Some(Status::Rejected),
-                    detail: Some(format!("refused by {}", partner.node)),
-                    error: Some((code, receipt.detail.clone().unwrap_or_default())),
-                    blobs: vec![(Blob::Receipt, body.to_vec())],
-                    ..Change::default()
-                },
-            )
-            .await
+            let error = (code, receipt.detail.clone().unwrap_or_default());
+            (Status::Rejected, format!("refused by {}", partner.node), Some(error))
         }
-    }
+    };
+    apply(
+        ctx,
+        Change {
+            message_id: m.id.clone(),
+            finish_job: Some(job.id),
+            expect: vec![Status::Sealed, Status::Sent],
+            events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
+            status: Some(new_status),
+            detail: Some(detail),
+            error,
+            blobs: vec![(Blob::Receipt, body.to_vec())],
+            ..Change::default()
+        },
+    )
+    .await
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

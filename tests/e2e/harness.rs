@@ -189,26 +189,23 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
             .get(format!("{}{path}", self.api))
             .bearer_auth(&self.token)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.get(path).await;
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.api))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
+        let r = self.get(path).await;
         (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
     }
 
