@@ -267,15 +267,11 @@ fn validate_one(
 }
 
 async fn send(files: Vec<PathBuf>, node: String, token: String, ca: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let mut b = reqwest::Client::builder().use_native_tls();
-    if let Some(ca) = ca {
-        let pem = std::fs::read(&ca)?;
-        b = b.tls_built_in_root_certs(false);
-        for c in reqwest::Certificate::from_pem_bundle(&pem)? {
-            b = b.add_root_certificate(c);
-        }
+    let http = match ca {
+        Some(ca) => crate::tls::trusting(&ca)?,
+        None => reqwest::Client::builder().use_native_tls(),
     }
-    let http = b.build()?;
+    .build()?;
     let mut failed = 0;
     for f in &files {
         let body = std::fs::read(f)?;

@@ -22,18 +22,6 @@ struct Row {
     ok: bool,
 }
 
-fn https_client(ca: &std::path::Path) -> anyhow::Result<reqwest::Client> {
-    let pem = std::fs::read(ca)?;
-    let mut b = reqwest::Client::builder()
-        .use_native_tls()
-        .tls_built_in_root_certs(false)
-        .timeout(Duration::from_secs(30));
-    for c in reqwest::Certificate::from_pem_bundle(&pem)? {
-        b = b.add_root_certificate(c);
-    }
-    Ok(b.build()?)
-}
-
 /// Runs the demo; returns whether every fixture ended as expected.
 pub async fn run() -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
@@ -41,7 +29,7 @@ pub async fn run() -> anyhow::Result<bool> {
     let (a, b) = (&net.nodes[0], &net.nodes[1]);
     let node_a = crate::node::start(Config::load(&a.config)?).await?;
     let node_b = crate::node::start(Config::load(&b.config)?).await?;
-    let http = https_client(&a.ca)?;
+    let http = crate::tls::trusting(&a.ca)?.timeout(Duration::from_secs(30)).build()?;
     let token_a = a.clients[0].token.clone();
     let token_b = b.clients[0].token.clone();
 

@@ -51,37 +51,56 @@ pub fn build(h: &EnvelopeHeader, content: &[u8]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Paths of the header fields, in [`EnvelopeHeader`] field order, then the content.
+const PATHS: [&str; 8] = [
+    "Header/MessageId",
+    "Header/XoevMessageUuid",
+    "Header/SenderNode",
+    "Header/Sender",
+    "Header/Recipient",
+    "Header/MessageType",
+    "Header/Created",
+    "Body/Content",
+];
+
+/// Reads `paths` (a prefix of [`PATHS`]) from a schema-valid envelope; all must be present.
+fn fields(xml: &[u8], paths: &[&str]) -> Result<Vec<String>, Problem> {
+    let found = adapters::find_paths(xml, paths).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
+    found
+        .into_iter()
+        .zip(paths)
+        .map(|(v, p)| {
+            v.map(|s| s.trim().to_owned())
+                .ok_or_else(|| Problem::new(Code::EnvelopeInvalid, format!("envelope lacks {p}")))
+        })
+        .collect()
+}
+
+fn header_of(f: &mut impl Iterator<Item = String>) -> EnvelopeHeader {
+    let mut next = || f.next().unwrap_or_default();
+    EnvelopeHeader {
+        message_id: next(),
+        xoev_uuid: next(),
+        sender_node: next(),
+        sender: next(),
+        recipient: next(),
+        message_type: next(),
+        created: next(),
+    }
+}
+
+/// Reads only the header of a schema-valid envelope: the transport listener routes and
+/// deduplicates by it without decoding the content (that is the open worker's job).
+pub fn parse_header(xml: &[u8]) -> Result<EnvelopeHeader, Problem> {
+    let f = fields(xml, &PATHS[..7])?;
+    Ok(header_of(&mut f.into_iter()))
+}
+
 /// Reads the header and decodes the content of a schema-valid envelope.
 pub fn parse(xml: &[u8]) -> Result<(EnvelopeHeader, Vec<u8>), Problem> {
-    let paths = [
-        "Header/MessageId",
-        "Header/XoevMessageUuid",
-        "Header/SenderNode",
-        "Header/Sender",
-        "Header/Recipient",
-        "Header/MessageType",
-        "Header/Created",
-        "Body/Content",
-    ];
-    let found = adapters::find_paths(xml, &paths).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
-    let mut f = found.into_iter().zip(paths).map(|(v, p)| {
-        v.map(|s| s.trim().to_owned())
-            .ok_or_else(|| Problem::new(Code::EnvelopeInvalid, format!("envelope lacks {p}")))
-    });
-    let mut next = || {
-        f.next()
-            .unwrap_or_else(|| Err(Problem::new(Code::EnvelopeInvalid, "envelope incomplete")))
-    };
-    let header = EnvelopeHeader {
-        message_id: next()?,
-        xoev_uuid: next()?,
-        sender_node: next()?,
-        sender: next()?,
-        recipient: next()?,
-        message_type: next()?,
-        created: next()?,
-    };
-    let content_b64: String = next()?.split_ascii_whitespace().collect();
+    let mut f = fields(xml, &PATHS)?.into_iter();
+    let header = header_of(&mut f);
+    let content_b64: String = f.next().unwrap_or_default().split_ascii_whitespace().collect();
     let content = B64
         .decode(content_b64.as_bytes())
         .map_err(|_| Problem::new(Code::EnvelopeInvalid, "envelope content is not base64"))?;

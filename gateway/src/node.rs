@@ -5,7 +5,6 @@
 //! and the workers start. Stop: one watch signal; listeners stop accepting, connections drain,
 //! workers finish their current job (a job cut short keeps its lease and is resumed later).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +29,6 @@ pub struct Ctx {
     pub validator: ValidatorPool,
     /// The envelope/receipt schema (`envelope-1.0/envelope.xsd`).
     pub envelope_schema: Arc<SchemaSet>,
-    /// Compiled-schema keys per adapter name.
-    schemas: HashMap<String, Arc<SchemaSet>>,
     /// HTTPS client for partner transport (node identity, only the configured CA trusted).
     pub relay_client: reqwest::Client,
     /// HTTP client for push delivery to legacy systems' callbacks.
@@ -58,14 +55,6 @@ fn waker_index(kind: JobKind) -> usize {
 }
 
 impl Ctx {
-    /// The schema set of an adapter (registered at start, so always present).
-    pub fn schema_for(&self, adapter: &str) -> Arc<SchemaSet> {
-        self.schemas
-            .get(adapter)
-            .cloned()
-            .unwrap_or_else(|| self.envelope_schema.clone())
-    }
-
     pub fn wake(&self, kind: JobKind) {
         self.wakers[waker_index(kind)].notify_one();
     }
@@ -145,12 +134,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (registry, envelope_schema) = registry(&config)?;
-    let mut schemas = HashMap::new();
     let mut warm = vec![envelope_schema.clone()];
-    for a in registry.adapters() {
-        schemas.insert(a.name().to_owned(), Arc::new(a.schema().clone()));
-        warm.push(a.schema().clone());
-    }
+    warm.extend(registry.adapters().map(|a| a.schema().clone()));
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
         .map_err(|e| anyhow::anyhow!(e))?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -188,7 +173,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         registry,
         validator,
         envelope_schema: Arc::new(envelope_schema),
-        schemas,
         relay_client,
         push_client,
         wakers: Default::default(),

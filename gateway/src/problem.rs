@@ -57,10 +57,6 @@ impl Code {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Code> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
-    }
-
     /// The HTTP status for this code — the only place that decides it.
     pub fn status(self) -> StatusCode {
         match self {

@@ -146,19 +146,26 @@ pub fn relay_client(
 ) -> anyhow::Result<reqwest::Client> {
     let cert_pem = std::fs::read(cert)?;
     let key_pem = std::fs::read(key)?;
-    let ca_pem = std::fs::read(ca)?;
     let identity = reqwest::Identity::from_pkcs8_pem(&cert_pem, &key_pem)?;
-    let mut b = reqwest::Client::builder()
-        .use_native_tls()
-        .tls_built_in_root_certs(false)
+    Ok(trusting(ca)?
         .min_tls_version(reqwest::tls::Version::TLS_1_2)
         .identity(identity)
         .connect_timeout(connect_timeout)
         .timeout(request_timeout)
         .pool_max_idle_per_host(8)
-        .redirect(reqwest::redirect::Policy::none());
-    for c in reqwest::Certificate::from_pem_bundle(&ca_pem)? {
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+/// An HTTPS client builder (native-tls) that trusts exactly the CA certificates in the PEM
+/// file `ca`, not the system's roots.
+pub fn trusting(ca: &Path) -> anyhow::Result<reqwest::ClientBuilder> {
+    let pem = std::fs::read(ca)?;
+    let mut b = reqwest::Client::builder()
+        .use_native_tls()
+        .tls_built_in_root_certs(false);
+    for c in reqwest::Certificate::from_pem_bundle(&pem)? {
         b = b.add_root_certificate(c);
     }
-    Ok(b.build()?)
+    Ok(b)
 }

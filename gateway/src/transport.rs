@@ -29,6 +29,9 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .with_state(ctx)
 }
 
+/// The message id a refusal names when the envelope could not be read far enough to know it.
+const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
+
 /// A refusal: a receipt with outcome `refused`, under the code's HTTP status.
 fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
     tracing::warn!(message_id = %message_id, code = %problem.code, "envelope refused");
@@ -72,28 +75,27 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
             Code::SenderMismatch,
             "the TLS client certificate is not a partner's in the directory",
         );
-        return refusal(&ctx, "00000000-0000-0000-0000-000000000000", &p, None);
+        return refusal(&ctx, UNKNOWN_ID, &p, None);
     };
     let limits = envelope_limits(&ctx.config.limits);
     let bytes = match axum::body::to_bytes(req.into_body(), limits.max_bytes).await {
         Ok(b) => b,
         Err(_) => {
             let p = Problem::new(Code::LimitExceeded, "the envelope is too large");
-            return refusal(&ctx, "00000000-0000-0000-0000-000000000000", &p, None);
+            return refusal(&ctx, UNKNOWN_ID, &p, None);
         }
     };
     let digest = envelope::sha256(&bytes);
-    let unknown = "00000000-0000-0000-0000-000000000000";
     let scan = match prescan(&bytes, &limits) {
         Ok(s) => s,
-        Err(p) => return refusal(&ctx, unknown, &p, Some(digest)),
+        Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, Some(digest)),
     };
     if scan.root.namespace.as_deref() != Some(envelope::NS) {
         let p = Problem::new(
             Code::EnvelopeInvalid,
             format!("{} is not an envelope or receipt", scan.root),
         );
-        return refusal(&ctx, unknown, &p, Some(digest));
+        return refusal(&ctx, UNKNOWN_ID, &p, Some(digest));
     }
     let shared: Arc<[u8]> = Arc::from(bytes.as_ref());
     match ctx.validator.validate(ctx.envelope_schema.clone(), shared).await {
@@ -101,7 +103,7 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         Ok(Err(f)) => {
             let mut p = f.into_problem();
             p.code = Code::EnvelopeInvalid;
-            return refusal(&ctx, unknown, &p, Some(digest));
+            return refusal(&ctx, UNKNOWN_ID, &p, Some(digest));
         }
         Err(p) => return p.into_response(),
     }
@@ -110,15 +112,15 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         "Receipt" => receive_notice(&ctx, partner, &bytes).await,
         other => {
             let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
-            refusal(&ctx, unknown, &p, Some(digest))
+            refusal(&ctx, UNKNOWN_ID, &p, Some(digest))
         }
     }
 }
 
 async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
-    let (h, _content) = match envelope::parse(bytes) {
+    let h = match envelope::parse_header(bytes) {
         Ok(x) => x,
-        Err(p) => return refusal(ctx, "00000000-0000-0000-0000-000000000000", &p, Some(digest)),
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
     };
     if h.sender_node != partner.node || !partner.authorities.contains(&h.sender) {
         let p = Problem::new(

@@ -134,33 +134,25 @@ async fn bad_inputs_get_4xx_with_their_code() {
     assert_eq!(p["errors"][0]["line"], 2, "{p}");
 
     // Wrong media type, missing and wrong token.
-    let r = ca
-        .http
-        .post(format!("{}/v1/messages", ca.api))
-        .bearer_auth(&ca.token)
-        .header("content-type", "application/json")
-        .body(v.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 415);
-    let r = ca
-        .http
-        .post(format!("{}/v1/messages", ca.api))
-        .body(v.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    let r = ca
-        .http
-        .post(format!("{}/v1/messages", ca.api))
-        .bearer_auth("0123456789abcdef0123456789abcdef")
-        .body(v.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
+    let denied = [
+        (
+            Some(ca.token.as_str()),
+            "application/json",
+            415,
+            "unsupported-media-type",
+        ),
+        (None, "application/xml", 401, "unauthorized"),
+        (
+            Some("0123456789abcdef0123456789abcdef"),
+            "application/xml",
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (token, content_type, status, code) in denied {
+        let (s, p) = ca.submit_with(token, content_type, v.as_bytes()).await;
+        assert_eq!((s, p["code"].as_str()), (status, Some(code)), "{p}");
+    }
 
     // A valid message with a remote schemaLocation hint is accepted without fetching it.
     let hinted = v.replacen(

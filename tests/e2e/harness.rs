@@ -151,13 +151,7 @@ impl Drop for NodeProc {
 
 /// An HTTPS client trusting the network's CA, optionally presenting a client identity.
 pub fn https_client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .use_native_tls()
-        .tls_built_in_root_certs(false)
-        .timeout(Duration::from_secs(20));
-    for c in reqwest::Certificate::from_pem_bundle(&std::fs::read(ca).unwrap()).unwrap() {
-        b = b.add_root_certificate(c);
-    }
+    let mut b = gateway::tls::trusting(ca).unwrap().timeout(Duration::from_secs(20));
     if let Some((cert, key)) = identity {
         let id =
             reqwest::Identity::from_pkcs8_pem(&std::fs::read(cert).unwrap(), &std::fs::read(key).unwrap()).unwrap();
@@ -174,17 +168,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// POSTs a message; returns the HTTP status and the JSON body.
+    /// POSTs a message as this client; returns the HTTP status and the JSON body.
     pub async fn submit(&self, body: &[u8]) -> (u16, Value) {
-        let r = self
+        self.submit_with(Some(&self.token), "application/xml", body).await
+    }
+
+    /// POSTs a message with any (or no) token and any content type.
+    pub async fn submit_with(&self, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
+        let mut req = self
             .http
             .post(format!("{}/v1/messages", self.api))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/xml")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", content_type)
+            .body(body.to_vec());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -34,7 +34,7 @@ pub async fn identify_and_validate(ctx: &Ctx, bytes: &Arc<[u8]>) -> Result<(Mess
             format!("no adapter handles root element {}", scan.root),
         ));
     };
-    let schema = ctx.schema_for(adapter.name());
+    let schema = Arc::new(adapter.schema().clone());
     ctx.validator
         .validate(schema, bytes.clone())
         .await?

@@ -259,13 +259,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Releases a job for another attempt at `due`, recording why.
     async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError>;
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
-    /// Outbound message sent to `partner_node` under our id `id` (for notices).
+    /// A message's timeline, oldest first.
     async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError>;
     async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError>;
     /// Inbound messages for `authority` in state `opened` (delivered to the client, not acked).
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError>;
-    /// Finds an inbound message by its sender's id.
-    async fn inbound_by_remote(&self, sender_node: &str, remote_id: &str) -> Result<Option<Message>, StoreError>;
     /// Counts of messages per (direction, status), for readiness and status views.
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError>;
 }

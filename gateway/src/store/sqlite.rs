@@ -168,12 +168,8 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
         let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
+                // Dropping the batch drops each caller's reply channel: they all see a failure.
                 tracing::error!(error = %e, "store transaction could not start");
-                for op in batch {
-                    // Run nothing; answer every caller with a failure.
-                    let (_, reply) = op(&failing_connection());
-                    reply(false);
-                }
                 continue;
             }
         };
@@ -199,17 +195,6 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             r(committed);
         }
     }
-}
-
-/// An in-memory connection whose only purpose is to let a failed batch's closures run and
-/// produce their replies without touching the real database.
-fn failing_connection() -> Connection {
-    Connection::open_in_memory().unwrap_or_else(|_| unreachable_connection())
-}
-
-fn unreachable_connection() -> Connection {
-    // Opening an in-memory database only fails on allocation failure.
-    std::process::abort()
 }
 
 fn new_id() -> String {
@@ -498,21 +483,6 @@ impl Store for SqliteStore {
             ))?;
             let rows = st.query_map(params![authority], row_to_message)?;
             rows.collect()
-        })
-        .await
-    }
-
-    async fn inbound_by_remote(&self, sender_node: &str, remote_id: &str) -> Result<Option<Message>, StoreError> {
-        let (node, rid) = (sender_node.to_owned(), remote_id.to_owned());
-        self.read(move |conn| {
-            conn.query_row(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE direction = 'inbound' AND partner_node = ?1 AND remote_id = ?2"
-                ),
-                params![node, rid],
-                row_to_message,
-            )
-            .optional()
         })
         .await
     }

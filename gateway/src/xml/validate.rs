@@ -93,14 +93,15 @@ fn compile(set: &SchemaSet) -> Result<Compiled, String> {
     let result = SchemaValidationContext::from_parser(&mut parser);
     let refused = ffi::take_refused();
     ffi::set_catalog(Catalog::default());
-    match result {
-        Ok(ctx) if refused.is_empty() => Ok(Rc::new(RefCell::new(ctx))),
-        Ok(_) | Err(_) if !refused.is_empty() => Err(format!(
+    if !refused.is_empty() {
+        return Err(format!(
             "schema {} imports remote resources that no XML catalog maps to a local file (never fetched): {}",
             set.entry.display(),
             refused.join(", ")
-        )),
-        Ok(_) => unreachable!("handled above"),
+        ));
+    }
+    match result {
+        Ok(ctx) => Ok(Rc::new(RefCell::new(ctx))),
         Err(errors) => Err(format!(
             "schema {} does not compile: {}",
             set.entry.display(),
