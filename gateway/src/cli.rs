@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// XML Signature and Encryption on files (the node's own implementation and profile).
+    Xml {
+        #[command(subcommand)]
+        command: crate::xmlsec::tool::XmlCommand,
+    },
     /// Submit files to a node as a legacy system would; prints one id per file.
     Send {
         #[arg(required = true)]
@@ -108,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ok = runtime()?.block_on(crate::demo::run())?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Xml { command } => Ok(crate::xmlsec::tool::run(command)),
         Command::Network {
             command: NetworkCommand::Init { dir, nodes },
         } => {
@@ -124,25 +130,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {}", dir.join("network.json").display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(c) => {
-                println!(
-                    "{}: ok (node {}, {} authorities, {} clients, {} partners)",
-                    file.display(),
-                    c.node_name,
-                    c.authorities.len(),
-                    c.clients.len(),
-                    c.partners.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(errs) => {
-                for e in &errs.0 {
-                    eprintln!("{e}");
+        Command::CheckConfig { file } => {
+            match Config::load(&file).and_then(|c| match crate::xmlsec::seal::NodeKeys::load(&c) {
+                Ok(_) => Ok(c),
+                Err(errs) => Err(crate::config::ConfigErrors(errs)),
+            }) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok (node {}, {} authorities, {} clients, {} partners)",
+                        file.display(),
+                        c.node_name,
+                        c.authorities.len(),
+                        c.clients.len(),
+                        c.partners.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
                 }
-                Ok(ExitCode::from(1))
+                Err(errs) => {
+                    for e in &errs.0 {
+                        eprintln!("{e}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
             }
-        },
+        }
         Command::Serve { config } => {
             init_tracing("info");
             let path = match config {

@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub schemas: RawSchemas,
     #[serde(default)]
+    pub security: RawSecurity,
+    #[serde(default)]
     pub authorities: Vec<RawAuthority>,
     #[serde(default)]
     pub clients: Vec<RawClient>,
@@ -117,6 +119,23 @@ pub struct RawSchemas {
     pub catalogs: Vec<PathBuf>,
 }
 
+/// XML security (PRODUCT.md "Security profile"). Trust anchors per role: `tls.ca` for node
+/// certificates (TLS and transport signatures), `content_ca` for authority certificates
+/// (content signatures and encryption).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    /// Trust anchor(s) for authority certificates (PEM).
+    pub content_ca: Option<PathBuf>,
+    /// CRL files (PEM); when given, every certificate's chain is checked for revocation.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Partner nodes (by name) whose 2048-bit RSA keys are accepted: an explicit exception,
+    /// logged at start. Everyone else needs RSA ≥ 3072 or EC ≥ 256.
+    #[serde(default)]
+    pub allow_rsa_2048: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuthority {
@@ -124,6 +143,11 @@ pub struct RawAuthority {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    /// The authority's certificate (PEM): content signatures are made and messages for it are
+    /// encrypted with its key.
+    pub certificate: PathBuf,
+    /// The authority's private key (PEM). Never logged.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -157,6 +181,10 @@ pub struct RawPartner {
     pub certificate: PathBuf,
     /// Authorities served by that node.
     pub authorities: Vec<String>,
+    /// Each of those authorities' certificate (PEM), by authority id: its content signatures
+    /// are verified with it and messages for it are encrypted for it.
+    #[serde(default)]
+    pub authority_certificates: BTreeMap<String, PathBuf>,
 }
 
 /// A validated configuration. Every path is absolute, every address parsed.
@@ -175,8 +203,24 @@ pub struct Config {
     pub xbeteiligung: Option<PathBuf>,
     pub catalogs: Vec<PathBuf>,
     pub authorities: BTreeMap<String, String>,
+    /// Certificate and key of each local authority, by id.
+    pub authority_keys: BTreeMap<String, KeyFiles>,
+    pub security: Security,
     pub clients: Vec<Client>,
     pub partners: Vec<Partner>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub content_ca: Option<PathBuf>,
+    pub crls: Vec<PathBuf>,
+    pub allow_rsa_2048: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +259,8 @@ pub struct Partner {
     pub fingerprint: [u8; 32],
     pub certificate: PathBuf,
     pub authorities: Vec<String>,
+    /// Certificate of each of its authorities, by id.
+    pub authority_certificates: BTreeMap<String, PathBuf>,
 }
 
 /// Every problem found in a config file, one per line.
@@ -285,11 +331,32 @@ impl RawConfig {
         }
 
         let mut authorities = BTreeMap::new();
+        let mut authority_keys = BTreeMap::new();
         for (i, a) in self.authorities.iter().enumerate() {
             if !adapters::is_authority(&a.id) {
                 errs.push(format!("authorities[{i}].id: {:?} is not prefix:kennung", a.id));
             } else if authorities.insert(a.id.clone(), a.name.clone()).is_some() {
                 errs.push(format!("authorities[{i}].id: {} is listed twice", a.id));
+            }
+            let files = KeyFiles {
+                certificate: abs(&a.certificate),
+                key: abs(&a.key),
+            };
+            for (field, p) in [("certificate", &files.certificate), ("key", &files.key)] {
+                if !p.is_file() {
+                    errs.push(format!("authorities[{i}].{field}: {} does not exist", p.display()));
+                }
+            }
+            authority_keys.insert(a.id.clone(), files);
+        }
+        let security = Security {
+            content_ca: self.security.content_ca.as_deref().map(abs),
+            crls: self.security.crls.iter().map(|c| abs(c)).collect(),
+            allow_rsa_2048: self.security.allow_rsa_2048.clone(),
+        };
+        for p in security.content_ca.iter().chain(&security.crls) {
+            if !p.is_file() {
+                errs.push(format!("security: {} does not exist", p.display()));
             }
         }
         if authorities.is_empty() {
@@ -336,7 +403,18 @@ impl RawConfig {
                     [0; 32]
                 }
             };
+            let mut authority_certificates = BTreeMap::new();
             for a in &p.authorities {
+                match p.authority_certificates.get(a) {
+                    Some(c) if abs(c).is_file() => {
+                        authority_certificates.insert(a.clone(), abs(c));
+                    }
+                    Some(c) => errs.push(format!(
+                        "partners[{i}].authority_certificates: {} does not exist",
+                        abs(c).display()
+                    )),
+                    None => errs.push(format!("partners[{i}].authority_certificates: {a} has no certificate")),
+                }
                 if !adapters::is_authority(a) {
                     errs.push(format!("partners[{i}].authorities: {a:?} is not prefix:kennung"));
                 } else if authorities.contains_key(a) || !partner_authorities.insert(a.clone()) {
@@ -351,6 +429,7 @@ impl RawConfig {
                 fingerprint,
                 certificate,
                 authorities: p.authorities.clone(),
+                authority_certificates,
             });
         }
         if let Some(dir) = &self.schemas.xbeteiligung
@@ -392,6 +471,8 @@ impl RawConfig {
             xbeteiligung: self.schemas.xbeteiligung.as_deref().map(abs),
             catalogs: self.schemas.catalogs.iter().map(|c| abs(c)).collect(),
             authorities,
+            authority_keys,
+            security,
             clients,
             partners,
         })
@@ -441,6 +522,8 @@ mod tests {
             token = "short"
             [[authorities]]
             id = "no-colon"
+            certificate = "a.pem"
+            key = "a.key"
             [[clients]]
             name = "c"
             authority = "psw:1"
@@ -458,6 +541,7 @@ mod tests {
             "tls.key",
             "admin.token",
             "authorities[0].id",
+            "authorities[0].certificate",
             "clients[0].authority",
             "clients[0].token",
         ] {

@@ -28,12 +28,13 @@ pub struct EnvelopeHeader {
     pub created: String,
 }
 
-/// Builds an envelope around the exact bytes of an XÖV message.
-pub fn build(h: &EnvelopeHeader, content: &[u8]) -> Vec<u8> {
-    let mut s = String::with_capacity(content.len() * 4 / 3 + 1024);
+/// Builds an envelope with `body` (an `xenc:EncryptedData` element, see `xmlsec::seal`) as
+/// the content of its `pst:Body`. Unsigned: the node signs the result.
+pub fn build_with_body(h: &EnvelopeHeader, body: &str) -> Vec<u8> {
+    let mut s = String::with_capacity(body.len() + 1024);
     s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     s.push_str(&format!("<pst:Envelope xmlns:pst=\"{NS}\" version=\"1.0\">"));
-    s.push_str("<pst:Header Id=\"header\">");
+    s.push_str("<pst:Header>");
     for (name, value) in [
         ("MessageId", &h.message_id),
         ("XoevMessageUuid", &h.xoev_uuid),
@@ -45,14 +46,14 @@ pub fn build(h: &EnvelopeHeader, content: &[u8]) -> Vec<u8> {
     ] {
         s.push_str(&format!("<pst:{name}>{}</pst:{name}>", escape(value.as_str())));
     }
-    s.push_str("</pst:Header><pst:Body Id=\"body\"><pst:Content mediaType=\"application/xml\">");
-    s.push_str(&B64.encode(content));
-    s.push_str("</pst:Content></pst:Body></pst:Envelope>\n");
+    s.push_str("</pst:Header><pst:Body>");
+    s.push_str(body);
+    s.push_str("</pst:Body></pst:Envelope>\n");
     s.into_bytes()
 }
 
-/// Paths of the header fields, in [`EnvelopeHeader`] field order, then the content.
-const PATHS: [&str; 8] = [
+/// Paths of the header fields, in [`EnvelopeHeader`] field order.
+const PATHS: [&str; 7] = [
     "Header/MessageId",
     "Header/XoevMessageUuid",
     "Header/SenderNode",
@@ -60,10 +61,9 @@ const PATHS: [&str; 8] = [
     "Header/Recipient",
     "Header/MessageType",
     "Header/Created",
-    "Body/Content",
 ];
 
-/// Reads `paths` (a prefix of [`PATHS`]) from a schema-valid envelope; all must be present.
+/// Reads `paths` from a schema-valid document; all must be present.
 fn fields(xml: &[u8], paths: &[&str]) -> Result<Vec<String>, Problem> {
     let found = adapters::find_paths(xml, paths).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
     found
@@ -92,19 +92,8 @@ fn header_of(f: &mut impl Iterator<Item = String>) -> EnvelopeHeader {
 /// Reads only the header of a schema-valid envelope: the transport listener routes and
 /// deduplicates by it without decoding the content (that is the open worker's job).
 pub fn parse_header(xml: &[u8]) -> Result<EnvelopeHeader, Problem> {
-    let f = fields(xml, &PATHS[..7])?;
+    let f = fields(xml, &PATHS)?;
     Ok(header_of(&mut f.into_iter()))
-}
-
-/// Reads the header and decodes the content of a schema-valid envelope.
-pub fn parse(xml: &[u8]) -> Result<(EnvelopeHeader, Vec<u8>), Problem> {
-    let mut f = fields(xml, &PATHS)?.into_iter();
-    let header = header_of(&mut f);
-    let content_b64: String = f.next().unwrap_or_default().split_ascii_whitespace().collect();
-    let content = B64
-        .decode(content_b64.as_bytes())
-        .map_err(|_| Problem::new(Code::EnvelopeInvalid, "envelope content is not base64"))?;
-    Ok((header, content))
 }
 
 /// The outcome a receipt reports.
@@ -217,7 +206,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelope_round_trips_exact_content_and_escapes_header_values() {
+    fn envelope_header_round_trips_and_values_are_escaped() {
         let h = EnvelopeHeader {
             message_id: "0190a0b0-0000-7000-8000-000000000001".into(),
             xoev_uuid: "60f6667b-fa45-4bd7-b717-f4d6c65e5edb".into(),
@@ -227,11 +216,8 @@ mod tests {
             message_type: "x/1 <evil>&".into(),
             created: "2026-11-22T10:00:00Z".into(),
         };
-        let content = "<?xml version=\"1.0\"?>\n<m>Grüße &amp; ]]></m>".as_bytes();
-        let env = build(&h, content);
-        let (h2, c2) = parse(&env).unwrap();
-        assert_eq!(h2, h);
-        assert_eq!(c2, content);
+        let env = build_with_body(&h, "<x:EncryptedData xmlns:x=\"urn:x\"/>");
+        assert_eq!(parse_header(&env).unwrap(), h);
     }
 
     #[test]

@@ -19,3 +19,4 @@ pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod xml;
+pub mod xmlsec;

@@ -1,14 +1,18 @@
 //! `poststelle network init`: a ready local network of nodes that know each other.
 //!
-//! Writes `DIR/ca.pem` (+ key), per node `DIR/<node>/{poststelle.toml,node.pem,node.key}`, and
-//! `DIR/network.json` (PRODUCT.md) for scripts and tests. Ports are picked free on 127.0.0.1.
+//! Writes the transport CA `DIR/ca.pem` and the content CA `DIR/content-ca.pem` (+ keys), per
+//! node `DIR/<node>/{poststelle.toml,node.pem,node.key}` and its authorities' certificates and
+//! keys `DIR/<node>/authorities/<id>.{pem,key}`, and `DIR/network.json` (PRODUCT.md) for scripts
+//! and tests. Ports are picked free on 127.0.0.1.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{RawAdmin, RawAuthority, RawClient, RawConfig, RawListen, RawNode, RawPartner, RawTls};
+use crate::config::{
+    RawAdmin, RawAuthority, RawClient, RawConfig, RawListen, RawNode, RawPartner, RawSecurity, RawTls,
+};
 
 /// DVDV-style authorities given to the first nodes (a, b, c, …); the demo fixtures use a → b.
 const AUTHORITIES: &[&str] = &[
@@ -96,13 +100,26 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
     let dir = std::path::absolute(dir)?;
     let ca = crate::pki::new_ca("Poststelle development CA")?;
     ca.write(&dir, "ca")?;
+    let content_ca = crate::pki::new_ca("Poststelle development content CA")?;
+    content_ca.write(&dir, "content-ca")?;
     let ports = ports(n, fixed_ports)?;
     let names: Vec<String> = (0..n).map(node_name).collect();
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);
-        std::fs::create_dir_all(&node_dir)?;
+        std::fs::create_dir_all(node_dir.join("authorities"))?;
         crate::pki::new_node_cert(&ca, name)?.write(&node_dir, "node")?;
+        let authority = authority_of(i);
+        crate::pki::new_authority_cert(&content_ca, &authority)?.write(
+            &node_dir.join("authorities"),
+            &crate::pki::authority_file_name(&authority),
+        )?;
     }
+    let authority_cert = |node: &str, authority: &str| {
+        PathBuf::from(format!(
+            "../{node}/authorities/{}.pem",
+            crate::pki::authority_file_name(authority)
+        ))
+    };
     let mut nodes = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);
@@ -119,6 +136,7 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
                 transport_url: format!("https://127.0.0.1:{}/v1/transport", ports[j][1]),
                 certificate: PathBuf::from(format!("../{other}/node.pem")),
                 authorities: vec![authority_of(j)],
+                authority_certificates: [(authority_of(j), authority_cert(other, &authority_of(j)))].into(),
             })
             .collect();
         let raw = RawConfig {
@@ -139,9 +157,18 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
             admin: RawAdmin {
                 token: admin_token.clone(),
             },
+            security: RawSecurity {
+                content_ca: Some(PathBuf::from("../content-ca.pem")),
+                ..RawSecurity::default()
+            },
             authorities: vec![RawAuthority {
                 id: authority.clone(),
                 name: format!("Authority of node {name}"),
+                certificate: authority_cert(name, &authority),
+                key: PathBuf::from(format!(
+                    "authorities/{}.key",
+                    crate::pki::authority_file_name(&authority)
+                )),
             }],
             clients: vec![RawClient {
                 name: format!("fachverfahren-{name}"),

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub relay_client: reqwest::Client,
     /// HTTP client for push delivery to legacy systems' callbacks.
     pub push_client: reqwest::Client,
+    /// Keys and directory certificates for the security layer.
+    pub keys: Arc<crate::xmlsec::seal::NodeKeys>,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
     wakers: [Notify; 4],
 }
@@ -133,6 +135,8 @@ impl RunningNode {
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let keys = crate::xmlsec::seal::NodeKeys::load(&config)
+        .map_err(|errs| anyhow::anyhow!("keys and certificates:\n{}", errs.join("\n")))?;
     let (registry, envelope_schema) = registry(&config)?;
     let mut warm = vec![envelope_schema.clone()];
     warm.extend(registry.adapters().map(|a| a.schema().clone()));
@@ -175,6 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         envelope_schema: Arc::new(envelope_schema),
         relay_client,
         push_client,
+        keys: Arc::new(keys),
         wakers: Default::default(),
     });
     let (shutdown, rx) = watch::channel(false);

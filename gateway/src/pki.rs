@@ -1,5 +1,6 @@
-//! A development PKI for local networks: one CA and node certificates (RSA-3072, SHA-256),
-//! made with the `openssl` crate. Not for production: real deployments use certificates from
+//! A development PKI for local networks, made with the `openssl` crate: a transport CA with
+//! node certificates, and a content CA with authority certificates (one trust anchor per
+//! role); every end-entity key RSA-3072, signatures SHA-256. Not for production: real deployments use certificates from
 //! their administration PKI (e.g. the DOI/V-PKI) and only point the config at the files.
 
 use std::path::Path;
@@ -10,7 +11,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
 use openssl::x509::{X509, X509Builder, X509NameBuilder};
 
@@ -106,6 +107,45 @@ pub fn new_node_cert(ca: &Issued, node: &str) -> anyhow::Result<Issued> {
         .ip("::1")
         .build(&b.x509v3_context(Some(&ca.cert), None))?;
     b.append_extension(san)?;
+    key_ids(&mut b, ca)?;
     b.sign(&ca.key, MessageDigest::sha256())?;
     Ok(Issued { cert: b.build(), key })
+}
+
+/// An authority certificate: content signatures and key transport (RSA-OAEP) for messages to it.
+pub fn new_authority_cert(ca: &Issued, authority: &str) -> anyhow::Result<Issued> {
+    let key = new_key()?;
+    let mut b = base(&format!("authority {authority}"), &key)?;
+    b.set_issuer_name(ca.cert.subject_name())?;
+    b.append_extension(BasicConstraints::new().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .digital_signature()
+            .non_repudiation()
+            .key_encipherment()
+            .build()?,
+    )?;
+    key_ids(&mut b, ca)?;
+    b.sign(&ca.key, MessageDigest::sha256())?;
+    Ok(Issued { cert: b.build(), key })
+}
+
+/// Subject and authority key identifiers (RFC 5280 §4.2.1.1–2), so chains build unambiguously.
+fn key_ids(b: &mut X509Builder, ca: &Issued) -> anyhow::Result<()> {
+    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&ca.cert), None))?;
+    b.append_extension(ski)?;
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(&b.x509v3_context(Some(&ca.cert), None))?;
+    b.append_extension(aki)?;
+    Ok(())
+}
+
+/// File name (without extension) for an authority's certificate and key.
+pub fn authority_file_name(authority: &str) -> String {
+    authority
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }

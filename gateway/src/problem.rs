@@ -30,6 +30,17 @@ pub enum Code {
     SenderMismatch,
     /// Partner transport: the envelope was refused for a reason not covered above.
     EnvelopeInvalid,
+    /// XML security: an algorithm, transform or URI outside the profile (checked before any cryptography).
+    AlgorithmNotAllowed,
+    /// XML security: a digest or signature value does not match, or the signature's structure
+    /// is not the profile's (none or several signatures, duplicate IDs, unsigned parts).
+    SignatureInvalid,
+    /// XML security: the signer's certificate is untrusted, expired, revoked or too weak.
+    CertificateInvalid,
+    /// XML security: the signature is valid but made by someone else than the expected signer.
+    SignerMismatch,
+    /// XML security: the encrypted data cannot be decrypted (one generic answer for every cause).
+    DecryptionFailed,
     /// The node itself failed (store unavailable); the client may retry. Never used for bad input.
     Internal,
 }
@@ -53,6 +64,11 @@ impl Code {
             Code::UnsupportedMediaType => "unsupported-media-type",
             Code::SenderMismatch => "sender-mismatch",
             Code::EnvelopeInvalid => "envelope-invalid",
+            Code::AlgorithmNotAllowed => "algorithm-not-allowed",
+            Code::SignatureInvalid => "signature-invalid",
+            Code::CertificateInvalid => "certificate-invalid",
+            Code::SignerMismatch => "signer-mismatch",
+            Code::DecryptionFailed => "decryption-failed",
             Code::Internal => "internal",
         }
     }
@@ -67,7 +83,10 @@ impl Code {
             Code::UnknownMessageType | Code::SchemaInvalid | Code::HeaderInvalid | Code::UnknownRecipient => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Code::NotPermitted | Code::SenderMismatch => StatusCode::FORBIDDEN,
+            Code::AlgorithmNotAllowed | Code::SignatureInvalid | Code::CertificateInvalid | Code::DecryptionFailed => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Code::NotPermitted | Code::SenderMismatch | Code::SignerMismatch => StatusCode::FORBIDDEN,
             Code::DuplicateConflict => StatusCode::CONFLICT,
             Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -95,6 +114,11 @@ impl Code {
             Code::UnsupportedMediaType => "The body must be application/xml",
             Code::SenderMismatch => "The TLS peer is not the envelope's sender",
             Code::EnvelopeInvalid => "The envelope is invalid",
+            Code::AlgorithmNotAllowed => "An algorithm outside the security profile was used",
+            Code::SignatureInvalid => "The XML signature is invalid",
+            Code::CertificateInvalid => "The signer's certificate is not acceptable",
+            Code::SignerMismatch => "The signature was made by someone else than the expected signer",
+            Code::DecryptionFailed => "The data cannot be decrypted",
             Code::Internal => "The node could not complete the request; retry later",
         }
     }

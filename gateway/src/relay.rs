@@ -19,8 +19,10 @@ use tokio::sync::watch;
 
 use crate::envelope::{self, EnvelopeHeader, Outcome, Receipt};
 use crate::node::Ctx;
-use crate::problem::Code;
+use crate::problem::{Code, Problem};
 use crate::store::{Blob, Change, Job, JobKind, Message, Status, now_millis, rfc3339};
+use crate::xml::prescan::Limits;
+use crate::xmlsec::seal;
 
 /// How long an idle worker sleeps before looking for due jobs again (retries come due silently).
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -150,18 +152,60 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("payload missing")?;
-            let env = envelope::build(
-                &EnvelopeHeader {
-                    message_id: m.id.clone(),
-                    xoev_uuid: m.xoev_uuid.clone(),
-                    sender_node: ctx.config.node_name.clone(),
-                    sender: m.author.clone(),
-                    recipient: m.reader.clone(),
-                    message_type: m.message_type.clone(),
-                    created: rfc3339(m.created_at),
-                },
-                &payload,
-            );
+            let header = EnvelopeHeader {
+                message_id: m.id.clone(),
+                xoev_uuid: m.xoev_uuid.clone(),
+                sender_node: ctx.config.node_name.clone(),
+                sender: m.author.clone(),
+                recipient: m.reader.clone(),
+                message_type: m.message_type.clone(),
+                created: rfc3339(m.created_at),
+            };
+            let keys = ctx.keys.clone();
+            let limits = ctx.config.limits;
+            let (author, reader) = (m.author.clone(), m.reader.clone());
+            let sealed = tokio::task::spawn_blocking(move || {
+                let author_id = keys.authorities.get(&author).ok_or_else(|| {
+                    Problem::new(
+                        Code::CertificateInvalid,
+                        format!("no key for the local authority {author}"),
+                    )
+                })?;
+                let recipient = keys.partner_authorities.get(&reader).ok_or_else(|| {
+                    Problem::new(
+                        Code::CertificateInvalid,
+                        format!("the directory has no certificate of {reader}"),
+                    )
+                })?;
+                seal::seal(
+                    &header,
+                    &payload,
+                    author_id,
+                    recipient,
+                    &keys.node,
+                    &envelope_limits(&limits),
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let env = match sealed {
+                Ok(e) => e,
+                Err(p) => {
+                    tracing::error!(message_id = %m.id, code = %p.code, error = %p.detail, "cannot seal the message");
+                    return apply(
+                        ctx,
+                        Change {
+                            message_id: m.id.clone(),
+                            finish_job: Some(job.id),
+                            expect: vec![Status::Accepted],
+                            status: Some(Status::Failed),
+                            error: Some((p.code.as_str().into(), p.detail)),
+                            ..Change::default()
+                        },
+                    )
+                    .await;
+                }
+            };
             ctx.store
                 .apply(Change {
                     message_id: m.id.clone(),
@@ -200,7 +244,7 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
         return Ok(Attempt::Retry(format!("partner {} answered {status}", partner.node)));
     }
-    let receipt = match read_receipt(ctx, &body).await {
+    let receipt = match read_receipt(ctx, &partner.node, &body).await {
         Ok(r) if r.message_id == m.id || r.outcome == Outcome::Refused => r,
         Ok(_) => return Ok(Attempt::Retry("the partner's receipt is for another message".into())),
         Err(reason) if status.is_success() => return Ok(Attempt::Retry(reason)),
@@ -265,15 +309,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Checks a partner's answer against the receipt schema and reads it.
-async fn read_receipt(ctx: &Ctx, body: &[u8]) -> Result<Receipt, String> {
+/// Checks a partner's answer against the receipt schema and the partner node's signature,
+/// and reads it.
+async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Receipt, String> {
     crate::xml::prescan::prescan(body, &ctx.config.limits).map_err(|p| format!("receipt unreadable: {p}"))?;
     ctx.validator
         .validate(ctx.envelope_schema.clone(), Arc::from(body))
         .await
         .map_err(|p| p.to_string())?
         .map_err(|f| format!("receipt invalid: {}", f.into_problem()))?;
+    let signer = ctx
+        .keys
+        .partner_nodes
+        .get(partner)
+        .ok_or("the partner's certificate is not in the directory")?;
+    seal::verify_node_signed(body, signer, &ctx.keys.transport_for(partner), &ctx.config.limits)
+        .map_err(|p| format!("receipt signature: {p}"))?;
     envelope::parse_receipt(body).map_err(|p| p.to_string())
+}
+
+/// Limits for envelopes: the content limit plus base64 growth, encryption and signatures.
+pub fn envelope_limits(l: &Limits) -> Limits {
+    Limits {
+        max_bytes: l.max_bytes / 3 * 4 + 64 * 1024,
+        ..*l
+    }
 }
 
 async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
@@ -286,18 +346,36 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("envelope missing")?;
-    let checked = match envelope::parse(&env) {
-        Ok((_, content)) => {
+    let keys = ctx.keys.clone();
+    let limits = envelope_limits(&ctx.config.limits);
+    let (author, reader, partner) = (m.author.clone(), m.reader.clone(), m.partner_node.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let recipient = keys
+            .authorities
+            .get(&reader)
+            .ok_or_else(|| Problem::new(Code::DecryptionFailed, "the data cannot be decrypted"))?;
+        let author_cert = keys.partner_authorities.get(&author).ok_or_else(|| {
+            Problem::new(
+                Code::SignerMismatch,
+                format!("the directory has no certificate of the author {author}"),
+            )
+        })?;
+        seal::open(&env, &recipient.key, author_cert, &keys.content_for(&partner), &limits)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let checked = match opened {
+        Ok(content) => {
             let content: Arc<[u8]> = Arc::from(content);
             match crate::intake::identify_and_validate(ctx, &content).await {
                 Ok((t, h)) => {
                     if h.author != m.author || h.reader != m.reader || h.message_uuid != m.xoev_uuid {
-                        Err(crate::problem::Problem::new(
+                        Err(Problem::new(
                             Code::HeaderInvalid,
                             "the message header does not match the envelope (author, reader or UUID)",
                         ))
                     } else if t.to_string() != m.message_type {
-                        Err(crate::problem::Problem::new(
+                        Err(Problem::new(
                             Code::HeaderInvalid,
                             "the message type does not match the envelope",
                         ))
@@ -423,15 +501,19 @@ async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
         return drop_job(ctx, job).await;
     };
-    let body = envelope::build_receipt(&Receipt {
-        message_id: m.remote_id.clone().unwrap_or_default(),
-        outcome,
-        code,
-        detail,
-        envelope_sha256: hex_decode(&m.digest),
-        receiver_node: ctx.config.node_name.clone(),
-        time: rfc3339(now_millis()),
-    });
+    let body = seal::signed_receipt(
+        &Receipt {
+            message_id: m.remote_id.clone().unwrap_or_default(),
+            outcome,
+            code,
+            detail,
+            envelope_sha256: hex_decode(&m.digest),
+            receiver_node: ctx.config.node_name.clone(),
+            time: rfc3339(now_millis()),
+        },
+        &ctx.keys.node,
+    )
+    .map_err(|p| p.to_string())?;
     let response = ctx
         .relay_client
         .post(&partner.transport_url)

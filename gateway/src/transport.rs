@@ -1,10 +1,13 @@
 //! Partner transport, receiving side: `POST /v1/transport` on the mutual-TLS listener.
 //!
 //! The TLS client certificate is mapped to exactly one directory entry; an envelope is accepted
-//! only if that partner is its sender. Answers: a receipt (`received`) once the envelope is
-//! durable, the original receipt for a resend, or a refusal (a receipt with outcome `refused`
-//! and a code) with a 4xx status. Notices (`delivered`, `refused`) from partners arrive on the
-//! same endpoint as receipts. Knows nothing about clients' intake.
+//! only if its transport signature verifies against that partner's directory certificate and
+//! the partner is its sender. Answers, all signed by this node: a receipt (`received`) once
+//! the envelope is durable, the original receipt for a resend, or a refusal (a receipt with
+//! outcome `refused` and a code) with a 4xx status. Notices (`delivered`, `refused`) from
+//! partners arrive on the same endpoint as receipts and must carry the partner's signature.
+//! Knows nothing about clients' intake; decryption and the content signature are the open
+//! worker's job (`relay.rs`).
 
 use std::sync::Arc;
 
@@ -18,9 +21,11 @@ use crate::config::Partner;
 use crate::envelope::{self, Outcome, Receipt};
 use crate::node::{Ctx, store_problem};
 use crate::problem::{Code, Problem};
+use crate::relay::envelope_limits;
 use crate::store::{Blob, Change, Direction, NewInbound, ReceiveOutcome, Status, now_millis, rfc3339};
 use crate::tls::PeerCert;
-use crate::xml::prescan::{Limits, prescan};
+use crate::xml::prescan::prescan;
+use crate::xmlsec::seal;
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -32,7 +37,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 /// The message id a refusal names when the envelope could not be read far enough to know it.
 const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
 
-/// A refusal: a receipt with outcome `refused`, under the code's HTTP status.
+/// A refusal: a signed receipt with outcome `refused`, under the code's HTTP status.
 fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
     tracing::warn!(message_id = %message_id, code = %problem.code, "envelope refused");
     let r = Receipt {
@@ -44,19 +49,14 @@ fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8
         receiver_node: ctx.config.node_name.clone(),
         time: rfc3339(now_millis()),
     };
-    xml(problem.code.status(), envelope::build_receipt(&r))
+    match seal::signed_receipt(&r, &ctx.keys.node) {
+        Ok(body) => xml(problem.code.status(), body),
+        Err(p) => p.into_response(),
+    }
 }
 
 fn xml(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], body).into_response()
-}
-
-/// Limits for envelopes: the content limit plus base64 growth and the header.
-fn envelope_limits(l: &Limits) -> Limits {
-    Limits {
-        max_bytes: l.max_bytes / 3 * 4 + 64 * 1024,
-        ..*l
-    }
 }
 
 /// The directory entry whose certificate the TLS peer presented.
@@ -107,6 +107,29 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         }
         Err(p) => return p.into_response(),
     }
+    // The transport signature: the partner node's directory certificate, nothing else.
+    let Some(signer) = ctx.keys.partner_nodes.get(&partner.node).cloned() else {
+        let p = Problem::new(
+            Code::SenderMismatch,
+            "the partner's certificate is not in the directory",
+        );
+        return refusal(&ctx, UNKNOWN_ID, &p, Some(digest));
+    };
+    let policy = ctx.keys.transport_for(&partner.node);
+    let checked = {
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || seal::verify_node_signed(&bytes, &signer, &policy, &limits)).await
+    };
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(p)) => {
+            let id = envelope::parse_header(&bytes)
+                .map(|h| h.message_id)
+                .unwrap_or_else(|_| UNKNOWN_ID.into());
+            return refusal(&ctx, &id, &p, Some(digest));
+        }
+        Err(_) => return Problem::new(Code::Internal, "signature check failed to run").into_response(),
+    }
     match scan.root.local.as_str() {
         "Envelope" => receive_envelope(&ctx, partner, &bytes, digest).await,
         "Receipt" => receive_notice(&ctx, partner, &bytes).await,
@@ -139,15 +162,21 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
         );
         return refusal(ctx, &h.message_id, &p, Some(digest));
     }
-    let receipt = envelope::build_receipt(&Receipt {
-        message_id: h.message_id.clone(),
-        outcome: Outcome::Received,
-        code: None,
-        detail: None,
-        envelope_sha256: Some(digest.clone()),
-        receiver_node: ctx.config.node_name.clone(),
-        time: rfc3339(now_millis()),
-    });
+    let receipt = match seal::signed_receipt(
+        &Receipt {
+            message_id: h.message_id.clone(),
+            outcome: Outcome::Received,
+            code: None,
+            detail: None,
+            envelope_sha256: Some(digest.clone()),
+            receiver_node: ctx.config.node_name.clone(),
+            time: rfc3339(now_millis()),
+        },
+        &ctx.keys.node,
+    ) {
+        Ok(r) => r,
+        Err(p) => return p.into_response(),
+    };
     let outcome = ctx
         .store
         .receive(NewInbound {

@@ -61,6 +61,8 @@ key = "nope.key"
 token = "short"
 [[authorities]]
 id = "psw:1"
+certificate = "authority.pem"
+key = "authority.key"
 [[partners]]
 node = "b"
 transport_url = "http://insecure/v1/transport"
@@ -80,6 +82,9 @@ authorities = ["psw:1"]
         "partners[0].transport_url",
         "partners[0].certificate",
         "partners[0].authorities",
+        "partners[0].authority_certificates",
+        "authorities[0].certificate",
+        "authorities[0].key",
     ] {
         assert!(err.contains(needle), "missing {needle}:\n{err}");
     }

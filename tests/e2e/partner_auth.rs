@@ -4,20 +4,35 @@ use std::time::Duration;
 
 use crate::harness::{Net, https_client};
 
-/// An envelope claiming to come from node `sender_node` / authority `sender`.
-fn envelope(sender_node: &str, sender: &str, recipient: &str) -> Vec<u8> {
-    gateway::envelope::build(
+/// A sealed envelope made with node `signer`'s keys (its node key and its authority's key),
+/// claiming to come from node `sender_node` / authority `sender`, for node `to`'s authority.
+fn envelope(net: &Net, signer: usize, sender_node: &str, sender: &str, to: usize) -> Vec<u8> {
+    let dir = |i: usize| net.node(i).config.parent().unwrap().to_path_buf();
+    let file = |i: usize, ext: &str| {
+        let a = &net.node(i).authorities[0];
+        dir(i).join(format!("authorities/{}.{ext}", gateway::pki::authority_file_name(a)))
+    };
+    let node = gateway::xmlsec::Identity::load(&dir(signer).join("node.key"), &dir(signer).join("node.pem")).unwrap();
+    let author = gateway::xmlsec::Identity::load(&file(signer, "key"), &file(signer, "pem")).unwrap();
+    let recipient = gateway::xmlsec::trust::load_cert(&file(to, "pem")).unwrap();
+    let content = crate::harness::fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml");
+    gateway::xmlsec::seal::seal(
         &gateway::envelope::EnvelopeHeader {
             message_id: uuid(),
             xoev_uuid: uuid(),
             sender_node: sender_node.into(),
             sender: sender.into(),
-            recipient: recipient.into(),
+            recipient: net.node(to).authorities[0].clone(),
             message_type: "xumzug/1.0 umzug.Rueckmeldung.0101".into(),
             created: "2026-11-22T10:00:00Z".into(),
         },
-        b"<x/>",
+        &content,
+        &author,
+        &recipient,
+        &node,
+        &gateway::xml::prescan::Limits::default(),
     )
+    .unwrap()
 }
 
 fn uuid() -> String {
@@ -44,7 +59,7 @@ async fn a_partner_certificate_cannot_speak_for_another_partner() {
     let net = Net::init(3);
     let _b = net.start(1).await;
     let url = transport_url_of_b(&net);
-    let (a, b, c) = (net.node(0), net.node(1), net.node(2));
+    let (a, c) = (net.node(0), net.node(2));
     let node_dir = |n: &gateway::network::NetworkNode| n.config.parent().unwrap().to_path_buf();
     let as_c = https_client(
         &c.ca,
@@ -52,7 +67,7 @@ async fn a_partner_certificate_cannot_speak_for_another_partner() {
     );
 
     // Node c's certificate, envelope claiming node a's authority: refused, signed refusal with code.
-    let forged = envelope("a", &a.authorities[0], &b.authorities[0]);
+    let forged = envelope(&net, 2, "a", &a.authorities[0], 1);
     let r = as_c.post(&url).body(forged).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let body = r.text().await.unwrap();
@@ -60,7 +75,7 @@ async fn a_partner_certificate_cannot_speak_for_another_partner() {
     assert!(body.contains("<pst:Code>sender-mismatch</pst:Code>"), "{body}");
 
     // The same certificate as itself is accepted (so the refusal above was about identity).
-    let honest = envelope("c", &c.authorities[0], &b.authorities[0]);
+    let honest = envelope(&net, 2, "c", &c.authorities[0], 1);
     let r = as_c.post(&url).body(honest).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.text().await.unwrap().contains("<pst:Outcome>received</pst:Outcome>"));
@@ -71,13 +86,13 @@ async fn certificates_outside_the_directory_are_refused() {
     let net = Net::init(2);
     let _b = net.start(1).await;
     let url = transport_url_of_b(&net);
-    let (a, b) = (net.node(0), net.node(1));
+    let a = net.node(0);
 
     // No client certificate at all: the TLS handshake fails.
     let anonymous = https_client(&a.ca, None);
     let r = anonymous
         .post(&url)
-        .body(envelope("a", &a.authorities[0], &b.authorities[0]))
+        .body(envelope(&net, 0, "a", &a.authorities[0], 1))
         .send()
         .await;
     assert!(r.is_err(), "a transport request without a client certificate must fail");
@@ -94,7 +109,7 @@ async fn certificates_outside_the_directory_are_refused() {
     );
     let r = as_stranger
         .post(&url)
-        .body(envelope("a", &a.authorities[0], &b.authorities[0]))
+        .body(envelope(&net, 0, "a", &a.authorities[0], 1))
         .send()
         .await
         .unwrap();
@@ -109,7 +124,7 @@ async fn certificates_outside_the_directory_are_refused() {
         Duration::from_secs(20),
         foreign
             .post(&url)
-            .body(envelope("a", &a.authorities[0], &b.authorities[0]))
+            .body(envelope(&net, 0, "a", &a.authorities[0], 1))
             .send(),
     )
     .await

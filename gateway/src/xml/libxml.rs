@@ -122,6 +122,113 @@ unsafe extern "C" fn entity_loader(
     }
 }
 
+/// What [`c14n`] renders: the subtree at `apex` (or the whole document), minus the subtree at
+/// `exclude` (the enveloped-signature transform). Comments are never rendered.
+pub struct C14nInput<'a> {
+    pub doc: &'a libxml::tree::Document,
+    pub apex: Option<&'a libxml::tree::Node>,
+    pub exclude: Option<&'a libxml::tree::Node>,
+    /// Exclusive C14N 1.0 (with these InclusiveNamespaces prefixes) or, when false, inclusive C14N 1.0.
+    pub exclusive: bool,
+    pub inclusive_prefixes: &'a [String],
+}
+
+struct Visibility {
+    apex: bindings::xmlNodePtr,
+    exclude: bindings::xmlNodePtr,
+}
+
+const XML_NAMESPACE_DECL: u32 = 18;
+
+unsafe extern "C" fn visible(
+    data: *mut std::ffi::c_void,
+    node: bindings::xmlNodePtr,
+    parent: bindings::xmlNodePtr,
+) -> std::ffi::c_int {
+    // SAFETY: `data` is the `Visibility` that `c14n` passes and keeps alive for the whole call;
+    // `node` and `parent` are nodes of the document being canonicalised. Namespace nodes
+    // (`xmlNs`) have no parent field, so their element (`parent`) stands for them; every other
+    // node type starts with the common `xmlNode` header whose `parent` field we follow.
+    unsafe {
+        let v = &*(data as *const Visibility);
+        let mut n = if node.is_null() || (*node).type_ == XML_NAMESPACE_DECL {
+            parent
+        } else {
+            node
+        };
+        let mut inside = v.apex.is_null();
+        while !n.is_null() {
+            if n == v.exclude {
+                return 0;
+            }
+            if n == v.apex {
+                inside = true;
+            }
+            n = (*n).parent;
+        }
+        inside as std::ffi::c_int
+    }
+}
+
+/// libxml2's canonicalisation failed (it reports no detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct C14nFailed;
+
+/// Canonical form (UTF-8 bytes) of a node set of a parsed document, with libxml2's C14N.
+pub fn c14n(input: &C14nInput<'_>) -> Result<Vec<u8>, C14nFailed> {
+    let prefixes: Vec<CString> = input
+        .inclusive_prefixes
+        .iter()
+        .map(|p| CString::new(p.as_str()).map_err(|_| C14nFailed))
+        .collect::<Result<_, _>>()?;
+    let mut prefix_ptrs: Vec<*mut bindings::xmlChar> = prefixes
+        .iter()
+        .map(|p| p.as_ptr() as *mut bindings::xmlChar)
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let v = Visibility {
+        apex: input.apex.map_or(std::ptr::null_mut(), |n| n.node_ptr()),
+        exclude: input.exclude.map_or(std::ptr::null_mut(), |n| n.node_ptr()),
+    };
+    let mode = if input.exclusive {
+        bindings::xmlC14NMode_XML_C14N_EXCLUSIVE_1_0
+    } else {
+        bindings::xmlC14NMode_XML_C14N_1_0
+    };
+    // SAFETY: the document pointer is valid for the borrow of `input.doc`; `v`, `prefixes` and
+    // `prefix_ptrs` outlive the call; the output buffer is created, read and closed here (no
+    // write callback: libxml2 accumulates the whole output in its own buffer).
+    unsafe {
+        let buf = bindings::xmlAllocOutputBuffer(std::ptr::null_mut());
+        if buf.is_null() {
+            return Err(C14nFailed);
+        }
+        let status = bindings::xmlC14NExecute(
+            input.doc.doc_ptr(),
+            Some(visible),
+            &v as *const Visibility as *mut std::ffi::c_void,
+            mode as std::ffi::c_int,
+            if input.exclusive {
+                prefix_ptrs.as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            },
+            0,
+            buf,
+        );
+        bindings::xmlOutputBufferFlush(buf);
+        let content = bindings::xmlOutputBufferGetContent(buf);
+        let size = bindings::xmlOutputBufferGetSize(buf);
+        let out = if content.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(content, size).to_vec()
+        };
+        bindings::xmlOutputBufferClose(buf);
+        if status < 0 { Err(C14nFailed) } else { Ok(out) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

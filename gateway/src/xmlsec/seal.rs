@@ -1,0 +1,255 @@
+//! The envelope's two security layers, as in OSCI:
+//! - content (end to end): the XÖV message, base64 in a `pst:SignedContent`, signed for its
+//!   author authority, then encrypted for the recipient authority's certificate; the result
+//!   is the envelope body's `xenc:EncryptedData`;
+//! - transport (hop by hop): the whole envelope signed by the sending node.
+//!
+//! Receipts and notices carry the receiving node's signature. Opening reverses the order:
+//! transport signature (its signer must be the TLS peer's directory certificate), decryption
+//! with the recipient authority's key, content signature (its signer must be the author's
+//! directory certificate); only the nodes those signatures covered are read.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use libxml::tree::Document;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+
+use super::dom::{self, elements, is};
+use super::profile::{self, DSIG_NS, XENC_NS};
+use super::trust::Policy;
+use super::verify::{self, Expect, Verified};
+use super::{Identity, encrypt, sign};
+use crate::envelope::{self, EnvelopeHeader};
+use crate::problem::{Code, Problem};
+use crate::xml::prescan::Limits;
+
+/// Signs a document we built (envelope, receipt, signed content) with RSA-PSS / SHA-256.
+pub fn sign_own(xml: &[u8], id: &Identity, limits: &Limits) -> Result<Vec<u8>, Problem> {
+    sign::sign_enveloped(xml, id, id.default_method(), profile::SHA256, limits)
+}
+
+/// Builds the sealed envelope: signed content, encrypted for `recipient`, in an envelope
+/// signed by `node`.
+pub fn seal(
+    header: &EnvelopeHeader,
+    content: &[u8],
+    author: &Identity,
+    recipient: &X509,
+    node: &Identity,
+    limits: &Limits,
+) -> Result<Vec<u8>, Problem> {
+    let signed_content = format!(
+        "<pst:SignedContent xmlns:pst=\"{}\"><pst:Content mediaType=\"application/xml\">{}</pst:Content></pst:SignedContent>",
+        envelope::NS,
+        B64.encode(content)
+    );
+    let signed_content = sign_own(signed_content.as_bytes(), author, limits)?;
+    let body = encrypt::encrypted_data(&signed_content, recipient, profile::AES256_GCM)?;
+    let env = envelope::build_with_body(header, &body);
+    sign_own(&env, node, limits)
+}
+
+/// Requires that the document's one signature is a child of the root and covers the whole
+/// document, so that everything read from it afterwards is signed.
+fn require_whole(doc: &Document, v: &Verified) -> Result<(), Problem> {
+    let root = doc.get_root_element().ok_or_else(|| dom::structure("empty document"))?;
+    let parent_is_root = v
+        .signature
+        .get_parent()
+        .is_some_and(|p| p.node_ptr() == root.node_ptr());
+    if !parent_is_root || !v.covers_document() {
+        return Err(dom::structure(
+            "the signature must be enveloped in the root and cover the whole document",
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies a document signed by a node (envelope, receipt, notice) against its directory
+/// certificate.
+pub fn verify_node_signed(xml: &[u8], signer: &X509, policy: &Policy, limits: &Limits) -> Result<(), Problem> {
+    let doc = dom::parse(xml, limits)?;
+    let v = verify::verify(&doc, Expect::Pinned(signer), policy)?;
+    require_whole(&doc, &v)
+}
+
+/// Opens a verified envelope: decrypts the body with the recipient authority's key and
+/// verifies the content signature against the author's certificate; returns the XÖV bytes.
+pub fn open(
+    envelope_xml: &[u8],
+    recipient_key: &PKey<Private>,
+    author: &X509,
+    policy: &Policy,
+    limits: &Limits,
+) -> Result<Vec<u8>, Problem> {
+    let doc = dom::parse(envelope_xml, limits)?;
+    let root = doc.get_root_element().ok_or_else(|| dom::structure("empty envelope"))?;
+    let body = dom::one_child(&root, envelope::NS, "Body")?;
+    let data = match elements(&body).as_slice() {
+        [d] if is(d, XENC_NS, "EncryptedData") => d.clone(),
+        _ => {
+            return Err(Problem::new(
+                Code::EnvelopeInvalid,
+                "the envelope body must hold exactly one EncryptedData (content encryption is required)",
+            ));
+        }
+    };
+    let (plain, is_element) = encrypt::decrypt_node(&data, recipient_key)?;
+    if !is_element {
+        return Err(encrypt::failed());
+    }
+    let content_doc = dom::parse(&plain, limits)?;
+    let v = verify::verify(&content_doc, Expect::Pinned(author), policy)?;
+    require_whole(&content_doc, &v)?;
+    let sc = content_doc
+        .get_root_element()
+        .filter(|r| is(r, envelope::NS, "SignedContent"))
+        .ok_or_else(|| Problem::new(Code::EnvelopeInvalid, "the decrypted content is not a SignedContent"))?;
+    let kids = elements(&sc);
+    let content = match kids.as_slice() {
+        [c, s] if is(c, envelope::NS, "Content") && is(s, DSIG_NS, "Signature") => c.clone(),
+        _ => {
+            return Err(Problem::new(
+                Code::EnvelopeInvalid,
+                "SignedContent must hold Content and Signature",
+            ));
+        }
+    };
+    B64.decode(dom::compact_text(&content).as_bytes())
+        .map_err(|_| Problem::new(Code::EnvelopeInvalid, "the content is not base64"))
+}
+
+/// A node's security material, loaded and checked at start: its own identity (TLS key, which
+/// also signs envelopes and receipts), its authorities' identities, and the directory's
+/// certificates, each checked against the trust anchors of its role.
+#[derive(Debug)]
+pub struct NodeKeys {
+    pub node: Identity,
+    pub authorities: std::collections::BTreeMap<String, Identity>,
+    /// Partner node certificates by node name.
+    pub partner_nodes: std::collections::BTreeMap<String, X509>,
+    /// Partner authority certificates by authority id.
+    pub partner_authorities: std::collections::BTreeMap<String, X509>,
+    /// Node role: anchors `tls.ca`.
+    pub transport: Policy,
+    /// Authority role: anchors `security.content_ca`.
+    pub content: Policy,
+    allow_rsa_2048: Vec<String>,
+}
+
+impl NodeKeys {
+    /// Loads every key and certificate of the config; reports every problem at once.
+    pub fn load(config: &crate::config::Config) -> Result<NodeKeys, Vec<String>> {
+        use super::trust::{self, Usage};
+        let mut errs = Vec::new();
+        let transport = Policy {
+            anchors: vec![config.tls.ca.clone()],
+            crls: config.security.crls.clone(),
+            ..Policy::default()
+        };
+        let content = Policy {
+            anchors: config.security.content_ca.iter().cloned().collect(),
+            crls: config.security.crls.clone(),
+            ..Policy::default()
+        };
+        let check = |errs: &mut Vec<String>, what: &str, cert: &X509, policy: &Policy, usage: Usage| {
+            let r = if policy.anchors.is_empty() {
+                trust::check_leaf(cert, usage, policy)
+            } else {
+                trust::check_chain(cert, &[], usage, policy)
+            };
+            if let Err(p) = r {
+                errs.push(format!("{what}: {}", p.detail));
+            }
+        };
+        let node = Identity::load(&config.tls.key, &config.tls.cert);
+        if let Ok(n) = &node {
+            check(&mut errs, "tls.cert", &n.cert, &transport, Usage::Sign);
+        }
+        let mut authorities = std::collections::BTreeMap::new();
+        for (id, files) in &config.authority_keys {
+            match Identity::load(&files.key, &files.certificate) {
+                Ok(i) => {
+                    check(&mut errs, &format!("authority {id}"), &i.cert, &content, Usage::Sign);
+                    check(&mut errs, &format!("authority {id}"), &i.cert, &content, Usage::Encrypt);
+                    authorities.insert(id.clone(), i);
+                }
+                Err(e) => errs.push(format!("authority {id}: {e}")),
+            }
+        }
+        let mut partner_nodes = std::collections::BTreeMap::new();
+        let mut partner_authorities = std::collections::BTreeMap::new();
+        for p in &config.partners {
+            let exception = config.security.allow_rsa_2048.contains(&p.node);
+            if exception {
+                tracing::warn!(partner = %p.node, "accepting 2048-bit RSA keys of this partner (configured exception)");
+            }
+            let t = Policy {
+                allow_rsa_2048: exception,
+                ..transport.clone()
+            };
+            let c = Policy {
+                allow_rsa_2048: exception,
+                ..content.clone()
+            };
+            match trust::load_cert(&p.certificate) {
+                Ok(cert) => {
+                    check(&mut errs, &format!("partner {}", p.node), &cert, &t, Usage::Sign);
+                    partner_nodes.insert(p.node.clone(), cert);
+                }
+                Err(e) => errs.push(format!("partner {}: {e}", p.node)),
+            }
+            for (a, path) in &p.authority_certificates {
+                match trust::load_cert(path) {
+                    Ok(cert) => {
+                        check(&mut errs, &format!("partner authority {a}"), &cert, &c, Usage::Sign);
+                        check(&mut errs, &format!("partner authority {a}"), &cert, &c, Usage::Encrypt);
+                        partner_authorities.insert(a.clone(), cert);
+                    }
+                    Err(e) => errs.push(format!("partner authority {a}: {e}")),
+                }
+            }
+        }
+        let node = match node {
+            Ok(n) => n,
+            Err(e) => {
+                errs.push(format!("tls: {e}"));
+                return Err(errs);
+            }
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(NodeKeys {
+            node,
+            authorities,
+            partner_nodes,
+            partner_authorities,
+            transport,
+            content,
+            allow_rsa_2048: config.security.allow_rsa_2048.clone(),
+        })
+    }
+
+    /// The node-role policy for a partner (with its key-size exception, if configured).
+    pub fn transport_for(&self, partner: &str) -> Policy {
+        Policy {
+            allow_rsa_2048: self.allow_rsa_2048.iter().any(|p| p == partner),
+            ..self.transport.clone()
+        }
+    }
+
+    /// The authority-role policy for a partner's authority.
+    pub fn content_for(&self, partner: &str) -> Policy {
+        Policy {
+            allow_rsa_2048: self.allow_rsa_2048.iter().any(|p| p == partner),
+            ..self.content.clone()
+        }
+    }
+}
+
+/// A receipt or notice, signed by the receiving node.
+pub fn signed_receipt(r: &envelope::Receipt, node: &Identity) -> Result<Vec<u8>, Problem> {
+    sign_own(&envelope::build_receipt(r), node, &Limits::default())
+}

@@ -1,0 +1,159 @@
+//! Enveloped XML signatures: one `ds:Signature` appended to the root element, one reference
+//! `URI=""` with the enveloped-signature and exclusive-C14N transforms, SignedInfo in exclusive
+//! C14N, the signer's certificate in KeyInfo (a hint for the receiver, never its trust).
+//! Every other byte of the input stays as it was.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::hash;
+use openssl::pkey::{Id, PKey, Private};
+use openssl::rsa::Padding;
+use openssl::sign::{RsaPssSaltlen, Signer};
+use openssl::x509::X509;
+
+use super::dom;
+use super::profile::{self, DSIG_NS, Scheme, SignatureMethod};
+use crate::problem::{Code, Problem};
+use crate::xml::libxml::{C14nInput, c14n};
+use crate::xml::prescan::Limits;
+
+/// A signing identity: key and certificate.
+pub struct Identity {
+    pub key: PKey<Private>,
+    pub cert: X509,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        write!(f, "Identity({})", super::trust::describe(&self.cert))
+    }
+}
+
+impl Identity {
+    pub fn load(key: &std::path::Path, cert: &std::path::Path) -> Result<Identity, String> {
+        let id = Identity {
+            key: super::trust::load_private_key(key)?,
+            cert: super::trust::load_cert(cert)?,
+        };
+        let public = id.cert.public_key().map_err(|e| e.to_string())?;
+        if !id.key.public_eq(&public) {
+            return Err(format!("{} does not belong to {}", key.display(), cert.display()));
+        }
+        Ok(id)
+    }
+
+    /// The default method for this key: RSA-PSS SHA-256 for RSA, ECDSA SHA-256 for EC.
+    pub fn default_method(&self) -> &'static str {
+        match self.key.id() {
+            Id::EC => profile::ECDSA_SHA256,
+            _ => profile::RSA_PSS_SHA256,
+        }
+    }
+}
+
+/// Signs `xml` (enveloped) with `method` and `digest` (URIs from the profile).
+pub fn sign_enveloped(
+    xml: &[u8],
+    id: &Identity,
+    method_uri: &str,
+    digest_uri: &str,
+    limits: &Limits,
+) -> Result<Vec<u8>, Problem> {
+    let method = profile::signature_method(method_uri)?;
+    let digest = profile::digest_method(digest_uri)?;
+    let kind_ok = match method.key_kind() {
+        profile::KeyKind::Rsa => id.key.id() == Id::RSA,
+        profile::KeyKind::Ec => id.key.id() == Id::EC,
+    };
+    if !kind_ok {
+        return Err(Problem::new(
+            Code::AlgorithmNotAllowed,
+            "the signature method does not fit the key type",
+        ));
+    }
+    let doc = dom::parse(xml, limits)?;
+    if !super::verify::signatures(&doc).is_empty() {
+        return Err(Problem::new(Code::SignatureInvalid, "the document is signed already"));
+    }
+    let canonical = c14n(&C14nInput {
+        doc: &doc,
+        apex: None,
+        exclude: None,
+        exclusive: true,
+        inclusive_prefixes: &[],
+    })
+    .map_err(|_| Problem::new(Code::NotWellFormed, "the document cannot be canonicalized"))?;
+    let digest_value = hash(digest, &canonical).map_err(internal)?;
+
+    let signed_info = format!(
+        "<ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"{c14n}\"/><ds:SignatureMethod Algorithm=\"{method}\"/>\
+         <ds:Reference URI=\"\"><ds:Transforms><ds:Transform Algorithm=\"{env}\"/><ds:Transform Algorithm=\"{c14n}\"/>\
+         </ds:Transforms><ds:DigestMethod Algorithm=\"{digest_uri}\"/><ds:DigestValue>{dv}</ds:DigestValue>\
+         </ds:Reference></ds:SignedInfo>",
+        c14n = profile::EXC_C14N,
+        method = method.uri,
+        env = profile::ENVELOPED,
+        dv = B64.encode(digest_value),
+    );
+    let canonical_si = canonical_signed_info(&signed_info)?;
+    let value = sign_bytes(&method, &id.key, &canonical_si)?;
+    let cert = B64.encode(id.cert.to_der().map_err(internal)?);
+    let signature = format!(
+        "<ds:Signature xmlns:ds=\"{DSIG_NS}\">{signed_info}<ds:SignatureValue>{}</ds:SignatureValue>\
+         <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
+         </ds:Signature>",
+        B64.encode(value)
+    );
+    super::splice::append_to_root(xml, signature.as_bytes())
+}
+
+fn internal(_: impl std::fmt::Display) -> Problem {
+    Problem::new(Code::Internal, "a cryptographic operation failed")
+}
+
+/// Exclusive C14N of a SignedInfo we wrote. It only uses the `ds` prefix, so its canonical
+/// form is the same in the document as in a stand-alone parse.
+fn canonical_signed_info(signed_info: &str) -> Result<Vec<u8>, Problem> {
+    let wrapped = format!("<ds:Signature xmlns:ds=\"{DSIG_NS}\">{signed_info}</ds:Signature>");
+    let doc = dom::parse(wrapped.as_bytes(), &Limits::default())?;
+    let root = doc.get_root_element().ok_or_else(|| internal(""))?;
+    let si = dom::one_child(&root, DSIG_NS, "SignedInfo")?;
+    c14n(&C14nInput {
+        doc: &doc,
+        apex: Some(&si),
+        exclude: None,
+        exclusive: true,
+        inclusive_prefixes: &[],
+    })
+    .map_err(|_| internal(""))
+}
+
+/// The raw signature value (ECDSA as r‖s).
+pub fn sign_bytes(method: &SignatureMethod, key: &PKey<Private>, data: &[u8]) -> Result<Vec<u8>, Problem> {
+    let md = (method.digest)();
+    let mut s = Signer::new(md, key).map_err(internal)?;
+    match method.scheme {
+        Scheme::RsaPss => {
+            s.set_rsa_padding(Padding::PKCS1_PSS).map_err(internal)?;
+            s.set_rsa_mgf1_md(md).map_err(internal)?;
+            s.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).map_err(internal)?;
+            s.sign_oneshot_to_vec(data).map_err(internal)
+        }
+        Scheme::RsaPkcs1 => {
+            s.set_rsa_padding(Padding::PKCS1).map_err(internal)?;
+            s.sign_oneshot_to_vec(data).map_err(internal)
+        }
+        Scheme::EcdsaRaw => {
+            let der = s.sign_oneshot_to_vec(data).map_err(internal)?;
+            let sig = EcdsaSig::from_der(&der).map_err(internal)?;
+            let ec = key.ec_key().map_err(internal)?;
+            let bits = ec.group().order_bits() as i32;
+            let len = (bits + 7) / 8;
+            let mut out = sig.r().to_vec_padded(len).map_err(internal)?;
+            out.extend(sig.s().to_vec_padded(len).map_err(internal)?);
+            Ok(out)
+        }
+    }
+}

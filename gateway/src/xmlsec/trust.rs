@@ -1,0 +1,190 @@
+//! Keys and certificates: loading, and the certificate policy every signer and recipient passes
+//! (PRODUCT.md "Keys"): a chain to a trust anchor of the right role (or a certificate pinned by
+//! the directory), the validity period at the time of use, key usage, revocation by CRL files,
+//! and the key-size floor (RSA ≥ 3072, 2048 only by an explicit exception; EC ≥ 256).
+
+use std::path::{Path, PathBuf};
+
+use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Lookup, X509StoreBuilder};
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+use openssl::x509::{X509, X509KeyUsage, X509Ref, X509StoreContext};
+
+use crate::problem::{Code, Problem};
+
+/// Reads a private key (PKCS#8 or traditional PEM, or DER). Never echoes key material.
+pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PKey::private_key_from_pem(&bytes)
+        .or_else(|_| PKey::private_key_from_der(&bytes))
+        .map_err(|_| format!("{} holds no readable unencrypted private key", path.display()))
+}
+
+/// Reads every certificate of a PEM file (or one DER certificate).
+pub fn load_certs(path: &Path) -> Result<Vec<X509>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = X509::stack_from_pem(&bytes).ok().filter(|c| !c.is_empty());
+    match certs {
+        Some(c) => Ok(c),
+        None => X509::from_der(&bytes)
+            .map(|c| vec![c])
+            .map_err(|_| format!("{} holds no certificate", path.display())),
+    }
+}
+
+/// The first certificate of a file.
+pub fn load_cert(path: &Path) -> Result<X509, String> {
+    load_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{} holds no certificate", path.display()))
+}
+
+/// What a certificate must satisfy to be used.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Trust anchors of the role (empty: only pinned certificates are usable).
+    pub anchors: Vec<PathBuf>,
+    /// CRL files (PEM); when given, every certificate of the chain must be covered and not revoked.
+    pub crls: Vec<PathBuf>,
+    /// Verification time (seconds since the epoch); `None` = now.
+    pub at: Option<i64>,
+    /// The explicit exception: accept 2048-bit RSA keys (logged by the caller).
+    pub allow_rsa_2048: bool,
+}
+
+/// The purpose a certificate is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Sign,
+    Encrypt,
+}
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::new(Code::CertificateInvalid, detail)
+}
+
+fn subject(cert: &X509Ref) -> String {
+    cert.subject_name()
+        .entries()
+        .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A printable name for a certificate (its subject's values).
+pub fn describe(cert: &X509Ref) -> String {
+    subject(cert)
+}
+
+/// The key-size floor: RSA ≥ 3072 bits (2048 by exception), EC ≥ 256 bits; nothing else.
+pub fn check_key_strength(key: &PKey<Public>, allow_rsa_2048: bool) -> Result<(), Problem> {
+    match key.id() {
+        Id::RSA => {
+            let bits = key.bits();
+            if bits >= 3072 || (allow_rsa_2048 && bits >= 2048) {
+                Ok(())
+            } else {
+                Err(invalid(format!("RSA key of {bits} bits is below the floor of 3072")))
+            }
+        }
+        Id::EC => {
+            if key.bits() >= 256 {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "EC key of {} bits is below the floor of 256",
+                    key.bits()
+                )))
+            }
+        }
+        _ => Err(invalid("only RSA and EC keys are allowed")),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Checks the validity period, key usage and key size of one certificate (no chain).
+pub fn check_leaf(cert: &X509Ref, usage: Usage, policy: &Policy) -> Result<(), Problem> {
+    let at = openssl::asn1::Asn1Time::from_unix(policy.at.unwrap_or_else(now))
+        .map_err(|_| invalid("cannot represent the verification time"))?;
+    if cert.not_before() > at {
+        return Err(invalid(format!("certificate {} is not yet valid", subject(cert))));
+    }
+    if cert.not_after() < at {
+        return Err(invalid(format!("certificate {} has expired", subject(cert))));
+    }
+    if let Some(ku) = cert.key_usage() {
+        let needed = match usage {
+            Usage::Sign => X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION,
+            Usage::Encrypt => X509KeyUsage::KEY_ENCIPHERMENT,
+        };
+        if !ku.intersects(needed) {
+            return Err(invalid(format!(
+                "certificate {} does not allow {}",
+                subject(cert),
+                match usage {
+                    Usage::Sign => "digital signatures",
+                    Usage::Encrypt => "key encipherment",
+                }
+            )));
+        }
+    }
+    let key = cert
+        .public_key()
+        .map_err(|_| invalid("the certificate's key is unreadable"))?;
+    check_key_strength(&key, policy.allow_rsa_2048)
+}
+
+/// Full check: leaf rules, then a chain to one of the anchors (with `extra` as untrusted
+/// intermediates), with revocation when CRLs are configured.
+pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy) -> Result<(), Problem> {
+    check_leaf(cert, usage, policy)?;
+    if policy.anchors.is_empty() {
+        return Err(invalid("no trust anchor is configured for this role"));
+    }
+    let fail = |_| invalid("cannot set up certificate verification");
+    let mut builder = X509StoreBuilder::new().map_err(fail)?;
+    for path in &policy.anchors {
+        for c in load_certs(path).map_err(invalid)? {
+            builder.add_cert(c).map_err(fail)?;
+        }
+    }
+    let mut flags = X509VerifyFlags::empty();
+    if !policy.crls.is_empty() {
+        let lookup = builder.add_lookup(X509Lookup::file()).map_err(fail)?;
+        for crl in &policy.crls {
+            lookup
+                .load_crl_file(crl, openssl::ssl::SslFiletype::PEM)
+                .map_err(|_| invalid(format!("cannot read CRL {}", crl.display())))?;
+        }
+        flags |= X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL;
+    }
+    let mut param = X509VerifyParam::new().map_err(fail)?;
+    param.set_flags(flags).map_err(fail)?;
+    param.set_time(policy.at.unwrap_or_else(now) as _);
+    builder.set_param(&param).map_err(fail)?;
+    let store = builder.build();
+    let mut chain = Stack::new().map_err(fail)?;
+    for c in extra {
+        chain.push(c.clone()).map_err(fail)?;
+    }
+    let mut ctx = X509StoreContext::new().map_err(fail)?;
+    let result = ctx
+        .init(&store, cert, &chain, |c| Ok((c.verify_cert()?, c.error())))
+        .map_err(fail)?;
+    match result {
+        (true, _) => Ok(()),
+        (false, e) => Err(invalid(format!(
+            "certificate {} is not trusted: {}",
+            subject(cert),
+            e.error_string()
+        ))),
+    }
+}
