@@ -251,3 +251,60 @@ impl Client {
         }
     }
 }
+
+/// The folder of node `i`'s config and keys.
+pub fn node_dir(net: &Net, i: usize) -> PathBuf {
+    net.node(i).config.parent().unwrap().to_path_buf()
+}
+
+/// Node `i`'s authority certificate (`pem`) or key (`key`).
+pub fn authority_file(net: &Net, i: usize, ext: &str) -> PathBuf {
+    let a = &net.node(i).authorities[0];
+    node_dir(net, i).join(format!("authorities/{}.{ext}", gateway::pki::authority_file_name(a)))
+}
+
+pub fn node_identity(net: &Net, i: usize) -> gateway::xmlsec::Identity {
+    let d = node_dir(net, i);
+    gateway::xmlsec::Identity::load(&d.join("node.key"), &d.join("node.pem")).unwrap()
+}
+
+pub fn authority_identity(net: &Net, i: usize) -> gateway::xmlsec::Identity {
+    gateway::xmlsec::Identity::load(&authority_file(net, i, "key"), &authority_file(net, i, "pem")).unwrap()
+}
+
+pub fn uuid() -> String {
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// A sealed envelope made with node `signer`'s keys (its node key and its authority's key),
+/// claiming to come from node `sender_node` / authority `sender`, for node `to`'s authority.
+pub fn sealed_envelope(net: &Net, signer: usize, sender_node: &str, sender: &str, to: usize) -> Vec<u8> {
+    let recipient = gateway::xmlsec::trust::load_cert(&authority_file(net, to, "pem")).unwrap();
+    gateway::xmlsec::seal::seal(
+        &gateway::envelope::EnvelopeHeader {
+            message_id: uuid(),
+            xoev_uuid: uuid(),
+            sender_node: sender_node.into(),
+            sender: sender.into(),
+            recipient: net.node(to).authorities[0].clone(),
+            message_type: "xumzug/1.0 umzug.Rueckmeldung.0101".into(),
+            created: "2026-11-22T10:00:00Z".into(),
+        },
+        &fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml"),
+        &authority_identity(net, signer),
+        &recipient,
+        &node_identity(net, signer),
+        &gateway::xml::prescan::Limits::default(),
+    )
+    .unwrap()
+}

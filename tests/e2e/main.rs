@@ -9,4 +9,5 @@ mod offline_schemas;
 mod partner_auth;
 mod push;
 mod relay;
+mod security;
 mod xbeteiligung;

@@ -2,52 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Net, https_client};
-
-/// A sealed envelope made with node `signer`'s keys (its node key and its authority's key),
-/// claiming to come from node `sender_node` / authority `sender`, for node `to`'s authority.
-fn envelope(net: &Net, signer: usize, sender_node: &str, sender: &str, to: usize) -> Vec<u8> {
-    let dir = |i: usize| net.node(i).config.parent().unwrap().to_path_buf();
-    let file = |i: usize, ext: &str| {
-        let a = &net.node(i).authorities[0];
-        dir(i).join(format!("authorities/{}.{ext}", gateway::pki::authority_file_name(a)))
-    };
-    let node = gateway::xmlsec::Identity::load(&dir(signer).join("node.key"), &dir(signer).join("node.pem")).unwrap();
-    let author = gateway::xmlsec::Identity::load(&file(signer, "key"), &file(signer, "pem")).unwrap();
-    let recipient = gateway::xmlsec::trust::load_cert(&file(to, "pem")).unwrap();
-    let content = crate::harness::fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml");
-    gateway::xmlsec::seal::seal(
-        &gateway::envelope::EnvelopeHeader {
-            message_id: uuid(),
-            xoev_uuid: uuid(),
-            sender_node: sender_node.into(),
-            sender: sender.into(),
-            recipient: net.node(to).authorities[0].clone(),
-            message_type: "xumzug/1.0 umzug.Rueckmeldung.0101".into(),
-            created: "2026-11-22T10:00:00Z".into(),
-        },
-        &content,
-        &author,
-        &recipient,
-        &node,
-        &gateway::xml::prescan::Limits::default(),
-    )
-    .unwrap()
-}
-
-fn uuid() -> String {
-    let mut b = [0u8; 16];
-    openssl::rand::rand_bytes(&mut b).unwrap();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
+use crate::harness::{Net, https_client, sealed_envelope as envelope};
 
 fn transport_url_of_b(net: &Net) -> String {
     let a = gateway::config::Config::load(&net.node(0).config).unwrap();

@@ -1,0 +1,143 @@
+//! The envelope's security layers between two real nodes: what travels is signed and encrypted,
+//! receipts are signed, a tampered envelope gets a signed refusal, and only the recipient
+//! authority's key opens the content.
+
+use std::time::Duration;
+
+use gateway::problem::Code;
+use gateway::store::{Blob, Store};
+use gateway::xml::prescan::Limits;
+use gateway::xmlsec::{Policy, seal, trust};
+
+use crate::harness::{Net, authority_file, authority_identity, fixture, https_client, node_dir, sealed_envelope};
+
+const T: Duration = Duration::from_secs(30);
+
+fn transport_policy(net: &Net) -> Policy {
+    Policy {
+        anchors: vec![net.dir.path().join("ca.pem")],
+        ..Policy::default()
+    }
+}
+
+fn node_cert(net: &Net, i: usize) -> openssl::x509::X509 {
+    trust::load_cert(&node_dir(net, i).join("node.pem")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_is_signed_and_encrypted_and_receipts_are_signed() {
+    let net = Net::init(3);
+    let mut a = net.start(0).await;
+    let _b = net.start(1).await;
+    let (ca, cb) = (net.client(0), net.client(1));
+    let msg = fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml");
+    let (status, v) = ca.submit(&msg).await;
+    assert_eq!(status, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let inbox = cb.wait_inbox(1, T).await;
+    assert_eq!(cb.ack(&inbox[0]).await, 200);
+    ca.wait_status(&id, "delivered", T).await;
+
+    // The stored notice is signed by b: it verifies against b's certificate, not a's, and not
+    // after a change.
+    let (_, notice) = ca.get_bytes(&format!("/v1/messages/{id}/receipt")).await;
+    let limits = Limits::default();
+    seal::verify_node_signed(&notice, &node_cert(&net, 1), &transport_policy(&net), &limits).unwrap();
+    let e = seal::verify_node_signed(&notice, &node_cert(&net, 0), &transport_policy(&net), &limits).unwrap_err();
+    assert_eq!(e.code, Code::SignerMismatch, "{e}");
+    let forged = String::from_utf8(notice.clone())
+        .unwrap()
+        .replace(">delivered<", ">refused<");
+    assert_ne!(forged.as_bytes(), notice.as_slice());
+    let e =
+        seal::verify_node_signed(forged.as_bytes(), &node_cert(&net, 1), &transport_policy(&net), &limits).unwrap_err();
+    assert_eq!(e.code, Code::SignatureInvalid, "{e}");
+
+    // What a sent is what travelled: read the envelope from a's store after a stops.
+    a.terminate();
+    let store = gateway::store::sqlite::SqliteStore::open(&node_dir(&net, 0).join("data")).unwrap();
+    let envelope = store
+        .blob(&id, Blob::Envelope)
+        .await
+        .unwrap()
+        .expect("the sealed envelope is stored");
+    let text = String::from_utf8(envelope.clone()).unwrap();
+    assert!(
+        text.contains("xmlenc11#aes256-gcm") && text.contains("xmlenc11#rsa-oaep"),
+        "{text}"
+    );
+    assert!(text.contains("xmldsig-more#sha256-rsa-MGF1"), "{text}");
+    for secret in ["Mustermann", "Erika"] {
+        assert!(!text.contains(secret), "plaintext {secret} in the envelope");
+    }
+    seal::verify_node_signed(&envelope, &node_cert(&net, 0), &transport_policy(&net), &limits).unwrap();
+
+    // Only b's authority key opens it, and the author's signature is checked.
+    let content_policy = Policy {
+        anchors: vec![net.dir.path().join("content-ca.pem")],
+        ..Policy::default()
+    };
+    let a_cert = trust::load_cert(&authority_file(&net, 0, "pem")).unwrap();
+    let b_key = authority_identity(&net, 1).key;
+    let env_limits = gateway::relay::envelope_limits(&limits);
+    let opened = seal::open(&envelope, &b_key, &a_cert, &content_policy, &env_limits).unwrap();
+    assert_eq!(opened, msg);
+    for wrong in [0, 2] {
+        let key = authority_identity(&net, wrong).key;
+        let e = seal::open(&envelope, &key, &a_cert, &content_policy, &env_limits).unwrap_err();
+        assert_eq!(e.code, Code::DecryptionFailed, "{e}");
+    }
+    // A content signer who is not the author: refused.
+    let c_cert = trust::load_cert(&authority_file(&net, 2, "pem")).unwrap();
+    let e = seal::open(&envelope, &b_key, &c_cert, &content_policy, &env_limits).unwrap_err();
+    assert_eq!(e.code, Code::SignerMismatch, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_envelope_gets_a_signed_refusal() {
+    let net = Net::init(2);
+    let _b = net.start(1).await;
+    let d = node_dir(&net, 0);
+    let as_a = https_client(&net.node(0).ca, Some((&d.join("node.pem"), &d.join("node.key"))));
+    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0]
+        .transport_url
+        .clone();
+    let sender = net.node(0).authorities[0].clone();
+
+    // Untouched: received.
+    let good = sealed_envelope(&net, 0, "a", &sender, 1);
+    let r = as_a.post(&url).body(good.clone()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // Changed in flight (header, or one character of the ciphertext): refused with 422 and a
+    // refusal that b signed.
+    let text = String::from_utf8(sealed_envelope(&net, 0, "a", &sender, 1)).unwrap();
+    let header_changed = text.replace("2026-11-22T10:00:00Z", "2026-11-22T10:00:01Z");
+    let at = text.find("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len() + 10;
+    let mut cipher_changed = text.clone().into_bytes();
+    cipher_changed[at] = if cipher_changed[at] == b'A' { b'B' } else { b'A' };
+    for tampered in [header_changed.into_bytes(), cipher_changed] {
+        let r = as_a.post(&url).body(tampered).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 422);
+        let refusal = r.bytes().await.unwrap();
+        let body = String::from_utf8_lossy(&refusal);
+        assert!(body.contains("<pst:Outcome>refused</pst:Outcome>"), "{body}");
+        assert!(body.contains("<pst:Code>signature-invalid</pst:Code>"), "{body}");
+        seal::verify_node_signed(
+            &refusal,
+            &node_cert(&net, 1),
+            &transport_policy(&net),
+            &Limits::default(),
+        )
+        .expect("the refusal is signed by b");
+    }
+
+    // An unsigned envelope (signature removed) is refused by the schema already.
+    let start = text.rfind("<ds:Signature xmlns").unwrap();
+    let end = text.rfind("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+    let unsigned = format!("{}{}", &text[..start], &text[end..]);
+    let r = as_a.post(&url).body(unsigned).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("envelope-invalid"), "{body}");
+}
