@@ -11,3 +11,6 @@ mod push;
 mod relay;
 mod security;
 mod xbeteiligung;
+mod xmlsec_interop;
+mod xmlsec_keys;
+mod xmlsec_vectors;

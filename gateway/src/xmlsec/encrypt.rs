@@ -149,6 +149,9 @@ fn plan(data: &Node) -> Result<Plan, Problem> {
         if is(&c, XENC_NS, "AgreementMethod") {
             return Err(not_allowed("key agreement", &attr(&c, "Algorithm").unwrap_or_default()));
         }
+        if is(&c, XENC11_NS, "DerivedKey") {
+            return Err(not_allowed("key derivation", "DerivedKey"));
+        }
     }
     let ek = the_child(&key_info, XENC_NS, "EncryptedKey")?;
     let (m, key_alg) = method(&ek)?;
@@ -165,18 +168,14 @@ fn plan(data: &Node) -> Result<Plan, Problem> {
         None => None,
     };
     let (oaep_digest, mgf_digest) = match key_alg.as_str() {
-        profile::RSA_OAEP_11 => {
-            let d = profile::digest_method(digest_uri.as_deref().unwrap_or(profile::SHA1))?;
-            let m = profile::mgf_digest(mgf_uri.as_deref().unwrap_or("http://www.w3.org/2009/xmlenc11#mgf1sha1"))?;
-            (d, m)
-        }
-        profile::RSA_OAEP_MGF1P => {
-            let d = match digest_uri.as_deref() {
-                None | Some(profile::SHA1) => MessageDigest::sha1(),
-                Some(other) => profile::digest_method(other)?,
-            };
-            (d, MessageDigest::sha1())
-        }
+        profile::RSA_OAEP_11 => (
+            profile::oaep_digest(digest_uri.as_deref().unwrap_or(profile::SHA1))?,
+            profile::mgf_digest(mgf_uri.as_deref().unwrap_or(profile::MGF1_SHA1))?,
+        ),
+        profile::RSA_OAEP_MGF1P => (
+            profile::oaep_digest(digest_uri.as_deref().unwrap_or(profile::SHA1))?,
+            MessageDigest::sha1(),
+        ),
         other => return Err(not_allowed("key transport", other)),
     };
     let element_type = match attr(data, "Type").as_deref() {

@@ -150,6 +150,14 @@ pub fn signature_method(uri: &str) -> Result<SignatureMethod, Problem> {
         .ok_or_else(|| not_allowed("signature method", uri))
 }
 
+/// The OAEP digest for decryption: the signature digests plus SHA-1 (the OAEP default).
+pub fn oaep_digest(uri: &str) -> Result<MessageDigest, Problem> {
+    match uri {
+        SHA1 => Ok(MessageDigest::sha1()),
+        other => digest_method(other),
+    }
+}
+
 pub fn digest_method(uri: &str) -> Result<MessageDigest, Problem> {
     match uri {
         SHA256 => Ok(MessageDigest::sha256()),
@@ -178,8 +186,15 @@ pub fn data_cipher(uri: &str) -> Result<usize, Problem> {
     }
 }
 
+/// MGF1 with SHA-1: the default of `xmlenc11#rsa-oaep` and fixed in `rsa-oaep-mgf1p`. Accepted
+/// for decryption only (OAEP's security does not rest on SHA-1's collision resistance); we
+/// never produce it.
+pub const MGF1_SHA1: &str = "http://www.w3.org/2009/xmlenc11#mgf1sha1";
+
+/// Mask generation for RSA-OAEP decryption.
 pub fn mgf_digest(uri: &str) -> Result<MessageDigest, Problem> {
     match uri {
+        MGF1_SHA1 => Ok(MessageDigest::sha1()),
         MGF1_SHA256 => Ok(MessageDigest::sha256()),
         MGF1_SHA384 => Ok(MessageDigest::sha384()),
         MGF1_SHA512 => Ok(MessageDigest::sha512()),

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Lookup, X509StoreBuilder};
@@ -78,7 +79,8 @@ pub fn describe(cert: &X509Ref) -> String {
     subject(cert)
 }
 
-/// The key-size floor: RSA ≥ 3072 bits (2048 by exception), EC ≥ 256 bits; nothing else.
+/// The key-size floor: RSA ≥ 3072 bits (2048 by exception); EC only on the profile's curves
+/// P-256 and P-384; no other key types.
 pub fn check_key_strength(key: &PKey<Public>, allow_rsa_2048: bool) -> Result<(), Problem> {
     match key.id() {
         Id::RSA => {
@@ -90,13 +92,13 @@ pub fn check_key_strength(key: &PKey<Public>, allow_rsa_2048: bool) -> Result<()
             }
         }
         Id::EC => {
-            if key.bits() >= 256 {
-                Ok(())
-            } else {
-                Err(invalid(format!(
-                    "EC key of {} bits is below the floor of 256",
-                    key.bits()
-                )))
+            let curve = key.ec_key().ok().and_then(|k| k.group().curve_name());
+            match curve {
+                Some(Nid::X9_62_PRIME256V1) | Some(Nid::SECP384R1) => Ok(()),
+                other => Err(invalid(format!(
+                    "EC keys must be on P-256 or P-384, not {}",
+                    other.and_then(|n| n.short_name().ok()).unwrap_or("an unnamed curve")
+                ))),
             }
         }
         _ => Err(invalid("only RSA and EC keys are allowed")),

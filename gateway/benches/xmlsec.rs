@@ -1,0 +1,98 @@
+//! Throughput of the XML security layer: sign, verify, encrypt, decrypt for a 5 KB and a 1 MB
+//! document with RSA-3072 (RSA-PSS, RSA-OAEP) and ECDSA P-256. Run with
+//! `cargo bench -p gateway --bench xmlsec`; `bench/xmlsec.sh` adds `openssl speed` for the same
+//! key types in the same run (BENCHMARKS.md).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gateway::xml::prescan::Limits;
+use gateway::xmlsec::{Expect, Identity, Policy, dom, encrypt, profile, sign, verify};
+
+/// A document of about `size` bytes: a header and repeated person records with umlauts.
+fn document(size: usize) -> Vec<u8> {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<m:nachricht xmlns:m=\"urn:bench\"><m:kopf><m:id>1</m:id></m:kopf>",
+    );
+    let mut i = 0;
+    while s.len() < size {
+        s.push_str(&format!(
+            "<m:person nr=\"{i}\"><m:name>Jörg Müller-Lüdenscheidt</m:name><m:ort>Köln</m:ort><m:strasse>Hauptstraße {i}</m:strasse></m:person>"
+        ));
+        i += 1;
+    }
+    s.push_str("</m:nachricht>");
+    s.into_bytes()
+}
+
+fn identity(ec: bool) -> Identity {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = if ec {
+        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap()).unwrap()
+    } else {
+        PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap()
+    };
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "bench").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    Identity { key, cert: b.build() }
+}
+
+fn bench(c: &mut Criterion) {
+    let limits = Limits {
+        max_bytes: 8 * 1024 * 1024,
+        max_elements: 1_000_000,
+        ..Limits::default()
+    };
+    let rsa = identity(false);
+    let ec = identity(true);
+    let policy = Policy::default();
+    for (label, size) in [("5KB", 5 * 1024), ("1MB", 1024 * 1024)] {
+        let doc = document(size);
+        let mut g = c.benchmark_group(format!("xmlsec/{label}"));
+        g.throughput(Throughput::Elements(1));
+        if size > 100_000 {
+            g.sample_size(10);
+        }
+        for (alg, id, method) in [
+            ("rsa-pss-3072", &rsa, profile::RSA_PSS_SHA256),
+            ("ecdsa-p256", &ec, profile::ECDSA_SHA256),
+        ] {
+            let signed = sign::sign_enveloped(&doc, id, method, profile::SHA256, &limits).unwrap();
+            g.bench_function(format!("sign/{alg}"), |b| {
+                b.iter(|| sign::sign_enveloped(black_box(&doc), id, method, profile::SHA256, &limits).unwrap())
+            });
+            g.bench_function(format!("verify/{alg}"), |b| {
+                b.iter(|| {
+                    let d = dom::parse(black_box(&signed), &limits).unwrap();
+                    verify::verify(&d, Expect::Pinned(&id.cert), &policy).unwrap()
+                })
+            });
+        }
+        let encrypted = encrypt::encrypt_root(&doc, &rsa.cert, profile::AES256_GCM, &limits).unwrap();
+        g.bench_function("encrypt/aes256gcm-rsa-oaep-3072", |b| {
+            b.iter(|| encrypt::encrypt_root(black_box(&doc), &rsa.cert, profile::AES256_GCM, &limits).unwrap())
+        });
+        g.bench_function("decrypt/aes256gcm-rsa-oaep-3072", |b| {
+            b.iter(|| encrypt::decrypt_document(black_box(&encrypted), &rsa.key, &limits).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
