@@ -11,6 +11,8 @@ mod push;
 mod relay;
 mod security;
 mod xbeteiligung;
+mod xmlsec_attacks;
 mod xmlsec_interop;
 mod xmlsec_keys;
+mod xmlsec_props;
 mod xmlsec_vectors;

@@ -85,7 +85,8 @@ pub fn open(
 ) -> Result<Vec<u8>, Problem> {
     let doc = dom::parse(envelope_xml, limits)?;
     let root = doc.get_root_element().ok_or_else(|| dom::structure("empty envelope"))?;
-    let body = dom::one_child(&root, envelope::NS, "Body")?;
+    let body =
+        dom::one_child(&root, envelope::NS, "Body").map_err(|p| Problem::new(Code::EnvelopeInvalid, p.detail))?;
     let data = match elements(&body).as_slice() {
         [d] if is(d, XENC_NS, "EncryptedData") => d.clone(),
         _ => {
@@ -154,12 +155,7 @@ impl NodeKeys {
             ..Policy::default()
         };
         let check = |errs: &mut Vec<String>, what: &str, cert: &X509, policy: &Policy, usage: Usage| {
-            let r = if policy.anchors.is_empty() {
-                trust::check_leaf(cert, usage, policy)
-            } else {
-                trust::check_chain(cert, &[], usage, policy)
-            };
-            if let Err(p) = r {
+            if let Err(p) = trust::check_pinned(cert, &[], usage, policy) {
                 errs.push(format!("{what}: {}", p.detail));
             }
         };

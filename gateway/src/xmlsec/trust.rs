@@ -144,6 +144,21 @@ pub fn check_leaf(cert: &X509Ref, usage: Usage, policy: &Policy) -> Result<(), P
     check_key_strength(&key, policy.allow_rsa_2048)
 }
 
+/// Check of a pinned certificate (from the directory or `--cert`): with anchors, the full
+/// chain check; without, the leaf rules only — unless CRLs are configured, which cannot be
+/// checked without the issuer, so that combination is refused rather than silently ignored.
+pub fn check_pinned(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy) -> Result<(), Problem> {
+    if !policy.anchors.is_empty() {
+        return check_chain(cert, extra, usage, policy);
+    }
+    if !policy.crls.is_empty() {
+        return Err(invalid(
+            "revocation lists are configured but no trust anchor to check them with; give the issuer's CA",
+        ));
+    }
+    check_leaf(cert, usage, policy)
+}
+
 /// Full check: leaf rules, then a chain to one of the anchors (with `extra` as untrusted
 /// intermediates), with revocation when CRLs are configured.
 pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy) -> Result<(), Problem> {

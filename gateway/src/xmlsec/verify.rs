@@ -217,11 +217,7 @@ pub fn verify(doc: &Document, expect: Expect<'_>, policy: &Policy) -> Result<Ver
                     ),
                 ));
             }
-            if policy.anchors.is_empty() {
-                trust::check_leaf(cert, Usage::Sign, policy)?;
-            } else {
-                trust::check_chain(cert, &key_certs, Usage::Sign, policy)?;
-            }
+            trust::check_pinned(cert, &key_certs, Usage::Sign, policy)?;
             cert.clone()
         }
         Expect::Anchored => {
