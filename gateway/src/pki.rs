@@ -87,48 +87,45 @@ pub fn new_ca(cn: &str) -> anyhow::Result<Issued> {
     Ok(Issued { cert: b.build(), key })
 }
 
-/// A node certificate for TLS server and client use, valid for 127.0.0.1, ::1 and localhost.
-pub fn new_node_cert(ca: &Issued, node: &str) -> anyhow::Result<Issued> {
+/// An end-entity certificate issued by `ca` with the given key usage; `extra` adds extensions.
+fn new_leaf(
+    ca: &Issued,
+    cn: &str,
+    usage: &mut KeyUsage,
+    extra: impl FnOnce(&mut X509Builder) -> anyhow::Result<()>,
+) -> anyhow::Result<Issued> {
     let key = new_key()?;
-    let mut b = base(&format!("poststelle node {node}"), &key)?;
+    let mut b = base(cn, &key)?;
     b.set_issuer_name(ca.cert.subject_name())?;
     b.append_extension(BasicConstraints::new().build()?)?;
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_encipherment()
-            .build()?,
-    )?;
-    b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
-    let san = SubjectAlternativeName::new()
-        .dns("localhost")
-        .ip("127.0.0.1")
-        .ip("::1")
-        .build(&b.x509v3_context(Some(&ca.cert), None))?;
-    b.append_extension(san)?;
+    b.append_extension(usage.critical().build()?)?;
+    extra(&mut b)?;
     key_ids(&mut b, ca)?;
     b.sign(&ca.key, MessageDigest::sha256())?;
     Ok(Issued { cert: b.build(), key })
 }
 
+/// A node certificate for TLS server and client use, valid for 127.0.0.1, ::1 and localhost.
+pub fn new_node_cert(ca: &Issued, node: &str) -> anyhow::Result<Issued> {
+    let mut usage = KeyUsage::new();
+    usage.digital_signature().key_encipherment();
+    new_leaf(ca, &format!("poststelle node {node}"), &mut usage, |b| {
+        b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .ip("::1")
+            .build(&b.x509v3_context(Some(&ca.cert), None))?;
+        b.append_extension(san)?;
+        Ok(())
+    })
+}
+
 /// An authority certificate: content signatures and key transport (RSA-OAEP) for messages to it.
 pub fn new_authority_cert(ca: &Issued, authority: &str) -> anyhow::Result<Issued> {
-    let key = new_key()?;
-    let mut b = base(&format!("authority {authority}"), &key)?;
-    b.set_issuer_name(ca.cert.subject_name())?;
-    b.append_extension(BasicConstraints::new().build()?)?;
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .non_repudiation()
-            .key_encipherment()
-            .build()?,
-    )?;
-    key_ids(&mut b, ca)?;
-    b.sign(&ca.key, MessageDigest::sha256())?;
-    Ok(Issued { cert: b.build(), key })
+    let mut usage = KeyUsage::new();
+    usage.digital_signature().non_repudiation().key_encipherment();
+    new_leaf(ca, &format!("authority {authority}"), &mut usage, |_| Ok(()))
 }
 
 /// Subject and authority key identifiers (RFC 5280 §4.2.1.1–2), so chains build unambiguously.

@@ -5,3 +5,17 @@ pub mod catalog;
 pub mod libxml;
 pub mod prescan;
 pub mod validate;
+
+/// libxml2 parser options for documents that passed the pre-scan: strict, quiet, no network,
+/// no DTD defaults, no huge-document relaxation.
+pub fn parser_options() -> ::libxml::parser::ParserOptions<'static> {
+    ::libxml::parser::ParserOptions {
+        recover: false,
+        no_def_dtd: true,
+        no_error: true,
+        no_warning: true,
+        no_net: true,
+        huge: false,
+        ..::libxml::parser::ParserOptions::default()
+    }
+}

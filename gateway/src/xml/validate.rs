@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, mpsc};
 
 use adapters::SchemaSet;
-use libxml::parser::{Parser, ParserOptions, XmlParseFailure};
+use libxml::parser::{Parser, XmlParseFailure};
 use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
 use tokio::sync::oneshot;
 
@@ -148,15 +148,7 @@ fn clip(s: &str) -> String {
 /// Parses and validates `xml` against `set` on the calling thread.
 pub fn validate_on_this_thread(set: &SchemaSet, xml: &[u8]) -> Result<(), Failure> {
     let ctx = compiled(set).map_err(Failure::SchemaUnavailable)?;
-    let options = ParserOptions {
-        recover: false,
-        no_def_dtd: true,
-        no_error: true,
-        no_warning: true,
-        no_net: true,
-        huge: false,
-        ..ParserOptions::default()
-    };
+    let options = crate::xml::parser_options();
     let doc = match Parser::default().parse_string_with_diagnostics(xml, options) {
         Ok((doc, _warnings)) => doc,
         Err(XmlParseFailure::ParseFailed(errors)) => return Err(Failure::NotWellFormed(diagnostics(&errors))),

@@ -3,7 +3,7 @@
 //! Input passes the same pre-scan as every other document (no DOCTYPE, no entities, limits)
 //! before libxml2 sees it, and libxml2 parses without network and without DTD defaults.
 
-use libxml::parser::{Parser, ParserOptions};
+use libxml::parser::Parser;
 use libxml::tree::{Document, Node};
 
 use super::profile::XML_NS;
@@ -14,16 +14,7 @@ use crate::xml::prescan::{Limits, prescan};
 pub fn parse(xml: &[u8], limits: &Limits) -> Result<Document, Problem> {
     prescan(xml, limits)?;
     crate::xml::libxml::init();
-    let options = ParserOptions {
-        recover: false,
-        no_def_dtd: true,
-        no_error: true,
-        no_warning: true,
-        no_net: true,
-        no_blanks: false,
-        huge: false,
-        ..ParserOptions::default()
-    };
+    let options = crate::xml::parser_options();
     Parser::default()
         .parse_string_with_options(xml, options)
         .map_err(|_| Problem::new(Code::NotWellFormed, "the document is not well-formed XML"))
