@@ -353,7 +353,7 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         let recipient = keys
             .authorities
             .get(&reader)
-            .ok_or_else(|| Problem::new(Code::DecryptionFailed, "the data cannot be decrypted"))?;
+            .ok_or_else(crate::xmlsec::encrypt::failed)?;
         let author_cert = keys.partner_authorities.get(&author).ok_or_else(|| {
             Problem::new(
                 Code::SignerMismatch,

@@ -444,42 +444,33 @@ fn ours_verifies(case: &Case, who: &str, signer: &KeyFiles, signed: &Path) {
     );
 }
 
-#[test]
-fn libxmlsec_signs_ours_verifies() {
-    let case = Case::new("libxmlsec-sign");
+/// `tool` signs with every algorithm (its key file chosen by `key`); ours verifies.
+fn they_sign_ours_verifies(tool: &'static str, program: fn() -> Command, key: fn(&KeyFiles) -> &Path) {
+    let case = Case::new(tool);
     for alg in ALGS {
         let signer = alg.signer(&case.keys);
         let sign = path_cmd(
-            cmd(py(), &["sign", "--alg", alg.name()]),
-            &[("--key", &signer.key), ("--cert", &signer.cert)],
+            cmd(program(), &["sign", "--alg", alg.name()]),
+            &[("--key", key(signer)), ("--cert", &signer.cert)],
         );
         let signed = case.produce(
-            &format!("libxmlsec sign {}", alg.name()),
+            &format!("{tool} sign {}", alg.name()),
             sign,
             &case.doc(),
-            &format!("libxmlsec-{}.xml", alg.name()),
+            &format!("{tool}-{}.xml", alg.name()),
         );
-        ours_verifies(&case, &format!("libxmlsec {}", alg.name()), signer, &signed);
+        ours_verifies(&case, &format!("{tool} {}", alg.name()), signer, &signed);
     }
 }
 
 #[test]
+fn libxmlsec_signs_ours_verifies() {
+    they_sign_ours_verifies("libxmlsec", py, |k| k.key.as_path());
+}
+
+#[test]
 fn jdk_signs_ours_verifies() {
-    let case = Case::new("jdk-sign");
-    for alg in ALGS {
-        let signer = alg.signer(&case.keys);
-        let sign = path_cmd(
-            cmd(jdk(), &["sign", "--alg", alg.name()]),
-            &[("--key", &signer.der), ("--cert", &signer.cert)],
-        );
-        let signed = case.produce(
-            &format!("jdk sign {}", alg.name()),
-            sign,
-            &case.doc(),
-            &format!("jdk-{}.xml", alg.name()),
-        );
-        ours_verifies(&case, &format!("jdk {}", alg.name()), signer, &signed);
-    }
+    they_sign_ours_verifies("jdk", jdk, |k| k.der.as_path());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -531,92 +522,22 @@ fn ours_decrypts(case: &Case, who: &str, encrypted: &Path) {
     );
 }
 
+/// `tool` encrypts (AES-256-GCM, RSA-OAEP SHA-256/MGF1-SHA-256); ours decrypts.
+fn they_encrypt_ours_decrypts(tool: &'static str, program: fn() -> Command) {
+    let case = Case::new(tool);
+    let encrypt = path_cmd(cmd(program(), &["encrypt"]), &[("--cert", &case.keys.rsa.cert)]);
+    let step = format!("{tool} encrypt");
+    let encrypted = case.produce(&step, encrypt, &case.doc(), &format!("{tool}-encrypted.xml"));
+    case.assert_uses(&step, &encrypted, &[AES256_GCM, RSA_OAEP_11, SHA256, MGF1_SHA256]);
+    ours_decrypts(&case, tool, &encrypted);
+}
+
 #[test]
 fn libxmlsec_encrypts_ours_decrypts() {
-    let case = Case::new("libxmlsec-encrypt");
-    let encrypt = path_cmd(cmd(py(), &["encrypt"]), &[("--cert", &case.keys.rsa.cert)]);
-    let encrypted = case.produce("libxmlsec encrypt", encrypt, &case.doc(), "libxmlsec-encrypted.xml");
-    case.assert_uses(
-        "libxmlsec encrypt",
-        &encrypted,
-        &[AES256_GCM, RSA_OAEP_11, SHA256, MGF1_SHA256],
-    );
-    ours_decrypts(&case, "libxmlsec", &encrypted);
+    they_encrypt_ours_decrypts("libxmlsec", py);
 }
 
 #[test]
 fn santuario_encrypts_ours_decrypts() {
-    let case = Case::new("santuario-encrypt");
-    let encrypt = path_cmd(cmd(santuario(), &["encrypt"]), &[("--cert", &case.keys.rsa.cert)]);
-    let encrypted = case.produce("santuario encrypt", encrypt, &case.doc(), "santuario-encrypted.xml");
-    case.assert_uses(
-        "santuario encrypt",
-        &encrypted,
-        &[AES256_GCM, RSA_OAEP_11, SHA256, MGF1_SHA256],
-    );
-    ours_decrypts(&case, "santuario", &encrypted);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The tools among themselves (independent of our code: when this fails, fix the environment)
-
-#[test]
-fn interop_tools_agree_with_each_other() {
-    let case = Case::new("tools");
-    for alg in ALGS {
-        let signer = alg.signer(&case.keys);
-        let sign = path_cmd(
-            cmd(py(), &["sign", "--alg", alg.name()]),
-            &[("--key", &signer.key), ("--cert", &signer.cert)],
-        );
-        let signed = case.produce(
-            &format!("libxmlsec sign {}", alg.name()),
-            sign,
-            &case.doc(),
-            &format!("libxmlsec-{}.xml", alg.name()),
-        );
-        let verify = path_cmd(cmd(jdk(), &["verify"]), &[("--cert", &signer.cert)]);
-        case.step(
-            &format!("jdk verifies libxmlsec {}", alg.name()),
-            verify,
-            &signed,
-            Expect::Ok,
-        );
-    }
-    let sign = path_cmd(
-        cmd(jdk(), &["sign", "--alg", "rsa-pss-sha256"]),
-        &[("--key", &case.keys.rsa.der), ("--cert", &case.keys.rsa.cert)],
-    );
-    let signed = case.produce("jdk sign rsa-pss-sha256", sign, &case.doc(), "jdk-pss.xml");
-    let verify = path_cmd(cmd(py(), &["verify"]), &[("--cert", &case.keys.rsa.cert)]);
-    case.step("libxmlsec verifies jdk rsa-pss-sha256", verify, &signed, Expect::Ok);
-
-    let encrypt = path_cmd(cmd(santuario(), &["encrypt"]), &[("--cert", &case.keys.rsa.cert)]);
-    let encrypted = case.produce("santuario encrypt", encrypt, &case.doc(), "santuario-encrypted.xml");
-    let decrypt = path_cmd(cmd(py(), &["decrypt"]), &[("--key", &case.keys.rsa.key)]);
-    let decrypted = case.produce(
-        "libxmlsec decrypts santuario",
-        decrypt,
-        &encrypted,
-        "libxmlsec-decrypted.xml",
-    );
-    case.assert_same_as_original("libxmlsec decrypts santuario", &decrypted);
-
-    let encrypt = path_cmd(cmd(py(), &["encrypt"]), &[("--cert", &case.keys.rsa.cert)]);
-    let encrypted = case.produce("libxmlsec encrypt", encrypt, &case.doc(), "libxmlsec-encrypted.xml");
-    let decrypt = path_cmd(cmd(santuario(), &["decrypt"]), &[("--key", &case.keys.rsa.der)]);
-    let decrypted = case.produce(
-        "santuario decrypts libxmlsec",
-        decrypt,
-        &encrypted,
-        "santuario-decrypted.xml",
-    );
-    case.assert_same_as_original("santuario decrypts libxmlsec", &decrypted);
-    let wrong = path_cmd(cmd(santuario(), &["decrypt"]), &[("--key", &case.keys.other.der)]);
-    case.step(
-        "santuario with the wrong key",
-        wrong,
-        &encrypted,
-        Expect::Invalid(Some("decryption-failed")),
-    );
+    they_encrypt_ours_decrypts("santuario", santuario);
 }

@@ -60,18 +60,6 @@ pub fn one_child(parent: &Node, namespace: &str, local: &str) -> Result<Node, Pr
     Ok(first)
 }
 
-pub fn optional_child(parent: &Node, namespace: &str, local: &str) -> Result<Option<Node>, Problem> {
-    let found: Vec<Node> = elements(parent)
-        .into_iter()
-        .filter(|c| is(c, namespace, local))
-        .collect();
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.into_iter().next()),
-        _ => Err(structure(format!("{} has more than one {local}", parent.get_name()))),
-    }
-}
-
 pub fn structure(detail: impl Into<String>) -> Problem {
     Problem::new(Code::SignatureInvalid, detail)
 }

@@ -8,7 +8,6 @@ use openssl::hash::MessageDigest;
 use crate::problem::{Code, Problem};
 
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
-pub const DSIG11_NS: &str = "http://www.w3.org/2009/xmldsig11#";
 pub const XENC_NS: &str = "http://www.w3.org/2001/04/xmlenc#";
 pub const XENC11_NS: &str = "http://www.w3.org/2009/xmlenc11#";
 pub const EXC_C14N_NS: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";

@@ -230,17 +230,18 @@ impl NodeKeys {
 
     /// The node-role policy for a partner (with its key-size exception, if configured).
     pub fn transport_for(&self, partner: &str) -> Policy {
-        Policy {
-            allow_rsa_2048: self.allow_rsa_2048.iter().any(|p| p == partner),
-            ..self.transport.clone()
-        }
+        self.for_partner(&self.transport, partner)
     }
 
     /// The authority-role policy for a partner's authority.
     pub fn content_for(&self, partner: &str) -> Policy {
+        self.for_partner(&self.content, partner)
+    }
+
+    fn for_partner(&self, role: &Policy, partner: &str) -> Policy {
         Policy {
             allow_rsa_2048: self.allow_rsa_2048.iter().any(|p| p == partner),
-            ..self.content.clone()
+            ..role.clone()
         }
     }
 }

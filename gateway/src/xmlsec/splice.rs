@@ -20,7 +20,7 @@ fn bad(_: impl std::fmt::Display) -> Problem {
     Problem::new(Code::NotWellFormed, "the document is not well-formed XML")
 }
 
-/// Spans of the outermost elements `namespace:local` (all of them when `None` is the root).
+/// Spans of the outermost elements `namespace:local`, or of the root element when `target` is `None`.
 pub fn find(xml: &[u8], target: Option<(&str, &str)>) -> Result<Vec<Span>, Problem> {
     let mut reader = NsReader::from_reader(xml);
     reader.config_mut().check_end_names = true;
@@ -39,7 +39,6 @@ pub fn find(xml: &[u8], target: Option<(&str, &str)>) -> Result<Vec<Span>, Probl
             }
             _ => false,
         };
-        let event = event.into_owned();
         let after = reader.buffer_position() as usize;
         match event {
             Event::Start(_) => {

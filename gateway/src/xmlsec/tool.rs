@@ -145,7 +145,12 @@ fn output(bytes: &[u8]) -> ExitCode {
 
 /// Runs one `xml` subcommand.
 pub fn run(cmd: XmlCommand) -> ExitCode {
-    match cmd {
+    run_checked(cmd).unwrap_or_else(|exit| exit)
+}
+
+/// `Err` carries the exit code of a usage or setup error (already reported on stderr).
+fn run_checked(cmd: XmlCommand) -> Result<ExitCode, ExitCode> {
+    Ok(match cmd {
         XmlCommand::Sign {
             key,
             cert,
@@ -153,14 +158,8 @@ pub fn run(cmd: XmlCommand) -> ExitCode {
             digest,
             input,
         } => {
-            let id = match Identity::load(&key, &cert) {
-                Ok(i) => i,
-                Err(e) => return usage(e),
-            };
-            let xml = match read_input(&input) {
-                Ok(x) => x,
-                Err(e) => return usage(e),
-            };
+            let id = Identity::load(&key, &cert).map_err(usage)?;
+            let xml = read_input(&input).map_err(usage)?;
             let method = alg.map_or(id.default_method(), SigAlg::uri);
             let digest = match digest {
                 DigestAlg::Sha256 => profile::SHA256,
@@ -181,12 +180,9 @@ pub fn run(cmd: XmlCommand) -> ExitCode {
             input,
         } => {
             if trust.is_empty() && cert.is_none() {
-                return usage("verify needs --trust CA.pem, --cert C.pem or both");
+                return Err(usage("verify needs --trust CA.pem, --cert C.pem or both"));
             }
-            let at = match at.as_deref().map(parse_time).transpose() {
-                Ok(t) => t,
-                Err(e) => return usage(e),
-            };
+            let at = at.as_deref().map(parse_time).transpose().map_err(usage)?;
             if allow_rsa_2048 {
                 eprintln!("warning: accepting 2048-bit RSA signers (--allow-rsa-2048)");
             }
@@ -196,14 +192,8 @@ pub fn run(cmd: XmlCommand) -> ExitCode {
                 at,
                 allow_rsa_2048,
             };
-            let pinned = match cert.as_deref().map(trust::load_cert).transpose() {
-                Ok(c) => c,
-                Err(e) => return usage(e),
-            };
-            let xml = match read_input(&input) {
-                Ok(x) => x,
-                Err(e) => return usage(e),
-            };
+            let pinned = cert.as_deref().map(trust::load_cert).transpose().map_err(usage)?;
+            let xml = read_input(&input).map_err(usage)?;
             let result = dom::parse(&xml, &limits()).and_then(|doc| {
                 let expect = pinned.as_ref().map_or(Expect::Anchored, Expect::Pinned);
                 verify::verify(&doc, expect, &policy).map(|v| trust::describe(&v.signer))
@@ -217,14 +207,8 @@ pub fn run(cmd: XmlCommand) -> ExitCode {
             }
         }
         XmlCommand::Encrypt { cert, cipher, input } => {
-            let recipient = match trust::load_cert(&cert) {
-                Ok(c) => c,
-                Err(e) => return usage(e),
-            };
-            let xml = match read_input(&input) {
-                Ok(x) => x,
-                Err(e) => return usage(e),
-            };
+            let recipient = trust::load_cert(&cert).map_err(usage)?;
+            let xml = read_input(&input).map_err(usage)?;
             let cipher = match cipher {
                 CipherAlg::Aes256Gcm => profile::AES256_GCM,
                 CipherAlg::Aes128Gcm => profile::AES128_GCM,
@@ -235,20 +219,14 @@ pub fn run(cmd: XmlCommand) -> ExitCode {
             }
         }
         XmlCommand::Decrypt { key, input } => {
-            let key = match trust::load_private_key(&key) {
-                Ok(k) => k,
-                Err(e) => return usage(e),
-            };
-            let xml = match read_input(&input) {
-                Ok(x) => x,
-                Err(e) => return usage(e),
-            };
+            let key = trust::load_private_key(&key).map_err(usage)?;
+            let xml = read_input(&input).map_err(usage)?;
             match encrypt::decrypt_document(&xml, &key, &limits()) {
                 Ok(plain) => output(&plain),
                 Err(p) => refused("error", &p),
             }
         }
-    }
+    })
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {

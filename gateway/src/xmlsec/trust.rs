@@ -66,17 +66,13 @@ fn invalid(detail: impl Into<String>) -> Problem {
     Problem::new(Code::CertificateInvalid, detail)
 }
 
-fn subject(cert: &X509Ref) -> String {
+/// A printable name for a certificate (its subject's values).
+pub fn describe(cert: &X509Ref) -> String {
     cert.subject_name()
         .entries()
         .map(|e| String::from_utf8_lossy(e.data().as_slice()).into_owned())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A printable name for a certificate (its subject's values).
-pub fn describe(cert: &X509Ref) -> String {
-    subject(cert)
 }
 
 /// The key-size floor: RSA ≥ 3072 bits (2048 by exception); EC only on the profile's curves
@@ -117,10 +113,10 @@ pub fn check_leaf(cert: &X509Ref, usage: Usage, policy: &Policy) -> Result<(), P
     let at = openssl::asn1::Asn1Time::from_unix(policy.at.unwrap_or_else(now))
         .map_err(|_| invalid("cannot represent the verification time"))?;
     if cert.not_before() > at {
-        return Err(invalid(format!("certificate {} is not yet valid", subject(cert))));
+        return Err(invalid(format!("certificate {} is not yet valid", describe(cert))));
     }
     if cert.not_after() < at {
-        return Err(invalid(format!("certificate {} has expired", subject(cert))));
+        return Err(invalid(format!("certificate {} has expired", describe(cert))));
     }
     if let Some(ku) = cert.key_usage() {
         let needed = match usage {
@@ -130,7 +126,7 @@ pub fn check_leaf(cert: &X509Ref, usage: Usage, policy: &Policy) -> Result<(), P
         if !ku.intersects(needed) {
             return Err(invalid(format!(
                 "certificate {} does not allow {}",
-                subject(cert),
+                describe(cert),
                 match usage {
                     Usage::Sign => "digital signatures",
                     Usage::Encrypt => "key encipherment",
@@ -200,7 +196,7 @@ pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy
         (true, _) => Ok(()),
         (false, e) => Err(invalid(format!(
             "certificate {} is not trusted: {}",
-            subject(cert),
+            describe(cert),
             e.error_string()
         ))),
     }

@@ -19,7 +19,7 @@ use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Verifier};
 use openssl::x509::X509;
 
-use super::dom::{self, attr, elements, is, one_child, optional_child, structure};
+use super::dom::{self, attr, elements, is, structure};
 use super::profile::{self, DSIG_NS, EXC_C14N_NS, KeyKind, Scheme, SignatureMethod, not_allowed};
 use super::trust::{self, Policy, Usage};
 use crate::problem::{Code, Problem};
@@ -48,7 +48,6 @@ pub enum Covered {
 #[derive(Debug)]
 pub struct Verified {
     pub signer: X509,
-    pub method: &'static str,
     /// In reference order.
     pub covered: Vec<Covered>,
     /// The `ds:Signature` element.
@@ -280,7 +279,6 @@ pub fn verify(doc: &Document, expect: Expect<'_>, policy: &Policy) -> Result<Ver
     }
     Ok(Verified {
         signer,
-        method: method.uri,
         covered,
         signature: sig,
     })
@@ -417,14 +415,4 @@ fn check_value(method: &SignatureMethod, key: &PKey<Public>, data: &[u8], value:
         }
     };
     run().unwrap_or(false)
-}
-
-/// Helper for callers that need a named child of a verified signature (e.g. tests).
-pub fn signed_info(sig: &Node) -> Result<Node, Problem> {
-    one_child(sig, DSIG_NS, "SignedInfo")
-}
-
-/// The optional KeyInfo of a signature.
-pub fn key_info(sig: &Node) -> Result<Option<Node>, Problem> {
-    optional_child(sig, DSIG_NS, "KeyInfo")
 }
