@@ -68,6 +68,22 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Operators: list, show, retry or cancel messages over a node's admin API.
+    Messages {
+        #[command(subcommand)]
+        command: crate::ops::MessagesCommand,
+        #[command(flatten)]
+        target: crate::ops::Target,
+    },
+    /// Operators: dead letters (messages in state `failed`).
+    Dlq {
+        #[command(subcommand)]
+        command: crate::ops::DlqCommand,
+        #[command(flatten)]
+        target: crate::ops::Target,
+    },
+    /// Load generator against a network (throughput, latency, lost/duplicated counters).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config } => {
             init_tracing("info");
+            crate::failpoints::setup();
             let path = match config {
                 Some(p) => p,
                 None => default_config()?,
@@ -171,6 +188,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => validate(&files, xbeteiligung, catalogs, json),
         Command::Send { files, node, token, ca } => runtime()?.block_on(send(files, node, token, ca)),
+        Command::Messages { command, target } => runtime()?.block_on(crate::ops::messages(target, command)),
+        Command::Dlq { command, target } => runtime()?.block_on(crate::ops::dlq(target, command)),
+        Command::Bench(args) => {
+            init_tracing("error");
+            runtime()?.block_on(crate::bench::run(args))
+        }
     }
 }
 

@@ -26,6 +26,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub relay: RawRelay,
     #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub store: StoreSettings,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
     pub schemas: RawSchemas,
     #[serde(default)]
     pub security: RawSecurity,
@@ -86,6 +92,18 @@ pub struct RawRelay {
     /// First retry delay; doubles per attempt up to `retry_max_ms`, with jitter.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// The retry time-box (store and forward): a message not received by its partner this long
+    /// after acceptance ends `failed` (the dead-letter state) with its last error.
+    pub retry_window_seconds: u64,
+    /// Attempts before `failed`; 0 = no limit besides the time-box.
+    pub max_attempts: u32,
+    /// Messages relayed to one partner at the same time (the others wait, so one slow partner
+    /// occupies at most this many workers).
+    pub per_partner_concurrency: usize,
+    /// Consecutive transient failures that open a partner's circuit; while it is open, no
+    /// worker tries that partner (no attempts are spent) until one probe after `circuit_open_ms`.
+    pub circuit_failures: u32,
+    pub circuit_open_ms: u64,
     /// Validation threads (libxml2) and their bounded queue.
     pub validation_threads: usize,
     pub validation_queue: usize,
@@ -100,6 +118,11 @@ impl Default for RawRelay {
             request_timeout_ms: 30_000,
             retry_initial_ms: 500,
             retry_max_ms: 60_000,
+            retry_window_seconds: 72 * 3600,
+            max_attempts: 0,
+            per_partner_concurrency: 2,
+            circuit_failures: 5,
+            circuit_open_ms: 30_000,
             validation_threads: 2,
             validation_queue: 256,
         }
@@ -119,10 +142,86 @@ pub struct RawSchemas {
     pub catalogs: Vec<PathBuf>,
 }
 
+/// Listener limits and timeouts (slow-loris protection), for the client and transport listeners.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Time for a request's head (request line and headers), also the keep-alive idle time.
+    pub header_timeout_ms: u64,
+    /// Time for a request's whole body once its headers arrived.
+    pub body_timeout_ms: u64,
+    /// Time for the TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// Open connections per listener, and per peer IP address.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    /// Client submissions processed at once; beyond, `503 overloaded` with `Retry-After`.
+    /// Bounds intake memory to about this many times `limits.max_bytes`.
+    pub max_concurrent_intake: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            max_connections: 1024,
+            max_connections_per_peer: 128,
+            max_concurrent_intake: 64,
+        }
+    }
+}
+
+impl Server {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+/// The store's own bounds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Largest size of the database in MiB (0: as large as the disk allows). When it is
+    /// reached, new work is refused with `503 overloaded` and nothing stored is touched.
+    pub max_size_mb: u64,
+}
+
+/// How long data is kept once a message has ended (privacy by design).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Payloads (the XÖV message and the envelope) of ended messages are purged this long
+    /// after their last change; metadata, timeline and receipts stay.
+    pub payload_seconds: u64,
+    /// Ended messages are deleted entirely this long after their last change. Must exceed the
+    /// retry window: the metadata is what recognises a partner's late resend as a duplicate.
+    pub metadata_seconds: u64,
+    /// How often the purge (and the retry time-box sweep) runs.
+    pub sweep_seconds: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            payload_seconds: 30 * 24 * 3600,
+            metadata_seconds: 400 * 24 * 3600,
+            sweep_seconds: 60,
+        }
+    }
+}
+
 /// XML security (PRODUCT.md "Security profile"). Trust anchors per role: `tls.ca` for node
 /// certificates (TLS and transport signatures), `content_ca` for authority certificates
 /// (content signatures and encryption).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecurity {
     /// Trust anchor(s) for authority certificates (PEM).
@@ -134,6 +233,24 @@ pub struct RawSecurity {
     /// logged at start. Everyone else needs RSA ≥ 3072 or EC ≥ 256.
     #[serde(default)]
     pub allow_rsa_2048: Vec<String>,
+    /// How far ahead of our clock a partner's envelope may be dated; beyond, `clock-skew`.
+    #[serde(default = "default_clock_tolerance")]
+    pub clock_tolerance_seconds: u64,
+}
+
+fn default_clock_tolerance() -> u64 {
+    300
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        RawSecurity {
+            content_ca: None,
+            crls: Vec::new(),
+            allow_rsa_2048: Vec::new(),
+            clock_tolerance_seconds: default_clock_tolerance(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,6 +316,9 @@ pub struct Config {
     pub admin_token: String,
     pub limits: Limits,
     pub relay: RelaySettings,
+    pub server: Server,
+    pub store: StoreSettings,
+    pub retention: Retention,
     pub schema_root: Option<PathBuf>,
     pub xbeteiligung: Option<PathBuf>,
     pub catalogs: Vec<PathBuf>,
@@ -221,6 +341,7 @@ pub struct Security {
     pub content_ca: Option<PathBuf>,
     pub crls: Vec<PathBuf>,
     pub allow_rsa_2048: Vec<String>,
+    pub clock_tolerance: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +359,11 @@ pub struct RelaySettings {
     pub request_timeout: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    pub retry_window: Duration,
+    pub max_attempts: u32,
+    pub per_partner_concurrency: usize,
+    pub circuit_failures: u32,
+    pub circuit_open: Duration,
     pub validation_threads: usize,
     pub validation_queue: usize,
 }
@@ -329,6 +455,32 @@ impl RawConfig {
         if r.lease_seconds == 0 || r.retry_initial_ms == 0 || r.retry_max_ms < r.retry_initial_ms {
             errs.push("relay: lease_seconds > 0 and 0 < retry_initial_ms <= retry_max_ms".into());
         }
+        if r.per_partner_concurrency == 0 || r.circuit_failures == 0 || r.retry_window_seconds == 0 {
+            errs.push(
+                "relay: per_partner_concurrency, circuit_failures and retry_window_seconds must be at least 1".into(),
+            );
+        }
+        let sv = &self.server;
+        if sv.header_timeout_ms == 0
+            || sv.body_timeout_ms == 0
+            || sv.handshake_timeout_ms == 0
+            || sv.max_connections == 0
+            || sv.max_connections_per_peer == 0
+            || sv.max_concurrent_intake == 0
+        {
+            errs.push("server: every timeout and limit must be greater than zero".into());
+        }
+        let rt = &self.retention;
+        if rt.sweep_seconds == 0 || rt.payload_seconds == 0 {
+            errs.push("retention: sweep_seconds and payload_seconds must be at least 1".into());
+        }
+        if rt.metadata_seconds < rt.payload_seconds || rt.metadata_seconds <= r.retry_window_seconds {
+            errs.push(
+                "retention.metadata_seconds: must be at least payload_seconds and longer than relay.retry_window_seconds \
+                 (the metadata recognises late resends)"
+                    .into(),
+            );
+        }
 
         let mut authorities = BTreeMap::new();
         let mut authority_keys = BTreeMap::new();
@@ -353,6 +505,7 @@ impl RawConfig {
             content_ca: self.security.content_ca.as_deref().map(abs),
             crls: self.security.crls.iter().map(|c| abs(c)).collect(),
             allow_rsa_2048: self.security.allow_rsa_2048.clone(),
+            clock_tolerance: Duration::from_secs(self.security.clock_tolerance_seconds),
         };
         for p in security.content_ca.iter().chain(&security.crls) {
             if !p.is_file() {
@@ -464,9 +617,17 @@ impl RawConfig {
                 request_timeout: Duration::from_millis(r.request_timeout_ms),
                 retry_initial: Duration::from_millis(r.retry_initial_ms),
                 retry_max: Duration::from_millis(r.retry_max_ms),
+                retry_window: Duration::from_secs(r.retry_window_seconds),
+                max_attempts: r.max_attempts,
+                per_partner_concurrency: r.per_partner_concurrency,
+                circuit_failures: r.circuit_failures,
+                circuit_open: Duration::from_millis(r.circuit_open_ms),
                 validation_threads: r.validation_threads,
                 validation_queue: r.validation_queue,
             },
+            server: self.server,
+            store: self.store,
+            retention: self.retention,
             schema_root: self.schemas.root.as_deref().map(abs),
             xbeteiligung: self.schemas.xbeteiligung.as_deref().map(abs),
             catalogs: self.schemas.catalogs.iter().map(|c| abs(c)).collect(),

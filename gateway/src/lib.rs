@@ -4,14 +4,18 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod embedded;
 pub mod envelope;
+pub mod failpoints;
 pub mod intake;
 pub mod network;
 pub mod node;
+pub mod ops;
+pub mod partners;
 pub mod pki;
 pub mod problem;
 pub mod relay;

@@ -35,6 +35,10 @@ pub struct Ctx {
     pub push_client: reqwest::Client,
     /// Keys and directory certificates for the security layer.
     pub keys: Arc<crate::xmlsec::seal::NodeKeys>,
+    /// Circuit breakers and concurrency slots per partner node.
+    pub partners: Arc<crate::partners::Partners>,
+    /// Client submissions in progress (`server.max_concurrent_intake`); none free → 503.
+    pub intake_permits: Arc<tokio::sync::Semaphore>,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
     wakers: [Notify; 4],
 }
@@ -66,10 +70,17 @@ impl Ctx {
     }
 }
 
-/// Maps a store failure to a client-facing problem: busy → 503 overloaded, else 500 internal.
+/// Maps a store failure to a client-facing problem: busy → 503 overloaded, full → 503
+/// overloaded with a longer wait, else 500 internal.
 pub fn store_problem(e: StoreError) -> Problem {
     match e {
         StoreError::Busy => Problem::overloaded(1),
+        StoreError::Full => {
+            tracing::warn!("store at its size limit: new work refused");
+            let mut p = Problem::overloaded(30);
+            p.detail = "the node's store is full; retry later".into();
+            p
+        }
         StoreError::Failed(detail) => {
             tracing::error!(error = %detail, "store failure");
             Problem::new(Code::Internal, "the store is unavailable")
@@ -101,6 +112,55 @@ pub fn registry(config: &Config) -> anyhow::Result<(Registry, SchemaSet)> {
     Ok((registry, envelope))
 }
 
+/// Takes the exclusive lock on the data folder: two processes on one store would share leases.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("poststelle.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another node process uses the data folder {}", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// Retention and the retry time-box: every `retention.sweep_seconds`, ended messages' payloads
+/// and old metadata are purged and outbound messages past their deadline go to `failed`.
+async fn maintenance(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_secs(ctx.config.retention.sweep_seconds);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = crate::store::now_millis();
+        match ctx.store.expire(now).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(message_id = %id, "retry time-box ended: message failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "deadline sweep failed"),
+        }
+        let r = &ctx.config.retention;
+        let payload_before = now - (r.payload_seconds as i64).saturating_mul(1000);
+        let metadata_before = now - (r.metadata_seconds as i64).saturating_mul(1000);
+        match ctx.store.purge(payload_before, metadata_before).await {
+            Ok(p) if p.blobs + p.messages > 0 => {
+                tracing::info!(blobs = p.blobs, messages = p.messages, "retention purge")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+        }
+    }
+}
+
 /// A started node.
 pub struct RunningNode {
     pub ctx: Arc<Ctx>,
@@ -109,6 +169,7 @@ pub struct RunningNode {
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -135,6 +196,7 @@ impl RunningNode {
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let keys = crate::xmlsec::seal::NodeKeys::load(&config)
         .map_err(|errs| anyhow::anyhow!("keys and certificates:\n{}", errs.join("\n")))?;
     let (registry, envelope_schema) = registry(&config)?;
@@ -142,9 +204,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     warm.extend(registry.adapters().map(|a| a.schema().clone()));
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    // This process holds the data folder's lock: every lease in the store is a dead process's.
+    let released = store.release_leases().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if released > 0 {
+        tracing::info!(jobs = released, "resuming jobs of the previous run");
+    }
     let tls = &config.tls;
     let api_acceptor = Arc::new(crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, false)?);
+    let partners = Arc::new(crate::partners::Partners::new(
+        config.relay.per_partner_concurrency,
+        config.relay.circuit_failures,
+        config.relay.circuit_open,
+    ));
+    let intake_permits = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_intake));
     let transport_acceptor = Arc::new(crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, true)?);
     let relay_client = crate::tls::relay_client(
         &tls.cert,
@@ -180,22 +255,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         relay_client,
         push_client,
         keys: Arc::new(keys),
+        partners,
+        intake_permits,
         wakers: Default::default(),
     });
+    let server = ctx.config.server;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::tls::serve_tls(
         api,
         api_acceptor,
         crate::intake::http::router(ctx.clone()),
+        server,
         rx.clone(),
     ));
     tasks.spawn(crate::tls::serve_tls(
         transport,
         transport_acceptor,
         crate::transport::router(ctx.clone()),
+        server,
         rx.clone(),
     ));
+    tasks.spawn(maintenance(ctx.clone(), rx.clone()));
     tasks.spawn(crate::tls::serve_plain(
         admin,
         crate::admin::router(ctx.clone()),
@@ -215,5 +296,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         admin_addr,
         shutdown,
         tasks,
+        _lock: lock,
     })
 }

@@ -41,6 +41,19 @@ pub enum Code {
     SignerMismatch,
     /// XML security: the encrypted data cannot be decrypted (one generic answer for every cause).
     DecryptionFailed,
+    /// The request's body did not arrive within the body timeout (slow client).
+    RequestTimeout,
+    /// Partner transport: the envelope's creation time lies further in the future than the
+    /// receiver's clock tolerance allows.
+    ClockSkew,
+    /// A message's retry budget (time-box or attempts) is spent: the dead-letter state `failed`.
+    RetriesExhausted,
+    /// An operator cancelled the message.
+    Cancelled,
+    /// A request's parameters are malformed (admin API filters).
+    InvalidRequest,
+    /// An operator action does not apply to the message in its current state.
+    WrongState,
     /// The node itself failed (store unavailable); the client may retry. Never used for bad input.
     Internal,
 }
@@ -69,6 +82,12 @@ impl Code {
             Code::CertificateInvalid => "certificate-invalid",
             Code::SignerMismatch => "signer-mismatch",
             Code::DecryptionFailed => "decryption-failed",
+            Code::RequestTimeout => "request-timeout",
+            Code::ClockSkew => "clock-skew",
+            Code::RetriesExhausted => "retries-exhausted",
+            Code::Cancelled => "cancelled",
+            Code::WrongState => "wrong-state",
+            Code::InvalidRequest => "invalid-request",
             Code::Internal => "internal",
         }
     }
@@ -92,6 +111,12 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::ClockSkew => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::RetriesExhausted => StatusCode::GATEWAY_TIMEOUT,
+            Code::Cancelled => StatusCode::GONE,
+            Code::WrongState => StatusCode::CONFLICT,
+            Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +144,12 @@ impl Code {
             Code::CertificateInvalid => "The signer's certificate is not acceptable",
             Code::SignerMismatch => "The signature was made by someone else than the expected signer",
             Code::DecryptionFailed => "The data cannot be decrypted",
+            Code::RequestTimeout => "The request body did not arrive in time",
+            Code::ClockSkew => "The sender's clock is too far ahead of the receiver's",
+            Code::RetriesExhausted => "The message could not be relayed within its retry budget",
+            Code::Cancelled => "An operator cancelled the message",
+            Code::WrongState => "The action does not apply to the message in its current state",
+            Code::InvalidRequest => "The request's parameters are malformed",
             Code::Internal => "The node could not complete the request; retry later",
         }
     }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::envelope::{self, EnvelopeHeader, Outcome, Receipt};
 use crate::node::Ctx;
+use crate::partners::Slot;
 use crate::problem::{Code, Problem};
 use crate::store::{Blob, Change, Job, JobKind, Message, Status, now_millis, rfc3339};
 use crate::xml::prescan::Limits;
@@ -41,14 +42,7 @@ pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<boo
         if *shutdown.borrow() {
             return;
         }
-        let job = match ctx.store.claim(kind, ctx.config.relay.lease).await {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(kind = kind.as_str(), error = %e, "claim failed");
-                None
-            }
-        };
-        let Some(job) = job else {
+        let Some((job, slot)) = claim(&ctx, kind).await else {
             tokio::select! {
                 _ = ctx.waker(kind).notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
@@ -57,21 +51,84 @@ pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<boo
             continue;
         };
         let result = handle(&ctx, &job).await;
+        drop(slot);
         match result {
             Ok(Attempt::Done) => {}
-            Ok(Attempt::Retry(reason)) | Err(reason) => {
-                let delay = backoff(&ctx, job.attempts);
-                tracing::warn!(kind = kind.as_str(), message_id = %job.message_id, attempt = job.attempts,
-                    retry_in_ms = delay.as_millis() as u64, error = %reason, "job attempt failed");
-                if let Err(e) = ctx
-                    .store
-                    .retry_later(job.id, now_millis() + delay.as_millis() as i64, &reason)
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot reschedule job; its lease will expire");
-                }
-            }
+            Ok(Attempt::Retry(reason)) | Err(reason) => retry_or_give_up(&ctx, &job, &reason).await,
         }
+    }
+}
+
+/// Claims a due job; for jobs that talk to a partner node, skips partners whose circuit is
+/// open or whose concurrency slots are taken, and takes a slot of the claimed job's partner.
+async fn claim(ctx: &Arc<Ctx>, kind: JobKind) -> Option<(Job, Option<Slot>)> {
+    let lease = ctx.config.relay.lease;
+    let claimed = if matches!(kind, JobKind::Relay | JobKind::Notice) {
+        let _serial = ctx.partners.claim_lock.lock().await;
+        let skip = ctx.partners.skip();
+        ctx.store.claim(kind, lease, &skip).await.map(|j| {
+            j.map(|j| {
+                let slot = ctx.partners.take(&j.partner_node);
+                (j, Some(slot))
+            })
+        })
+    } else {
+        ctx.store.claim(kind, lease, &[]).await.map(|j| j.map(|j| (j, None)))
+    };
+    claimed.unwrap_or_else(|e| {
+        tracing::warn!(kind = kind.as_str(), error = %e, "claim failed");
+        None
+    })
+}
+
+/// After a failed attempt: another one later (capped exponential backoff with jitter), or,
+/// once the retry budget is spent, the end: an outbound message goes to `failed` (the
+/// dead-letter state, kept for operators) with its last error; other jobs are dropped.
+async fn retry_or_give_up(ctx: &Ctx, job: &Job, reason: &str) {
+    let r = &ctx.config.relay;
+    let now = now_millis();
+    let deadline = job
+        .deadline
+        .unwrap_or(job.created_at + r.retry_window.as_millis() as i64);
+    let spent = (r.max_attempts > 0 && job.attempts >= r.max_attempts) || now >= deadline;
+    if spent {
+        tracing::warn!(kind = job.kind.as_str(), message_id = %job.message_id, attempts = job.attempts,
+            error = %reason, "retry budget spent");
+        let change = match job.kind {
+            JobKind::Relay => Change {
+                message_id: job.message_id.clone(),
+                finish_job: Some(job.id),
+                expect: vec![Status::Accepted, Status::Sealed, Status::Sent],
+                status: Some(Status::Failed),
+                detail: Some(format!("gave up after {} attempts", job.attempts)),
+                error: Some((
+                    Code::RetriesExhausted.as_str().into(),
+                    format!("after {} attempts; last error: {reason}", job.attempts),
+                )),
+                ..Change::default()
+            },
+            // The client can still fetch the message (push) / the sender learns nothing more
+            // (notice); neither is worth keeping a job for past the budget.
+            _ => Change {
+                message_id: job.message_id.clone(),
+                finish_job: Some(job.id),
+                ..Change::default()
+            },
+        };
+        if let Err(e) = ctx.store.apply(change).await {
+            tracing::error!(error = %e, "cannot end the job; its lease will expire");
+        }
+        return;
+    }
+    let delay = backoff(ctx, job.attempts);
+    tracing::warn!(kind = job.kind.as_str(), message_id = %job.message_id, attempt = job.attempts,
+        retry_in_ms = delay.as_millis() as u64, error = %reason, "job attempt failed");
+    if let Err(e) = ctx
+        .store
+        .retry_later(job.id, now + delay.as_millis() as i64, reason)
+        .await
+    {
+        tracing::error!(error = %e, "cannot reschedule job; its lease will expire");
     }
 }
 
@@ -216,6 +273,7 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            crate::failpoint!("relay.after_seal");
             env
         }
     };
@@ -229,21 +287,27 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            return Ok(Attempt::Retry(format!(
-                "partner {} unreachable: {}",
-                partner.node,
-                error_chain(&e)
-            )));
+            let reason = format!("partner {} unreachable: {}", partner.node, error_chain(&e));
+            ctx.partners.failure(&partner.node, &reason);
+            return Ok(Attempt::Retry(reason));
         }
     };
     let status = response.status();
     let body = match response.bytes().await {
         Ok(b) => b,
-        Err(e) => return Ok(Attempt::Retry(format!("reading the partner's answer failed: {e}"))),
+        Err(e) => {
+            let reason = format!("reading the partner's answer failed: {e}");
+            ctx.partners.failure(&partner.node, &reason);
+            return Ok(Attempt::Retry(reason));
+        }
     };
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        return Ok(Attempt::Retry(format!("partner {} answered {status}", partner.node)));
+        let reason = format!("partner {} answered {status}", partner.node);
+        ctx.partners.failure(&partner.node, &reason);
+        return Ok(Attempt::Retry(reason));
     }
+    ctx.partners.success(&partner.node);
+    crate::failpoint!("relay.after_send");
     let receipt = match read_receipt(ctx, &partner.node, &body).await {
         Ok(r) if r.message_id == m.id || r.outcome == Outcome::Refused => r,
         Ok(_) => return Ok(Attempt::Retry("the partner's receipt is for another message".into())),
@@ -400,6 +464,7 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
             if push {
                 enqueue.push((JobKind::Push, now_millis()));
             }
+            crate::failpoint!("open.before_commit");
             tracing::info!(message_id = %m.id, "message opened");
             let r = apply(
                 ctx,
@@ -470,6 +535,7 @@ async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         .await;
     match response {
         Ok(r) if r.status().is_success() => {
+            crate::failpoint!("push.after_callback");
             tracing::info!(message_id = %m.id, client = %client.name, "message pushed to client");
             let r = apply(
                 ctx,
@@ -521,6 +587,11 @@ async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         .body(body)
         .send()
         .await;
+    match &response {
+        Ok(r) if r.status().is_server_error() => ctx.partners.failure(&partner.node, "notice answered 5xx"),
+        Ok(_) => ctx.partners.success(&partner.node),
+        Err(e) => ctx.partners.failure(&partner.node, &error_chain(e)),
+    }
     match response {
         Ok(r) if r.status().is_success() => drop_job(ctx, job).await,
         // The partner does not know the message (e.g. it was purged): nothing more to tell.

@@ -20,12 +20,35 @@ use tower::ServiceExt;
 /// TLS 1.2 suites allowed: ECDHE with AES-GCM only. TLS 1.3 suites are all AEAD.
 const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
 
-/// Most concurrent connections per listener; beyond it new connections wait in the kernel backlog.
-const MAX_CONNECTIONS: usize = 1024;
-/// A client must finish the TLS handshake within this time (slow-loris).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client must send the request head within this time (slow-loris).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections per peer IP address, counted per listener.
+#[derive(Debug, Default)]
+struct PerPeer(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PerPeer {
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<PeerGuard> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerGuard(self.clone(), ip))
+    }
+}
+
+struct PeerGuard(Arc<PerPeer>, std::net::IpAddr);
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        let mut m = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// The verified client certificate of a TLS connection, as seen by handlers.
 #[derive(Debug, Clone, Default)]
@@ -66,19 +89,26 @@ pub fn acceptor(cert: &Path, key: &Path, ca: &Path, require_client_cert: bool) -
 }
 
 /// Serves `router` over TLS until `shutdown` turns true; each request carries the [`PeerCert`].
+///
+/// Slow-loris protection (`[server]`): at most `max_connections` open connections (beyond, new
+/// ones wait in the kernel backlog) and `max_connections_per_peer` per IP address (beyond,
+/// closed at once); the TLS handshake and each request head (also the keep-alive idle time)
+/// must arrive within their timeouts, or the connection is closed. Handlers bound the body.
 pub async fn serve_tls(
     listener: TcpListener,
     acceptor: Arc<SslAcceptor>,
     router: Router,
+    server: crate::config::Server,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(server.max_connections));
+    let per_peer = Arc::new(PerPeer::default());
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.changed() => return,
         };
-        let (tcp, _) = tokio::select! {
+        let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -89,18 +119,24 @@ pub async fn serve_tls(
             },
             _ = shutdown.changed() => return,
         };
+        let Some(peer_guard) = per_peer.enter(addr.ip(), server.max_connections_per_peer) else {
+            tracing::warn!(peer = %addr.ip(), "too many connections from one peer: closed");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _peer = peer_guard;
             let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
                 return;
             };
             let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, tcp) else {
                 return;
             };
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, std::pin::Pin::new(&mut stream).accept()).await;
+            let handshake =
+                tokio::time::timeout(server.handshake_timeout(), std::pin::Pin::new(&mut stream).accept()).await;
             if !matches!(handshake, Ok(Ok(()))) {
                 tracing::debug!("TLS handshake failed or timed out");
                 return;
@@ -113,7 +149,9 @@ pub async fn serve_tls(
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(server.header_timeout());
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {

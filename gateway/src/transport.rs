@@ -78,13 +78,16 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         return refusal(&ctx, UNKNOWN_ID, &p, None);
     };
     let limits = envelope_limits(&ctx.config.limits);
-    let bytes = match axum::body::to_bytes(req.into_body(), limits.max_bytes).await {
+    let bytes = match crate::intake::http::read_body(&ctx, req.into_body(), limits.max_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            let p = Problem::new(Code::LimitExceeded, "the envelope is too large");
-            return refusal(&ctx, UNKNOWN_ID, &p, None);
-        }
+        Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None),
     };
+    // Fault injection (tests only): `return(500)` answers 500 without storing anything;
+    // `return(corrupt)` stores the envelope and answers a corrupted receipt.
+    let injected = crate::failpoints::value("transport.answer");
+    if injected.as_deref() == Some("500") {
+        return Problem::new(Code::Internal, "injected fault").into_response();
+    }
     let digest = envelope::sha256(&bytes);
     let scan = match prescan(&bytes, &limits) {
         Ok(s) => s,
@@ -131,7 +134,13 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         Err(_) => return Problem::new(Code::Internal, "signature check failed to run").into_response(),
     }
     match scan.root.local.as_str() {
-        "Envelope" => receive_envelope(&ctx, partner, &bytes, digest).await,
+        "Envelope" => {
+            let mut answer = receive_envelope(&ctx, partner, &bytes, digest).await;
+            if injected.as_deref() == Some("corrupt") {
+                answer = corrupt(answer).await;
+            }
+            answer
+        }
         "Receipt" => receive_notice(&ctx, partner, &bytes).await,
         other => {
             let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
@@ -140,11 +149,44 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     }
 }
 
+/// Flips one bit in the middle of an answer's body (fault injection).
+async fn corrupt(answer: Response) -> Response {
+    let (parts, body) = answer.into_parts();
+    let mut bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    let mid = bytes.len() / 2;
+    if let Some(b) = bytes.get_mut(mid) {
+        *b ^= 0x01;
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// Whether an envelope dated `created` lies further in our future than the tolerance allows.
+fn too_far_ahead(ctx: &Ctx, created: &str) -> Option<String> {
+    let t = time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).ok()?;
+    let created_ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    let tolerance = ctx.config.security.clock_tolerance.as_millis() as i64;
+    let ahead = created_ms - now_millis();
+    (ahead > tolerance).then(|| {
+        format!(
+            "the envelope is dated {} s ahead of this node's clock; the tolerance is {} s",
+            ahead / 1000,
+            tolerance / 1000
+        )
+    })
+}
+
 async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
     let h = match envelope::parse_header(bytes) {
         Ok(x) => x,
         Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
     };
+    if let Some(detail) = too_far_ahead(ctx, &h.created) {
+        return refusal(ctx, &h.message_id, &Problem::new(Code::ClockSkew, detail), Some(digest));
+    }
+    crate::failpoint!("transport.before_store");
     if h.sender_node != partner.node || !partner.authorities.contains(&h.sender) {
         let p = Problem::new(
             Code::SenderMismatch,
@@ -191,6 +233,7 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
             receipt: receipt.clone(),
         })
         .await;
+    crate::failpoint!("transport.after_store");
     match outcome {
         Ok(ReceiveOutcome::Created(id)) => {
             tracing::info!(message_id = %id, remote_id = %h.message_id, partner = %partner.node, "envelope received");
@@ -227,7 +270,8 @@ async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8]) -> Response 
     let change = match notice.outcome {
         Outcome::Delivered => Change {
             message_id: message.id.clone(),
-            expect: vec![Status::Sealed, Status::Sent, Status::Received],
+            // A dead letter the partner delivered after all (its receipt got lost) resolves itself.
+            expect: vec![Status::Sealed, Status::Sent, Status::Received, Status::Failed],
             status: Some(Status::Delivered),
             detail: Some(format!("delivered at {}", partner.node)),
             blobs: vec![(Blob::Notice, bytes.to_vec())],
@@ -235,7 +279,7 @@ async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8]) -> Response 
         },
         Outcome::Refused => Change {
             message_id: message.id.clone(),
-            expect: vec![Status::Sealed, Status::Sent, Status::Received],
+            expect: vec![Status::Sealed, Status::Sent, Status::Received, Status::Failed],
             status: Some(Status::Rejected),
             detail: Some(format!("refused by {}", partner.node)),
             error: Some((

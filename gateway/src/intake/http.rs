@@ -71,10 +71,14 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
             ));
         }
     }
+    // Backpressure: a bounded number of submissions at once, each holding at most one body.
+    let _permit = ctx
+        .intake_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Problem::overloaded(1))?;
     let limit = ctx.config.limits.max_bytes;
-    let bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| Problem::new(Code::LimitExceeded, format!("the body exceeds {limit} bytes")))?;
+    let bytes = read_body(&ctx, req.into_body(), limit).await?;
     let (status, id, state) = match crate::intake::submit(&ctx, &client, Arc::from(bytes.as_ref())).await? {
         crate::intake::Submitted::Accepted(id) => (StatusCode::ACCEPTED, id, "accepted".to_owned()),
         crate::intake::Submitted::AlreadyAccepted(id) => {
@@ -95,6 +99,22 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
         axum::Json(json!({"id": id, "status": state})),
     )
         .into_response())
+}
+
+/// Reads a request body of at most `limit` bytes within the body timeout.
+pub(crate) async fn read_body(ctx: &Ctx, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
+    let timeout = ctx.config.server.body_timeout();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(Problem::new(
+            Code::LimitExceeded,
+            format!("the body exceeds {limit} bytes or was cut off"),
+        )),
+        Err(_) => Err(Problem::new(
+            Code::RequestTimeout,
+            format!("the body did not arrive within {} ms", timeout.as_millis()),
+        )),
+    }
 }
 
 async fn own_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
@@ -210,6 +230,7 @@ async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<Str
             })
             .await
             .map_err(store_problem)?;
+        crate::failpoint!("ack.after_commit");
         if applied {
             ctx.wake(JobKind::Notice);
         }

@@ -90,6 +90,8 @@ pub enum Submitted {
 pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
     let checked = check(ctx, client, &bytes).await?;
     let digest = crate::envelope::hex(&crate::envelope::sha256(&bytes));
+    crate::failpoint!("intake.before_commit");
+    let deadline = crate::store::now_millis() + ctx.config.relay.retry_window.as_millis() as i64;
     let outcome = ctx
         .store
         .accept(NewOutbound {
@@ -101,9 +103,11 @@ pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Subm
             reader: checked.header.reader.clone(),
             partner_node: checked.partner_node.clone(),
             payload: bytes.to_vec(),
+            deadline,
         })
         .await
         .map_err(crate::node::store_problem)?;
+    crate::failpoint!("intake.after_commit");
     match outcome {
         AcceptOutcome::Created(id) => {
             tracing::info!(message_id = %id, message_type = %checked.message_type, partner = %checked.partner_node, "message accepted");

@@ -16,6 +16,14 @@
 //!    retention can purge payloads while the timeline stays.
 //! 6. **Conditional transitions.** A [`Change`] may name the states it expects; if the message is
 //!    elsewhere (an operator cancelled it, a duplicate worker got there first) nothing is written.
+//! 7. **One process per store.** The node holds an exclusive lock on its data folder, so at start
+//!    every lease is stale and is released at once ([`Store::release_leases`]); crash recovery
+//!    does not wait for leases to run out.
+//! 8. **Bounded.** A size limit refuses *new* work ([`StoreError::Full`], 503 to the caller) at
+//!    80 % of the limit, so messages already accepted keep the room they need to move on; a
+//!    full store never corrupts or drops what it holds.
+//! 9. **Deadlines.** Every outbound message carries the end of its retry time-box; after it,
+//!    [`Store::expire`] moves it to `failed` unless a worker holds it right now.
 
 pub mod sqlite;
 
@@ -32,6 +40,7 @@ pub fn now_millis() -> Millis {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+        + crate::failpoints::clock_offset_ms()
 }
 
 /// RFC 3339 UTC rendering of a store time.
@@ -157,8 +166,39 @@ pub struct Job {
     pub id: i64,
     pub kind: JobKind,
     pub message_id: String,
+    /// The message's partner node (whom relay and notice jobs talk to).
+    pub partner_node: String,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// The message's retry deadline (outbound), if it has one.
+    pub deadline: Option<Millis>,
+    /// When the message was stored.
+    pub created_at: Millis,
+}
+
+/// A query over message metadata (operators' search, dead-letter replay).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub direction: Option<Direction>,
+    /// Any of these states (empty: any state).
+    pub status: Vec<Status>,
+    pub partner_node: Option<String>,
+    pub message_type: Option<String>,
+    pub xoev_uuid: Option<String>,
+    /// Created at or after / before (milliseconds).
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+    /// At most this many, oldest first (0: a default of 1000).
+    pub limit: usize,
+}
+
+/// What one retention sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Payload and envelope blobs deleted.
+    pub blobs: usize,
+    /// Messages deleted with their timeline and receipts.
+    pub messages: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +211,8 @@ pub struct NewOutbound {
     pub reader: String,
     pub partner_node: String,
     pub payload: Vec<u8>,
+    /// End of the retry time-box.
+    pub deadline: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,12 +278,23 @@ pub struct Change {
     pub finish_job: Option<i64>,
     /// Follow-up jobs, due at the given times.
     pub enqueue: Vec<(JobKind, Millis)>,
+    /// Delete every other job of the message (cancel, operator retry).
+    pub drop_jobs: bool,
+    /// Clear the message's error code and detail.
+    pub clear_error: bool,
+    /// A new retry deadline.
+    pub deadline: Option<Millis>,
+    /// Write nothing while a worker holds a lease on one of the message's jobs (operators
+    /// do not pull a message from under a send in progress).
+    pub unless_leased: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store is busy")]
     Busy,
+    #[error("store is full")]
+    Full,
     #[error("store failed: {0}")]
     Failed(String),
 }
@@ -251,8 +304,11 @@ pub enum StoreError {
 pub trait Store: Send + Sync + std::fmt::Debug {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError>;
     async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError>;
-    /// Claims the next due job of `kind` whose lease is free, leasing it for `lease`.
-    async fn claim(&self, kind: JobKind, lease: Duration) -> Result<Option<Job>, StoreError>;
+    /// Claims the next due job of `kind` whose lease is free, leasing it for `lease`; jobs of
+    /// messages for the partner nodes in `skip` are left alone (open circuit, concurrency cap).
+    async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError>;
+    /// Frees every lease (at start: the previous process is gone).
+    async fn release_leases(&self) -> Result<u64, StoreError>;
     /// Applies a change; `Ok(false)` if the message was not in an expected state (nothing written,
     /// but `finish_job` is still removed so a stale job does not spin).
     async fn apply(&self, change: Change) -> Result<bool, StoreError>;
@@ -266,4 +322,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError>;
     /// Counts of messages per (direction, status), for readiness and status views.
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError>;
+    /// Message metadata matching `filter`, oldest first.
+    async fn list(&self, filter: Filter) -> Result<Vec<Message>, StoreError>;
+    /// Moves outbound messages past their deadline, not held by a worker, to `failed`
+    /// (`retries-exhausted`, keeping the last error); returns their ids.
+    async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError>;
+    /// Deletes payloads of ended messages last changed before `payload_before`, and ended
+    /// messages entirely last changed before `metadata_before`.
+    async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError>;
 }
+
+/// States in which a message has ended (nothing more will happen without an operator).
+pub const ENDED: [Status; 5] = [
+    Status::Delivered,
+    Status::Rejected,
+    Status::Refused,
+    Status::Cancelled,
+    Status::Failed,
+];

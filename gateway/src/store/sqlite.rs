@@ -21,7 +21,15 @@ const MAX_BATCH: usize = 128;
 /// Writes waiting for the writer thread; when full, callers get `Busy` (→ 503 overloaded).
 const WRITE_QUEUE: usize = 4096;
 
-type Reply = Box<dyn FnOnce(bool) + Send>;
+/// How a batch's commit went, told to each of its callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    Done,
+    Full,
+    Failed,
+}
+
+type Reply = Box<dyn FnOnce(Commit) + Send>;
 type Op = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 
 const SCHEMA: &str = r#"
@@ -39,12 +47,15 @@ CREATE TABLE IF NOT EXISTS messages (
     remote_id TEXT,
     error_code TEXT,
     error_detail TEXT,
+    deadline INTEGER,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_uuid ON messages(client, xoev_uuid) WHERE direction = 'outbound';
 CREATE UNIQUE INDEX IF NOT EXISTS messages_remote ON messages(partner_node, remote_id) WHERE direction = 'inbound';
 CREATE INDEX IF NOT EXISTS messages_inbox ON messages(reader, status) WHERE direction = 'inbound';
+CREATE INDEX IF NOT EXISTS messages_status ON messages(status, updated_at);
+CREATE INDEX IF NOT EXISTS messages_created ON messages(created_at);
 CREATE TABLE IF NOT EXISTS blobs (
     message_id TEXT NOT NULL REFERENCES messages(id),
     kind TEXT NOT NULL,
@@ -69,13 +80,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(kind, due_at);
+CREATE INDEX IF NOT EXISTS jobs_message ON jobs(message_id);
 "#;
 
 /// The SQLite store. Cheap to clone behind an `Arc`.
 pub struct SqliteStore {
     writes: mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
+    /// New work is refused above this many used pages (80 % of the size limit); 0: no limit.
+    soft_pages: i64,
 }
+
+/// Share of the size limit new work may fill; the rest is kept for messages in flight.
+const SOFT_SHARE: f64 = 0.8;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,13 +113,53 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Failed(e.to_string())
 }
 
+fn store_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError::Busy,
+        _ => failed(e),
+    }
+}
+
+/// A marker error: the soft size limit refuses new work.
+fn soft_full() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("the store is at its size limit for new work".into()),
+    )
+}
+
+/// Whether used pages exceed `soft` (0: never).
+fn over_soft_limit(conn: &Connection, soft: i64) -> rusqlite::Result<bool> {
+    if soft == 0 {
+        return Ok(false);
+    }
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    Ok(pages - free > soft)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/poststelle.db` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with_limit(dir, 0)
+    }
+
+    /// Like [`open`](Self::open), with the database limited to `max_mb` MiB (0: no limit).
+    pub fn open_with_limit(dir: &Path, max_mb: u64) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(failed)?;
         let path = dir.join("poststelle.db");
         let writer = open(&path).map_err(failed)?;
         writer.execute_batch(SCHEMA).map_err(failed)?;
+        let mut soft_pages = 0;
+        if max_mb > 0 {
+            let page: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(failed)?;
+            let max_pages = (max_mb as i64 * 1024 * 1024 / page).max(16);
+            writer
+                .pragma_update(None, "max_page_count", max_pages)
+                .map_err(failed)?;
+            soft_pages = (max_pages as f64 * SOFT_SHARE) as i64;
+        }
         let reader = open(&path).map_err(failed)?;
         let (tx, rx) = mpsc::sync_channel::<Op>(WRITE_QUEUE);
         std::thread::Builder::new()
@@ -112,6 +169,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writes: tx,
             reader: Arc::new(Mutex::new(reader)),
+            soft_pages,
         })
     }
 
@@ -125,8 +183,9 @@ impl SqliteStore {
             let ok = r.is_ok();
             let reply: Reply = Box::new(move |committed| {
                 let out = match (committed, r) {
-                    (true, r) => r.map_err(failed),
-                    (false, _) => Err(StoreError::Failed("commit failed".into())),
+                    (Commit::Done, r) => r.map_err(store_error),
+                    (Commit::Full, _) => Err(StoreError::Full),
+                    (Commit::Failed, _) => Err(StoreError::Failed("commit failed".into())),
                 };
                 let _ = tx.send(out);
             });
@@ -149,7 +208,7 @@ impl SqliteStore {
             let conn = reader
                 .lock()
                 .map_err(|_| StoreError::Failed("reader poisoned".into()))?;
-            f(&conn).map_err(failed)
+            f(&conn).map_err(store_error)
         })
         .await
         .map_err(failed)?
@@ -185,10 +244,14 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             replies.push(reply);
         }
         let committed = match tx.commit() {
-            Ok(()) => true,
+            Ok(()) => Commit::Done,
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => {
+                tracing::error!(error = %e, "store commit failed: disk or size limit full");
+                Commit::Full
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed");
-                false
+                Commit::Failed
             }
         };
         for r in replies {
@@ -238,6 +301,11 @@ fn blob_name(b: Blob) -> &'static str {
 const MESSAGE_COLUMNS: &str = "id, direction, status, client, xoev_uuid, digest, message_type, author, reader, \
      partner_node, remote_id, error_code, error_detail, created_at, updated_at";
 
+/// States an outbound message is in while the relay still works on it.
+const IN_RELAY: &str = "('accepted', 'sealed', 'sent')";
+/// Ended states whose data retention removes (dead letters wait for an operator).
+const PURGEABLE: &str = "('delivered', 'rejected', 'refused', 'cancelled')";
+
 fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let direction: String = row.get(1)?;
     let status: String = row.get(2)?;
@@ -267,6 +335,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
+        let soft = self.soft_pages;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
                 .query_row(
@@ -282,12 +351,15 @@ impl Store for SqliteStore {
                     AcceptOutcome::Conflict(id)
                 });
             }
+            if over_soft_limit(conn, soft)? {
+                return Err(soft_full());
+            }
             let id = new_id();
             let now = now_millis();
             conn.execute(
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,
-                    partner_node, created_at, updated_at)
-                 VALUES (?1, 'outbound', 'accepted', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                    partner_node, deadline, created_at, updated_at)
+                 VALUES (?1, 'outbound', 'accepted', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
                 params![
                     id,
                     m.client,
@@ -297,7 +369,8 @@ impl Store for SqliteStore {
                     m.author,
                     m.reader,
                     m.partner_node,
-                    now
+                    now,
+                    m.deadline
                 ],
             )?;
             put_blob(conn, &id, Blob::Payload, &m.payload)?;
@@ -309,6 +382,7 @@ impl Store for SqliteStore {
     }
 
     async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
+        let soft = self.soft_pages;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
                 .query_row(
@@ -328,6 +402,9 @@ impl Store for SqliteStore {
                 )?;
                 return Ok(ReceiveOutcome::Duplicate(receipt));
             }
+            if over_soft_limit(conn, soft)? {
+                return Err(soft_full());
+            }
             let id = new_id();
             let now = now_millis();
             conn.execute(
@@ -345,31 +422,53 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, kind: JobKind, lease: Duration) -> Result<Option<Job>, StoreError> {
+    async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError> {
+        let skip = skip.to_vec();
         self.write(move |conn| {
             let now = now_millis();
-            let job: Option<(i64, String, u32)> = conn
-                .query_row(
-                    "SELECT id, message_id, attempts FROM jobs
-                     WHERE kind = ?1 AND due_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)
-                     ORDER BY due_at, id LIMIT 1",
-                    params![kind.as_str(), now],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
+            let placeholders: Vec<String> = (0..skip.len()).map(|i| format!("?{}", i + 3)).collect();
+            let skip_clause = if skip.is_empty() {
+                String::new()
+            } else {
+                format!("AND m.partner_node NOT IN ({})", placeholders.join(", "))
+            };
+            let sql = format!(
+                "SELECT j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at
+                 FROM jobs j JOIN messages m ON m.id = j.message_id
+                 WHERE j.kind = ?1 AND j.due_at <= ?2 AND (j.lease_until IS NULL OR j.lease_until < ?2) {skip_clause}
+                 ORDER BY j.due_at, j.id LIMIT 1"
+            );
+            let mut values: Vec<rusqlite::types::Value> = vec![kind.as_str().to_owned().into(), now.into()];
+            values.extend(skip.iter().map(|p| rusqlite::types::Value::from(p.clone())));
+            let job = conn
+                .query_row(&sql, rusqlite::params_from_iter(values), |r| {
+                    Ok(Job {
+                        id: r.get(0)?,
+                        kind,
+                        message_id: r.get(1)?,
+                        attempts: r.get::<_, u32>(2)? + 1,
+                        partner_node: r.get(3)?,
+                        deadline: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                })
                 .optional()?;
-            let Some((id, message_id, attempts)) = job else {
+            let Some(job) = job else {
                 return Ok(None);
             };
             conn.execute(
                 "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
-                params![now + lease.as_millis() as i64, id],
+                params![now + lease.as_millis() as i64, job.id],
             )?;
-            Ok(Some(Job {
-                id,
-                kind,
-                message_id,
-                attempts: attempts + 1,
-            }))
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn release_leases(&self) -> Result<u64, StoreError> {
+        self.write(|conn| {
+            let n = conn.execute("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL", [])?;
+            Ok(n as u64)
         })
         .await
     }
@@ -392,6 +491,31 @@ impl Store for SqliteStore {
                 return Ok(false);
             }
             let now = now_millis();
+            if c.unless_leased {
+                let leased: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE message_id = ?1 AND lease_until >= ?2)",
+                    params![c.message_id, now],
+                    |r| r.get(0),
+                )?;
+                if leased {
+                    return Ok(false);
+                }
+            }
+            if c.drop_jobs {
+                conn.execute("DELETE FROM jobs WHERE message_id = ?1", params![c.message_id])?;
+            }
+            if c.clear_error {
+                conn.execute(
+                    "UPDATE messages SET error_code = NULL, error_detail = NULL WHERE id = ?1",
+                    params![c.message_id],
+                )?;
+            }
+            if let Some(d) = c.deadline {
+                conn.execute(
+                    "UPDATE messages SET deadline = ?1 WHERE id = ?2",
+                    params![d, c.message_id],
+                )?;
+            }
             for (s, d) in &c.events_before {
                 insert_event(conn, &c.message_id, now, *s, d.as_deref())?;
             }
@@ -508,6 +632,113 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn list(&self, f: Filter) -> Result<Vec<Message>, StoreError> {
+        self.read(move |conn| {
+            let mut clauses: Vec<String> = Vec::new();
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            if !f.status.is_empty() {
+                let list: Vec<String> = f.status.iter().map(|s| format!("'{}'", s.as_str())).collect();
+                clauses.push(format!("status IN ({})", list.join(", ")));
+            }
+            let mut bind = |clause: &str, v: rusqlite::types::Value, values: &mut Vec<rusqlite::types::Value>| {
+                values.push(v);
+                clauses.push(clause.replace('?', &format!("?{}", values.len())));
+            };
+            if let Some(d) = f.direction {
+                let d = if d == Direction::Inbound { "inbound" } else { "outbound" };
+                bind("direction = ?", d.to_owned().into(), &mut values);
+            }
+            if let Some(p) = f.partner_node {
+                bind("partner_node = ?", p.into(), &mut values);
+            }
+            if let Some(t) = f.message_type {
+                bind("message_type = ?", t.into(), &mut values);
+            }
+            if let Some(u) = f.xoev_uuid {
+                bind("xoev_uuid = ?", u.into(), &mut values);
+            }
+            if let Some(t) = f.since {
+                bind("created_at >= ?", t.into(), &mut values);
+            }
+            if let Some(t) = f.until {
+                bind("created_at < ?", t.into(), &mut values);
+            }
+            let filter = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
+            let limit = if f.limit == 0 { 1000 } else { f.limit };
+            let mut st = conn.prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages {filter} ORDER BY created_at, id LIMIT {limit}"
+            ))?;
+            let rows = st.query_map(rusqlite::params_from_iter(values), row_to_message)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        self.write(move |conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT m.id, (SELECT last_error FROM jobs j WHERE j.message_id = m.id ORDER BY j.id LIMIT 1)
+                 FROM messages m
+                 WHERE m.direction = 'outbound' AND m.status IN {IN_RELAY} AND m.deadline IS NOT NULL AND m.deadline < ?1
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id AND j.lease_until >= ?1)
+                 LIMIT 1000"
+            ))?;
+            let expired: Vec<(String, Option<String>)> = st
+                .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, last) in &expired {
+                let detail = format!(
+                    "retry time-box ended; last error: {}",
+                    last.as_deref().unwrap_or("none recorded")
+                );
+                conn.execute("DELETE FROM jobs WHERE message_id = ?1", params![id])?;
+                conn.execute(
+                    "UPDATE messages SET status = 'failed', error_code = 'retries-exhausted', error_detail = ?1,
+                        updated_at = ?2 WHERE id = ?3",
+                    params![detail, now, id],
+                )?;
+                insert_event(conn, id, now, Status::Failed, Some(&detail))?;
+            }
+            Ok(expired.into_iter().map(|(id, _)| id).collect())
+        })
+        .await
+    }
+
+    async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
+        self.write(move |conn| {
+            let blobs = conn.execute(
+                &format!(
+                    "DELETE FROM blobs WHERE kind IN ('payload', 'envelope') AND message_id IN
+                     (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1)"
+                ),
+                params![payload_before],
+            )?;
+            let old = format!("SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1");
+            conn.execute(
+                &format!("DELETE FROM blobs WHERE message_id IN ({old})"),
+                params![metadata_before],
+            )?;
+            conn.execute(
+                &format!("DELETE FROM events WHERE message_id IN ({old})"),
+                params![metadata_before],
+            )?;
+            conn.execute(
+                &format!("DELETE FROM jobs WHERE message_id IN ({old})"),
+                params![metadata_before],
+            )?;
+            let messages = conn.execute(
+                &format!("DELETE FROM messages WHERE id IN ({old})"),
+                params![metadata_before],
+            )?;
+            Ok(Purged { blobs, messages })
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -524,6 +755,7 @@ mod tests {
             reader: "psw:2".into(),
             partner_node: "b".into(),
             payload: b"<x/>".to_vec(),
+            deadline: now_millis() + 60_000,
         }
     }
 
@@ -556,7 +788,7 @@ mod tests {
                 panic!()
             };
             let job = s
-                .claim(JobKind::Relay, Duration::from_millis(1))
+                .claim(JobKind::Relay, Duration::from_millis(1), &[])
                 .await
                 .unwrap()
                 .unwrap();
@@ -566,11 +798,15 @@ mod tests {
         // A new process: the lease has expired, the job is claimable again.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let s = SqliteStore::open(dir.path()).unwrap();
-        let job = s.claim(JobKind::Relay, Duration::from_secs(30)).await.unwrap().unwrap();
+        let job = s
+            .claim(JobKind::Relay, Duration::from_secs(30), &[])
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(job.message_id, id);
         assert_eq!(job.attempts, 2);
         assert!(
-            s.claim(JobKind::Relay, Duration::from_secs(30))
+            s.claim(JobKind::Relay, Duration::from_secs(30), &[])
                 .await
                 .unwrap()
                 .is_none(),

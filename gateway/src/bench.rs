@@ -1,0 +1,563 @@
+//! `poststelle bench`: a load generator against a network written by `network init`.
+//!
+//! `--clients N` legacy systems at node `--from` submit `--messages M` unique demo messages
+//! (each retried with its same UUID until the node answers 2xx, as a careful client does);
+//! a consumer at node `--to` fetches and acknowledges its inbox. At the end it reports
+//! throughput, latency percentiles (submit → fetched by the receiving client), errors, peak
+//! resident memory of the nodes it runs, and the Jepsen-style counters:
+//! - **lost**: accepted (2xx) but never delivered to the receiving client;
+//! - **duplicated**: one sent message delivered to the client under two inbox ids, or again
+//!   after its acknowledgement;
+//! - **unexpected**: delivered but never sent;
+//! - **not ended**: accepted but not in a terminal state at the sender when the run ends.
+//!
+//! With `--spawn` the bench runs the nodes itself (`poststelle serve --config`, logs beside
+//! network.json); `--chaos` then kills a random node with SIGKILL every few seconds and starts
+//! it again, at least `--kills` times per node. Exit code 0 only if lost, duplicated,
+//! unexpected and not-ended are all zero.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::network::{NetworkFile, NetworkNode};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// network.json written by `poststelle network init`.
+    #[arg(long)]
+    network: PathBuf,
+    /// Sending node (name).
+    #[arg(long, default_value = "a")]
+    from: String,
+    /// Receiving node (name).
+    #[arg(long, default_value = "b")]
+    to: String,
+    /// Messages to send.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    /// Concurrent submitting clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Run the network's nodes as child processes of the bench.
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: kill -9 and restart nodes at random during the run.
+    #[arg(long)]
+    chaos: bool,
+    /// With --chaos: at least this many kills per node.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Give up waiting for deliveries after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// The poststelle binary for --spawn (default: this one).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The demo message every bench message is made from (a → b in the demo network).
+const TEMPLATE: &str = "fixtures/messages/xumzug/valid/rueckmeldung-erika-mustermann.xml";
+const TEMPLATE_UUID: &str = "dfef3ee4-72a5-465b-9373-a31f18e85d70";
+
+#[derive(Debug, Default)]
+struct Ledger {
+    /// XÖV UUID → (gateway id, submit start) for every message answered 2xx.
+    accepted: HashMap<String, (String, Instant)>,
+    /// Every UUID the bench sent (accepted or not).
+    sent: HashSet<String>,
+    /// XÖV UUID → inbox ids it was delivered under.
+    delivered: HashMap<String, HashSet<String>>,
+    /// Inbox ids acknowledged successfully.
+    acked: HashSet<String>,
+    /// Latency (submit start → first fetch), ms.
+    latencies: Vec<f64>,
+    /// Fetches after the id's acknowledgement (a delivery to the application again).
+    after_ack: u64,
+    /// Fetches of the same id before any acknowledgement succeeded (ack lost in a crash).
+    refetched: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    submits: AtomicU64,
+    retries: AtomicU64,
+    overloaded: AtomicU64,
+    refused: AtomicU64,
+}
+
+struct Nodes {
+    bin: PathBuf,
+    dir: PathBuf,
+    procs: Mutex<HashMap<String, Child>>,
+    peak_rss_kib: Mutex<HashMap<String, u64>>,
+    kills: Mutex<HashMap<String, usize>>,
+}
+
+impl Nodes {
+    fn start(&self, n: &NetworkNode) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.bench.log", n.name)))?;
+        let child = Command::new(&self.bin)
+            .args(["serve", "--config"])
+            .arg(&n.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n.name.clone(), child);
+        Ok(())
+    }
+
+    fn kill9(&self, name: &str) {
+        if let Some(mut c) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+            *self
+                .kills
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(name.to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    fn sample_rss(&self) {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peak = self.peak_rss_kib.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, c) in procs.iter() {
+            if let Some(kib) = rss_kib(c.id()) {
+                let e = peak.entry(name.clone()).or_default();
+                *e = (*e).max(kib);
+            }
+        }
+    }
+
+    fn stop_all(&self) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, c) in procs.iter_mut() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+        for (_, c) in procs.iter_mut() {
+            let _ = c.wait();
+        }
+        procs.clear();
+    }
+}
+
+/// Resident set size of a process (Linux `/proc`), in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    u64::from_le_bytes(b) % n.max(1)
+}
+
+fn find<'a>(net: &'a NetworkFile, name: &str) -> anyhow::Result<&'a NetworkNode> {
+    net.nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| anyhow::anyhow!("the network has no node {name}"))
+}
+
+async fn wait_ready(http: &reqwest::Client, n: &NetworkNode, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{}/readyz", n.admin)).send().await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.chaos || args.spawn,
+        "--chaos needs --spawn (the bench must own the nodes it kills)"
+    );
+    let net: NetworkFile = serde_json::from_slice(&std::fs::read(&args.network)?)?;
+    let from = find(&net, &args.from)?.clone();
+    let to = find(&net, &args.to)?.clone();
+    let template = crate::embedded::fixtures(TEMPLATE)
+        .first()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .ok_or_else(|| anyhow::anyhow!("the demo template is missing"))?;
+    let template = template
+        .replace(&crate::network::authority_of(0), &from.authorities[0])
+        .replace(&crate::network::authority_of(1), &to.authorities[0]);
+    let plain = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let https = crate::tls::trusting(&from.ca)?
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+
+    let nodes = Arc::new(Nodes {
+        bin: match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?,
+        },
+        dir: args.network.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        procs: Mutex::new(HashMap::new()),
+        peak_rss_kib: Mutex::new(HashMap::new()),
+        kills: Mutex::new(HashMap::new()),
+    });
+    if args.spawn {
+        for n in &net.nodes {
+            nodes.start(n)?;
+        }
+    }
+    for n in &net.nodes {
+        anyhow::ensure!(
+            wait_ready(&plain, n, Duration::from_secs(60)).await,
+            "node {} is not ready at {}",
+            n.name,
+            n.admin
+        );
+    }
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let counters = Arc::new(Counters::default());
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+
+    // Resident memory of the spawned nodes, sampled every 200 ms.
+    let sampler = {
+        let (nodes, finished) = (nodes.clone(), finished.clone());
+        tokio::spawn(async move {
+            while !finished.load(Ordering::Relaxed) {
+                nodes.sample_rss();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // Chaos: kill -9 a random node, restart it, pause; until every node was killed often
+    // enough and the run is over.
+    let chaos = args.chaos.then(|| {
+        let (nodes, finished, all) = (nodes.clone(), finished.clone(), net.nodes.clone());
+        let (plain, min_kills) = (plain.clone(), args.kills);
+        tokio::spawn(async move {
+            loop {
+                let enough = {
+                    let k = nodes.kills.lock().unwrap_or_else(|e| e.into_inner());
+                    all.iter().all(|n| k.get(&n.name).copied().unwrap_or(0) >= min_kills)
+                };
+                if finished.load(Ordering::Relaxed) || (enough && random_below(4) == 0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500 + random_below(2500))).await;
+                let victim = &all[random_below(all.len() as u64) as usize];
+                nodes.kill9(&victim.name);
+                tokio::time::sleep(Duration::from_millis(random_below(1000))).await;
+                if nodes.start(victim).is_err() || !wait_ready(&plain, victim, Duration::from_secs(60)).await {
+                    eprintln!("bench: node {} did not come back", victim.name);
+                }
+            }
+        })
+    });
+
+    // The receiving legacy system: fetch, then acknowledge, everything in its inbox.
+    let consumer = {
+        let (ledger, finished, https, to) = (ledger.clone(), finished.clone(), https.clone(), to.clone());
+        tokio::spawn(async move {
+            let token = to.clients[0].token.clone();
+            while !finished.load(Ordering::Relaxed) {
+                let list = match https
+                    .get(format!("{}/v1/inbox", to.api))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => r.json::<Value>().await.unwrap_or(Value::Null),
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let items = list["messages"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                for m in items {
+                    let (Some(id), Some(uuid)) = (m["id"].as_str(), m["xoev_uuid"].as_str()) else {
+                        continue;
+                    };
+                    let got = https
+                        .get(format!("{}/v1/inbox/{id}", to.api))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                    if !got.is_ok_and(|r| r.status().is_success()) {
+                        continue;
+                    }
+                    {
+                        let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+                        let ids = l.delivered.entry(uuid.to_owned()).or_default();
+                        let first_for_id = ids.insert(id.to_owned());
+                        if l.acked.contains(id) {
+                            l.after_ack += 1;
+                        } else if !first_for_id {
+                            l.refetched += 1;
+                        } else if let Some((_, t0)) = l.accepted.get(uuid) {
+                            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                            l.latencies.push(ms);
+                        }
+                    }
+                    let ack = https
+                        .post(format!("{}/v1/inbox/{id}/ack", to.api))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                    if ack.is_ok_and(|r| r.status().is_success()) {
+                        ledger
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .acked
+                            .insert(id.to_owned());
+                    }
+                }
+            }
+        })
+    };
+
+    // The sending legacy systems.
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..args.clients {
+        let (next, ledger, counters, https) = (next.clone(), ledger.clone(), counters.clone(), https.clone());
+        let (from, template, total) = (from.clone(), template.clone(), args.messages);
+        senders.push(tokio::spawn(async move {
+            let token = from.clients[0].token.clone();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let uuid = uuid::Uuid::new_v4().to_string();
+                let body = template.replace(TEMPLATE_UUID, &uuid);
+                ledger
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sent
+                    .insert(uuid.clone());
+                let t0 = Instant::now();
+                loop {
+                    counters.submits.fetch_add(1, Ordering::Relaxed);
+                    let r = https
+                        .post(format!("{}/v1/messages", from.api))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/xml")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            let id = v["id"].as_str().unwrap_or_default().to_owned();
+                            ledger
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .accepted
+                                .insert(uuid.clone(), (id, t0));
+                            break;
+                        }
+                        Ok(r) if r.status().as_u16() == 503 => {
+                            counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) if r.status().is_client_error() => {
+                            counters.refused.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        _ => {}
+                    }
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100 + random_below(200))).await;
+                }
+            }
+        }));
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    let sent_in = started.elapsed();
+
+    // Wait until every accepted message reached the client, or the timeout.
+    let deadline = started + Duration::from_secs(args.timeout);
+    loop {
+        let all = {
+            let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+            l.accepted.keys().all(|u| l.delivered.contains_key(u))
+        };
+        if all || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered_in = started.elapsed();
+    if let Some(c) = chaos {
+        // Let chaos finish its minimum of kills, then let the last restarts settle.
+        while !c.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.abort();
+        for n in &net.nodes {
+            if !nodes
+                .procs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&n.name)
+            {
+                nodes.start(n)?;
+            }
+            wait_ready(&plain, n, Duration::from_secs(60)).await;
+        }
+    }
+
+    // Every accepted message must end in a terminal state at the sender (delivery notices
+    // travel back after the client's acknowledgement).
+    let ids: Vec<String> = {
+        let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+        l.accepted.values().map(|(id, _)| id.clone()).collect()
+    };
+    let mut final_states: HashMap<String, usize> = HashMap::new();
+    let token = from.clients[0].token.clone();
+    for id in &ids {
+        let mut state = String::from("unknown");
+        while Instant::now() < deadline + Duration::from_secs(60) {
+            if let Ok(r) = https
+                .get(format!("{}/v1/messages/{id}", from.api))
+                .bearer_auth(&token)
+                .send()
+                .await
+                && let Ok(v) = r.json::<Value>().await
+            {
+                state = v["status"].as_str().unwrap_or("unknown").to_owned();
+                if matches!(state.as_str(), "delivered" | "rejected" | "failed" | "cancelled") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        *final_states.entry(state).or_default() += 1;
+    }
+    finished.store(true, Ordering::Relaxed);
+    let _ = consumer.await;
+    let _ = sampler.await;
+    if args.spawn {
+        nodes.stop_all();
+    }
+
+    let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+    let lost = l.accepted.keys().filter(|u| !l.delivered.contains_key(*u)).count();
+    let unexpected = l.delivered.keys().filter(|u| !l.sent.contains(*u)).count();
+    let duplicated = l.delivered.values().filter(|ids| ids.len() > 1).count() as u64 + l.after_ack;
+    let terminal = ["delivered", "rejected", "failed", "cancelled"];
+    let not_ended: usize = final_states
+        .iter()
+        .filter(|(s, _)| !terminal.contains(&s.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let mut lat = l.latencies.clone();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let accepted = l.accepted.len();
+    let kills = nodes.kills.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let rss = nodes.peak_rss_kib.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let report = json!({
+        "messages": args.messages,
+        "clients": args.clients,
+        "accepted": accepted,
+        "refused": counters.refused.load(Ordering::Relaxed),
+        "submit_attempts": counters.submits.load(Ordering::Relaxed),
+        "submit_retries": counters.retries.load(Ordering::Relaxed),
+        "overloaded_503": counters.overloaded.load(Ordering::Relaxed),
+        "submit_seconds": sent_in.as_secs_f64(),
+        "intake_per_second": accepted as f64 / sent_in.as_secs_f64().max(1e-9),
+        "delivered_seconds": delivered_in.as_secs_f64(),
+        "end_to_end_per_second": l.delivered.len() as f64 / delivered_in.as_secs_f64().max(1e-9),
+        "latency_ms": {
+            "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9),
+            "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0.0),
+        },
+        "lost": lost,
+        "duplicated": duplicated,
+        "unexpected": unexpected,
+        "refetched_before_ack": l.refetched,
+        "final_states": final_states,
+        "not_ended": not_ended,
+        "kills": kills,
+        "peak_rss_mib": rss.iter().map(|(k, v)| (k.clone(), json!(*v as f64 / 1024.0))).collect::<serde_json::Map<_, _>>(),
+    });
+    if args.json {
+        println!("{report:#}");
+    } else {
+        println!(
+            "bench: {accepted}/{} accepted by {} from {} clients in {:.1} s ({:.0}/s intake); {} delivered to {} in {:.1} s ({:.0}/s end to end)",
+            args.messages,
+            args.from,
+            args.clients,
+            sent_in.as_secs_f64(),
+            report["intake_per_second"].as_f64().unwrap_or(0.0),
+            l.delivered.len(),
+            args.to,
+            delivered_in.as_secs_f64(),
+            report["end_to_end_per_second"].as_f64().unwrap_or(0.0),
+        );
+        println!(
+            "latency submit → client: p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}",
+            report["submit_retries"], report["overloaded_503"], report["refused"], l.refetched
+        );
+        println!("final states at {}: {:?}", args.from, final_states);
+        if !kills.is_empty() {
+            println!("kill -9: {kills:?}");
+        }
+        if !rss.is_empty() {
+            let mut r: Vec<_> = rss.iter().collect();
+            r.sort();
+            let r: Vec<String> = r
+                .iter()
+                .map(|(k, v)| format!("{k} {:.0} MiB", **v as f64 / 1024.0))
+                .collect();
+            println!("peak RSS: {}", r.join(", "));
+        }
+        println!("lost {lost}  duplicated {duplicated}  unexpected {unexpected}  not ended {not_ended}");
+    }
+    Ok(
+        if lost == 0 && duplicated == 0 && unexpected == 0 && not_ended == 0 && accepted == args.messages {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
+}

@@ -1,0 +1,274 @@
+//! Operator commands over a node's admin API: `poststelle messages list|show|retry|cancel` and
+//! `poststelle dlq replay`. Tables for people, `--json` for scripts. The node is named either
+//! by `--admin URL --token T` or by `--network DIR/network.json --node NAME`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Which node's admin API, and how to authenticate.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The admin listener, e.g. http://127.0.0.1:7403
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// The admin token (`[admin] token`).
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// Take the admin URL and token from a network.json written by `network init` …
+    #[arg(long, global = true)]
+    network: Option<PathBuf>,
+    /// … for this node.
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// Messages, oldest first.
+    List {
+        /// State(s), comma-separated, e.g. failed or accepted,sealed
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        partner: Option<String>,
+        /// inbound or outbound
+        #[arg(long)]
+        direction: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One message with its timeline.
+    Show { id: String },
+    /// Send a dead letter (`failed`) back to the relay.
+    Retry { id: String },
+    /// Cancel a message not yet sent (`accepted`, `sealed`, `failed`).
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Retry every dead letter matching the filter.
+    Replay {
+        #[arg(long)]
+        partner: Option<String>,
+        #[arg(long = "type")]
+        message_type: Option<String>,
+        /// RFC 3339
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    json: bool,
+}
+
+impl Api {
+    fn new(t: Target) -> anyhow::Result<Api> {
+        let (base, token) = match (t.admin, t.token, t.network, t.node) {
+            (Some(a), Some(tok), None, None) => (a, tok),
+            (None, tok, Some(net), Some(node)) => {
+                let file: crate::network::NetworkFile = serde_json::from_slice(&std::fs::read(&net)?)?;
+                let n = file
+                    .nodes
+                    .into_iter()
+                    .find(|n| n.name == node)
+                    .ok_or_else(|| anyhow::anyhow!("{} has no node {node}", net.display()))?;
+                (n.admin, tok.unwrap_or(n.admin_token))
+            }
+            _ => anyhow::bail!("name the node with --admin URL --token T, or --network FILE --node NAME"),
+        };
+        Ok(Api {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            json: t.json,
+        })
+    }
+
+    /// Calls the API; an error answer becomes the problem's code and detail.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            anyhow::bail!(
+                "{} {}: {}",
+                status.as_u16(),
+                v["code"].as_str().unwrap_or("error"),
+                v["detail"].as_str().unwrap_or("")
+            );
+        }
+        Ok(v)
+    }
+}
+
+fn table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into())
+}
+
+pub async fn messages(target: Target, command: MessagesCommand) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let v = match &command {
+        MessagesCommand::List {
+            status,
+            partner,
+            direction,
+            limit,
+        } => {
+            let mut q = Vec::new();
+            for (k, v) in [("status", status), ("partner", partner), ("direction", direction)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={v}"));
+                }
+            }
+            if let Some(l) = limit {
+                q.push(format!("limit={l}"));
+            }
+            api.call(
+                reqwest::Method::GET,
+                &format!("/admin/api/messages?{}", q.join("&")),
+                None,
+            )
+            .await?
+        }
+        MessagesCommand::Show { id } => {
+            api.call(reqwest::Method::GET, &format!("/admin/api/messages/{id}"), None)
+                .await?
+        }
+        MessagesCommand::Retry { id } => {
+            api.call(reqwest::Method::POST, &format!("/admin/api/messages/{id}/retry"), None)
+                .await?
+        }
+        MessagesCommand::Cancel { id } => {
+            api.call(reqwest::Method::POST, &format!("/admin/api/messages/{id}/cancel"), None)
+                .await?
+        }
+    };
+    if api.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match command {
+        MessagesCommand::List { .. } => {
+            let mut rows = vec![
+                ["id", "dir", "status", "partner", "type", "updated", "error"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for m in v["messages"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    s(&m["id"]),
+                    s(&m["direction"]),
+                    s(&m["status"]),
+                    s(&m["partner"]),
+                    s(&m["message_type"]),
+                    s(&m["updated"]),
+                    s(&m["error"]["code"]),
+                ]);
+            }
+            table(&rows);
+        }
+        MessagesCommand::Show { .. } => {
+            for k in [
+                "id",
+                "direction",
+                "status",
+                "partner",
+                "message_type",
+                "xoev_uuid",
+                "author",
+                "reader",
+                "created",
+            ] {
+                println!("{k:<13}{}", s(&v[k]));
+            }
+            if v["error"].is_object() {
+                println!(
+                    "{:<13}{}: {}",
+                    "error",
+                    s(&v["error"]["code"]),
+                    s(&v["error"]["detail"])
+                );
+            }
+            let mut rows = vec![vec!["at".to_owned(), "status".to_owned(), "detail".to_owned()]];
+            for e in v["timeline"].as_array().into_iter().flatten() {
+                rows.push(vec![s(&e["at"]), s(&e["status"]), s(&e["detail"])]);
+            }
+            println!();
+            table(&rows);
+        }
+        MessagesCommand::Retry { .. } | MessagesCommand::Cancel { .. } => {
+            println!("{}: {}", s(&v["id"]), s(&v["status"]));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq(target: Target, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let DlqCommand::Replay {
+        partner,
+        message_type,
+        since,
+        until,
+    } = command;
+    let filter = json!({"partner": partner, "type": message_type, "since": since, "until": until});
+    let filter: serde_json::Map<String, Value> = filter
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let v = api
+        .call(
+            reqwest::Method::POST,
+            "/admin/api/dlq/replay",
+            Some(Value::Object(filter)),
+        )
+        .await?;
+    if api.json {
+        println!("{v}");
+    } else {
+        let replayed = v["replayed"].as_array().map_or(0, Vec::len);
+        for id in v["replayed"].as_array().into_iter().flatten() {
+            println!("{}: retried", s(id));
+        }
+        for sk in v["skipped"].as_array().into_iter().flatten() {
+            println!("{}: skipped: {}", s(&sk["id"]), s(&sk["reason"]));
+        }
+        println!("{replayed} dead letters replayed");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,225 @@
+//! Partner health: a circuit breaker and a concurrency cap per partner node, so that one dead
+//! or slow partner never holds up messages to the others (no head-of-line blocking).
+//!
+//! Workers ask [`Partners::skip`] which partners to leave alone before they claim a job, and
+//! hold a [`Slot`] while they talk to a partner. A circuit opens after `circuit_failures`
+//! consecutive transient failures (connection refused, timeout, 5xx); while open, no job of
+//! that partner is claimed, so no attempt of its messages is spent. After `circuit_open` one
+//! probe goes through (half-open); its success closes the circuit, its failure opens it again.
+//! The state lives in memory: after a restart every circuit starts closed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::store::{Millis, now_millis};
+
+/// Circuit states (as shown to operators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Circuit {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    in_flight: usize,
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+    last_success: Option<Millis>,
+    last_failure: Option<Millis>,
+    last_error: Option<String>,
+    successes: u64,
+    failures: u64,
+}
+
+impl State {
+    fn circuit(&self, now: Instant) -> Circuit {
+        match self.open_until {
+            None => Circuit::Closed,
+            Some(t) if now < t => Circuit::Open,
+            Some(_) => Circuit::HalfOpen,
+        }
+    }
+}
+
+/// A partner's health as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub partner: String,
+    pub circuit: Circuit,
+    pub in_flight: usize,
+    pub consecutive_failures: u32,
+    pub last_success: Option<Millis>,
+    pub last_failure: Option<Millis>,
+    pub last_error: Option<String>,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// Health of every partner node.
+#[derive(Debug)]
+pub struct Partners {
+    states: Mutex<HashMap<String, State>>,
+    concurrency: usize,
+    threshold: u32,
+    open_for: Duration,
+    /// Serialises skip → claim → take, so two workers cannot both take a partner's last slot.
+    pub claim_lock: tokio::sync::Mutex<()>,
+}
+
+/// A worker's hold on one of a partner's concurrency slots; released on drop.
+#[derive(Debug)]
+pub struct Slot {
+    partners: Arc<Partners>,
+    partner: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut states = self.partners.lock();
+        if let Some(s) = states.get_mut(&self.partner) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Partners {
+    pub fn new(concurrency: usize, threshold: u32, open_for: Duration) -> Partners {
+        Partners {
+            states: Mutex::new(HashMap::new()),
+            concurrency: concurrency.max(1),
+            threshold: threshold.max(1),
+            open_for,
+            claim_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Partners no worker should take a job for now: circuit open, or every slot taken
+    /// (half-open: one probe at a time).
+    pub fn skip(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, s)| match s.circuit(now) {
+                Circuit::Open => true,
+                Circuit::HalfOpen => s.in_flight >= 1,
+                Circuit::Closed => s.in_flight >= self.concurrency,
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Takes a slot of `partner` (call with the claim lock held, after a successful claim).
+    pub fn take(self: &Arc<Self>, partner: &str) -> Slot {
+        self.lock().entry(partner.to_owned()).or_default().in_flight += 1;
+        Slot {
+            partners: self.clone(),
+            partner: partner.to_owned(),
+        }
+    }
+
+    /// The partner answered (whatever it said): the circuit closes.
+    pub fn success(&self, partner: &str) {
+        let mut states = self.lock();
+        let s = states.entry(partner.to_owned()).or_default();
+        if s.open_until.is_some() {
+            tracing::info!(partner = %partner, "partner circuit closed");
+        }
+        s.consecutive_failures = 0;
+        s.open_until = None;
+        s.last_success = Some(now_millis());
+        s.successes += 1;
+    }
+
+    /// A transient failure talking to the partner; opens the circuit at the threshold, and
+    /// again at once when a half-open probe fails.
+    pub fn failure(&self, partner: &str, error: &str) {
+        let now = Instant::now();
+        let mut states = self.lock();
+        let s = states.entry(partner.to_owned()).or_default();
+        s.consecutive_failures += 1;
+        s.failures += 1;
+        s.last_failure = Some(now_millis());
+        s.last_error = Some(error.to_owned());
+        let probe_failed = s.circuit(now) == Circuit::HalfOpen;
+        if probe_failed || (s.open_until.is_none() && s.consecutive_failures >= self.threshold) {
+            tracing::warn!(partner = %partner, failures = s.consecutive_failures,
+                open_ms = self.open_for.as_millis() as u64, "partner circuit opened");
+            s.open_until = Some(now + self.open_for);
+        }
+    }
+
+    /// Every partner's health, by name.
+    pub fn health(&self) -> Vec<Health> {
+        let now = Instant::now();
+        let mut v: Vec<Health> = self
+            .lock()
+            .iter()
+            .map(|(p, s)| Health {
+                partner: p.clone(),
+                circuit: s.circuit(now),
+                in_flight: s.in_flight,
+                consecutive_failures: s.consecutive_failures,
+                last_success: s.last_success,
+                last_failure: s.last_failure,
+                last_error: s.last_error.clone(),
+                successes: s.successes,
+                failures: s.failures,
+            })
+            .collect();
+        v.sort_by(|a, b| a.partner.cmp(&b.partner));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuit_opens_at_threshold_and_probes_once() {
+        let p = Arc::new(Partners::new(2, 3, Duration::from_millis(30)));
+        for _ in 0..2 {
+            p.failure("b", "refused");
+        }
+        assert!(p.skip().is_empty(), "below the threshold the circuit stays closed");
+        p.failure("b", "refused");
+        assert_eq!(p.skip(), vec!["b".to_owned()], "open");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(p.skip().is_empty(), "half-open lets one probe through");
+        let probe = p.take("b");
+        assert_eq!(p.skip(), vec!["b".to_owned()], "only one probe at a time");
+        p.failure("b", "refused");
+        drop(probe);
+        assert_eq!(p.skip(), vec!["b".to_owned()], "a failed probe opens it again");
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = p.take("b");
+        p.success("b");
+        drop(probe);
+        assert!(p.skip().is_empty());
+        assert_eq!(p.health()[0].circuit, Circuit::Closed);
+    }
+
+    #[test]
+    fn concurrency_cap_per_partner() {
+        let p = Arc::new(Partners::new(2, 5, Duration::from_secs(1)));
+        let a = p.take("b");
+        assert!(p.skip().is_empty());
+        let b = p.take("b");
+        let c = p.take("c");
+        assert_eq!(p.skip(), vec!["b".to_owned()], "b is at its cap, c is not");
+        drop(a);
+        drop(b);
+        drop(c);
+        assert!(p.skip().is_empty());
+    }
+}
