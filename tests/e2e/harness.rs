@@ -308,3 +308,274 @@ pub fn sealed_envelope(net: &Net, signer: usize, sender_node: &str, sender: &str
     )
     .unwrap()
 }
+
+impl Net {
+    /// Starts node `i` with extra environment (e.g. `FAILPOINTS`).
+    pub async fn start_env(&self, i: usize, env: &[(&str, &str)]) -> NodeProc {
+        NodeProc::start_env(self.node(i).clone(), self.dir.path(), env).await
+    }
+
+    /// A fresh demo message from node `from`'s authority to node `to`'s: (XÖV UUID, bytes).
+    pub fn message(&self, from: usize, to: usize) -> (String, Vec<u8>) {
+        let template = String::from_utf8(fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml")).unwrap();
+        let id = uuid();
+        let text = template
+            .replace("dfef3ee4-72a5-465b-9373-a31f18e85d70", &id)
+            .replace(&gateway::network::authority_of(0), &self.node(from).authorities[0])
+            .replace(&gateway::network::authority_of(1), &self.node(to).authorities[0]);
+        (id, text.into_bytes())
+    }
+
+    /// Node `i`'s admin API with its token.
+    pub fn admin(&self, i: usize) -> Admin {
+        let n = self.node(i);
+        Admin {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            base: n.admin.clone(),
+            token: n.admin_token.clone(),
+        }
+    }
+}
+
+impl NodeProc {
+    pub async fn start_env(info: NetworkNode, log_dir: &Path, env: &[(&str, &str)]) -> NodeProc {
+        let log = log_dir.join(format!("{}.log", info.name));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--config"])
+            .arg(&info.config)
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let node = NodeProc {
+            info,
+            child: Some(cmd.spawn().unwrap()),
+            log,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    /// Waits until the process ended by itself (e.g. a fail point aborted it).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && c.try_wait().unwrap().is_some()
+            {
+                self.child = None;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// A node's admin API.
+pub struct Admin {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Admin {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Client {
+    /// Submits like a careful legacy system: retries the same bytes (same UUID) through
+    /// connection errors, timeouts and 503 until the node answers 2xx; returns the id.
+    pub async fn submit_until_accepted(&self, body: &[u8], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self
+                .http
+                .post(format!("{}/v1/messages", self.api))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/xml")
+                .body(body.to_vec())
+                .send()
+                .await;
+            if let Ok(r) = r {
+                let status = r.status();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if status.is_success() {
+                    return v["id"].as_str().unwrap().to_owned();
+                }
+                assert!(
+                    status.as_u16() == 503 || status.is_server_error(),
+                    "submission refused: {status} {v}"
+                );
+            }
+            assert!(Instant::now() < deadline, "no 2xx for a submission within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the message is in a terminal state (tolerating a node that restarts).
+    pub async fn wait_ended(&self, id: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/v1/messages/{id}", self.api))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                && let Ok(v) = r.json::<Value>().await
+            {
+                last = v["status"].as_str().unwrap_or_default().to_owned();
+                if ["delivered", "rejected", "failed", "cancelled"].contains(&last.as_str()) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("message {id} did not end within {timeout:?}; last state {last:?}");
+    }
+}
+
+/// Jepsen-style counters over one run (RELIABILITY-SECURITY.md §3).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Accepted (2xx) but never delivered to the receiving client.
+    pub lost: usize,
+    /// Delivered to the client under two inbox ids, or fetched again after its ack.
+    pub duplicated: usize,
+    /// Delivered but never sent.
+    pub unexpected: usize,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// XÖV UUID → inbox ids it arrived under.
+    ids: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    acked: std::collections::HashSet<String>,
+    after_ack: usize,
+}
+
+/// The receiving legacy system: fetches and acknowledges everything in its inbox, tolerating
+/// a node that comes and goes, and records what arrived.
+pub struct Consumer {
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    pub fn start(net: &Net, i: usize) -> Consumer {
+        let client = net.client(i);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let list = client
+                    .http
+                    .get(format!("{}/v1/inbox", client.api))
+                    .bearer_auth(&client.token)
+                    .send()
+                    .await;
+                let Ok(list) = list else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let v: Value = list.json().await.unwrap_or(Value::Null);
+                let items = v["messages"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                for m in items {
+                    let id = m["id"].as_str().unwrap_or_default().to_owned();
+                    let uuid = m["xoev_uuid"].as_str().unwrap_or_default().to_owned();
+                    let got = client
+                        .http
+                        .get(format!("{}/v1/inbox/{id}", client.api))
+                        .bearer_auth(&client.token)
+                        .send()
+                        .await;
+                    if !got.is_ok_and(|r| r.status().is_success()) {
+                        continue;
+                    }
+                    {
+                        let mut s = s.lock().unwrap();
+                        if s.acked.contains(&id) {
+                            s.after_ack += 1;
+                        }
+                        s.ids.entry(uuid).or_default().insert(id.clone());
+                    }
+                    let ack = client
+                        .http
+                        .post(format!("{}/v1/inbox/{id}/ack", client.api))
+                        .bearer_auth(&client.token)
+                        .send()
+                        .await;
+                    if ack.is_ok_and(|r| r.status().is_success()) {
+                        s.lock().unwrap().acked.insert(id);
+                    }
+                }
+            }
+        });
+        Consumer { seen, task }
+    }
+
+    /// Waits until every UUID in `expected` arrived; panics naming how many are missing.
+    pub async fn wait_for(&self, expected: &[String], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let missing = {
+                let s = self.seen.lock().unwrap();
+                expected.iter().filter(|u| !s.ids.contains_key(*u)).count()
+            };
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} of {} messages never arrived",
+                expected.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How many of `uuids` arrived so far.
+    pub fn arrived(&self, uuids: &[String]) -> usize {
+        let s = self.seen.lock().unwrap();
+        uuids.iter().filter(|u| s.ids.contains_key(*u)).count()
+    }
+
+    /// The counters for a run in which `sent` were sent and `accepted` answered 2xx.
+    pub fn counts(&self, sent: &[String], accepted: &[String]) -> Counts {
+        let s = self.seen.lock().unwrap();
+        Counts {
+            lost: accepted.iter().filter(|u| !s.ids.contains_key(*u)).count(),
+            duplicated: s.ids.values().filter(|ids| ids.len() > 1).count() + s.after_ack,
+            unexpected: s.ids.keys().filter(|u| !sent.contains(u)).count(),
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

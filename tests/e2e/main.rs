@@ -5,6 +5,7 @@ mod harness;
 mod bad_input;
 mod cli;
 mod crash;
+mod faults;
 mod offline_schemas;
 mod partner_auth;
 mod push;

@@ -19,9 +19,10 @@
 //! 7. **One process per store.** The node holds an exclusive lock on its data folder, so at start
 //!    every lease is stale and is released at once ([`Store::release_leases`]); crash recovery
 //!    does not wait for leases to run out.
-//! 8. **Bounded.** A size limit refuses *new* work ([`StoreError::Full`], 503 to the caller) at
-//!    80 % of the limit, so messages already accepted keep the room they need to move on; a
-//!    full store never corrupts or drops what it holds.
+//! 8. **Bounded.** A size limit refuses *new* work ([`StoreError::Full`], 503 to the caller)
+//!    when it could take the store past 90 % of the limit once every message in flight has
+//!    grown (sealed, opened), so messages already accepted keep the room they need to move on;
+//!    a full store never corrupts or drops what it holds.
 //! 9. **Deadlines.** Every outbound message carries the end of its retry time-box; after it,
 //!    [`Store::expire`] moves it to `failed` unless a worker holds it right now.
 

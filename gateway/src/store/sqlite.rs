@@ -87,12 +87,18 @@ CREATE INDEX IF NOT EXISTS jobs_message ON jobs(message_id);
 pub struct SqliteStore {
     writes: mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
-    /// New work is refused above this many used pages (80 % of the size limit); 0: no limit.
-    soft_pages: i64,
+    /// New work is refused when it would take the store past this many bytes (90 % of the
+    /// size limit), counting the room every message in flight still needs; 0: no limit.
+    soft_bytes: i64,
 }
 
-/// Share of the size limit new work may fill; the rest is kept for messages in flight.
-const SOFT_SHARE: f64 = 0.8;
+/// Share of the size limit new work may fill; the rest is slack for estimates.
+const SOFT_SHARE: f64 = 0.9;
+/// The room a message still needs as it moves on, as a factor of its size plus a fixed part:
+/// sealing adds the envelope (base64, signatures); opening adds the payload; receipts and
+/// notices (signed XML, a few KiB each) and timeline events come on top.
+const GROWTH_FACTOR: i64 = 2;
+const GROWTH_FIXED: i64 = 32 * 1024;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,14 +135,27 @@ fn soft_full() -> rusqlite::Error {
     )
 }
 
-/// Whether used pages exceed `soft` (0: never).
-fn over_soft_limit(conn: &Connection, soft: i64) -> rusqlite::Result<bool> {
+/// Whether storing `incoming` more bytes of new work could take the store past `soft` bytes
+/// once every message still in flight has grown (0: never). The reserve keeps room for work
+/// already accepted, so a store at its limit refuses new work but never stalls. Costs one
+/// scan of the messages in flight per intake, so only with a size limit.
+fn over_soft_limit(conn: &Connection, soft: i64, incoming: usize) -> rusqlite::Result<bool> {
     if soft == 0 {
         return Ok(false);
     }
+    let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    Ok(pages - free > soft)
+    let (n, bytes): (i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(b.data)), 0) FROM messages m
+         JOIN blobs b ON b.message_id = m.id AND b.kind IN ('payload', 'envelope')
+         WHERE m.status NOT IN ('delivered', 'rejected', 'refused', 'cancelled', 'failed')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let reserve = bytes * GROWTH_FACTOR + n * GROWTH_FIXED;
+    let incoming = incoming as i64 * (GROWTH_FACTOR + 1) + GROWTH_FIXED;
+    Ok((pages - free) * page + reserve + incoming > soft)
 }
 
 impl SqliteStore {
@@ -151,14 +170,14 @@ impl SqliteStore {
         let path = dir.join("poststelle.db");
         let writer = open(&path).map_err(failed)?;
         writer.execute_batch(SCHEMA).map_err(failed)?;
-        let mut soft_pages = 0;
+        let mut soft_bytes = 0;
         if max_mb > 0 {
             let page: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(failed)?;
             let max_pages = (max_mb as i64 * 1024 * 1024 / page).max(16);
             writer
                 .pragma_update(None, "max_page_count", max_pages)
                 .map_err(failed)?;
-            soft_pages = (max_pages as f64 * SOFT_SHARE) as i64;
+            soft_bytes = (max_pages as f64 * page as f64 * SOFT_SHARE) as i64;
         }
         let reader = open(&path).map_err(failed)?;
         let (tx, rx) = mpsc::sync_channel::<Op>(WRITE_QUEUE);
@@ -169,7 +188,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writes: tx,
             reader: Arc::new(Mutex::new(reader)),
-            soft_pages,
+            soft_bytes,
         })
     }
 
@@ -335,7 +354,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
-        let soft = self.soft_pages;
+        let soft = self.soft_bytes;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
                 .query_row(
@@ -351,7 +370,7 @@ impl Store for SqliteStore {
                     AcceptOutcome::Conflict(id)
                 });
             }
-            if over_soft_limit(conn, soft)? {
+            if over_soft_limit(conn, soft, m.payload.len())? {
                 return Err(soft_full());
             }
             let id = new_id();
@@ -382,7 +401,7 @@ impl Store for SqliteStore {
     }
 
     async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
-        let soft = self.soft_pages;
+        let soft = self.soft_bytes;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
                 .query_row(
@@ -402,7 +421,7 @@ impl Store for SqliteStore {
                 )?;
                 return Ok(ReceiveOutcome::Duplicate(receipt));
             }
-            if over_soft_limit(conn, soft)? {
+            if over_soft_limit(conn, soft, m.envelope.len())? {
                 return Err(soft_full());
             }
             let id = new_id();
