@@ -83,7 +83,7 @@ pub struct RawAdmin {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawRelay {
-    /// Concurrent relay workers (each handles one message at a time).
+    /// Workers per kind of job (relay, open, notice, push); each handles one message at a time.
     pub workers: usize,
     /// How long a worker owns a claimed job; an expired lease is taken over after a crash.
     pub lease_seconds: u64,

@@ -282,11 +282,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         crate::admin::router(ctx.clone()),
         rx.clone(),
     ));
-    for _ in 0..workers {
-        tasks.spawn(crate::relay::run(ctx.clone(), JobKind::Relay, rx.clone()));
-    }
-    for kind in [JobKind::Open, JobKind::Notice, JobKind::Push] {
-        tasks.spawn(crate::relay::run(ctx.clone(), kind, rx.clone()));
+    // Every kind of job gets `relay.workers` workers: opening (decrypt, verify, validate) is as
+    // CPU-bound as sealing, and notices and pushes wait on the network like relays do.
+    for kind in [JobKind::Relay, JobKind::Open, JobKind::Notice, JobKind::Push] {
+        for _ in 0..workers {
+            tasks.spawn(crate::relay::run(ctx.clone(), kind, rx.clone()));
+        }
     }
     tracing::info!(node = %ctx.config.node_name, api = %api_addr, transport = %transport_addr, admin = %admin_addr, "node started");
     Ok(RunningNode {

@@ -873,4 +873,83 @@ mod tests {
         let counts = s.counts().await.unwrap();
         assert_eq!(counts, vec![(Direction::Outbound, Status::Accepted, 200)]);
     }
+
+    #[tokio::test]
+    async fn claims_skip_partners_and_leases_are_released_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.accept(outbound("u1", "d")).await.unwrap();
+        let mut other = outbound("u2", "d");
+        other.partner_node = "c".into();
+        s.accept(other).await.unwrap();
+        let lease = Duration::from_secs(60);
+        let job = s.claim(JobKind::Relay, lease, &["b".into()]).await.unwrap().unwrap();
+        assert_eq!(job.partner_node, "c", "b is skipped although its job is older");
+        assert!(s.claim(JobKind::Relay, lease, &["b".into()]).await.unwrap().is_none());
+        assert_eq!(s.release_leases().await.unwrap(), 1);
+        let again = s.claim(JobKind::Relay, lease, &[]).await.unwrap().unwrap();
+        assert_eq!(again.partner_node, "b");
+    }
+
+    #[tokio::test]
+    async fn expired_messages_fail_unless_leased_and_purge_keeps_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let AcceptOutcome::Created(free) = s.accept(outbound("u1", "d")).await.unwrap() else {
+            panic!()
+        };
+        let AcceptOutcome::Created(held) = s.accept(outbound("u2", "d")).await.unwrap() else {
+            panic!()
+        };
+        // Claim jobs until the second message's job is leased; release the first's.
+        loop {
+            let j = s
+                .claim(JobKind::Relay, Duration::from_secs(600), &[])
+                .await
+                .unwrap()
+                .unwrap();
+            if j.message_id == held {
+                break;
+            }
+            s.retry_later(j.id, now_millis() + 600_000, "partner b unreachable")
+                .await
+                .unwrap();
+        }
+        let later = now_millis() + 120_000;
+        assert_eq!(s.expire(later).await.unwrap(), vec![free.clone()]);
+        let m = s.message(&free).await.unwrap().unwrap();
+        assert_eq!(m.status, Status::Failed);
+        assert_eq!(m.error_code.as_deref(), Some("retries-exhausted"));
+        assert!(m.error_detail.unwrap().contains("partner b unreachable"));
+        assert_eq!(s.message(&held).await.unwrap().unwrap().status, Status::Accepted);
+        // Retention never removes a dead letter.
+        let p = s.purge(later + 1, later + 1).await.unwrap();
+        assert_eq!(p, Purged::default());
+        assert!(s.blob(&free, Blob::Payload).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_size_limit_refuses_new_work_as_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_with_limit(dir.path(), 1).unwrap();
+        let mut big = outbound("u0", "d");
+        big.payload = vec![b'x'; 100 * 1024];
+        let mut accepted = 0;
+        let err = loop {
+            big.xoev_uuid = format!("u{accepted}");
+            match s.accept(big.clone()).await {
+                Ok(AcceptOutcome::Created(_)) => accepted += 1,
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+            assert!(accepted < 100, "the limit never applied");
+        };
+        assert!(matches!(err, StoreError::Full), "{err:?}");
+        assert!(accepted >= 1);
+        // What was accepted is intact.
+        assert_eq!(
+            s.counts().await.unwrap(),
+            vec![(Direction::Outbound, Status::Accepted, accepted)]
+        );
+    }
 }
