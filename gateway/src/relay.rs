@@ -50,7 +50,17 @@ pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<boo
             }
             continue;
         };
-        let result = handle(&ctx, &job).await;
+        // Each attempt runs in its own task: a message that makes its handler panic costs an
+        // attempt (and, past the budget, ends as a dead letter), never a worker.
+        let attempt = {
+            let (ctx, job) = (ctx.clone(), job.clone());
+            tokio::spawn(async move { handle(&ctx, &job).await }).await
+        };
+        let result = attempt.unwrap_or_else(|e| {
+            tracing::error!(kind = kind.as_str(), message_id = %job.message_id, panic = e.is_panic(),
+                "job attempt ended abnormally");
+            Err("the attempt ended abnormally (a bug); see the node's log".into())
+        });
         drop(slot);
         match result {
             Ok(Attempt::Done) => {}

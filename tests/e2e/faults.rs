@@ -619,3 +619,26 @@ async fn payloads_are_purged_after_retention_metadata_stays() {
     assert_eq!(status, 200, "the receipt is proof and stays");
     assert!(String::from_utf8_lossy(&receipt).contains("Receipt"));
 }
+
+/// A message that makes the open worker panic (four times: as many as there are open
+/// workers) costs attempts, not workers: it is opened on the fifth and delivered once, and the
+/// messages behind it flow.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_attempt_costs_an_attempt_not_a_worker() {
+    let net = fast_net(2);
+    let _a = net.start(0).await;
+    let b = net.start_env(1, &[("FAILPOINTS", "open.before_commit=4*panic")]).await;
+    let consumer = Consumer::start(&net, 1);
+    let msgs: Vec<(String, Vec<u8>)> = (0..3).map(|_| net.message(0, 1)).collect();
+    let uuids: Vec<String> = msgs.iter().map(|m| m.0.clone()).collect();
+    let ids = submit_all(&net, 0, msgs.into_iter().map(|m| m.1).collect())
+        .await
+        .unwrap();
+    consumer.wait_for(&uuids, LONG).await;
+    all_delivered(&net, 0, &ids).await;
+    assert_eq!(consumer.counts(&uuids, &uuids), Counts::default());
+    assert!(
+        b.log_text().contains("job attempt ended abnormally"),
+        "the panics happened"
+    );
+}
