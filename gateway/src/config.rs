@@ -97,6 +97,9 @@ pub struct RawRelay {
     pub retry_window_seconds: u64,
     /// Attempts before `failed`; 0 = no limit besides the time-box.
     pub max_attempts: u32,
+    /// Attempts to open a received message (decrypt, verify, validate) before it is refused
+    /// as poison (`internal`); crashes while opening count too.
+    pub poison_attempts: u32,
     /// Messages relayed to one partner at the same time (the others wait, so one slow partner
     /// occupies at most this many workers).
     pub per_partner_concurrency: usize,
@@ -120,6 +123,7 @@ impl Default for RawRelay {
             retry_max_ms: 60_000,
             retry_window_seconds: 72 * 3600,
             max_attempts: 0,
+            poison_attempts: 20,
             per_partner_concurrency: 2,
             circuit_failures: 5,
             circuit_open_ms: 30_000,
@@ -361,6 +365,7 @@ pub struct RelaySettings {
     pub retry_max: Duration,
     pub retry_window: Duration,
     pub max_attempts: u32,
+    pub poison_attempts: u32,
     pub per_partner_concurrency: usize,
     pub circuit_failures: u32,
     pub circuit_open: Duration,
@@ -619,6 +624,7 @@ impl RawConfig {
                 retry_max: Duration::from_millis(r.retry_max_ms),
                 retry_window: Duration::from_secs(r.retry_window_seconds),
                 max_attempts: r.max_attempts,
+                poison_attempts: r.poison_attempts,
                 per_partner_concurrency: r.per_partner_concurrency,
                 circuit_failures: r.circuit_failures,
                 circuit_open: Duration::from_millis(r.circuit_open_ms),

@@ -414,6 +414,16 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     if m.status != Status::Received {
         return drop_job(ctx, job).await;
     }
+    // A poison message: opening it failed (or killed the node) this often. Attempts are counted
+    // when a job is claimed, so a crash counts too; refuse it instead of looping.
+    let limit = ctx.config.relay.poison_attempts;
+    if job.attempts > limit {
+        let p = Problem::new(
+            Code::Internal,
+            format!("opening the message failed {limit} times; it was set aside"),
+        );
+        return refuse(ctx, job, m, p).await;
+    }
     let env = ctx
         .store
         .blob(&m.id, Blob::Envelope)
@@ -494,25 +504,28 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
             }
             r
         }
-        Err(p) => {
-            tracing::warn!(message_id = %m.id, code = %p.code, "received message refused");
-            let r = apply(
-                ctx,
-                Change {
-                    message_id: m.id.clone(),
-                    finish_job: Some(job.id),
-                    expect: vec![Status::Received],
-                    status: Some(Status::Refused),
-                    error: Some((p.code.as_str().into(), p.detail.clone())),
-                    enqueue: vec![(JobKind::Notice, now_millis())],
-                    ..Change::default()
-                },
-            )
-            .await;
-            ctx.wake(JobKind::Notice);
-            r
-        }
+        Err(p) => refuse(ctx, job, m, p).await,
     }
+}
+
+/// Ends a received message as `refused` with the problem's code; a notice tells the sender.
+async fn refuse(ctx: &Ctx, job: &Job, m: &Message, p: Problem) -> Result<Attempt, String> {
+    tracing::warn!(message_id = %m.id, code = %p.code, "received message refused");
+    let r = apply(
+        ctx,
+        Change {
+            message_id: m.id.clone(),
+            finish_job: Some(job.id),
+            expect: vec![Status::Received],
+            status: Some(Status::Refused),
+            error: Some((p.code.as_str().into(), p.detail.clone())),
+            enqueue: vec![(JobKind::Notice, now_millis())],
+            ..Change::default()
+        },
+    )
+    .await;
+    ctx.wake(JobKind::Notice);
+    r
 }
 
 async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {

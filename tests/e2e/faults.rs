@@ -642,3 +642,29 @@ async fn a_panicking_attempt_costs_an_attempt_not_a_worker() {
         "the panics happened"
     );
 }
+
+/// A poison message: opening it kills the receiving node every time. Each crash counts as an
+/// attempt; past `poison_attempts` the message is refused (`internal`) instead of looping, the
+/// sender learns it, and the node keeps running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_crashes_the_receiver_is_set_aside_after_the_poison_limit() {
+    let net = fast_net(2);
+    set(&net, 1, &[("poison_attempts", "2")]);
+    let _a = net.start(0).await;
+    let fp = [("FAILPOINTS", "open.before_commit=return(abort)")];
+    let (_, body) = net.message(0, 1);
+    let id = net.client(0).submit_until_accepted(&body, LONG).await;
+    for round in 0..2 {
+        let mut b = crate::harness::NodeProc::spawn_env(net.node(1).clone(), net.dir.path(), &fp);
+        assert!(
+            b.wait_exit(Duration::from_secs(60)).await,
+            "crash {round} did not happen"
+        );
+    }
+    let b = net.start_env(1, &fp).await;
+    assert_eq!(net.client(0).wait_ended(&id, LONG).await, "rejected");
+    let (_, v) = net.client(0).get_json(&format!("/v1/messages/{id}")).await;
+    assert_eq!(v["error"]["code"], "internal", "{v}");
+    assert!(v["error"]["detail"].as_str().unwrap().contains("set aside"), "{v}");
+    assert!(b.log_text().contains("received message refused"));
+}

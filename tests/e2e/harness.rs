@@ -342,6 +342,13 @@ impl Net {
 
 impl NodeProc {
     pub async fn start_env(info: NetworkNode, log_dir: &Path, env: &[(&str, &str)]) -> NodeProc {
+        let node = Self::spawn_env(info, log_dir, env);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts the process without waiting for it to be ready (it may die at once).
+    pub fn spawn_env(info: NetworkNode, log_dir: &Path, env: &[(&str, &str)]) -> NodeProc {
         let log = log_dir.join(format!("{}.log", info.name));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -356,13 +363,11 @@ impl NodeProc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let node = NodeProc {
+        NodeProc {
             info,
             child: Some(cmd.spawn().unwrap()),
             log,
-        };
-        node.wait_ready().await;
-        node
+        }
     }
 
     /// Waits until the process ended by itself (e.g. a fail point aborted it).
