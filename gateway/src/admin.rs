@@ -17,8 +17,9 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -50,13 +51,8 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
 }
 
 fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Problem::new(Code::Unauthorized, "send Authorization: Bearer ADMIN_TOKEN"))?;
-    let expected = ctx.config.admin_token.as_bytes();
-    if token.len() == expected.len() && openssl::memcmp::eq(token.as_bytes(), expected) {
+    let token = crate::node::bearer(headers, "ADMIN_TOKEN")?;
+    if crate::node::same_secret(token, &ctx.config.admin_token) {
         Ok(())
     } else {
         Err(Problem::new(Code::Unauthorized, "wrong admin token"))
@@ -82,11 +78,19 @@ pub fn message_json(m: &Message) -> Value {
     })
 }
 
+async fn find_message(ctx: &Ctx, id: &str) -> Result<Message, Problem> {
+    ctx.store
+        .message(id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {id}")))
+}
+
 fn time_param(name: &str, v: &Option<String>) -> Result<Option<Millis>, Problem> {
     let Some(v) = v else { return Ok(None) };
-    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| Problem::new(Code::InvalidRequest, format!("{name}: {v:?} is not an RFC 3339 time")))?;
-    Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+    crate::store::parse_rfc3339(v)
+        .map(Some)
+        .ok_or_else(|| Problem::new(Code::InvalidRequest, format!("{name}: {v:?} is not an RFC 3339 time")))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,9 +133,11 @@ fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
 async fn list(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
+    // A malformed query is a problem with a code like every other rejection.
+    let Query(q) = q.map_err(|e| Problem::new(Code::InvalidRequest, e.body_text()))?;
     let items = ctx.store.list(filter_of(&q)?).await.map_err(store_problem)?;
     let list: Vec<Value> = items.iter().map(message_json).collect();
     Ok(axum::Json(json!({"messages": list})).into_response())
@@ -139,12 +145,7 @@ async fn list(
 
 async fn show(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let m = ctx
-        .store
-        .message(&id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {id}")))?;
+    let m = find_message(&ctx, &id).await?;
     let events = ctx.store.events(&id).await.map_err(store_problem)?;
     let mut v = message_json(&m);
     v["timeline"] = events
@@ -156,12 +157,7 @@ async fn show(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<St
 
 /// Sends a dead letter back to the relay with a fresh retry time-box; returns its new state.
 pub async fn retry_message(ctx: &Ctx, id: &str) -> Result<Status, Problem> {
-    let m = ctx
-        .store
-        .message(id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {id}")))?;
+    let m = find_message(ctx, id).await?;
     if m.direction != Direction::Outbound || m.status != Status::Failed {
         return Err(Problem::new(
             Code::WrongState,
@@ -218,12 +214,7 @@ async fn retry(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<S
 
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let m = ctx
-        .store
-        .message(&id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {id}")))?;
+    let m = find_message(&ctx, &id).await?;
     let cancellable = [Status::Accepted, Status::Sealed, Status::Failed];
     if m.direction != Direction::Outbound || !cancellable.contains(&m.status) {
         return Err(Problem::new(
@@ -303,24 +294,11 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
 
 async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let known: Vec<Value> = ctx
+    let known: Vec<crate::partners::Health> = ctx
         .config
         .partners
         .iter()
-        .map(|p| {
-            let h = ctx.partners.health().into_iter().find(|h| h.partner == p.node);
-            json!({
-                "partner": p.node,
-                "circuit": h.as_ref().map(|h| h.circuit).unwrap_or(crate::partners::Circuit::Closed),
-                "in_flight": h.as_ref().map(|h| h.in_flight).unwrap_or(0),
-                "consecutive_failures": h.as_ref().map(|h| h.consecutive_failures).unwrap_or(0),
-                "successes": h.as_ref().map(|h| h.successes).unwrap_or(0),
-                "failures": h.as_ref().map(|h| h.failures).unwrap_or(0),
-                "last_success": h.as_ref().and_then(|h| h.last_success).map(rfc3339),
-                "last_failure": h.as_ref().and_then(|h| h.last_failure).map(rfc3339),
-                "last_error": h.as_ref().and_then(|h| h.last_error.clone()),
-            })
-        })
+        .map(|p| ctx.partners.health_of(&p.node))
         .collect();
     Ok(axum::Json(json!({"partners": known})).into_response())
 }

@@ -88,6 +88,20 @@ pub fn store_problem(e: StoreError) -> Problem {
     }
 }
 
+/// The bearer token of a request (`Authorization: Bearer TOKEN`); `usage` names what to send.
+pub fn bearer<'h>(headers: &'h axum::http::HeaderMap, usage: &str) -> Result<&'h str, Problem> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Problem::new(Code::Unauthorized, format!("send Authorization: Bearer {usage}")))
+}
+
+/// Compares a presented secret with an expected one in constant time.
+pub fn same_secret(presented: &str, expected: &str) -> bool {
+    presented.len() == expected.len() && openssl::memcmp::eq(presented.as_bytes(), expected.as_bytes())
+}
+
 /// The folder holding the project's own schemas for this config.
 pub fn schema_root(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     match &config.schema_root {

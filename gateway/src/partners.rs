@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::store::{Millis, now_millis};
+use crate::store::{Millis, now_millis, rfc3339};
 
 /// Circuit states (as shown to operators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,18 +47,18 @@ impl State {
     }
 }
 
-/// A partner's health as operators see it.
+/// A partner's health as operators see it (times in RFC 3339).
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
     pub partner: String,
     pub circuit: Circuit,
     pub in_flight: usize,
     pub consecutive_failures: u32,
-    pub last_success: Option<Millis>,
-    pub last_failure: Option<Millis>,
-    pub last_error: Option<String>,
     pub successes: u64,
     pub failures: u64,
+    pub last_success: Option<String>,
+    pub last_failure: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// Health of every partner node.
@@ -158,26 +158,22 @@ impl Partners {
         }
     }
 
-    /// Every partner's health, by name.
-    pub fn health(&self) -> Vec<Health> {
-        let now = Instant::now();
-        let mut v: Vec<Health> = self
-            .lock()
-            .iter()
-            .map(|(p, s)| Health {
-                partner: p.clone(),
-                circuit: s.circuit(now),
-                in_flight: s.in_flight,
-                consecutive_failures: s.consecutive_failures,
-                last_success: s.last_success,
-                last_failure: s.last_failure,
-                last_error: s.last_error.clone(),
-                successes: s.successes,
-                failures: s.failures,
-            })
-            .collect();
-        v.sort_by(|a, b| a.partner.cmp(&b.partner));
-        v
+    /// One partner's health (a partner never talked to is closed, with nothing recorded).
+    pub fn health_of(&self, partner: &str) -> Health {
+        let states = self.lock();
+        let default = State::default();
+        let s = states.get(partner).unwrap_or(&default);
+        Health {
+            partner: partner.to_owned(),
+            circuit: s.circuit(Instant::now()),
+            in_flight: s.in_flight,
+            consecutive_failures: s.consecutive_failures,
+            successes: s.successes,
+            failures: s.failures,
+            last_success: s.last_success.map(rfc3339),
+            last_failure: s.last_failure.map(rfc3339),
+            last_error: s.last_error.clone(),
+        }
     }
 }
 
@@ -206,7 +202,8 @@ mod tests {
         p.success("b");
         drop(probe);
         assert!(p.skip().is_empty());
-        assert_eq!(p.health()[0].circuit, Circuit::Closed);
+        assert_eq!(p.health_of("b").circuit, Circuit::Closed);
+        assert_eq!(p.health_of("b").failures, 4);
     }
 
     #[test]

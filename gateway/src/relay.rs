@@ -297,24 +297,30 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            let reason = format!("partner {} unreachable: {}", partner.node, error_chain(&e));
-            ctx.partners.failure(&partner.node, &reason);
-            return Ok(Attempt::Retry(reason));
+            return Ok(partner_failed(
+                ctx,
+                &partner.node,
+                format!("partner {} unreachable: {}", partner.node, error_chain(&e)),
+            ));
         }
     };
     let status = response.status();
     let body = match response.bytes().await {
         Ok(b) => b,
         Err(e) => {
-            let reason = format!("reading the partner's answer failed: {e}");
-            ctx.partners.failure(&partner.node, &reason);
-            return Ok(Attempt::Retry(reason));
+            return Ok(partner_failed(
+                ctx,
+                &partner.node,
+                format!("reading the partner's answer failed: {e}"),
+            ));
         }
     };
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        let reason = format!("partner {} answered {status}", partner.node);
-        ctx.partners.failure(&partner.node, &reason);
-        return Ok(Attempt::Retry(reason));
+        return Ok(partner_failed(
+            ctx,
+            &partner.node,
+            format!("partner {} answered {status}", partner.node),
+        ));
     }
     ctx.partners.success(&partner.node);
     crate::failpoint!("relay.after_send");
@@ -370,6 +376,12 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         },
     )
     .await
+}
+
+/// A transient failure talking to a partner: counts towards its circuit, retried later.
+fn partner_failed(ctx: &Ctx, partner: &str, reason: String) -> Attempt {
+    ctx.partners.failure(partner, &reason);
+    Attempt::Retry(reason)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -511,19 +523,25 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
 /// Ends a received message as `refused` with the problem's code; a notice tells the sender.
 async fn refuse(ctx: &Ctx, job: &Job, m: &Message, p: Problem) -> Result<Attempt, String> {
     tracing::warn!(message_id = %m.id, code = %p.code, "received message refused");
-    let r = apply(
+    end_with_notice(
         ctx,
         Change {
             message_id: m.id.clone(),
             finish_job: Some(job.id),
             expect: vec![Status::Received],
             status: Some(Status::Refused),
-            error: Some((p.code.as_str().into(), p.detail.clone())),
-            enqueue: vec![(JobKind::Notice, now_millis())],
+            error: Some((p.code.as_str().into(), p.detail)),
             ..Change::default()
         },
     )
-    .await;
+    .await
+}
+
+/// Applies an inbound message's final change together with the notice job that tells the
+/// sender, and wakes the notice worker.
+async fn end_with_notice(ctx: &Ctx, mut change: Change) -> Result<Attempt, String> {
+    change.enqueue.push((JobKind::Notice, now_millis()));
+    let r = apply(ctx, change).await;
     ctx.wake(JobKind::Notice);
     r
 }
@@ -560,7 +578,7 @@ async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         Ok(r) if r.status().is_success() => {
             crate::failpoint!("push.after_callback");
             tracing::info!(message_id = %m.id, client = %client.name, "message pushed to client");
-            let r = apply(
+            end_with_notice(
                 ctx,
                 Change {
                     message_id: m.id.clone(),
@@ -568,13 +586,10 @@ async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                     expect: vec![Status::Opened],
                     status: Some(Status::Delivered),
                     detail: Some(format!("pushed to client {}", client.name)),
-                    enqueue: vec![(JobKind::Notice, now_millis())],
                     ..Change::default()
                 },
             )
-            .await;
-            ctx.wake(JobKind::Notice);
-            r
+            .await
         }
         Ok(r) => Ok(Attempt::Retry(format!("client callback answered {}", r.status()))),
         Err(e) => Ok(Attempt::Retry(format!("client callback unreachable: {e}"))),

@@ -165,8 +165,7 @@ async fn corrupt(answer: Response) -> Response {
 
 /// Whether an envelope dated `created` lies further in our future than the tolerance allows.
 fn too_far_ahead(ctx: &Ctx, created: &str) -> Option<String> {
-    let t = time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).ok()?;
-    let created_ms = (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    let created_ms = crate::store::parse_rfc3339(created)?;
     let tolerance = ctx.config.security.clock_tolerance.as_millis() as i64;
     let ahead = created_ms - now_millis();
     (ahead > tolerance).then(|| {

@@ -83,26 +83,7 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub async fn start(info: NetworkNode, log_dir: &Path) -> NodeProc {
-        let log = log_dir.join(format!("{}.log", info.name));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(&info.config)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let node = NodeProc {
-            info,
-            child: Some(child),
-            log,
-        };
-        node.wait_ready().await;
-        node
+        Self::start_env(info, log_dir, &[]).await
     }
 
     async fn wait_ready(&self) {
@@ -175,6 +156,19 @@ impl Client {
 
     /// POSTs a message with any (or no) token and any content type.
     pub async fn submit_with(&self, token: Option<&str>, content_type: &str, body: &[u8]) -> (u16, Value) {
+        let r = self.post_message(token, content_type, body).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs a message and hands back the whole response (headers included), or the
+    /// connection error.
+    pub async fn post_message(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) -> reqwest::Result<reqwest::Response> {
         let mut req = self
             .http
             .post(format!("{}/v1/messages", self.api))
@@ -183,9 +177,7 @@ impl Client {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        req.send().await
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
@@ -412,15 +404,7 @@ impl Client {
     pub async fn submit_until_accepted(&self, body: &[u8], timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let r = self
-                .http
-                .post(format!("{}/v1/messages", self.api))
-                .bearer_auth(&self.token)
-                .header("content-type", "application/xml")
-                .body(body.to_vec())
-                .send()
-                .await;
-            if let Ok(r) = r {
+            if let Ok(r) = self.post_message(Some(&self.token), "application/xml", body).await {
                 let status = r.status();
                 let v: Value = r.json().await.unwrap_or(Value::Null);
                 if status.is_success() {

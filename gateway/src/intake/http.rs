@@ -38,15 +38,11 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 
 /// The authenticated client of a request.
 fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a Client, Problem> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Problem::new(Code::Unauthorized, "send Authorization: Bearer TOKEN"))?;
+    let token = crate::node::bearer(headers, "TOKEN")?;
     ctx.config
         .clients
         .iter()
-        .find(|c| c.token.len() == token.len() && openssl::memcmp::eq(c.token.as_bytes(), token.as_bytes()))
+        .find(|c| crate::node::same_secret(token, &c.token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "unknown token"))
 }
 

@@ -87,9 +87,15 @@ CREATE INDEX IF NOT EXISTS jobs_message ON jobs(message_id);
 pub struct SqliteStore {
     writes: mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
-    /// New work is refused when it would take the store past this many bytes (90 % of the
-    /// size limit), counting the room every message in flight still needs; 0: no limit.
-    soft_bytes: i64,
+    soft: SoftLimit,
+}
+
+/// New work is refused when it would take the store past `bytes` (90 % of the size limit),
+/// counting the room every message in flight still needs; `bytes == 0`: no limit.
+#[derive(Debug, Clone, Copy, Default)]
+struct SoftLimit {
+    bytes: i64,
+    page_size: i64,
 }
 
 /// Share of the size limit new work may fill; the rest is slack for estimates.
@@ -139,11 +145,10 @@ fn soft_full() -> rusqlite::Error {
 /// once every message still in flight has grown (0: never). The reserve keeps room for work
 /// already accepted, so a store at its limit refuses new work but never stalls. Costs one
 /// scan of the messages in flight per intake, so only with a size limit.
-fn over_soft_limit(conn: &Connection, soft: i64, incoming: usize) -> rusqlite::Result<bool> {
-    if soft == 0 {
+fn over_soft_limit(conn: &Connection, soft: SoftLimit, incoming: usize) -> rusqlite::Result<bool> {
+    if soft.bytes == 0 {
         return Ok(false);
     }
-    let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let (n, bytes): (i64, i64) = conn.query_row(
@@ -155,7 +160,7 @@ fn over_soft_limit(conn: &Connection, soft: i64, incoming: usize) -> rusqlite::R
     )?;
     let reserve = bytes * GROWTH_FACTOR + n * GROWTH_FIXED;
     let incoming = incoming as i64 * (GROWTH_FACTOR + 1) + GROWTH_FIXED;
-    Ok((pages - free) * page + reserve + incoming > soft)
+    Ok((pages - free) * soft.page_size + reserve + incoming > soft.bytes)
 }
 
 impl SqliteStore {
@@ -170,14 +175,17 @@ impl SqliteStore {
         let path = dir.join("poststelle.db");
         let writer = open(&path).map_err(failed)?;
         writer.execute_batch(SCHEMA).map_err(failed)?;
-        let mut soft_bytes = 0;
+        let mut soft = SoftLimit::default();
         if max_mb > 0 {
             let page: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(failed)?;
             let max_pages = (max_mb as i64 * 1024 * 1024 / page).max(16);
             writer
                 .pragma_update(None, "max_page_count", max_pages)
                 .map_err(failed)?;
-            soft_bytes = (max_pages as f64 * page as f64 * SOFT_SHARE) as i64;
+            soft = SoftLimit {
+                bytes: (max_pages as f64 * page as f64 * SOFT_SHARE) as i64,
+                page_size: page,
+            };
         }
         let reader = open(&path).map_err(failed)?;
         let (tx, rx) = mpsc::sync_channel::<Op>(WRITE_QUEUE);
@@ -188,7 +196,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writes: tx,
             reader: Arc::new(Mutex::new(reader)),
-            soft_bytes,
+            soft,
         })
     }
 
@@ -354,7 +362,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
-        let soft = self.soft_bytes;
+        let soft = self.soft;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
                 .query_row(
@@ -401,7 +409,7 @@ impl Store for SqliteStore {
     }
 
     async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
-        let soft = self.soft_bytes;
+        let soft = self.soft;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
                 .query_row(
