@@ -338,7 +338,9 @@ async fn client_retries_are_delivered_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn full_store_refuses_new_work_and_loses_nothing() {
     let net = fast_net(2);
-    set(&net, 0, &[("max_size_mb", "1")]);
+    // About 90 KiB of room per message in flight (its ~19 KiB plus the reserve for its growth),
+    // so 2 MiB takes some twenty before refusing.
+    set(&net, 0, &[("max_size_mb", "2")]);
     let _a = net.start(0).await;
     let client = net.client(0);
     let mut accepted = Vec::new();

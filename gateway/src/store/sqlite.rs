@@ -152,7 +152,7 @@ fn over_soft_limit(conn: &Connection, soft: SoftLimit, incoming: usize) -> rusql
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let (n, bytes): (i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(LENGTH(b.data)), 0) FROM messages m
+        "SELECT COUNT(DISTINCT m.id), COALESCE(SUM(LENGTH(b.data)), 0) FROM messages m
          JOIN blobs b ON b.message_id = m.id AND b.kind IN ('payload', 'envelope')
          WHERE m.status NOT IN ('delivered', 'rejected', 'refused', 'cancelled', 'failed')",
         [],
