@@ -1,4 +1,5 @@
-//! Embeds the project's own schemas (`xsd/`) and demo fixtures (`fixtures/messages/`) into the
+//! Embeds the project's own schemas (`xsd/`), demo fixtures (`fixtures/messages/`) and the demo
+//! standard's adapter manifest (`manifests/xumzug-1.0/`) into the
 //! binary, so that `poststelle demo` and `poststelle serve` without a config work from any folder.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for sub in ["xsd", "fixtures/messages"] {
+    for sub in ["xsd", "fixtures/messages", "manifests/xumzug-1.0"] {
         println!("cargo:rerun-if-changed=../{sub}");
         walk(&root.join(sub), &mut files);
     }

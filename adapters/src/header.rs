@@ -13,11 +13,104 @@ use crate::Header;
 /// Where the routing fields live in a standard's header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderPaths {
-    pub message_uuid: String,
+    /// The message id. One path: its value is the message UUID. Several paths (for standards
+    /// whose header has no per-message id, such as xdomea's `ProzessID` shared by every message
+    /// of a process): the id is the UUID v5 of their values, so that a retry of the same message
+    /// gets the same id and two messages of one process do not.
+    pub message_uuid: Vec<String>,
     pub type_code: Option<String>,
-    pub author: String,
-    pub reader: String,
+    pub author: Party,
+    pub reader: Party,
 }
+
+/// Where an authority identifier lives and how its DVDV prefix is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    /// Paths tried in order; the first non-empty value wins (e.g. the alternatives of a choice).
+    pub paths: Vec<String>,
+    pub prefix: Prefix,
+}
+
+/// The DVDV prefix of an authority identifier (`prefix:kennung`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prefix {
+    /// The value already reads `prefix:kennung` (XÖV g2g `kennung`).
+    InValue,
+    /// A fixed prefix for a standard whose header names authorities without one.
+    Fixed(String),
+    /// A separate header element holds the prefix (XInneres `praefix`, xdomea `Praefix/code`).
+    Path(String),
+}
+
+impl Party {
+    /// A party read from one path whose value is already `prefix:kennung`.
+    pub fn at(path: &str) -> Self {
+        Self {
+            paths: vec![path.to_owned()],
+            prefix: Prefix::InValue,
+        }
+    }
+
+    fn all_paths(&self) -> impl Iterator<Item = &str> {
+        let prefix = match &self.prefix {
+            Prefix::Path(p) => Some(p.as_str()),
+            _ => None,
+        };
+        self.paths.iter().map(String::as_str).chain(prefix)
+    }
+}
+
+impl HeaderPaths {
+    /// Every path this mapping reads.
+    pub fn all_paths(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .message_uuid
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != ROOT_TOKEN)
+            .collect();
+        v.extend(self.type_code.as_deref());
+        v.extend(self.author.all_paths());
+        v.extend(self.reader.all_paths());
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// In `message_id`, stands for the root element's qualified name, `{namespace}local` (the
+/// message's name and its standard's version in XÖV).
+pub const ROOT_TOKEN: &str = "{root}";
+
+fn root_name(xml: &[u8]) -> Result<String, HeaderError> {
+    let mut reader = Reader::from_reader(xml);
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                // The root's namespace is declared on the root itself: nothing encloses it.
+                let declaration = match e.name().prefix() {
+                    Some(p) => format!("xmlns:{}", String::from_utf8_lossy(p.as_ref())),
+                    None => "xmlns".to_owned(),
+                };
+                let namespace = e
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == declaration.as_bytes())
+                    .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+                    .unwrap_or_default();
+                let local = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                return Ok(format!("{{{namespace}}}{local}"));
+            }
+            Ok(Event::Eof) => return Err(HeaderError::Unreadable("no root element".into())),
+            Err(e) => return Err(HeaderError::Unreadable(e.to_string())),
+            Ok(_) => buf.clear(),
+        }
+    }
+}
+
+/// Namespace of the UUID v5 message ids derived from several header fields.
+const DERIVED_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x8c1b_5e0e_6a4f_4d57_9a51_2f0c_7d3e_b4a1);
 
 /// Why a header could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,15 +127,7 @@ pub enum HeaderError {
 
 /// Extracts the routing header following `paths`.
 pub fn extract_header(xml: &[u8], paths: &HeaderPaths) -> Result<Header, HeaderError> {
-    let wanted: Vec<&str> = [
-        Some(paths.message_uuid.as_str()),
-        paths.type_code.as_deref(),
-        Some(paths.author.as_str()),
-        Some(paths.reader.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let wanted = paths.all_paths();
     let found = find_paths(xml, &wanted)?;
     let get = |p: &str| -> Option<String> {
         wanted
@@ -52,19 +137,48 @@ pub fn extract_header(xml: &[u8], paths: &HeaderPaths) -> Result<Header, HeaderE
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
     };
-    let message_uuid = get(&paths.message_uuid)
-        .ok_or_else(|| HeaderError::Missing(paths.message_uuid.clone()))?
-        .to_ascii_lowercase();
-    if !is_uuid(&message_uuid) {
-        return Err(HeaderError::Invalid {
-            field: paths.message_uuid.clone(),
-            reason: "not a UUID".into(),
-        });
-    }
-    let author = get(&paths.author).ok_or_else(|| HeaderError::Missing(paths.author.clone()))?;
-    check_authority(&paths.author, &author)?;
-    let reader = get(&paths.reader).ok_or_else(|| HeaderError::Missing(paths.reader.clone()))?;
-    check_authority(&paths.reader, &reader)?;
+    let message_uuid = match paths.message_uuid.as_slice() {
+        [one] => {
+            let id = get(one)
+                .ok_or_else(|| HeaderError::Missing(one.clone()))?
+                .to_ascii_lowercase();
+            if !is_uuid(&id) {
+                return Err(HeaderError::Invalid {
+                    field: one.clone(),
+                    reason: "not a UUID".into(),
+                });
+            }
+            id
+        }
+        several => {
+            let mut parts = Vec::with_capacity(several.len());
+            for p in several {
+                parts.push(if p == ROOT_TOKEN {
+                    root_name(xml)?
+                } else {
+                    get(p).ok_or_else(|| HeaderError::Missing(p.clone()))?
+                });
+            }
+            uuid::Uuid::new_v5(&DERIVED_ID_NAMESPACE, parts.join("\n").as_bytes()).to_string()
+        }
+    };
+    let party = |party: &Party| -> Result<String, HeaderError> {
+        let first = party.paths.first().cloned().unwrap_or_default();
+        let value = party
+            .paths
+            .iter()
+            .find_map(|p| get(p))
+            .ok_or_else(|| HeaderError::Missing(party.paths.join(" | ")))?;
+        let value = match &party.prefix {
+            Prefix::InValue => value,
+            Prefix::Fixed(prefix) => format!("{prefix}:{value}"),
+            Prefix::Path(p) => format!("{}:{value}", get(p).ok_or_else(|| HeaderError::Missing(p.clone()))?),
+        };
+        check_authority(&first, &value)?;
+        Ok(value)
+    };
+    let author = party(&paths.author)?;
+    let reader = party(&paths.reader)?;
     let type_code = match &paths.type_code {
         Some(p) => Some(get(p).ok_or_else(|| HeaderError::Missing(p.clone()))?),
         None => None,
@@ -112,6 +226,23 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
+/// The character an entity or character reference stands for (only the five predefined
+/// entities exist: documents with a DOCTYPE never get this far).
+pub(crate) fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<char, String> {
+    if let Some(c) = r.resolve_char_ref().map_err(|e| e.to_string())? {
+        return Ok(c);
+    }
+    let name: &[u8] = r;
+    match name {
+        b"amp" => Ok('&'),
+        b"lt" => Ok('<'),
+        b"gt" => Ok('>'),
+        b"quot" => Ok('"'),
+        b"apos" => Ok('\''),
+        other => Err(format!("unknown entity &{};", String::from_utf8_lossy(other))),
+    }
+}
+
 /// Returns the text of the first element at each path (below the root), for any caller that
 /// needs a few fields of a small, schema-validated document.
 pub fn find_paths(xml: &[u8], wanted: &[&str]) -> Result<Vec<Option<String>>, HeaderError> {
@@ -151,23 +282,7 @@ pub fn find_paths(xml: &[u8], wanted: &[&str]) -> Result<Vec<Option<String>>, He
             }
             Event::GeneralRef(r) => {
                 if let Some((_, text)) = collecting.as_mut() {
-                    if let Some(c) = r
-                        .resolve_char_ref()
-                        .map_err(|e| HeaderError::Unreadable(e.to_string()))?
-                    {
-                        text.push(c);
-                    } else {
-                        let name = String::from_utf8_lossy(&r).into_owned();
-                        let c = match name.as_str() {
-                            "amp" => '&',
-                            "lt" => '<',
-                            "gt" => '>',
-                            "quot" => '"',
-                            "apos" => '\'',
-                            _ => return Err(HeaderError::Unreadable(format!("unknown entity &{name};"))),
-                        };
-                        text.push(c);
-                    }
+                    text.push(resolve_ref(&r).map_err(HeaderError::Unreadable)?);
                 }
             }
             Event::End(_) => {
@@ -244,5 +359,48 @@ mod tests {
             extract_header(bad_authority.as_bytes(), &g2g_header_paths()),
             Err(HeaderError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn applies_prefix_rules_and_derives_ids_from_several_fields() {
+        let doc = r#"<K><Kopf><ProzessID>p-1</ProzessID><Typ><code>0503</code></Typ>
+            <Abs><Praefix><code>psw</code></Praefix><Kennung><code>LATh</code></Kennung></Abs>
+            <Empf><sonstige>Gericht</sonstige></Empf></Kopf></K>"#;
+        let paths = HeaderPaths {
+            message_uuid: vec!["Kopf/ProzessID".into(), ROOT_TOKEN.into()],
+            type_code: Some("Kopf/Typ/code".into()),
+            author: Party {
+                paths: vec!["Kopf/Abs/Kennung/code".into()],
+                prefix: Prefix::Path("Kopf/Abs/Praefix/code".into()),
+            },
+            reader: Party {
+                paths: vec!["Kopf/Empf/gericht/code".into(), "Kopf/Empf/sonstige".into()],
+                prefix: Prefix::Fixed("xjustiz".into()),
+            },
+        };
+        let h = extract_header(doc.as_bytes(), &paths).unwrap();
+        assert_eq!((h.author.as_str(), h.reader.as_str()), ("psw:LATh", "xjustiz:Gericht"));
+        assert!(is_uuid(&h.message_uuid));
+        let other_type = doc.replace("<K>", "<L>").replace("</K>", "</L>");
+        let h2 = extract_header(other_type.as_bytes(), &paths).unwrap();
+        assert_ne!(
+            h.message_uuid, h2.message_uuid,
+            "two messages of one process need two ids"
+        );
+        assert_eq!(
+            extract_header(doc.as_bytes(), &paths).unwrap().message_uuid,
+            h.message_uuid
+        );
+        let other_version = doc.replace("<K>", "<K xmlns=\"urn:v2\">");
+        let h3 = extract_header(other_version.as_bytes(), &paths).unwrap();
+        assert_ne!(
+            h.message_uuid, h3.message_uuid,
+            "the same message in another version is another message"
+        );
+        let no_prefix = doc.replace("<Praefix><code>psw</code></Praefix>", "");
+        assert_eq!(
+            extract_header(no_prefix.as_bytes(), &paths),
+            Err(HeaderError::Missing("Kopf/Abs/Praefix/code".into()))
+        );
     }
 }

@@ -6,10 +6,14 @@
 //! no validation itself — the gateway compiles the named schemas with libxml2 on its own threads.
 //! It knows nothing about HTTP, stores, partners or cryptography.
 
+mod codelist;
 mod header;
+pub mod manifest;
 mod registry;
 
-pub use header::{HeaderError, HeaderPaths, extract_header, find_paths, is_authority};
+pub use codelist::{CodeList, CodeListBinding, CodeListError};
+pub use header::{HeaderError, HeaderPaths, Party, Prefix, extract_header, find_paths, is_authority};
+pub use manifest::{Manifest, ManifestError, Roots};
 pub use registry::{Registry, RegistryError};
 
 use std::fmt;
@@ -108,6 +112,29 @@ pub struct SchemaSet {
     pub catalogs: Vec<PathBuf>,
 }
 
+/// Stylesheets (XSLT 1.0) that map a legacy format to a standard and back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transforms {
+    /// Applied on intake to a document this adapter identifies; the result is identified and
+    /// validated again like any input (it must belong to an adapter without an inbound transform).
+    pub inbound: Option<PathBuf>,
+    /// Applied on delivery to a client configured to receive this adapter's format.
+    pub outbound: Option<PathBuf>,
+}
+
+static NO_TRANSFORMS: Transforms = Transforms {
+    inbound: None,
+    outbound: None,
+};
+
+/// A finding of a check beyond the schema, positioned like a schema error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
 /// One family of message types (usually one standard in one version).
 ///
 /// Optional behaviour lives in methods with documented defaults, so that a simple adapter only
@@ -137,21 +164,39 @@ pub trait Adapter: Send + Sync + fmt::Debug {
             _ => Ok(()),
         }
     }
+
+    /// Checks of a schema-valid document beyond its schema, reported like schema errors (with
+    /// line and column). By default none; manifest adapters check their code lists here.
+    fn check_document(&self, _xml: &[u8]) -> Vec<Finding> {
+        Vec::new()
+    }
+
+    /// Legacy ↔ standard stylesheets. By default none.
+    fn transforms(&self) -> &Transforms {
+        &NO_TRANSFORMS
+    }
 }
 
-/// An adapter described by data: a namespace, root-name patterns, a schema set and header paths.
-/// Both built-in adapters are of this kind; manifest files will produce the same struct.
+/// An adapter described by data: a namespace, root-name patterns, a schema set, header paths,
+/// code lists and transforms. Every adapter the gateway ships is one, loaded from an
+/// `adapter.toml` manifest (see [`manifest`]).
 #[derive(Debug, Clone)]
 pub struct PathAdapter {
     pub name: String,
     pub standard: String,
     pub version: String,
-    /// The namespace every root element of this standard lives in.
-    pub namespace: String,
-    /// Root local names accepted; empty = every root in `namespace` (XÖV names messages by their root).
+    /// The namespace every root element of this adapter lives in (`None`: no namespace, as in
+    /// many legacy formats).
+    pub namespace: Option<String>,
+    /// Root local names accepted, `*` matching any run of characters; empty = every root in
+    /// `namespace` (XÖV names messages by their root).
     pub roots: Vec<String>,
     pub schema: SchemaSet,
-    pub header: HeaderPaths,
+    /// Where the routing header lives; `None` for a legacy format, whose header is read from the
+    /// standard message its inbound transform produces.
+    pub header: Option<HeaderPaths>,
+    pub codelists: Vec<CodeListBinding>,
+    pub transforms: Transforms,
 }
 
 impl Adapter for PathAdapter {
@@ -160,10 +205,10 @@ impl Adapter for PathAdapter {
     }
 
     fn identify(&self, root: &RootName) -> Option<MessageType> {
-        if root.namespace.as_deref() != Some(self.namespace.as_str()) {
+        if root.namespace != self.namespace {
             return None;
         }
-        if !self.roots.is_empty() && !self.roots.iter().any(|r| r == &root.local) {
+        if !self.roots.is_empty() && !self.roots.iter().any(|r| glob_match(r, &root.local)) {
             return None;
         }
         Some(MessageType {
@@ -178,53 +223,52 @@ impl Adapter for PathAdapter {
     }
 
     fn extract_header(&self, xml: &[u8]) -> Result<Header, HeaderError> {
-        extract_header(xml, &self.header)
+        match &self.header {
+            Some(paths) => extract_header(xml, paths),
+            None => Err(HeaderError::Unreadable(format!(
+                "{} is a legacy format without a header of its own; its inbound transform must run first",
+                self.name
+            ))),
+        }
     }
+
+    fn check_document(&self, xml: &[u8]) -> Vec<Finding> {
+        codelist::check(xml, &self.codelists)
+    }
+
+    fn transforms(&self) -> &Transforms {
+        &self.transforms
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// The header paths of an XÖV g2g 1.1 (`nachrichtenkopf.g2g`) header, qualified or not.
 /// The project's demo standard uses the same shape.
 pub fn g2g_header_paths() -> HeaderPaths {
     HeaderPaths {
-        message_uuid: "nachrichtenkopf.g2g/identifikation.nachricht/nachrichtenUUID".into(),
+        message_uuid: vec!["nachrichtenkopf.g2g/identifikation.nachricht/nachrichtenUUID".into()],
         type_code: Some("nachrichtenkopf.g2g/identifikation.nachricht/nachrichtentyp/code".into()),
-        author: "nachrichtenkopf.g2g/autor/kennung".into(),
-        reader: "nachrichtenkopf.g2g/leser/kennung".into(),
-    }
-}
-
-/// The project's own demo standard, XUmzug 1.0 (registration office: a person moves), whose
-/// schemas live in the project's `xsd/xumzug-1.0/`.
-pub fn xumzug(schema_root: &std::path::Path) -> PathAdapter {
-    PathAdapter {
-        name: "xumzug-1.0".into(),
-        standard: "xumzug".into(),
-        version: "1.0".into(),
-        namespace: "urn:poststelle:demo:xumzug:1.0".into(),
-        roots: Vec::new(),
-        schema: SchemaSet {
-            entry: schema_root.join("xumzug-1.0").join("xumzug.xsd"),
-            catalogs: Vec::new(),
-        },
-        header: g2g_header_paths(),
-    }
-}
-
-/// XBeteiligung 1.2 (XLeitstelle) with the XÖV g2g 1.1 header. `schema_dir` is the folder holding
-/// the official `xbeteiligung.xsd` and its local imports (obtained from XRepository, never copied
-/// into this project).
-pub fn xbeteiligung_1_2(schema_dir: &std::path::Path, catalogs: Vec<PathBuf>) -> PathAdapter {
-    PathAdapter {
-        name: "xbeteiligung-1.2".into(),
-        standard: "xbeteiligung".into(),
-        version: "1.2".into(),
-        namespace: "https://www.xleitstelle.de/xbeteiligung/12".into(),
-        roots: Vec::new(),
-        schema: SchemaSet {
-            entry: schema_dir.join("xbeteiligung.xsd"),
-            catalogs,
-        },
-        header: g2g_header_paths(),
+        author: Party::at("nachrichtenkopf.g2g/autor/kennung"),
+        reader: Party::at("nachrichtenkopf.g2g/leser/kennung"),
     }
 }
 
@@ -247,8 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn root_patterns_match_with_stars() {
+        assert!(glob_match("Aussonderung.*", "Aussonderung.Aussonderung.0503"));
+        assert!(!glob_match("Aussonderung.*", "Abgabe.Abgabe.0401"));
+        assert!(glob_match(
+            "*.0005005",
+            "nachricht.gds.uebermittlungSchriftgutobjekte.0005005"
+        ));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXcYYb"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
     fn default_check_refuses_a_mismatched_type_code() {
-        let a = xumzug(std::path::Path::new("xsd"));
+        let a = PathAdapter {
+            name: "xumzug-1.0".into(),
+            standard: "xumzug".into(),
+            version: "1.0".into(),
+            namespace: Some("urn:poststelle:demo:xumzug:1.0".into()),
+            roots: Vec::new(),
+            schema: SchemaSet {
+                entry: "xumzug.xsd".into(),
+                catalogs: Vec::new(),
+            },
+            header: Some(g2g_header_paths()),
+            codelists: Vec::new(),
+            transforms: Transforms::default(),
+        };
         let t = a
             .identify(&RootName {
                 namespace: Some("urn:poststelle:demo:xumzug:1.0".into()),

@@ -55,6 +55,7 @@ fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
     if crate::node::same_secret(token, &ctx.config.admin_token) {
         Ok(())
     } else {
+        ctx.audit.note("anonymous", "admin-unauthorized", json!({}));
         Err(Problem::new(Code::Unauthorized, "wrong admin token"))
     }
 }
@@ -208,13 +209,31 @@ fn direction_name(d: Direction) -> &'static str {
 
 async fn retry(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let status = retry_message(&ctx, &id).await?;
+    let result = retry_message(&ctx, &id).await;
+    ctx.audit.note("admin", "retry", outcome(&id, &result));
+    let status = result?;
     Ok(axum::Json(json!({"id": id, "status": status})).into_response())
+}
+
+/// An audit entry's fields for an operator action on one message: the id and what came of it.
+fn outcome<T>(id: &str, result: &Result<T, Problem>) -> Value {
+    match result {
+        Ok(_) => json!({"message_id": id, "outcome": "ok"}),
+        Err(p) => json!({"message_id": id, "outcome": p.code.as_str()}),
+    }
 }
 
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let m = find_message(&ctx, &id).await?;
+    let result = cancel_message(&ctx, &id).await;
+    ctx.audit.note("admin", "cancel", outcome(&id, &result));
+    result?;
+    Ok(axum::Json(json!({"id": id, "status": Status::Cancelled})).into_response())
+}
+
+async fn cancel_message(ctx: &Ctx, id: &str) -> Result<(), Problem> {
+    let id = id.to_owned();
+    let m = find_message(ctx, &id).await?;
     let cancellable = [Status::Accepted, Status::Sealed, Status::Failed];
     if m.direction != Direction::Outbound || !cancellable.contains(&m.status) {
         return Err(Problem::new(
@@ -246,7 +265,7 @@ async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<
         ));
     }
     tracing::info!(message_id = %id, "operator cancel");
-    Ok(axum::Json(json!({"id": id, "status": Status::Cancelled})).into_response())
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +308,11 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
             Err(p) => skipped.push(json!({"id": m.id, "reason": p.detail})),
         }
     }
+    ctx.audit.note(
+        "admin",
+        "dlq-replay",
+        json!({"replayed": replayed.len(), "skipped": skipped.len()}),
+    );
     Ok(axum::Json(json!({"replayed": replayed, "skipped": skipped})).into_response())
 }
 

@@ -1,9 +1,8 @@
 //! The command line (`poststelle …`): parses arguments, sets up tracing, runs, maps to exit codes.
 //! `anyhow` stops here; everything below returns typed errors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -37,18 +36,24 @@ enum Command {
     /// Check a config file and print every problem at once.
     CheckConfig { file: PathBuf },
     /// Validate messages offline: `file: valid (type)` or `file:LINE:COL: reason` per error.
+    /// Exit 0: all valid; 1: some invalid; 2: usage or setup error.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Folder with the official XBeteiligung 1.2 schemas (xbeteiligung.xsd).
+        /// Adapter directories (each with an adapter.toml) to load besides the built-in demo standard.
+        #[arg(long = "adapters")]
+        adapters: Vec<PathBuf>,
+        /// The folder that `{xoev}/` in manifests stands for (the official schemas).
         #[arg(long)]
-        xbeteiligung: Option<PathBuf>,
-        /// OASIS XML catalog(s) for remote schema imports.
-        #[arg(long = "catalog")]
-        catalogs: Vec<PathBuf>,
+        xoev_root: Option<PathBuf>,
         /// Machine-readable output, one JSON object per file.
         #[arg(long)]
         json: bool,
+    },
+    /// Adapter developers: scaffold an adapter, or run its conformance checks.
+    Adapter {
+        #[command(subcommand)]
+        command: AdapterCommand,
     },
     /// XML Signature and Encryption on files (the node's own implementation and profile).
     Xml {
@@ -82,8 +87,40 @@ enum Command {
         #[command(flatten)]
         target: crate::ops::Target,
     },
+    /// The audit log: `audit verify FILE` recomputes its hash chain (exit 0 intact, 1 broken).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Load generator against a network (throughput, latency, lost/duplicated counters).
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify a node's audit log (`<data_dir>/audit.log`); names the first edited or deleted line.
+    Verify { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdapterCommand {
+    /// Write a new adapter directory with a commented manifest and fixture folders.
+    New {
+        name: String,
+        /// Where to create it (default: the current folder).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Conformance checks: schemas compile offline, valid fixtures validate with every header
+    /// field, invalid fixtures fail with the error their sidecar names, transforms round-trip.
+    /// Exit 0: all pass; 1: a check failed; 2: an adapter does not load.
+    Check {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The folder that `{xoev}/` in manifests stands for (the official schemas).
+        #[arg(long)]
+        xoev_root: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +130,9 @@ enum NetworkCommand {
         dir: PathBuf,
         #[arg(long, default_value_t = 2)]
         nodes: usize,
+        /// A RabbitMQ broker (amqp://…): every client gets an intake and an inbox queue.
+        #[arg(long)]
+        amqp: Option<String>,
     },
 }
 
@@ -131,9 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Xml { command } => Ok(crate::xmlsec::tool::run(command)),
         Command::Network {
-            command: NetworkCommand::Init { dir, nodes },
+            command: NetworkCommand::Init { dir, nodes, amqp },
         } => {
-            let net = crate::network::init(&dir, nodes, false)?;
+            let net = crate::network::init_with(&dir, nodes, false, amqp.as_deref())?;
             for n in &net.nodes {
                 println!(
                     "node {}: api {}  admin {}  config {}",
@@ -183,13 +223,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate {
             files,
-            xbeteiligung,
-            catalogs,
+            adapters,
+            xoev_root,
             json,
-        } => validate(&files, xbeteiligung, catalogs, json),
+        } => validate(&files, &adapters, xoev_root, json),
+        Command::Adapter {
+            command: AdapterCommand::New { name, dir },
+        } => {
+            let dir = crate::adapter_tools::scaffold(&dir, &name)?;
+            println!("wrote {}", dir.join(adapters::manifest::FILE).display());
+            println!(
+                "next: put the schemas into {}/schema, fixtures into fixtures/valid and fixtures/invalid,",
+                dir.display()
+            );
+            println!(
+                "      edit the manifest, then run: poststelle adapter check {}",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Adapter {
+            command: AdapterCommand::Check { dirs, xoev_root },
+        } => adapter_check(&dirs, xoev_root),
         Command::Send { files, node, token, ca } => runtime()?.block_on(send(files, node, token, ca)),
         Command::Messages { command, target } => runtime()?.block_on(crate::ops::messages(target, command)),
         Command::Dlq { command, target } => runtime()?.block_on(crate::ops::dlq(target, command)),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => match crate::audit::verify(&file) {
+            Ok(v) => {
+                println!("{}: intact, {} entries", file.display(), v.entries);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(b) => {
+                println!("{}:{}: broken: {}", file.display(), b.line, b.reason);
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Bench(args) => {
             init_tracing("error");
             runtime()?.block_on(crate::bench::run(args))
@@ -220,84 +290,111 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn validate(
-    files: &[PathBuf],
-    xbeteiligung: Option<PathBuf>,
-    catalogs: Vec<PathBuf>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let schemas = tempfile::tempdir()?;
-    let root = crate::embedded::write_schemas(schemas.path())?;
-    let mut registry = adapters::Registry::new();
-    registry.register(Arc::new(adapters::xumzug(&root)))?;
-    if let Some(dir) = xbeteiligung {
-        registry.register(Arc::new(adapters::xbeteiligung_1_2(&dir, catalogs)))?;
-    }
-    for a in registry.adapters() {
-        if let Err(e) = crate::xml::validate::compile_on_this_thread(a.schema()) {
-            eprintln!("poststelle: adapter {}: {e}", a.name());
+type Loaded = Result<(adapters::Registry, Vec<adapters::Manifest>), Vec<String>>;
+
+/// The built-in adapters plus `dirs`, loaded offline; the temporary folder holds the embedded
+/// schemas and must live as long as the registry is used.
+fn offline_registry(
+    dirs: &[PathBuf],
+    xoev_root: Option<PathBuf>,
+    with_fixtures: bool,
+) -> anyhow::Result<(tempfile::TempDir, Loaded)> {
+    let scratch = tempfile::tempdir()?;
+    let root = crate::embedded::write_schemas(&scratch.path().join("schemas"))?;
+    let builtin = crate::embedded::write_builtin_adapters(&scratch.path().join("adapters"))?;
+    let dirs: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
+        .collect();
+    let roots = adapters::Roots {
+        xoev: xoev_root.map(|r| std::path::absolute(&r).unwrap_or(r)),
+        schemas: Some(root),
+    };
+    let loaded = crate::adapter_tools::load_registry(&builtin, &dirs, &roots, with_fixtures);
+    Ok((scratch, loaded))
+}
+
+fn validate(files: &[PathBuf], dirs: &[PathBuf], xoev_root: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let (_scratch, loaded) = offline_registry(dirs, xoev_root, false)?;
+    let registry = match loaded {
+        Ok((registry, _)) => registry,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("poststelle: {p}");
+            }
             return Ok(ExitCode::from(2));
         }
-    }
-    let limits = crate::xml::prescan::Limits::default();
+    };
     let mut all_valid = true;
+    let mut unreadable = false;
     for file in files {
-        let result = validate_one(&registry, &limits, file);
         let name = file.display().to_string();
+        let result = std::fs::read(file)
+            .map_err(|e| {
+                unreadable = true;
+                crate::problem::Problem::new(crate::problem::Code::NotFound, format!("cannot read: {e}"))
+            })
+            .and_then(|bytes| crate::adapter_tools::check_document(&registry, &bytes, false));
         match result {
-            Ok(t) => {
+            Ok(a) => {
+                let t = a.message_type.to_string();
                 if json {
-                    println!("{}", serde_json::json!({"file": name, "valid": true, "type": t}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": name, "valid": true, "type": t, "warning": a.warning})
+                    );
                 } else {
                     println!("{name}: valid ({t})");
+                    if let Some(w) = a.warning {
+                        println!("{name}: warning: {w}");
+                    }
                 }
             }
             Err(p) => {
                 all_valid = false;
                 if json {
                     println!("{}", serde_json::json!({"file": name, "valid": false, "problem": p}));
-                } else if p.errors.is_empty() {
-                    println!("{name}: {}: {}", p.code, p.detail);
                 } else {
-                    for e in &p.errors {
-                        println!(
-                            "{name}:{}:{}: {}: {}",
-                            e.line.unwrap_or(0),
-                            e.column.unwrap_or(0),
-                            p.code,
-                            e.message
-                        );
+                    for line in crate::adapter_tools::problem_lines(&name, &p) {
+                        println!("{line}");
                     }
                 }
             }
         }
     }
-    Ok(if all_valid {
+    Ok(if unreadable {
+        ExitCode::from(2)
+    } else if all_valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-fn validate_one(
-    registry: &adapters::Registry,
-    limits: &crate::xml::prescan::Limits,
-    file: &Path,
-) -> Result<String, crate::problem::Problem> {
-    use crate::problem::{Code, Problem};
-    let bytes = std::fs::read(file).map_err(|e| Problem::new(Code::NotFound, format!("cannot read: {e}")))?;
-    let scan = crate::xml::prescan::prescan(&bytes, limits)?;
-    let (adapter, t) = registry
-        .identify(&scan.root)
-        .ok_or_else(|| Problem::new(Code::UnknownMessageType, format!("no adapter handles {}", scan.root)))?;
-    crate::xml::validate::validate_on_this_thread(adapter.schema(), &bytes).map_err(|f| f.into_problem())?;
-    let h = adapter
-        .extract_header(&bytes)
-        .map_err(|e| Problem::new(Code::HeaderInvalid, e.to_string()))?;
-    adapter
-        .check_header(&t, &h)
-        .map_err(|e| Problem::new(Code::HeaderInvalid, e.to_string()))?;
-    Ok(t.to_string())
+fn adapter_check(dirs: &[PathBuf], xoev_root: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (_scratch, loaded) = offline_registry(dirs, xoev_root, true)?;
+    let (registry, manifests) = match loaded {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in problems {
+                println!("FAIL {p}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut failures = 0;
+    for m in &manifests {
+        let report = crate::adapter_tools::check_adapter(m, &registry);
+        for line in &report.lines {
+            println!("{line}");
+        }
+        failures += report.failures;
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn send(files: Vec<PathBuf>, node: String, token: String, ca: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -34,6 +34,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub schemas: RawSchemas,
     #[serde(default)]
+    pub adapters: RawAdapters,
+    /// A RabbitMQ broker for client queues (AMQP 0.9.1); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<Amqp>,
+    #[serde(default)]
     pub security: RawSecurity,
     #[serde(default)]
     pub authorities: Vec<RawAuthority>,
@@ -139,11 +144,55 @@ pub struct RawSchemas {
     /// Folder holding the project's own schemas (`envelope-1.0/`, `xumzug-1.0/`). Default: the
     /// copies embedded in the binary, written to `<data_dir>/schemas` at start.
     pub root: Option<PathBuf>,
-    /// XBeteiligung 1.2: the folder with the official `xbeteiligung.xsd` (not shipped).
-    pub xbeteiligung: Option<PathBuf>,
-    /// OASIS XML catalogs for remote imports of the official schemas.
+}
+
+/// The adapters a node loads besides the built-in demo standard (XUmzug 1.0).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdapters {
+    /// Folder of the official schemas that manifests name as `{xoev}/…` (never copied into the
+    /// project), e.g. `../shared/xoev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xoev_root: Option<PathBuf>,
+    /// Adapter directories, each holding an `adapter.toml` (see docs/adapters.md).
     #[serde(default)]
-    pub catalogs: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+/// The broker and the topology the node declares on it (idempotently, at every connect).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Amqp {
+    /// `amqp://USER:PASS@HOST:PORT/VHOST`. Never logged (it may hold a password).
+    pub url: String,
+    /// Topic exchange for status events (routing key `status.<state>`).
+    #[serde(default = "default_events_exchange")]
+    pub events_exchange: String,
+    /// Where refused client messages go, with the problem code in their headers; a fanout
+    /// exchange bound to `dead_letter_queue`, and the dead-letter exchange of every intake queue.
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// Unacknowledged deliveries per intake queue: the bound on in-flight intake work.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Deliveries of one message before the broker dead-letters it (a message that keeps
+    /// crashing or stalling intake).
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// This node's transport queue: partners that reach it through the broker publish their
+    /// envelopes and notices here (signed, as over HTTPS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_queue: Option<String>,
+}
+
+fn default_events_exchange() -> String {
+    "poststelle.events".into()
+}
+fn default_prefetch() -> u16 {
+    16
+}
+fn default_delivery_limit() -> u32 {
+    5
 }
 
 /// Listener limits and timeouts (slow-loris protection), for the client and transport listeners.
@@ -285,6 +334,21 @@ pub struct RawClient {
     /// Optional HTTP(S) callback that receives each opened message (push delivery).
     #[serde(default)]
     pub push_url: Option<String>,
+    /// The adapter (a legacy format with an outbound transform) whose format this client
+    /// receives its inbox in; by default the standard message as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_as: Option<String>,
+    /// AMQP: the queue this client submits to (one XML message per body). Who may publish to
+    /// it is the broker's permission; the node treats everything on it as this client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_intake: Option<String>,
+    /// AMQP: the queue this client receives its inbox on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_inbox: Option<String>,
+    /// Whether a publish to `amqp_inbox` confirmed by the broker counts as `delivered`; if not,
+    /// the client acknowledges through the HTTP API as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delivered_on_confirm: bool,
 }
 
 fn all_types() -> Vec<String> {
@@ -297,7 +361,12 @@ pub struct RawPartner {
     /// The partner node's name (informational; identity is its certificate).
     pub node: String,
     /// `https://HOST:PORT/v1/transport` of the partner's transport listener.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub transport_url: String,
+    /// Instead of `transport_url`: the partner's transport queue on our broker (`[amqp]`);
+    /// envelopes and notices are published to it, answers come back on our reply queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_queue: Option<String>,
     /// The partner node's certificate (PEM); its TLS client certificate must be exactly this one.
     pub certificate: PathBuf,
     /// Authorities served by that node.
@@ -324,8 +393,9 @@ pub struct Config {
     pub store: StoreSettings,
     pub retention: Retention,
     pub schema_root: Option<PathBuf>,
-    pub xbeteiligung: Option<PathBuf>,
-    pub catalogs: Vec<PathBuf>,
+    pub xoev_root: Option<PathBuf>,
+    pub adapter_dirs: Vec<PathBuf>,
+    pub amqp: Option<Amqp>,
     pub authorities: BTreeMap<String, String>,
     /// Certificate and key of each local authority, by id.
     pub authority_keys: BTreeMap<String, KeyFiles>,
@@ -380,12 +450,26 @@ pub struct Client {
     pub token: String,
     pub message_types: Vec<String>,
     pub push_url: Option<String>,
+    pub deliver_as: Option<String>,
+    pub amqp_intake: Option<String>,
+    pub amqp_inbox: Option<String>,
+    pub delivered_on_confirm: bool,
+}
+
+impl Client {
+    /// Whether received messages are handed to this client (push callback or inbox queue)
+    /// rather than only waiting in its HTTP inbox.
+    pub fn takes_pushes(&self) -> bool {
+        self.push_url.is_some() || self.amqp_inbox.is_some()
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Partner {
     pub node: String,
     pub transport_url: String,
+    /// The partner's transport queue, when it is reached through the broker.
+    pub amqp_queue: Option<String>,
     /// SHA-256 of the partner certificate's DER encoding.
     pub fingerprint: [u8; 32],
     pub certificate: PathBuf,
@@ -545,13 +629,27 @@ impl RawConfig {
                 token: c.token.clone(),
                 message_types: c.message_types.clone(),
                 push_url: c.push_url.clone(),
+                deliver_as: c.deliver_as.clone(),
+                amqp_intake: c.amqp_intake.clone(),
+                amqp_inbox: c.amqp_inbox.clone(),
+                delivered_on_confirm: c.delivered_on_confirm,
             });
+            if (c.amqp_intake.is_some() || c.amqp_inbox.is_some()) && self.amqp.is_none() {
+                errs.push(format!("clients[{i}]: amqp_intake / amqp_inbox need an [amqp] section"));
+            }
         }
         let mut partners = Vec::new();
         let mut partner_authorities = BTreeSet::new();
         for (i, p) in self.partners.iter().enumerate() {
-            if !p.transport_url.starts_with("https://") {
-                errs.push(format!("partners[{i}].transport_url: must be an https URL"));
+            match (&p.amqp_queue, p.transport_url.is_empty()) {
+                (Some(_), _) if self.amqp.is_none() => {
+                    errs.push(format!("partners[{i}].amqp_queue: needs an [amqp] section"));
+                }
+                (Some(_), _) => {}
+                (None, _) if !p.transport_url.starts_with("https://") => {
+                    errs.push(format!("partners[{i}].transport_url: must be an https URL"));
+                }
+                (None, _) => {}
             }
             let certificate = abs(&p.certificate);
             let fingerprint = match crate::tls::fingerprint_of_pem_file(&certificate) {
@@ -584,23 +682,33 @@ impl RawConfig {
             partners.push(Partner {
                 node: p.node.clone(),
                 transport_url: p.transport_url.clone(),
+                amqp_queue: p.amqp_queue.clone(),
                 fingerprint,
                 certificate,
                 authorities: p.authorities.clone(),
                 authority_certificates,
             });
         }
-        if let Some(dir) = &self.schemas.xbeteiligung
-            && !abs(dir).join("xbeteiligung.xsd").is_file()
-        {
-            errs.push(format!(
-                "schemas.xbeteiligung: {} holds no xbeteiligung.xsd",
-                abs(dir).display()
-            ));
+        if let Some(a) = &self.amqp {
+            if !(a.url.starts_with("amqp://") || a.url.starts_with("amqps://")) {
+                errs.push("amqp.url: must be an amqp:// or amqps:// URL".into());
+            }
+            if a.prefetch == 0 {
+                errs.push("amqp.prefetch: must be at least 1".into());
+            }
         }
-        for c in &self.schemas.catalogs {
-            if !abs(c).is_file() {
-                errs.push(format!("schemas.catalogs: {} does not exist", abs(c).display()));
+        if let Some(root) = &self.adapters.xoev_root
+            && !abs(root).is_dir()
+        {
+            errs.push(format!("adapters.xoev_root: {} is not a folder", abs(root).display()));
+        }
+        for (i, d) in self.adapters.dirs.iter().enumerate() {
+            if !abs(d).join(adapters::manifest::FILE).is_file() {
+                errs.push(format!(
+                    "adapters.dirs[{i}]: {} holds no {}",
+                    abs(d).display(),
+                    adapters::manifest::FILE
+                ));
             }
         }
         if !errs.is_empty() {
@@ -635,8 +743,9 @@ impl RawConfig {
             store: self.store,
             retention: self.retention,
             schema_root: self.schemas.root.as_deref().map(abs),
-            xbeteiligung: self.schemas.xbeteiligung.as_deref().map(abs),
-            catalogs: self.schemas.catalogs.iter().map(|c| abs(c)).collect(),
+            xoev_root: self.adapters.xoev_root.as_deref().map(abs),
+            adapter_dirs: self.adapters.dirs.iter().map(|d| abs(d)).collect(),
+            amqp: self.amqp,
             authorities,
             authority_keys,
             security,

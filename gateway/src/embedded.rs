@@ -25,6 +25,27 @@ pub fn write_schemas(dir: &Path) -> std::io::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// Writes the built-in adapter manifests (the demo standard's) below `dir` and returns their
+/// directories. Their schema paths use `{schemas}/`, so they follow the configured schema root.
+pub fn write_builtin_adapters(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for (path, bytes) in FILES {
+        if let Some(rel) = path.strip_prefix("manifests/") {
+            let target = dir.join(rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+                if !dirs.iter().any(|d: &PathBuf| d == parent) {
+                    dirs.push(parent.to_path_buf());
+                }
+            }
+            if std::fs::read(&target).ok().as_deref() != Some(*bytes) {
+                std::fs::write(&target, bytes)?;
+            }
+        }
+    }
+    Ok(dirs)
+}
+
 /// Embedded demo fixtures below `prefix` (e.g. `fixtures/messages/xumzug/valid/`), sorted by path.
 pub fn fixtures(prefix: &str) -> Vec<(&'static str, &'static [u8])> {
     FILES

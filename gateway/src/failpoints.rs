@@ -12,7 +12,8 @@
 //! `intake.before_commit`, `intake.after_commit`, `relay.after_seal`, `relay.after_send`,
 //! `transport.before_store`, `transport.after_store`, `transport.answer` (`return(500)`,
 //! `return(corrupt)`), `open.before_commit`, `push.after_callback`, `ack.after_commit`,
-//! `clock.offset_ms` (`return(MS)`: this node's clock runs MS milliseconds ahead).
+//! `clock.offset_ms` (`return(MS)`: this node's clock runs MS milliseconds ahead),
+//! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake).
 
 /// Evaluates a fail point: `return(abort)` aborts the process; other `fail` actions act as
 /// configured; nothing without the `failpoints` feature.

@@ -3,7 +3,10 @@
 //! The library holds the whole node; `main.rs` only parses the command line and calls [`cli`].
 //! See ARCHITECTURE.md for the map.
 
+pub mod adapter_tools;
 pub mod admin;
+pub mod amqp;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,7 @@
 //! keys `DIR/<node>/authorities/<id>.{pem,key}`, and `DIR/network.json` (PRODUCT.md) for scripts
 //! and tests. Ports are picked free on 127.0.0.1.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,19 @@ pub struct NetworkNode {
     pub authorities: Vec<String>,
     pub clients: Vec<NetworkClient>,
     pub ca: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<NetworkAmqp>,
+}
+
+/// Where scripts find a node's queues (`network init --amqp`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NetworkAmqp {
+    pub url: String,
+    /// The intake queue of the node's client.
+    pub intake: String,
+    /// Inbox queue per local authority.
+    pub inbox: BTreeMap<String, String>,
+    pub dead_letter_queue: String,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -95,6 +109,18 @@ fn ports(n: usize, fixed: bool) -> anyhow::Result<Vec<[u16; 3]>> {
 
 /// Writes a network of `n` nodes into `dir` and returns its description.
 pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFile> {
+    init_with(dir, n, fixed_ports, None)
+}
+
+/// Like [`init`]; with a broker URL every node gets an `[amqp]` section, and each client an
+/// intake queue and an inbox queue (a publish confirmed by the broker counts as delivered).
+/// Queue names carry a random network id, so that networks sharing a broker stay apart.
+pub fn init_with(dir: &Path, n: usize, fixed_ports: bool, amqp_url: Option<&str>) -> anyhow::Result<NetworkFile> {
+    let net_id = {
+        let mut b = [0u8; 4];
+        openssl::rand::rand_bytes(&mut b)?;
+        crate::envelope::hex(&b)
+    };
     anyhow::ensure!(n >= 1, "a network has at least one node");
     std::fs::create_dir_all(dir)?;
     let dir = std::path::absolute(dir)?;
@@ -127,6 +153,16 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
         let client_token = token()?;
         let admin_token = token()?;
         let [api, transport, admin] = ports[i];
+        let amqp = amqp_url.map(|url| NetworkAmqp {
+            url: url.to_owned(),
+            intake: format!("poststelle.{net_id}.{name}.intake"),
+            inbox: [(
+                authority.clone(),
+                format!("poststelle.{net_id}.{name}.inbox.{authority}"),
+            )]
+            .into(),
+            dead_letter_queue: format!("poststelle.{net_id}.{name}.dead"),
+        });
         let partners = names
             .iter()
             .enumerate()
@@ -134,6 +170,8 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
             .map(|(j, other)| RawPartner {
                 node: other.clone(),
                 transport_url: format!("https://127.0.0.1:{}/v1/transport", ports[j][1]),
+                // With a broker, partners are reached through their transport queues.
+                amqp_queue: amqp_url.map(|_| format!("poststelle.{net_id}.{other}.transport")),
                 certificate: PathBuf::from(format!("../{other}/node.pem")),
                 authorities: vec![authority_of(j)],
                 authority_certificates: [(authority_of(j), authority_cert(other, &authority_of(j)))].into(),
@@ -176,8 +214,21 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
                 token: client_token.clone(),
                 message_types: vec!["*".into()],
                 push_url: None,
+                deliver_as: None,
+                amqp_intake: amqp.as_ref().map(|a| a.intake.clone()),
+                amqp_inbox: amqp.as_ref().and_then(|a| a.inbox.get(&authority).cloned()),
+                delivered_on_confirm: amqp.is_some(),
             }],
             partners,
+            amqp: amqp.as_ref().map(|a| crate::config::Amqp {
+                url: a.url.clone(),
+                events_exchange: "poststelle.events".into(),
+                dead_letter_exchange: format!("poststelle.{net_id}.{name}.dlx"),
+                dead_letter_queue: a.dead_letter_queue.clone(),
+                prefetch: 16,
+                delivery_limit: 5,
+                transport_queue: Some(format!("poststelle.{net_id}.{name}.transport")),
+            }),
             ..RawConfig::default()
         };
         let config_path = node_dir.join("poststelle.toml");
@@ -200,6 +251,7 @@ pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFi
                 token: client_token,
             }],
             ca: dir.join("ca.pem"),
+            amqp,
         });
     }
     let file = NetworkFile { nodes };

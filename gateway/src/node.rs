@@ -39,6 +39,10 @@ pub struct Ctx {
     pub partners: Arc<crate::partners::Partners>,
     /// Client submissions in progress (`server.max_concurrent_intake`); none free → 503.
     pub intake_permits: Arc<tokio::sync::Semaphore>,
+    /// The AMQP broker connection's publishing side (idle without `[amqp]`).
+    pub broker: crate::amqp::Broker,
+    /// The hash-chained audit log (`<data_dir>/audit.log`).
+    pub audit: crate::audit::AuditLog,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
     wakers: [Notify; 4],
 }
@@ -111,13 +115,28 @@ pub fn schema_root(config: &Config) -> anyhow::Result<std::path::PathBuf> {
     }
 }
 
-/// The adapters a config enables, with the envelope schema.
+/// The adapters a config enables (the built-in demo standard, then every configured adapter
+/// directory), with the envelope schema. Fails, naming every problem, if an adapter does not
+/// load or compile or a client's `deliver_as` names no adapter with an outbound transform.
 pub fn registry(config: &Config) -> anyhow::Result<(Registry, SchemaSet)> {
     let root = schema_root(config)?;
-    let mut registry = Registry::new();
-    registry.register(Arc::new(adapters::xumzug(&root)))?;
-    if let Some(dir) = &config.xbeteiligung {
-        registry.register(Arc::new(adapters::xbeteiligung_1_2(dir, config.catalogs.clone())))?;
+    let builtin = crate::embedded::write_builtin_adapters(&config.data_dir.join("adapters"))
+        .context("cannot write the built-in adapter manifests")?;
+    let roots = adapters::Roots {
+        xoev: config.xoev_root.clone(),
+        schemas: Some(root.clone()),
+    };
+    let (registry, _) = crate::adapter_tools::load_registry(&builtin, &config.adapter_dirs, &roots, false)
+        .map_err(|problems| anyhow::anyhow!("adapters do not load:\n  {}", problems.join("\n  ")))?;
+    for c in &config.clients {
+        if let Some(name) = &c.deliver_as
+            && registry.get(name).is_none_or(|a| a.transforms().outbound.is_none())
+        {
+            anyhow::bail!(
+                "clients {}: deliver_as = {name:?} names no loaded adapter with an outbound transform",
+                c.name
+            );
+        }
     }
     let envelope = SchemaSet {
         entry: root.join("envelope-1.0").join("envelope.xsd"),
@@ -221,6 +240,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
+    let audit =
+        crate::audit::AuditLog::open(&config.data_dir.join("audit.log")).context("cannot open the audit log")?;
+    // With a broker, committed status changes also become status events.
+    let (store, status_events) = if config.amqp.is_some() {
+        let (store, rx) = crate::store::events::Evented::wrap(store, 10_000);
+        (store, Some(rx))
+    } else {
+        (store, None)
+    };
     // This process holds the data folder's lock: every lease in the store is a dead process's.
     let released = store.release_leases().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if released > 0 {
@@ -271,6 +299,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         keys: Arc::new(keys),
         partners,
         intake_permits,
+        broker: crate::amqp::Broker::default(),
+        audit,
         wakers: Default::default(),
     });
     let server = ctx.config.server;
@@ -291,6 +321,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         rx.clone(),
     ));
     tasks.spawn(maintenance(ctx.clone(), rx.clone()));
+    tasks.spawn(crate::amqp::supervise(ctx.clone(), rx.clone()));
+    if let Some(events) = status_events {
+        tasks.spawn(crate::amqp::publish_status_events(ctx.clone(), events, rx.clone()));
+    }
     tasks.spawn(crate::tls::serve_plain(
         admin,
         crate::admin::router(ctx.clone()),

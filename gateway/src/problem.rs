@@ -54,6 +54,8 @@ pub enum Code {
     InvalidRequest,
     /// An operator action does not apply to the message in its current state.
     WrongState,
+    /// An adapter's XSLT transform (legacy format ↔ standard) failed or produced nothing usable.
+    TransformFailed,
     /// The node itself failed (store unavailable); the client may retry. Never used for bad input.
     Internal,
 }
@@ -88,6 +90,7 @@ impl Code {
             Code::Cancelled => "cancelled",
             Code::WrongState => "wrong-state",
             Code::InvalidRequest => "invalid-request",
+            Code::TransformFailed => "transform-failed",
             Code::Internal => "internal",
         }
     }
@@ -117,6 +120,7 @@ impl Code {
             Code::Cancelled => StatusCode::GONE,
             Code::WrongState => StatusCode::CONFLICT,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
+            Code::TransformFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,6 +154,7 @@ impl Code {
             Code::Cancelled => "An operator cancelled the message",
             Code::WrongState => "The action does not apply to the message in its current state",
             Code::InvalidRequest => "The request's parameters are malformed",
+            Code::TransformFailed => "The adapter's transform failed",
             Code::Internal => "The node could not complete the request; retry later",
         }
     }

@@ -287,31 +287,13 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
             env
         }
     };
-    let response = ctx
-        .relay_client
-        .post(&partner.transport_url)
-        .header("content-type", "application/xml")
-        .body(envelope_bytes.clone())
-        .send()
-        .await;
-    let response = match response {
-        Ok(r) => r,
+    let (status, body) = match post_to_partner(ctx, partner, envelope_bytes.clone()).await {
+        Ok(answer) => answer,
         Err(e) => {
             return Ok(partner_failed(
                 ctx,
                 &partner.node,
-                format!("partner {} unreachable: {}", partner.node, error_chain(&e)),
-            ));
-        }
-    };
-    let status = response.status();
-    let body = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            return Ok(partner_failed(
-                ctx,
-                &partner.node,
-                format!("reading the partner's answer failed: {e}"),
+                format!("partner {} unreachable: {e}", partner.node),
             ));
         }
     };
@@ -463,8 +445,12 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     let checked = match opened {
         Ok(content) => {
             let content: Arc<[u8]> = Arc::from(content);
-            match crate::intake::identify_and_validate(ctx, &content).await {
-                Ok((t, h)) => {
+            match crate::intake::identify_and_validate(ctx, &content, false).await {
+                Ok(crate::intake::Validated {
+                    message_type: t,
+                    header: h,
+                    ..
+                }) => {
                     if h.author != m.author || h.reader != m.reader || h.message_uuid != m.xoev_uuid {
                         Err(Problem::new(
                             Code::HeaderInvalid,
@@ -491,7 +477,7 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                 .config
                 .clients
                 .iter()
-                .any(|c| c.authority == m.reader && c.push_url.is_some());
+                .any(|c| c.authority == m.reader && c.takes_pushes());
             let mut enqueue = Vec::new();
             if push {
                 enqueue.push((JobKind::Push, now_millis()));
@@ -554,17 +540,39 @@ async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         .config
         .clients
         .iter()
-        .find(|c| c.authority == m.reader && c.push_url.is_some())
+        .find(|c| c.authority == m.reader && c.takes_pushes())
     else {
         return drop_job(ctx, job).await;
     };
-    let url = client.push_url.as_deref().unwrap_or_default();
     let payload = ctx
         .store
         .blob(&m.id, Blob::Payload)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("payload missing")?;
+    // The stylesheet's messages may quote the message, so the logged error names only the code;
+    // the client sees the whole problem when it fetches the message from its inbox.
+    let payload = crate::intake::for_client(client, payload, &ctx.registry)
+        .await
+        .map_err(|p| format!("the outbound transform for client {} failed: {}", client.name, p.code))?;
+    if client.amqp_inbox.is_some() {
+        return match crate::amqp::deliver(ctx, client, m, &payload).await {
+            Ok(()) if client.delivered_on_confirm => {
+                tracing::info!(message_id = %m.id, client = %client.name, "message published to the client's queue");
+                delivered(
+                    ctx,
+                    job,
+                    m,
+                    format!("confirmed by the broker for client {}", client.name),
+                )
+                .await
+            }
+            // The client acknowledges through the HTTP API.
+            Ok(()) => drop_job(ctx, job).await,
+            Err(e) => Ok(Attempt::Retry(format!("client queue: {e}"))),
+        };
+    }
+    let url = client.push_url.as_deref().unwrap_or_default();
     let response = ctx
         .push_client
         .post(url)
@@ -578,22 +586,28 @@ async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         Ok(r) if r.status().is_success() => {
             crate::failpoint!("push.after_callback");
             tracing::info!(message_id = %m.id, client = %client.name, "message pushed to client");
-            end_with_notice(
-                ctx,
-                Change {
-                    message_id: m.id.clone(),
-                    finish_job: Some(job.id),
-                    expect: vec![Status::Opened],
-                    status: Some(Status::Delivered),
-                    detail: Some(format!("pushed to client {}", client.name)),
-                    ..Change::default()
-                },
-            )
-            .await
+            delivered(ctx, job, m, format!("pushed to client {}", client.name)).await
         }
         Ok(r) => Ok(Attempt::Retry(format!("client callback answered {}", r.status()))),
         Err(e) => Ok(Attempt::Retry(format!("client callback unreachable: {e}"))),
     }
+}
+
+/// An opened message handed to its client (push callback or confirmed queue publish): delivered,
+/// and the sender is told.
+async fn delivered(ctx: &Ctx, job: &Job, m: &Message, detail: String) -> Result<Attempt, String> {
+    end_with_notice(
+        ctx,
+        Change {
+            message_id: m.id.clone(),
+            finish_job: Some(job.id),
+            expect: vec![Status::Opened],
+            status: Some(Status::Delivered),
+            detail: Some(detail),
+            ..Change::default()
+        },
+    )
+    .await
 }
 
 async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
@@ -618,28 +632,51 @@ async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         &ctx.keys.node,
     )
     .map_err(|p| p.to_string())?;
+    let response = post_to_partner(ctx, partner, body).await;
+    match &response {
+        Ok((status, _)) if status.is_server_error() => ctx.partners.failure(&partner.node, "notice answered 5xx"),
+        Ok(_) => ctx.partners.success(&partner.node),
+        Err(e) => ctx.partners.failure(&partner.node, e),
+    }
+    match response {
+        Ok((status, _)) if status.is_success() => drop_job(ctx, job).await,
+        // The partner does not know the message (e.g. it was purged): nothing more to tell.
+        Ok((status, _)) if status.is_client_error() => {
+            tracing::warn!(message_id = %m.id, status = status.as_u16(), "partner refused our notice");
+            drop_job(ctx, job).await
+        }
+        Ok((status, _)) => Ok(Attempt::Retry(format!("partner answered {status}"))),
+        Err(e) => Ok(Attempt::Retry(format!("partner unreachable: {e}"))),
+    }
+}
+
+/// One request to a partner's transport and its answer (status and body): an HTTPS POST over
+/// mutual TLS, or, for a partner reached through the broker, a request/reply over its
+/// transport queue. `Err` means no answer (unreachable, timed out).
+async fn post_to_partner(
+    ctx: &Ctx,
+    partner: &crate::config::Partner,
+    body: Vec<u8>,
+) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    if let Some(queue) = &partner.amqp_queue {
+        let (status, answer) = crate::amqp::call(ctx, queue, body, ctx.config.relay.request_timeout).await?;
+        let status = reqwest::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+        return Ok((status, answer));
+    }
     let response = ctx
         .relay_client
         .post(&partner.transport_url)
         .header("content-type", "application/xml")
         .body(body)
         .send()
-        .await;
-    match &response {
-        Ok(r) if r.status().is_server_error() => ctx.partners.failure(&partner.node, "notice answered 5xx"),
-        Ok(_) => ctx.partners.success(&partner.node),
-        Err(e) => ctx.partners.failure(&partner.node, &error_chain(e)),
-    }
-    match response {
-        Ok(r) if r.status().is_success() => drop_job(ctx, job).await,
-        // The partner does not know the message (e.g. it was purged): nothing more to tell.
-        Ok(r) if r.status().is_client_error() => {
-            tracing::warn!(message_id = %m.id, status = r.status().as_u16(), "partner refused our notice");
-            drop_job(ctx, job).await
-        }
-        Ok(r) => Ok(Attempt::Retry(format!("partner answered {}", r.status()))),
-        Err(e) => Ok(Attempt::Retry(format!("partner unreachable: {}", error_chain(&e)))),
-    }
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    let answer = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer failed: {e}"))?;
+    Ok((status, answer.to_vec()))
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {

@@ -1,4 +1,6 @@
-//! Partner transport, receiving side: `POST /v1/transport` on the mutual-TLS listener.
+//! Partner transport, receiving side: `POST /v1/transport` on the mutual-TLS listener, and the
+//! same pipeline for envelopes arriving through the broker ([`from_broker`], where the sending
+//! node is named in a header instead of presenting a TLS certificate).
 //!
 //! The TLS client certificate is mapped to exactly one directory entry; an envelope is accepted
 //! only if its transport signature verifies against that partner's directory certificate and
@@ -39,6 +41,11 @@ const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A refusal: a signed receipt with outcome `refused`, under the code's HTTP status.
 fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
+    ctx.audit.note(
+        "partner-transport",
+        "refused",
+        serde_json::json!({"message_id": message_id, "code": problem.code.as_str()}),
+    );
     tracing::warn!(message_id = %message_id, code = %problem.code, "envelope refused");
     let r = Receipt {
         message_id: message_id.to_owned(),
@@ -82,6 +89,31 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         Ok(b) => b,
         Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None),
     };
+    handle(&ctx, partner, bytes.to_vec()).await
+}
+
+/// An envelope or notice that arrived through the broker, claiming to come from partner node
+/// `node`. The claim decides only whose directory certificate the transport signature must
+/// verify against, so a false claim is refused like a false TLS certificate would be.
+pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Response {
+    let Some(partner) = node.and_then(|n| ctx.config.partners.iter().find(|p| p.node == n)) else {
+        let p = Problem::new(
+            Code::SenderMismatch,
+            "the sending node is not a partner in the directory",
+        );
+        return refusal(ctx, UNKNOWN_ID, &p, None);
+    };
+    let limits = envelope_limits(&ctx.config.limits);
+    if bytes.len() > limits.max_bytes {
+        let p = Problem::new(Code::LimitExceeded, "the envelope exceeds the size limit");
+        return refusal(ctx, UNKNOWN_ID, &p, None);
+    }
+    handle(ctx, partner, bytes).await
+}
+
+/// Everything after the partner is known and the body read: the same for both transports.
+async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
+    let limits = envelope_limits(&ctx.config.limits);
     // Fault injection (tests only): `return(500)` answers 500 without storing anything;
     // `return(corrupt)` stores the envelope and answers a corrupted receipt.
     let injected = crate::failpoints::value("transport.answer");
@@ -91,14 +123,14 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     let digest = envelope::sha256(&bytes);
     let scan = match prescan(&bytes, &limits) {
         Ok(s) => s,
-        Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, Some(digest)),
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
     };
     if scan.root.namespace.as_deref() != Some(envelope::NS) {
         let p = Problem::new(
             Code::EnvelopeInvalid,
             format!("{} is not an envelope or receipt", scan.root),
         );
-        return refusal(&ctx, UNKNOWN_ID, &p, Some(digest));
+        return refusal(ctx, UNKNOWN_ID, &p, Some(digest));
     }
     let shared: Arc<[u8]> = Arc::from(bytes.as_ref());
     match ctx.validator.validate(ctx.envelope_schema.clone(), shared).await {
@@ -106,7 +138,7 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         Ok(Err(f)) => {
             let mut p = f.into_problem();
             p.code = Code::EnvelopeInvalid;
-            return refusal(&ctx, UNKNOWN_ID, &p, Some(digest));
+            return refusal(ctx, UNKNOWN_ID, &p, Some(digest));
         }
         Err(p) => return p.into_response(),
     }
@@ -116,7 +148,7 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
             Code::SenderMismatch,
             "the partner's certificate is not in the directory",
         );
-        return refusal(&ctx, UNKNOWN_ID, &p, Some(digest));
+        return refusal(ctx, UNKNOWN_ID, &p, Some(digest));
     };
     let policy = ctx.keys.transport_for(&partner.node);
     let checked = {
@@ -129,22 +161,22 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
             let id = envelope::parse_header(&bytes)
                 .map(|h| h.message_id)
                 .unwrap_or_else(|_| UNKNOWN_ID.into());
-            return refusal(&ctx, &id, &p, Some(digest));
+            return refusal(ctx, &id, &p, Some(digest));
         }
         Err(_) => return Problem::new(Code::Internal, "signature check failed to run").into_response(),
     }
     match scan.root.local.as_str() {
         "Envelope" => {
-            let mut answer = receive_envelope(&ctx, partner, &bytes, digest).await;
+            let mut answer = receive_envelope(ctx, partner, &bytes, digest).await;
             if injected.as_deref() == Some("corrupt") {
                 answer = corrupt(answer).await;
             }
             answer
         }
-        "Receipt" => receive_notice(&ctx, partner, &bytes).await,
+        "Receipt" => receive_notice(ctx, partner, &bytes).await,
         other => {
             let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
-            refusal(&ctx, UNKNOWN_ID, &p, Some(digest))
+            refusal(ctx, UNKNOWN_ID, &p, Some(digest))
         }
     }
 }

@@ -134,7 +134,7 @@ fn validate_prints_positions_and_exit_codes() {
     assert_eq!(v["problem"]["code"], "schema-invalid");
 
     let out = Command::new(bin())
-        .args(["validate", "--xbeteiligung", "/nonexistent"])
+        .args(["validate", "--adapters", "/nonexistent"])
         .arg(&bad)
         .output()
         .unwrap();

@@ -30,13 +30,26 @@ pub struct Net {
     pub file: NetworkFile,
 }
 
+/// The local RabbitMQ every AMQP test uses (`.ci/run` makes sure it is running).
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 impl Net {
     pub fn init(nodes: usize) -> Net {
+        Self::init_with(nodes, &[])
+    }
+
+    /// A network whose clients submit and receive through queues on the local broker.
+    pub fn init_amqp(nodes: usize) -> Net {
+        Self::init_with(nodes, &["--amqp", AMQP_URL])
+    }
+
+    fn init_with(nodes: usize, extra: &[&str]) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(bin())
             .args(["network", "init"])
             .arg(dir.path())
             .args(["--nodes", &nodes.to_string()])
+            .args(extra)
             .output()
             .unwrap();
         assert!(
@@ -62,6 +75,22 @@ impl Net {
 
     pub async fn start(&self, i: usize) -> NodeProc {
         NodeProc::start(self.node(i).clone(), self.dir.path()).await
+    }
+
+    /// Makes node `i` load these adapter directories, with `{xoev}` = `../shared/xoev`.
+    pub fn use_adapters(&self, i: usize, dirs: &[PathBuf]) {
+        let section = format!(
+            "[adapters]\nxoev_root = {:?}\ndirs = {:?}\n",
+            shared().join("xoev").display().to_string(),
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>()
+        );
+        self.edit_config(i, |t| {
+            assert!(
+                t.contains("[adapters]\ndirs = []\n"),
+                "no empty [adapters] section in:\n{t}"
+            );
+            t.replace("[adapters]\ndirs = []\n", &section)
+        });
     }
 
     pub fn client(&self, i: usize) -> Client {

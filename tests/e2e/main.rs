@@ -2,9 +2,13 @@
 
 mod harness;
 
+mod adapters;
+mod amqp;
+mod audit;
 mod bad_input;
 mod cli;
 mod crash;
+mod differential;
 mod faults;
 mod offline_schemas;
 mod partner_auth;

@@ -80,17 +80,12 @@ async fn resubmission_is_idempotent_and_conflicting_content_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn xbeteiligung_sample_travels_between_nodes() {
     let net = Net::init(2);
-    let schemas = crate::harness::shared().join("xoev/xbeteiligung-1.2/Resources/xsd");
-    let schemas = std::fs::canonicalize(schemas).unwrap();
     for i in 0..2 {
         net.edit_config(i, |t| {
             t.replace("psw:01003110", "xyz:0001")
                 .replace("psw:09162000", "xyz:0002")
-                .replace(
-                    "[schemas]\n",
-                    &format!("[schemas]\nxbeteiligung = {:?}\n", schemas.display().to_string()),
-                )
         });
+        net.use_adapters(i, &[crate::harness::repo().join("manifests/xbeteiligung-1.2")]);
     }
     let _a = net.start(0).await;
     let _b = net.start(1).await;

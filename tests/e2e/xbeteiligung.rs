@@ -28,8 +28,15 @@ fn samples_dir() -> PathBuf {
     xbeteiligung_dir().join("tests/res")
 }
 
+/// The shipped manifest `manifests/xbeteiligung-1.2`, with `{xoev}` = `../shared/xoev`.
 fn adapter() -> PathAdapter {
-    adapters::xbeteiligung_1_2(&xbeteiligung_dir().join("Resources/xsd"), Vec::new())
+    let roots = adapters::Roots {
+        xoev: Some(crate::harness::shared().join("xoev")),
+        schemas: None,
+    };
+    adapters::Manifest::load_adapter(&crate::harness::repo().join("manifests/xbeteiligung-1.2"), &roots)
+        .unwrap()
+        .adapter
 }
 
 fn sample(name: &str) -> String {

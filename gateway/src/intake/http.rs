@@ -207,6 +207,7 @@ async fn inbox_item(
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::new(Code::NotFound, "the payload was purged"))?;
+    let payload = super::for_client(client, payload, &ctx.registry).await?;
     Ok(xml_response(StatusCode::OK, payload))
 }
 

@@ -1,10 +1,12 @@
 //! XML handling below the adapters: the pre-scan of untrusted bytes, offline schema resolution
-//! (catalogs + a network-refusing entity loader) and libxml2 schema validation.
+//! (catalogs + a network-refusing entity loader), libxml2 schema validation and the adapters'
+//! XSLT transforms.
 
 pub mod catalog;
 pub mod libxml;
 pub mod prescan;
 pub mod validate;
+pub mod xslt;
 
 /// libxml2 parser options for documents that passed the pre-scan: strict, quiet, no network,
 /// no DTD defaults, no huge-document relaxation.

@@ -1,0 +1,97 @@
+//! A store that reports status changes: every committed transition that sets a status sends the
+//! message id and the new status to a bounded channel, from which the AMQP status-event publisher reads. At most
+//! once: when the channel is full (the broker is away) events are dropped, never the transition.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// Wraps a store; see the module documentation.
+#[derive(Debug)]
+pub struct Evented {
+    inner: Arc<dyn Store>,
+    tx: mpsc::Sender<(String, Status)>,
+}
+
+impl Evented {
+    pub fn wrap(inner: Arc<dyn Store>, capacity: usize) -> (Arc<dyn Store>, mpsc::Receiver<(String, Status)>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Arc::new(Evented { inner, tx }), rx)
+    }
+
+    fn changed(&self, id: &str, status: Status) {
+        let _ = self.tx.try_send((id.to_owned(), status));
+    }
+}
+
+#[async_trait]
+impl Store for Evented {
+    async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
+        let r = self.inner.accept(m).await?;
+        if let AcceptOutcome::Created(id) = &r {
+            self.changed(id, Status::Accepted);
+        }
+        Ok(r)
+    }
+    async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
+        let r = self.inner.receive(m).await?;
+        if let ReceiveOutcome::Created(id) = &r {
+            self.changed(id, Status::Received);
+        }
+        Ok(r)
+    }
+    async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError> {
+        self.inner.claim(kind, lease, skip).await
+    }
+    async fn release_leases(&self) -> Result<u64, StoreError> {
+        self.inner.release_leases().await
+    }
+    async fn apply(&self, change: Change) -> Result<bool, StoreError> {
+        // The timeline entries written before the new status (e.g. `sent` on the way to
+        // `received`) are transitions too.
+        let mut changed: Vec<Status> = change.events_before.iter().map(|(s, _)| *s).collect();
+        changed.extend(change.status);
+        let id = change.message_id.clone();
+        let applied = self.inner.apply(change).await?;
+        if applied {
+            for status in changed {
+                self.changed(&id, status);
+            }
+        }
+        Ok(applied)
+    }
+    async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {
+        self.inner.retry_later(job_id, due, error).await
+    }
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        self.inner.message(id).await
+    }
+    async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id).await
+    }
+    async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.blob(id, blob).await
+    }
+    async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
+        self.inner.inbox(authority).await
+    }
+    async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
+        self.inner.counts().await
+    }
+    async fn list(&self, filter: Filter) -> Result<Vec<Message>, StoreError> {
+        self.inner.list(filter).await
+    }
+    async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        let ids = self.inner.expire(now).await?;
+        for id in &ids {
+            self.changed(id, Status::Failed);
+        }
+        Ok(ids)
+    }
+    async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
+        self.inner.purge(payload_before, metadata_before).await
+    }
+}
