@@ -128,9 +128,68 @@ fn diagnostics(errors: &[libxml::error::StructuredError]) -> Vec<Diagnostic> {
         .map(|e| Diagnostic {
             line: e.line.filter(|l| *l > 0).map(|l| l as u32),
             column: e.col.filter(|c| *c > 0).map(|c| c as u32),
-            message: clip(e.message.as_deref().unwrap_or("").trim()),
+            message: clip(&redact_values(e.message.as_deref().unwrap_or("").trim())),
         })
         .collect()
+}
+
+/// Where libxml2 quotes a value from the document, and what follows the value.
+const VALUE_STARTS: [(&str, &str); 3] = [
+    ("The value '", "The value"),
+    ("': '", "': the value"),
+    ("key-sequence [", "key-sequence"),
+];
+const VALUE_ENDS: [&str; 13] = [
+    "' does not match",
+    "' must be",
+    "' of simple type",
+    "' is not valid",
+    "' is not a valid value",
+    "' is not accepted",
+    "' is not an element of the set",
+    "' has a length",
+    "' has more",
+    "' is less than",
+    "' is greater than",
+    "' is not facet-valid",
+    "] in ",
+];
+
+/// libxml2 quotes the offending value in schema errors ("'Erika' is not a valid value of the
+/// atomic type …", "The value 'Erika' is not accepted by the pattern …"). That is message
+/// content, possibly personal data, which must reach no answer, store, log or partner: the value
+/// is cut out (line and column still point at it). A start without a known end cuts the rest.
+pub fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    loop {
+        let Some((at, start, replacement)) = VALUE_STARTS
+            .iter()
+            .filter_map(|(start, replacement)| rest.find(start).map(|at| (at, *start, *replacement)))
+            .min_by_key(|(at, _, _)| *at)
+        else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(replacement);
+        let value = &rest[at + start.len()..];
+        let end = VALUE_ENDS
+            .iter()
+            .filter_map(|e| value.find(e).map(|i| (i, e.len())))
+            .min_by_key(|(i, _)| *i);
+        match end {
+            Some((i, _)) => {
+                // Keep the end marker without its quote or bracket: " is not a valid value …".
+                let tail = &value[i + 1..];
+                rest = tail;
+            }
+            None => {
+                out.push_str(" (not shown)");
+                return out;
+            }
+        }
+    }
 }
 
 /// Longest diagnostic message passed on; libxml2 quotes whole patterns (DIN 91379: ~1 KB).
@@ -233,5 +292,51 @@ impl ValidatorPool {
         })?;
         rx.await
             .map_err(|_| Problem::new(Code::Internal, "validation thread stopped"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_values;
+
+    #[test]
+    fn values_quoted_by_libxml2_are_cut_out() {
+        let cases = [
+            (
+                "Element '{urn:x}geburtsdatum': 'Quirin Zwetschgenbaum' is not a valid value of the atomic type 'xs:date'.",
+                "Element '{urn:x}geburtsdatum': the value is not a valid value of the atomic type 'xs:date'.",
+            ),
+            (
+                "Element 'plz': [facet 'pattern'] The value 'Zwetschgen's' is not accepted by the pattern '[0-9]{5}'.",
+                "Element 'plz': [facet 'pattern'] The value is not accepted by the pattern '[0-9]{5}'.",
+            ),
+            (
+                "Element 'art': [facet 'enumeration'] The value 'Quirin' is not an element of the set {'a', 'b'}.",
+                "Element 'art': [facet 'enumeration'] The value is not an element of the set {'a', 'b'}.",
+            ),
+            (
+                "Element 'n', attribute 'id': 'Quirin' is not a valid value of the atomic type 'xs:ID'.",
+                "Element 'n', attribute 'id': the value is not a valid value of the atomic type 'xs:ID'.",
+            ),
+            (
+                "Element 'n': [facet 'maxLength'] The value 'Quirin' has a length of '6'; this exceeds the allowed maximum length of '5'.",
+                "Element 'n': [facet 'maxLength'] The value has a length of '6'; this exceeds the allowed maximum length of '5'.",
+            ),
+            (
+                "Element 'k': Duplicate key-sequence ['Quirin'] in unique identity-constraint 'u'.",
+                "Element 'k': Duplicate key-sequence in unique identity-constraint 'u'.",
+            ),
+            (
+                "Element 'x': The value 'Quirin' does something new.",
+                "Element 'x': The value (not shown)",
+            ),
+            (
+                "Element '{urn:x}extra': This element is not expected.",
+                "Element '{urn:x}extra': This element is not expected.",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(redact_values(raw), want);
+        }
     }
 }
