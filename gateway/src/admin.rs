@@ -1,46 +1,103 @@
 //! Admin listener (operators), plain HTTP, meant for loopback or a management network.
 //!
-//! Open routes: `GET /healthz` (the process runs), `GET /readyz` (the store answers).
-//! Routes under `/admin/api/` need `Authorization: Bearer ADMIN_TOKEN` (`[admin] token`):
-//! - `GET  /admin/api/messages?status=&direction=&partner=&type=&uuid=&since=&until=&limit=`
-//!   message metadata, oldest first (`since`/`until`: RFC 3339)
-//! - `GET  /admin/api/messages/{id}` — metadata and timeline (never the payload)
-//! - `POST /admin/api/messages/{id}/retry` — a dead letter (`failed`) goes back to the relay
-//!   with a fresh retry time-box
-//! - `POST /admin/api/messages/{id}/cancel` — `accepted`, `sealed` or `failed` → `cancelled`
-//! - `POST /admin/api/dlq/replay` — body `{"partner"?, "type"?, "since"?, "until"?}`: retry
-//!   every dead letter that matches
-//! - `GET  /admin/api/partners` — circuit state, in-flight count, last success and error
-//!
-//! The dashboard, metrics, audit log and OpenAPI document come with the operators issue.
+//! Open routes: `GET /healthz` (the process runs), `GET /readyz` (the store answers),
+//! `GET /metrics` (Prometheus; see [`crate::telemetry`]), `GET /admin/` (the dashboard, one
+//! embedded page that asks for the token) and `GET /admin/api/openapi.json` (this API's
+//! OpenAPI 3.1 document, generated from the handlers below).
+//! Every other route under `/admin/api/` needs `Authorization: Bearer ADMIN_TOKEN`
+//! (`[admin] token`); see the OpenAPI document for the full list. Message views are metadata
+//! only: a payload is shown only on `POST …/payload` with a reason, which goes to the audit log.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::config::Config;
 use crate::node::{Ctx, store_problem};
+use crate::partners::Health;
 use crate::problem::{Code, Problem};
 use crate::store::{Blob, Change, Direction, Filter, JobKind, Message, Millis, Status, now_millis, rfc3339};
 
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+
 pub fn router(ctx: Arc<Ctx>) -> Router {
+    let metrics = crate::telemetry::install();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(move |State(ctx): State<Arc<Ctx>>| async move {
+                let text = crate::telemetry::render(&ctx, &metrics).await;
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+            }),
+        )
+        .route("/admin", get(|| async { Redirect::permanent("/admin/") }))
+        .route("/admin/", get(dashboard))
+        .route(
+            "/admin/api/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .route("/admin/api/status", get(status))
+        .route("/admin/api/queues", get(queues))
+        .route("/admin/api/stats", get(stats))
         .route("/admin/api/messages", get(list))
         .route("/admin/api/messages/{id}", get(show))
+        .route("/admin/api/messages/{id}/payload", post(payload))
         .route("/admin/api/messages/{id}/retry", post(retry))
         .route("/admin/api/messages/{id}/cancel", post(cancel))
         .route("/admin/api/dlq/replay", post(replay))
         .route("/admin/api/partners", get(partners))
+        .route("/admin/api/certificates", get(certificates_route))
+        .route("/admin/api/audit", get(audit_tail))
         .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
         .with_state(ctx)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Poststelle admin API", description = "Operators' view of one node: queues, messages, dead letters, partners, certificates, audit."),
+    paths(status, queues, stats, list, show, payload, retry, cancel, replay, partners, certificates_route, audit_tail),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The dashboard page (assets inline, nothing fetched from elsewhere).
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
 }
 
 async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
@@ -60,23 +117,85 @@ fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-/// A message's metadata as operators see it.
-pub fn message_json(m: &Message) -> Value {
-    json!({
-        "id": m.id,
-        "direction": m.direction,
-        "status": m.status,
-        "client": m.client,
-        "xoev_uuid": m.xoev_uuid,
-        "message_type": m.message_type,
-        "author": m.author,
-        "reader": m.reader,
-        "partner": m.partner_node,
-        "remote_id": m.remote_id,
-        "error": m.error_code.as_ref().map(|c| json!({"code": c, "detail": m.error_detail})),
-        "created": rfc3339(m.created_at),
-        "updated": rfc3339(m.updated_at),
-    })
+pub fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// A problem's code and detail, as recorded on a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorView {
+    pub code: String,
+    pub detail: Option<String>,
+}
+
+/// A message's metadata as operators see it (never the payload).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    pub direction: Direction,
+    pub status: Status,
+    /// Outbound: the submitting client.
+    pub client: Option<String>,
+    pub xoev_uuid: String,
+    pub message_type: String,
+    /// DVDV id of the author and reader authorities.
+    pub author: String,
+    pub reader: String,
+    /// The partner node: recipient's (outbound) or sender's (inbound).
+    pub partner: String,
+    /// Inbound: the sender node's id for the message.
+    pub remote_id: Option<String>,
+    pub error: Option<ErrorView>,
+    /// RFC 3339.
+    pub created: String,
+    pub updated: String,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        MessageView {
+            id: m.id.clone(),
+            direction: m.direction,
+            status: m.status,
+            client: m.client.clone(),
+            xoev_uuid: m.xoev_uuid.clone(),
+            message_type: m.message_type.clone(),
+            author: m.author.clone(),
+            reader: m.reader.clone(),
+            partner: m.partner_node.clone(),
+            remote_id: m.remote_id.clone(),
+            error: m.error_code.as_ref().map(|c| ErrorView {
+                code: c.clone(),
+                detail: m.error_detail.clone(),
+            }),
+            created: rfc3339(m.created_at),
+            updated: rfc3339(m.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEntry {
+    pub status: Status,
+    pub at: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub message: MessageView,
+    /// Every state the message went through, oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageList {
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
 }
 
 async fn find_message(ctx: &Ctx, id: &str) -> Result<Message, Problem> {
@@ -87,6 +206,12 @@ async fn find_message(ctx: &Ctx, id: &str) -> Result<Message, Problem> {
         .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {id}")))
 }
 
+/// An optional text filter; empty counts as absent (as a search form sends it). Times and
+/// states are checked strictly.
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|v| !v.is_empty())
+}
+
 fn time_param(name: &str, v: &Option<String>) -> Result<Option<Millis>, Problem> {
     let Some(v) = v else { return Ok(None) };
     crate::store::parse_rfc3339(v)
@@ -94,23 +219,195 @@ fn time_param(name: &str, v: &Option<String>) -> Result<Option<Millis>, Problem>
         .ok_or_else(|| Problem::new(Code::InvalidRequest, format!("{name}: {v:?} is not an RFC 3339 time")))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A query string, or an `invalid-request` problem saying what is wrong with it.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    q.map(|Query(q)| q)
+        .map_err(|e| Problem::new(Code::InvalidRequest, e.body_text()))
+}
+
+/// Counts per state, summed up the way the overview shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusView {
+    pub node: String,
+    pub version: String,
+    /// RFC 3339.
+    pub started: String,
+    pub uptime_seconds: u64,
+    /// Messages per direction and state (states without messages left out).
+    #[schema(value_type = Object)]
+    pub counts: Value,
+    /// Outbound messages in `failed`.
+    pub dead_letters: u64,
+    /// Outbound messages accepted, sealed or sent (not yet received by the partner).
+    pub in_flight: u64,
+    /// Inbound messages received or opened, not yet delivered to the client.
+    pub inbound_pending: u64,
+    /// Outbound messages the partner rejected, inbound ones we refused.
+    pub rejected: u64,
+    pub partners: Vec<Health>,
+    /// The configured certificate that expires first.
+    pub next_certificate_expiry: Option<CertificateView>,
+}
+
+#[utoipa::path(get, path = "/admin/api/status", tag = "overview",
+    responses((status = 200, body = StatusView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    let counts = ctx.store.counts().await.map_err(store_problem)?;
+    let mut by_direction = json!({"outbound": {}, "inbound": {}});
+    let (mut dead, mut in_flight, mut pending, mut rejected) = (0, 0, 0, 0);
+    for (d, s, n) in counts {
+        by_direction[direction_name(d)][s.as_str()] = json!(n);
+        match (d, s) {
+            (Direction::Outbound, Status::Failed) => dead += n,
+            (Direction::Outbound, Status::Accepted | Status::Sealed | Status::Sent) => in_flight += n,
+            (Direction::Inbound, Status::Received | Status::Opened) => pending += n,
+            (Direction::Outbound, Status::Rejected) | (Direction::Inbound, Status::Refused) => rejected += n,
+            _ => {}
+        }
+    }
+    let now = now_millis();
+    Ok(axum::Json(StatusView {
+        node: ctx.config.node_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started: rfc3339(ctx.started),
+        uptime_seconds: ((now - ctx.started).max(0) / 1000) as u64,
+        counts: by_direction,
+        dead_letters: dead,
+        in_flight,
+        inbound_pending: pending,
+        rejected,
+        partners: partner_health(&ctx),
+        next_certificate_expiry: certificates(&ctx.config).into_iter().next(),
+    })
+    .into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub direction: Direction,
+    pub partner: String,
+    pub status: Status,
+    pub depth: u64,
+    /// Since when the longest-waiting message has been in this state (RFC 3339).
+    pub oldest: String,
+    pub oldest_age_seconds: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    /// Every state but the ended ones (dead letters included), per direction and partner.
+    pub queues: Vec<QueueView>,
+}
+
+#[utoipa::path(get, path = "/admin/api/queues", tag = "overview",
+    responses((status = 200, body = QueueList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    let now = now_millis();
+    let queues = ctx.store.queues().await.map_err(store_problem)?;
+    let queues = queues
+        .into_iter()
+        .map(|q| QueueView {
+            direction: q.direction,
+            partner: q.partner_node,
+            status: q.status,
+            depth: q.depth,
+            oldest: rfc3339(q.oldest),
+            oldest_age_seconds: ((now - q.oldest).max(0) / 1000) as u64,
+        })
+        .collect();
+    Ok(axum::Json(QueueList { queues }).into_response())
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StatsQuery {
+    /// How far back, in minutes (1–1440, default 60).
+    #[param(minimum = 1, maximum = 1440)]
+    minutes: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MinuteView {
+    /// The minute's start (RFC 3339).
+    pub minute: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub received: u64,
+    pub latency_ms_avg: Option<f64>,
+    pub latency_ms_max: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Minutes with activity, oldest first (outbound delivered and failed, inbound received;
+    /// latency: acceptance to delivery).
+    pub minutes: Vec<MinuteView>,
+}
+
+#[utoipa::path(get, path = "/admin/api/stats", tag = "overview", params(StatsQuery),
+    responses((status = 200, body = Stats), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn stats(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    let q = query(q)?;
+    let minutes = q.minutes.unwrap_or(60);
+    if !(1..=1440).contains(&minutes) {
+        return Err(Problem::new(Code::InvalidRequest, "minutes: between 1 and 1440"));
+    }
+    let since = now_millis() - i64::from(minutes) * 60_000;
+    let rows = ctx.store.minutes(since).await.map_err(store_problem)?;
+    let minutes = rows
+        .into_iter()
+        .map(|m| MinuteView {
+            minute: rfc3339(m.start),
+            delivered: m.delivered,
+            failed: m.failed,
+            received: m.received,
+            latency_ms_avg: m.latency_avg_ms,
+            latency_ms_max: m.latency_max_ms,
+        })
+        .collect();
+    Ok(axum::Json(Stats { minutes }).into_response())
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// State(s), comma-separated.
+    #[param(
+        pattern = "^((accepted|sealed|sent|received|opened|delivered|rejected|refused|failed|cancelled)(,(accepted|sealed|sent|received|opened|delivered|rejected|refused|failed|cancelled))*)?$"
+    )]
     status: Option<String>,
+    #[param(value_type = Option<Direction>)]
     direction: Option<String>,
     partner: Option<String>,
+    /// The XÖV message type code.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     message_type: Option<String>,
+    /// The XÖV message UUID.
     uuid: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// At most this many (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
 fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
     let mut status = Vec::new();
-    for s in q.status.iter().flat_map(|s| s.split(',')) {
+    for s in given(&q.status).iter().flat_map(|s| s.split(',')) {
         status.push(Status::parse(s).ok_or_else(|| Problem::new(Code::InvalidRequest, format!("no status {s:?}")))?);
     }
     let direction = match q.direction.as_deref() {
@@ -119,41 +416,124 @@ fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
         Some("outbound") => Some(Direction::Outbound),
         Some(d) => return Err(Problem::new(Code::InvalidRequest, format!("no direction {d:?}"))),
     };
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Problem::new(Code::InvalidRequest, "limit: between 1 and 10000"));
+    }
     Ok(Filter {
         direction,
         status,
-        partner_node: q.partner.clone(),
-        message_type: q.message_type.clone(),
-        xoev_uuid: q.uuid.clone(),
+        partner_node: given(&q.partner).map(str::to_owned),
+        message_type: given(&q.message_type).map(str::to_owned),
+        xoev_uuid: given(&q.uuid).map(str::to_owned),
         since: time_param("since", &q.since)?,
         until: time_param("until", &q.until)?,
-        limit: q.limit.unwrap_or(1000).min(10_000),
+        limit,
     })
 }
 
+#[utoipa::path(get, path = "/admin/api/messages", tag = "messages", params(ListQuery),
+    responses((status = 200, body = MessageList), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn list(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    // A malformed query is a problem with a code like every other rejection.
-    let Query(q) = q.map_err(|e| Problem::new(Code::InvalidRequest, e.body_text()))?;
+    let q = query(q)?;
     let items = ctx.store.list(filter_of(&q)?).await.map_err(store_problem)?;
-    let list: Vec<Value> = items.iter().map(message_json).collect();
-    Ok(axum::Json(json!({"messages": list})).into_response())
+    let messages = items.iter().map(MessageView::from).collect();
+    Ok(axum::Json(MessageList { messages }).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/api/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "The node's message id")),
+    responses((status = 200, body = MessageDetail), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn show(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let m = find_message(&ctx, &id).await?;
     let events = ctx.store.events(&id).await.map_err(store_problem)?;
-    let mut v = message_json(&m);
-    v["timeline"] = events
+    let timeline = events
         .iter()
-        .map(|e| json!({"status": e.status, "at": rfc3339(e.at), "detail": e.detail}))
+        .map(|e| TimelineEntry {
+            status: e.status,
+            at: rfc3339(e.at),
+            detail: e.detail.clone(),
+        })
         .collect();
-    Ok(axum::Json(v).into_response())
+    Ok(axum::Json(MessageDetail {
+        message: MessageView::from(&m),
+        timeline,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadRequest {
+    /// Why the payload is needed (recorded in the audit log; 3–500 characters, one line).
+    #[schema(min_length = 3, max_length = 500, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PayloadView {
+    pub id: String,
+    /// `payload`: the XÖV message (outbound: as submitted; inbound: as opened).
+    pub kind: String,
+    pub payload: String,
+}
+
+/// The payload of one message, on explicit request: the reason and who asked go to the audit
+/// log before anything is shown.
+#[utoipa::path(post, path = "/admin/api/messages/{id}/payload", tag = "messages",
+    params(("id" = String, Path, description = "The node's message id")),
+    request_body = PayloadRequest,
+    responses((status = 200, body = PayloadView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn payload(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<axum::Json<PayloadRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    let axum::Json(req) = body.map_err(|e| Problem::new(Code::InvalidRequest, e.body_text()))?;
+    let reason = req.reason.as_str();
+    let chars = reason.chars().count();
+    if !(3..=500).contains(&chars) || reason.chars().any(char::is_control) {
+        return Err(Problem::new(
+            Code::InvalidRequest,
+            "reason: 3 to 500 characters on one line, saying why the payload is needed",
+        ));
+    }
+    find_message(&ctx, &id).await?;
+    let blob = ctx.store.blob(&id, Blob::Payload).await.map_err(store_problem)?;
+    let outcome = if blob.is_some() { "shown" } else { "purged" };
+    // The reason is the operator's own words: recorded, never logged.
+    ctx.audit.note(
+        "admin",
+        "payload-viewed",
+        json!({"message_id": id, "reason": reason, "outcome": outcome}),
+    );
+    let Some(blob) = blob else {
+        return Err(Problem::new(
+            Code::NotFound,
+            format!("{id} has no payload (not opened yet, or purged after the retention time)"),
+        ));
+    };
+    Ok(axum::Json(PayloadView {
+        id,
+        kind: "payload".into(),
+        payload: String::from_utf8_lossy(&blob).into_owned(),
+    })
+    .into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Action {
+    pub id: String,
+    /// The message's state after the action.
+    pub status: Status,
 }
 
 /// Sends a dead letter back to the relay with a fresh retry time-box; returns its new state.
@@ -199,20 +579,16 @@ pub async fn retry_message(ctx: &Ctx, id: &str) -> Result<Status, Problem> {
     ctx.wake(JobKind::Relay);
     Ok(to)
 }
-
-fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-    }
-}
-
+/// Retries a dead letter (`failed`, outbound) with a fresh retry time-box.
+#[utoipa::path(post, path = "/admin/api/messages/{id}/retry", tag = "dead letters",
+    params(("id" = String, Path, description = "The node's message id")),
+    responses((status = 200, body = Action), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn retry(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let result = retry_message(&ctx, &id).await;
     ctx.audit.note("admin", "retry", outcome(&id, &result));
     let status = result?;
-    Ok(axum::Json(json!({"id": id, "status": status})).into_response())
+    Ok(axum::Json(Action { id, status }).into_response())
 }
 
 /// An audit entry's fields for an operator action on one message: the id and what came of it.
@@ -223,12 +599,20 @@ fn outcome<T>(id: &str, result: &Result<T, Problem>) -> Value {
     }
 }
 
+/// Cancels an outbound message not yet sent (`accepted`, `sealed`) or a dead letter.
+#[utoipa::path(post, path = "/admin/api/messages/{id}/cancel", tag = "dead letters",
+    params(("id" = String, Path, description = "The node's message id")),
+    responses((status = 200, body = Action), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let result = cancel_message(&ctx, &id).await;
     ctx.audit.note("admin", "cancel", outcome(&id, &result));
     result?;
-    Ok(axum::Json(json!({"id": id, "status": Status::Cancelled})).into_response())
+    Ok(axum::Json(Action {
+        id,
+        status: Status::Cancelled,
+    })
+    .into_response())
 }
 
 async fn cancel_message(ctx: &Ctx, id: &str) -> Result<(), Problem> {
@@ -267,32 +651,54 @@ async fn cancel_message(ctx: &Ctx, id: &str) -> Result<(), Problem> {
     tracing::info!(message_id = %id, "operator cancel");
     Ok(())
 }
-
-#[derive(Debug, Default, Deserialize)]
+/// Which dead letters to replay (all given fields must match; none: every dead letter).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayFilter {
+pub struct ReplayFilter {
     partner: Option<String>,
     #[serde(rename = "type")]
+    #[schema(rename = "type")]
     message_type: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[schema(format = DateTime)]
     since: Option<String>,
+    /// Created before (RFC 3339).
+    #[schema(format = DateTime)]
     until: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    pub replayed: Vec<String>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Retries every dead letter matching the filter.
+#[utoipa::path(post, path = "/admin/api/dlq/replay", tag = "dead letters",
+    request_body(content = Option<ReplayFilter>),
+    responses((status = 200, body = Replayed), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let f: ReplayFilter = if body.is_empty() {
         ReplayFilter::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<ReplayFilter>>(&body)
             .map_err(|e| Problem::new(Code::InvalidRequest, format!("the filter is not valid JSON: {e}")))?
+            .unwrap_or_default()
     };
     let dead = ctx
         .store
         .list(Filter {
             direction: Some(Direction::Outbound),
             status: vec![Status::Failed],
-            partner_node: f.partner,
-            message_type: f.message_type,
+            partner_node: given(&f.partner).map(str::to_owned),
+            message_type: given(&f.message_type).map(str::to_owned),
             since: time_param("since", &f.since)?,
             until: time_param("until", &f.until)?,
             limit: 10_000,
@@ -305,7 +711,10 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
     for m in dead {
         match retry_message(&ctx, &m.id).await {
             Ok(_) => replayed.push(m.id),
-            Err(p) => skipped.push(json!({"id": m.id, "reason": p.detail})),
+            Err(p) => skipped.push(Skipped {
+                id: m.id,
+                reason: p.detail,
+            }),
         }
     }
     ctx.audit.note(
@@ -313,16 +722,153 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
         "dlq-replay",
         json!({"replayed": replayed.len(), "skipped": skipped.len()}),
     );
-    Ok(axum::Json(json!({"replayed": replayed, "skipped": skipped})).into_response())
+    Ok(axum::Json(Replayed { replayed, skipped }).into_response())
 }
 
-async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
-    let known: Vec<crate::partners::Health> = ctx
-        .config
+fn partner_health(ctx: &Ctx) -> Vec<Health> {
+    ctx.config
         .partners
         .iter()
         .map(|p| ctx.partners.health_of(&p.node))
-        .collect();
-    Ok(axum::Json(json!({"partners": known})).into_response())
+        .collect()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartnerList {
+    pub partners: Vec<Health>,
+}
+
+#[utoipa::path(get, path = "/admin/api/partners", tag = "overview",
+    responses((status = 200, body = PartnerList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    Ok(axum::Json(PartnerList {
+        partners: partner_health(&ctx),
+    })
+    .into_response())
+}
+
+/// One configured certificate and when it expires.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CertificateView {
+    /// `node` (TLS and transport signatures), `ca`, `content-ca`, `authority` (ours),
+    /// `partner` (a partner node's), `partner-authority` (an authority behind a partner).
+    pub role: &'static str,
+    /// Which one: the node, authority id or partner name.
+    pub name: String,
+    pub subject: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Negative: expired.
+    pub days_left: i64,
+}
+
+/// Every certificate the config names, the one expiring first first. Files that cannot be
+/// read are left out (the config check at start reports them).
+pub fn certificates(config: &Config) -> Vec<CertificateView> {
+    let mut files: Vec<(&'static str, String, &std::path::Path)> = vec![
+        ("node", config.node_name.clone(), &config.tls.cert),
+        ("ca", config.node_name.clone(), &config.tls.ca),
+    ];
+    if let Some(ca) = &config.security.content_ca {
+        files.push(("content-ca", config.node_name.clone(), ca));
+    }
+    for (id, k) in &config.authority_keys {
+        files.push(("authority", id.clone(), &k.certificate));
+    }
+    for p in &config.partners {
+        files.push(("partner", p.node.clone(), &p.certificate));
+        for (id, c) in &p.authority_certificates {
+            files.push(("partner-authority", id.clone(), c));
+        }
+    }
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (role, name, path) in files {
+        let Ok(pem) = std::fs::read(path) else { continue };
+        for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
+            let Ok(diff) = now.diff(cert.not_after()) else { continue };
+            let subject = cert
+                .subject_name()
+                .entries()
+                .filter_map(|e| {
+                    let key = e.object().nid().short_name().ok()?;
+                    Some(format!("{key}={}", e.data().to_string().ok()?))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push(CertificateView {
+                role,
+                name: name.clone(),
+                subject,
+                not_after: asn1_rfc3339(cert.not_after()),
+                days_left: i64::from(diff.days),
+            });
+        }
+    }
+    out.sort_by_key(|c| c.days_left);
+    out
+}
+
+/// An ASN.1 time (as OpenSSL prints it, `Nov 22 20:00:00 2027 GMT`) in RFC 3339.
+fn asn1_rfc3339(t: &openssl::asn1::Asn1TimeRef) -> String {
+    let text = t.to_string();
+    let format =
+        time::macros::format_description!("[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT");
+    time::PrimitiveDateTime::parse(&text, format)
+        .map(|p| p.assume_utc().unix_timestamp() * 1000)
+        .map(rfc3339)
+        .unwrap_or(text)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateList {
+    pub certificates: Vec<CertificateView>,
+}
+
+#[utoipa::path(get, path = "/admin/api/certificates", tag = "overview",
+    responses((status = 200, body = CertificateList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn certificates_route(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    Ok(axum::Json(CertificateList {
+        certificates: certificates(&ctx.config),
+    })
+    .into_response())
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// The last this many entries (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditTail {
+    /// The newest entries of the audit log, oldest first, as written (hash chain included).
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<Value>,
+}
+
+#[utoipa::path(get, path = "/admin/api/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditTail), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn audit_tail(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    authorize(&ctx, &headers)?;
+    let limit = query(q)?.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::new(Code::InvalidRequest, "limit: between 1 and 1000"));
+    }
+    let entries = ctx.audit.tail(limit).map_err(|e| {
+        tracing::error!(error = %e, "cannot read the audit log");
+        Problem::new(Code::Internal, "cannot read the audit log")
+    })?;
+    Ok(axum::Json(AuditTail { entries }).into_response())
 }

@@ -66,6 +66,28 @@ impl AuditLog {
         })
     }
 
+    /// The newest `n` entries, oldest first (read from the last MiB of the file).
+    pub fn tail(&self, n: usize) -> std::io::Result<Vec<Value>> {
+        use std::io::{Read, Seek, SeekFrom};
+        // Holding the writer's lock: no entry is half-written while we read.
+        let _tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = std::fs::File::open(&self.path)?;
+        let len = file.metadata()?.len();
+        let start = len.saturating_sub(1 << 20);
+        file.seek(SeekFrom::Start(start))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let mut lines: Vec<&str> = text.lines().collect();
+        if start > 0 && !lines.is_empty() {
+            lines.remove(0); // cut in the middle
+        }
+        let skip = lines.len().saturating_sub(n);
+        Ok(lines[skip..]
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
     /// Appends an entry (`actor` did `action`; `fields` are ids, codes, names) and syncs it.
     pub fn record(&self, actor: &str, action: &str, fields: Value) -> std::io::Result<()> {
         let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());

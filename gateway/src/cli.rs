@@ -73,6 +73,22 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Operators: the node at a glance (counts, partners, next certificate expiry). Exit 1 when
+    /// there are dead letters or a certificate expires within 30 days.
+    Status {
+        #[command(flatten)]
+        target: crate::ops::Target,
+    },
+    /// Operators: queues per direction, partner and state, with depth and the oldest's age.
+    Queues {
+        #[command(flatten)]
+        target: crate::ops::Target,
+    },
+    /// Operators: configured certificates and days to expiry.
+    Certs {
+        #[command(flatten)]
+        target: crate::ops::Target,
+    },
     /// Operators: list, show, retry or cancel messages over a node's admin API.
     Messages {
         #[command(subcommand)]
@@ -246,6 +262,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AdapterCommand::Check { dirs, xoev_root },
         } => adapter_check(&dirs, xoev_root),
         Command::Send { files, node, token, ca } => runtime()?.block_on(send(files, node, token, ca)),
+        Command::Status { target } => runtime()?.block_on(crate::ops::status(target)),
+        Command::Queues { target } => runtime()?.block_on(crate::ops::queues(target)),
+        Command::Certs { target } => runtime()?.block_on(crate::ops::certs(target)),
         Command::Messages { command, target } => runtime()?.block_on(crate::ops::messages(target, command)),
         Command::Dlq { command, target } => runtime()?.block_on(crate::ops::dlq(target, command)),
         Command::Audit {

@@ -23,6 +23,7 @@ pub mod pki;
 pub mod problem;
 pub mod relay;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod transport;
 pub mod xml;

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub broker: crate::amqp::Broker,
     /// The hash-chained audit log (`<data_dir>/audit.log`).
     pub audit: crate::audit::AuditLog,
+    /// When this node started (milliseconds).
+    pub started: crate::store::Millis,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
     wakers: [Notify; 4],
 }
@@ -242,13 +244,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     );
     let audit =
         crate::audit::AuditLog::open(&config.data_dir.join("audit.log")).context("cannot open the audit log")?;
-    // With a broker, committed status changes also become status events.
-    let (store, status_events) = if config.amqp.is_some() {
-        let (store, rx) = crate::store::events::Evented::wrap(store, 10_000);
-        (store, Some(rx))
-    } else {
-        (store, None)
-    };
+    // Committed status changes are counted; with a broker they also become status events.
+    let (store, status_events) = crate::store::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
     // This process holds the data folder's lock: every lease in the store is a dead process's.
     let released = store.release_leases().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if released > 0 {
@@ -298,6 +295,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         push_client,
         keys: Arc::new(keys),
         partners,
+        started: crate::store::now_millis(),
         intake_permits,
         broker: crate::amqp::Broker::default(),
         audit,

@@ -1,5 +1,5 @@
-//! Operator commands over a node's admin API: `poststelle messages list|show|retry|cancel` and
-//! `poststelle dlq replay`. Tables for people, `--json` for scripts. The node is named either
+//! Operator commands over a node's admin API: `poststelle status`, `queues`, `certs`,
+//! `messages list|show|payload|retry|cancel` and `dlq replay`. Tables for people, `--json` for scripts. The node is named either
 //! by `--admin URL --token T` or by `--network DIR/network.json --node NAME`.
 
 use std::path::PathBuf;
@@ -40,11 +40,29 @@ pub enum MessagesCommand {
         /// inbound or outbound
         #[arg(long)]
         direction: Option<String>,
+        /// The XÖV message type code.
+        #[arg(long = "type")]
+        message_type: Option<String>,
+        /// The XÖV message UUID.
+        #[arg(long)]
+        uuid: Option<String>,
+        /// Created at or after (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Created before (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long)]
         limit: Option<usize>,
     },
     /// One message with its timeline.
     Show { id: String },
+    /// A message's payload; the reason is written to the node's audit log.
+    Payload {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
     /// Send a dead letter (`failed`) back to the relay.
     Retry { id: String },
     /// Cancel a message not yet sent (`accepted`, `sealed`, `failed`).
@@ -133,6 +151,152 @@ fn table(rows: &[Vec<String>]) {
     }
 }
 
+/// Percent-encodes a query value (RFC 3339 times carry `+` and `:`).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Seconds as people read them: `42 s`, `7 min`, `3 h 5 min`, `2 d 4 h`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d {} h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// `poststelle status`: the node at a glance (exit 1 when there are dead letters or a
+/// certificate expires within 30 days, so that a cron job can alert on it).
+pub async fn status(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let v = api.call(reqwest::Method::GET, "/admin/api/status", None).await?;
+    let attention = v["dead_letters"].as_u64().unwrap_or(0) > 0
+        || v["next_certificate_expiry"]["days_left"]
+            .as_i64()
+            .is_some_and(|d| d < 30);
+    if api.json {
+        println!("{v}");
+    } else {
+        println!(
+            "node {} (version {}), up {}",
+            s(&v["node"]),
+            s(&v["version"]),
+            age(v["uptime_seconds"].as_u64().unwrap_or(0))
+        );
+        let out = &v["counts"]["outbound"];
+        println!(
+            "outbound: {} delivered, {} in flight, {} dead letters, {} rejected",
+            out["delivered"].as_u64().unwrap_or(0),
+            v["in_flight"].as_u64().unwrap_or(0),
+            v["dead_letters"].as_u64().unwrap_or(0),
+            v["rejected"].as_u64().unwrap_or(0),
+        );
+        println!(
+            "inbound:  {} delivered, {} waiting for the client",
+            v["counts"]["inbound"]["delivered"].as_u64().unwrap_or(0),
+            v["inbound_pending"].as_u64().unwrap_or(0),
+        );
+        let mut rows = vec![
+            [
+                "partner",
+                "circuit",
+                "in flight",
+                "errors",
+                "last success",
+                "last error",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for p in v["partners"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                s(&p["partner"]),
+                s(&p["circuit"]),
+                p["in_flight"].to_string(),
+                format!("{:.0} %", p["error_rate"].as_f64().unwrap_or(0.0) * 100.0),
+                s(&p["last_success"]),
+                s(&p["last_error"]),
+            ]);
+        }
+        table(&rows);
+        if let Some(c) = v["next_certificate_expiry"].as_object() {
+            println!(
+                "next certificate to expire: {} {} in {} days",
+                s(&c["role"]),
+                s(&c["name"]),
+                c["days_left"]
+            );
+        }
+    }
+    Ok(if attention {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `poststelle queues`: what waits where, and since when.
+pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let v = api.call(reqwest::Method::GET, "/admin/api/queues", None).await?;
+    if api.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![
+        ["direction", "partner", "status", "depth", "oldest"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for q in v["queues"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(&q["direction"]),
+            s(&q["partner"]),
+            s(&q["status"]),
+            q["depth"].to_string(),
+            age(q["oldest_age_seconds"].as_u64().unwrap_or(0)),
+        ]);
+    }
+    if rows.len() == 1 {
+        println!("all queues are empty");
+    } else {
+        table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `poststelle certs`: every configured certificate, the one expiring first first.
+pub async fn certs(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let v = api.call(reqwest::Method::GET, "/admin/api/certificates", None).await?;
+    if api.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![
+        ["days left", "role", "name", "not after", "subject"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for c in v["certificates"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            c["days_left"].to_string(),
+            s(&c["role"]),
+            s(&c["name"]),
+            s(&c["not_after"]),
+            s(&c["subject"]),
+        ]);
+    }
+    table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn s(v: &Value) -> String {
     v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into())
 }
@@ -144,12 +308,24 @@ pub async fn messages(target: Target, command: MessagesCommand) -> anyhow::Resul
             status,
             partner,
             direction,
+            message_type,
+            uuid,
+            since,
+            until,
             limit,
         } => {
             let mut q = Vec::new();
-            for (k, v) in [("status", status), ("partner", partner), ("direction", direction)] {
+            for (k, v) in [
+                ("status", status),
+                ("partner", partner),
+                ("direction", direction),
+                ("type", message_type),
+                ("uuid", uuid),
+                ("since", since),
+                ("until", until),
+            ] {
                 if let Some(v) = v {
-                    q.push(format!("{k}={v}"));
+                    q.push(format!("{k}={}", encode(v)));
                 }
             }
             if let Some(l) = limit {
@@ -169,6 +345,14 @@ pub async fn messages(target: Target, command: MessagesCommand) -> anyhow::Resul
         MessagesCommand::Retry { id } => {
             api.call(reqwest::Method::POST, &format!("/admin/api/messages/{id}/retry"), None)
                 .await?
+        }
+        MessagesCommand::Payload { id, reason } => {
+            api.call(
+                reqwest::Method::POST,
+                &format!("/admin/api/messages/{id}/payload"),
+                Some(json!({ "reason": reason })),
+            )
+            .await?
         }
         MessagesCommand::Cancel { id } => {
             api.call(reqwest::Method::POST, &format!("/admin/api/messages/{id}/cancel"), None)
@@ -228,6 +412,7 @@ pub async fn messages(target: Target, command: MessagesCommand) -> anyhow::Resul
             println!();
             table(&rows);
         }
+        MessagesCommand::Payload { .. } => println!("{}", s(&v["payload"])),
         MessagesCommand::Retry { .. } | MessagesCommand::Cancel { .. } => {
             println!("{}: {}", s(&v["id"]), s(&v["status"]));
         }

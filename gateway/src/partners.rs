@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::store::{Millis, now_millis, rfc3339};
 
 /// Circuit states (as shown to operators).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Circuit {
     Closed,
@@ -48,7 +48,7 @@ impl State {
 }
 
 /// A partner's health as operators see it (times in RFC 3339).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub partner: String,
     pub circuit: Circuit,
@@ -56,6 +56,8 @@ pub struct Health {
     pub consecutive_failures: u32,
     pub successes: u64,
     pub failures: u64,
+    /// failures / (successes + failures) since the node started (0 without attempts).
+    pub error_rate: f64,
     pub last_success: Option<String>,
     pub last_failure: Option<String>,
     pub last_error: Option<String>,
@@ -170,6 +172,11 @@ impl Partners {
             consecutive_failures: s.consecutive_failures,
             successes: s.successes,
             failures: s.failures,
+            error_rate: if s.successes + s.failures == 0 {
+                0.0
+            } else {
+                s.failures as f64 / (s.successes + s.failures) as f64
+            },
             last_success: s.last_success.map(rfc3339),
             last_failure: s.last_failure.map(rfc3339),
             last_error: s.last_error.clone(),

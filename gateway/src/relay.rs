@@ -52,10 +52,17 @@ pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<boo
         };
         // Each attempt runs in its own task: a message that makes its handler panic costs an
         // attempt (and, past the budget, ends as a dead letter), never a worker.
+        let started = std::time::Instant::now();
         let attempt = {
             let (ctx, job) = (ctx.clone(), job.clone());
             tokio::spawn(async move { handle(&ctx, &job).await }).await
         };
+        let outcome = match &attempt {
+            Ok(Ok(Attempt::Done)) => "done",
+            Ok(Ok(Attempt::Retry(_))) | Ok(Err(_)) => "retry",
+            Err(_) => "crashed",
+        };
+        crate::telemetry::job(kind, outcome, started.elapsed());
         let result = attempt.unwrap_or_else(|e| {
             tracing::error!(kind = kind.as_str(), message_id = %job.message_id, panic = e.is_panic(),
                 "job attempt ended abnormally");
@@ -290,6 +297,7 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     let (status, body) = match post_to_partner(ctx, partner, envelope_bytes.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
+            crate::telemetry::relay_error(crate::telemetry::no_answer_class(&e));
             return Ok(partner_failed(
                 ctx,
                 &partner.node,
@@ -298,6 +306,7 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
         }
     };
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        crate::telemetry::relay_error(crate::telemetry::status_class(status.as_u16()));
         return Ok(partner_failed(
             ctx,
             &partner.node,
@@ -308,8 +317,14 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     crate::failpoint!("relay.after_send");
     let receipt = match read_receipt(ctx, &partner.node, &body).await {
         Ok(r) if r.message_id == m.id || r.outcome == Outcome::Refused => r,
-        Ok(_) => return Ok(Attempt::Retry("the partner's receipt is for another message".into())),
-        Err(reason) if status.is_success() => return Ok(Attempt::Retry(reason)),
+        Ok(_) => {
+            crate::telemetry::relay_error("bad-receipt");
+            return Ok(Attempt::Retry("the partner's receipt is for another message".into()));
+        }
+        Err(reason) if status.is_success() => {
+            crate::telemetry::relay_error("bad-receipt");
+            return Ok(Attempt::Retry(reason));
+        }
         Err(reason) => {
             // A 4xx without a readable refusal is still permanent.
             return apply(
@@ -330,6 +345,7 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     let (new_status, detail, error) = match receipt.outcome {
         Outcome::Received | Outcome::Delivered if status.is_success() => {
             if receipt.envelope_sha256.as_deref() != Some(expected_digest.as_slice()) {
+                crate::telemetry::relay_error("bad-receipt");
                 return Ok(Attempt::Retry("the receipt does not bind our envelope's digest".into()));
             }
             tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Consumer, Counts, Net, bin};
 
 /// Sets `key = value` lines in node `i`'s config.
-fn set(net: &Net, i: usize, pairs: &[(&str, &str)]) {
+pub(crate) fn set(net: &Net, i: usize, pairs: &[(&str, &str)]) {
     net.edit_config(i, |text| {
         let mut out = String::new();
         for line in text.lines() {
@@ -40,7 +40,7 @@ fn fast(net: &Net, i: usize) {
     );
 }
 
-fn fast_net(nodes: usize) -> Net {
+pub(crate) fn fast_net(nodes: usize) -> Net {
     let net = Net::init(nodes);
     for i in 0..nodes {
         fast(&net, i);
@@ -408,7 +408,7 @@ async fn clock_skew_within_tolerance_passes_beyond_is_refused_with_a_code() {
     assert_eq!(v["error"]["code"], "clock-skew", "{v}");
 }
 
-fn cli(args: &[&str]) -> (bool, String) {
+pub(crate) fn cli(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(bin()).args(args).output().unwrap();
     (
         out.status.success(),

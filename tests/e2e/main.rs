@@ -11,6 +11,7 @@ mod crash;
 mod differential;
 mod faults;
 mod offline_schemas;
+mod operators;
 mod partner_auth;
 mod push;
 mod relay;

@@ -208,8 +208,20 @@ pub enum Submitted {
     AlreadyAccepted(String),
 }
 
-/// Checks and durably stores a client's submission.
+/// Checks and durably stores a client's submission (counted in the metrics by outcome).
 pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
+    let started = std::time::Instant::now();
+    let result = submit_uncounted(ctx, client, bytes).await;
+    let outcome = match &result {
+        Ok(Submitted::Accepted(_)) => "accepted",
+        Ok(Submitted::AlreadyAccepted(_)) => "duplicate",
+        Err(p) => p.code.as_str(),
+    };
+    crate::telemetry::intake(outcome, started.elapsed());
+    result
+}
+
+async fn submit_uncounted(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
     let checked = check(ctx, client, &bytes).await?;
     let digest = crate::envelope::hex(&crate::envelope::sha256(&bytes));
     crate::failpoint!("intake.before_commit");

@@ -1,6 +1,7 @@
-//! A store that reports status changes: every committed transition that sets a status sends the
-//! message id and the new status to a bounded channel, from which the AMQP status-event publisher reads. At most
-//! once: when the channel is full (the broker is away) events are dropped, never the transition.
+//! A store that reports status changes: every committed transition that sets a status is
+//! counted in the metrics and, with a broker, sends the message id and the new status to a
+//! bounded channel, from which the AMQP status-event publisher reads. At most once: when the
+//! channel is full (the broker is away) events are dropped, never the transition.
 
 use std::time::Duration;
 
@@ -9,21 +10,34 @@ use tokio::sync::mpsc;
 
 use super::*;
 
+/// Where status events arrive: (message id, new status).
+pub type StatusEvents = mpsc::Receiver<(String, Status)>;
+
 /// Wraps a store; see the module documentation.
 #[derive(Debug)]
 pub struct Evented {
     inner: Arc<dyn Store>,
-    tx: mpsc::Sender<(String, Status)>,
+    tx: Option<mpsc::Sender<(String, Status)>>,
 }
 
 impl Evented {
-    pub fn wrap(inner: Arc<dyn Store>, capacity: usize) -> (Arc<dyn Store>, mpsc::Receiver<(String, Status)>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    /// With `events`, also returns the receiving end of a channel of that capacity.
+    pub fn wrap(inner: Arc<dyn Store>, events: Option<usize>) -> (Arc<dyn Store>, Option<StatusEvents>) {
+        let (tx, rx) = match events {
+            Some(capacity) => {
+                let (tx, rx) = mpsc::channel(capacity);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         (Arc::new(Evented { inner, tx }), rx)
     }
 
     fn changed(&self, id: &str, status: Status) {
-        let _ = self.tx.try_send((id.to_owned(), status));
+        crate::telemetry::transition(status);
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send((id.to_owned(), status));
+        }
     }
 }
 
@@ -80,6 +94,12 @@ impl Store for Evented {
     }
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
         self.inner.counts().await
+    }
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        self.inner.queues().await
+    }
+    async fn minutes(&self, since: Millis) -> Result<Vec<Minute>, StoreError> {
+        self.inner.minutes(since).await
     }
     async fn list(&self, filter: Filter) -> Result<Vec<Message>, StoreError> {
         self.inner.list(filter).await

@@ -60,7 +60,7 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Sent by one of our clients to a partner.
@@ -71,7 +71,7 @@ pub enum Direction {
 
 /// Lifecycle states (PRODUCT.md). Sender side: accepted → sealed → sent → received → delivered,
 /// or rejected / failed / cancelled. Receiver side: received → opened → delivered | refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Accepted,
@@ -183,6 +183,34 @@ pub struct Job {
     pub deadline: Option<Millis>,
     /// When the message was stored.
     pub created_at: Millis,
+}
+
+/// One queue as operators see it: the messages of one direction, partner and state that are
+/// not done (dead letters included), with how long the longest-waiting one has been there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub direction: Direction,
+    pub partner_node: String,
+    pub status: Status,
+    pub depth: u64,
+    /// The earliest `updated_at` among them: since when the oldest has been in this state.
+    pub oldest: Millis,
+}
+
+/// Activity in one minute (for the dashboard's last-hour charts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Minute {
+    /// The minute's start (milliseconds).
+    pub start: Millis,
+    /// Outbound messages delivered to the partner's client.
+    pub delivered: u64,
+    /// Outbound messages that became dead letters.
+    pub failed: u64,
+    /// Inbound messages received from partners.
+    pub received: u64,
+    /// Outbound acceptance → delivered, average and maximum (milliseconds).
+    pub latency_avg_ms: Option<f64>,
+    pub latency_max_ms: Option<i64>,
 }
 
 /// A query over message metadata (operators' search, dead-letter replay).
@@ -331,6 +359,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError>;
     /// Counts of messages per (direction, status), for readiness and status views.
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError>;
+    /// Queues: messages not done (every state but delivered, rejected, refused, cancelled) per
+    /// direction, partner and state.
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError>;
+    /// Activity per minute since `since`, minutes without any left out.
+    async fn minutes(&self, since: Millis) -> Result<Vec<Minute>, StoreError>;
     /// Message metadata matching `filter`, oldest first.
     async fn list(&self, filter: Filter) -> Result<Vec<Message>, StoreError>;
     /// Moves outbound messages past their deadline, not held by a worker, to `failed`

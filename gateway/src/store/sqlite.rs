@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_message ON events(message_id, seq);
+CREATE INDEX IF NOT EXISTS events_status_at ON events(status, at);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -161,6 +162,14 @@ fn over_soft_limit(conn: &Connection, soft: SoftLimit, incoming: usize) -> rusql
     let reserve = bytes * GROWTH_FACTOR + n * GROWTH_FIXED;
     let incoming = incoming as i64 * (GROWTH_FACTOR + 1) + GROWTH_FIXED;
     Ok((pages - free) * soft.page_size + reserve + incoming > soft.bytes)
+}
+
+fn direction_of(d: &str) -> Direction {
+    if d == "inbound" {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    }
 }
 
 impl SqliteStore {
@@ -645,15 +654,61 @@ impl Store for SqliteStore {
                 let d: String = r.get(0)?;
                 let s: String = r.get(1)?;
                 let n: i64 = r.get(2)?;
-                Ok((
-                    if d == "inbound" {
-                        Direction::Inbound
-                    } else {
-                        Direction::Outbound
-                    },
-                    Status::parse(&s).unwrap_or(Status::Failed),
-                    n as u64,
-                ))
+                Ok((direction_of(&d), Status::parse(&s).unwrap_or(Status::Failed), n as u64))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        self.read(|conn| {
+            let mut st = conn.prepare(
+                "SELECT direction, partner_node, status, COUNT(*), MIN(updated_at) FROM messages
+                 WHERE status NOT IN ('delivered', 'rejected', 'refused', 'cancelled')
+                 GROUP BY direction, partner_node, status ORDER BY direction DESC, partner_node, status",
+            )?;
+            let rows = st.query_map([], |r| {
+                let d: String = r.get(0)?;
+                let s: String = r.get(2)?;
+                let n: i64 = r.get(3)?;
+                Ok(Queue {
+                    direction: direction_of(&d),
+                    partner_node: r.get(1)?,
+                    status: Status::parse(&s).unwrap_or(Status::Failed),
+                    depth: n as u64,
+                    oldest: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn minutes(&self, since: Millis) -> Result<Vec<Minute>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn.prepare(
+                "SELECT e.at / 60000 AS minute,
+                   SUM(e.status = 'delivered' AND m.direction = 'outbound'),
+                   SUM(e.status = 'failed'),
+                   SUM(e.status = 'received' AND m.direction = 'inbound'),
+                   AVG(CASE WHEN e.status = 'delivered' AND m.direction = 'outbound' THEN e.at - m.created_at END),
+                   MAX(CASE WHEN e.status = 'delivered' AND m.direction = 'outbound' THEN e.at - m.created_at END)
+                 FROM events e JOIN messages m ON m.id = e.message_id
+                 WHERE e.status IN ('delivered', 'failed', 'received') AND e.at >= ?1
+                 GROUP BY minute ORDER BY minute",
+            )?;
+            let rows = st.query_map(params![since], |r| {
+                let minute: i64 = r.get(0)?;
+                let (d, f, rcv): (i64, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
+                Ok(Minute {
+                    start: minute * 60_000,
+                    delivered: d as u64,
+                    failed: f as u64,
+                    received: rcv as u64,
+                    latency_avg_ms: r.get(4)?,
+                    latency_max_ms: r.get(5)?,
+                })
             })?;
             rows.collect()
         })

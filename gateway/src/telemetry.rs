@@ -1,0 +1,185 @@
+//! Prometheus metrics: every metric name, its help text and its buckets are defined here and
+//! nowhere else (the README lists them). Counters and histograms are recorded where things
+//! happen; gauges (queues, certificates, store size, circuits) are sampled when `/metrics` is
+//! scraped, so they are never stale by more than a scrape.
+//!
+//! Labels are bounded sets only (states, problem codes, job kinds, error classes, partner and
+//! certificate names from the config): never message ids, XÖV UUIDs or anything from a payload.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::node::Ctx;
+
+/// Client submissions by outcome: `accepted`, `duplicate`, or the problem code.
+pub const INTAKE: &str = "poststelle_intake_total";
+/// Time from a submission's arrival to its durable commit or refusal.
+pub const INTAKE_SECONDS: &str = "poststelle_intake_seconds";
+/// State transitions by new state (messages by stage and outcome; `received` and `delivered`
+/// count both directions).
+pub const TRANSITIONS: &str = "poststelle_messages_total";
+/// Duration of one job attempt by kind (relay, open, push, notice) and outcome.
+pub const JOB_SECONDS: &str = "poststelle_job_seconds";
+/// Failed attempts to reach a partner, by class.
+pub const RELAY_ERRORS: &str = "poststelle_relay_errors_total";
+/// Messages not done per direction, partner and state.
+pub const QUEUE_DEPTH: &str = "poststelle_queue_depth";
+/// How long the longest-waiting message of a queue has been in its state.
+pub const QUEUE_OLDEST: &str = "poststelle_queue_oldest_seconds";
+/// Days until a configured certificate expires (negative: expired).
+pub const CERT_DAYS: &str = "poststelle_certificate_days_left";
+/// Bytes of the store on disk (database and write-ahead log).
+pub const STORE_BYTES: &str = "poststelle_store_bytes";
+/// 1 while a partner's circuit is open or half-open, else 0.
+pub const CIRCUIT_OPEN: &str = "poststelle_partner_circuit_open";
+
+/// Latency buckets (seconds) for intake and job attempts: 1 ms … 60 s.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; nodes started in one process, as by `demo`,
+/// share it) and returns the handle that renders the exposition text.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for name in [INTAKE_SECONDS, JOB_SECONDS] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.into()), &BUCKETS)
+                    .expect("non-empty buckets");
+            }
+            let handle = builder
+                .install_recorder()
+                .expect("the metrics recorder is installed once");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        INTAKE,
+        "Client submissions by outcome (accepted, duplicate, or the problem code)."
+    );
+    describe_histogram!(
+        INTAKE_SECONDS,
+        metrics::Unit::Seconds,
+        "Submission arrival to durable commit or refusal."
+    );
+    describe_counter!(TRANSITIONS, "Message state transitions by new state.");
+    describe_histogram!(
+        JOB_SECONDS,
+        metrics::Unit::Seconds,
+        "One job attempt by kind and outcome."
+    );
+    describe_counter!(RELAY_ERRORS, "Failed attempts to reach a partner node, by class.");
+    describe_gauge!(QUEUE_DEPTH, "Messages not done, by direction, partner and state.");
+    describe_gauge!(
+        QUEUE_OLDEST,
+        metrics::Unit::Seconds,
+        "Time the longest-waiting message of a queue has been in its state."
+    );
+    describe_gauge!(
+        CERT_DAYS,
+        "Days until a configured certificate expires (negative: expired)."
+    );
+    describe_gauge!(
+        STORE_BYTES,
+        metrics::Unit::Bytes,
+        "Store size on disk (database and write-ahead log)."
+    );
+    describe_gauge!(CIRCUIT_OPEN, "1 while a partner's circuit is open or half-open.");
+}
+
+pub fn intake(outcome: &'static str, took: Duration) {
+    counter!(INTAKE, "outcome" => outcome).increment(1);
+    histogram!(INTAKE_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn transition(status: crate::store::Status) {
+    counter!(TRANSITIONS, "status" => status.as_str()).increment(1);
+}
+
+pub fn job(kind: crate::store::JobKind, outcome: &'static str, took: Duration) {
+    histogram!(JOB_SECONDS, "kind" => kind.as_str(), "outcome" => outcome).record(took.as_secs_f64());
+}
+
+/// Classes of relay errors: `unreachable`, `timeout`, `http-5xx`, `http-429`, `http-408`,
+/// `bad-receipt`.
+pub fn relay_error(class: &'static str) {
+    counter!(RELAY_ERRORS, "class" => class).increment(1);
+}
+
+/// The class of a transport failure without an answer.
+pub fn no_answer_class(reason: &str) -> &'static str {
+    if reason.contains("timed out") || reason.contains("timeout") {
+        "timeout"
+    } else {
+        "unreachable"
+    }
+}
+
+/// The class of an answer that is retried.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        429 => "http-429",
+        408 => "http-408",
+        _ => "http-5xx",
+    }
+}
+
+/// Label sets of queues set before, so a queue that emptied drops to 0 instead of going stale.
+static SEEN_QUEUES: Mutex<Option<HashSet<(String, String, String)>>> = Mutex::new(None);
+
+/// Samples the gauges and renders the exposition text.
+pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
+    let now = crate::store::now_millis();
+    if let Ok(queues) = ctx.store.queues().await {
+        let mut current = HashSet::new();
+        for q in queues {
+            let key = (
+                crate::admin::direction_name(q.direction).to_owned(),
+                q.partner_node.clone(),
+                q.status.as_str().to_owned(),
+            );
+            let labels = [
+                ("direction", key.0.clone()),
+                ("partner", key.1.clone()),
+                ("status", key.2.clone()),
+            ];
+            gauge!(QUEUE_DEPTH, &labels).set(q.depth as f64);
+            gauge!(QUEUE_OLDEST, &labels).set(((now - q.oldest).max(0) as f64) / 1000.0);
+            current.insert(key);
+        }
+        let mut seen = SEEN_QUEUES.lock().unwrap_or_else(|e| e.into_inner());
+        for (d, p, s) in seen.take().unwrap_or_default().difference(&current) {
+            let labels = [("direction", d.clone()), ("partner", p.clone()), ("status", s.clone())];
+            gauge!(QUEUE_DEPTH, &labels).set(0.0);
+            gauge!(QUEUE_OLDEST, &labels).set(0.0);
+        }
+        *seen = Some(current);
+    }
+    for c in crate::admin::certificates(&ctx.config) {
+        gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
+    }
+    let dir = &ctx.config.data_dir;
+    let bytes: u64 = ["poststelle.db", "poststelle.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    gauge!(STORE_BYTES).set(bytes as f64);
+    for p in &ctx.config.partners {
+        let open = ctx.partners.health_of(&p.node).circuit != crate::partners::Circuit::Closed;
+        gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });
+    }
+    handle.render()
+}
