@@ -194,7 +194,7 @@ pub struct MessageDetail {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageList {
-    /// Oldest first.
+    /// Oldest first, or newest first with `order=desc`.
     pub messages: Vec<MessageView>,
 }
 
@@ -403,6 +403,9 @@ struct ListQuery {
     /// At most this many (default 1000).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
+    /// `asc` (default): oldest first; `desc`: newest first (the limit keeps the newest).
+    #[param(pattern = "^(asc|desc)$")]
+    order: Option<String>,
 }
 
 fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
@@ -415,6 +418,16 @@ fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
         Some("inbound") => Some(Direction::Inbound),
         Some("outbound") => Some(Direction::Outbound),
         Some(d) => return Err(Problem::new(Code::InvalidRequest, format!("no direction {d:?}"))),
+    };
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(o) => {
+            return Err(Problem::new(
+                Code::InvalidRequest,
+                format!("order: asc or desc, not {o:?}"),
+            ));
+        }
     };
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
@@ -429,6 +442,7 @@ fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
         since: time_param("since", &q.since)?,
         until: time_param("until", &q.until)?,
         limit,
+        newest_first,
     })
 }
 
@@ -509,12 +523,20 @@ async fn payload(
     find_message(&ctx, &id).await?;
     let blob = ctx.store.blob(&id, Blob::Payload).await.map_err(store_problem)?;
     let outcome = if blob.is_some() { "shown" } else { "purged" };
-    // The reason is the operator's own words: recorded, never logged.
-    ctx.audit.note(
-        "admin",
-        "payload-viewed",
-        json!({"message_id": id, "reason": reason, "outcome": outcome}),
-    );
+    // The reason is the operator's own words: recorded, never logged. No record, no payload.
+    ctx.audit
+        .record(
+            "admin",
+            "payload-viewed",
+            json!({"message_id": id, "reason": reason, "outcome": outcome}),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write the audit log; payload not shown");
+            Problem::new(
+                Code::Internal,
+                "the audit log cannot be written, so the payload is not shown",
+            )
+        })?;
     let Some(blob) = blob else {
         return Err(Problem::new(
             Code::NotFound,
@@ -790,6 +812,8 @@ pub fn certificates(config: &Config) -> Vec<CertificateView> {
         let Ok(pem) = std::fs::read(path) else { continue };
         for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
             let Ok(diff) = now.diff(cert.not_after()) else { continue };
+            // Whole days left, rounded down: expired yesterday is -1, not 0.
+            let days_left = (i64::from(diff.days) * 86_400 + i64::from(diff.secs)).div_euclid(86_400);
             let subject = cert
                 .subject_name()
                 .entries()
@@ -804,7 +828,7 @@ pub fn certificates(config: &Config) -> Vec<CertificateView> {
                 name: name.clone(),
                 subject,
                 not_after: asn1_rfc3339(cert.not_after()),
-                days_left: i64::from(diff.days),
+                days_left,
             });
         }
     }

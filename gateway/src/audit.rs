@@ -75,8 +75,10 @@ impl AuditLog {
         let len = file.metadata()?.len();
         let start = len.saturating_sub(1 << 20);
         file.seek(SeekFrom::Start(start))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        // The cut may fall inside a character of the first (dropped) line.
+        let text = String::from_utf8_lossy(&bytes);
         let mut lines: Vec<&str> = text.lines().collect();
         if start > 0 && !lines.is_empty() {
             lines.remove(0); // cut in the middle

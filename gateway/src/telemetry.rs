@@ -138,10 +138,13 @@ pub fn status_class(status: u16) -> &'static str {
 
 /// Label sets of queues set before, so a queue that emptied drops to 0 instead of going stale.
 static SEEN_QUEUES: Mutex<Option<HashSet<(String, String, String)>>> = Mutex::new(None);
+static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Samples the gauges and renders the exposition text.
 pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
     let now = crate::store::now_millis();
+    // One scrape at a time, so that an older snapshot cannot overwrite a newer one.
+    let _scrape = SCRAPE.lock().await;
     if let Ok(queues) = ctx.store.queues().await {
         let mut current = HashSet::new();
         for q in queues {
@@ -167,8 +170,13 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
         }
         *seen = Some(current);
     }
+    // A file may hold several certificates (a chain, a bundle): the soonest expiry counts. The
+    // list comes soonest first, so the first of each role and name is the one.
+    let mut set = HashSet::new();
     for c in crate::admin::certificates(&ctx.config) {
-        gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
+        if set.insert((c.role, c.name.clone())) {
+            gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
+        }
     }
     let dir = &ctx.config.data_dir;
     let bytes: u64 = ["poststelle.db", "poststelle.db-wal"]

@@ -227,6 +227,8 @@ pub struct Filter {
     pub until: Option<Millis>,
     /// At most this many, oldest first (0: a default of 1000).
     pub limit: usize,
+    /// Newest first instead (the limit then keeps the newest).
+    pub newest_first: bool,
 }
 
 /// What one retention sweep removed.

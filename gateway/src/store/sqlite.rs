@@ -665,7 +665,7 @@ impl Store for SqliteStore {
         self.read(|conn| {
             let mut st = conn.prepare(
                 "SELECT direction, partner_node, status, COUNT(*), MIN(updated_at) FROM messages
-                 WHERE status NOT IN ('delivered', 'rejected', 'refused', 'cancelled')
+                 WHERE status IN ('accepted', 'sealed', 'sent', 'received', 'opened', 'failed')
                  GROUP BY direction, partner_node, status ORDER BY direction DESC, partner_node, status",
             )?;
             let rows = st.query_map([], |r| {
@@ -752,8 +752,9 @@ impl Store for SqliteStore {
                 format!("WHERE {}", clauses.join(" AND "))
             };
             let limit = if f.limit == 0 { 1000 } else { f.limit };
+            let order = if f.newest_first { "DESC" } else { "ASC" };
             let mut st = conn.prepare(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages {filter} ORDER BY created_at, id LIMIT {limit}"
+                "SELECT {MESSAGE_COLUMNS} FROM messages {filter} ORDER BY created_at {order}, id {order} LIMIT {limit}"
             ))?;
             let rows = st.query_map(rusqlite::params_from_iter(values), row_to_message)?;
             rows.collect()

@@ -133,13 +133,8 @@ fn diagnostics(errors: &[libxml::error::StructuredError]) -> Vec<Diagnostic> {
         .collect()
 }
 
-/// Where libxml2 quotes a value from the document, and what follows the value.
-const VALUE_STARTS: [(&str, &str); 3] = [
-    ("The value '", "The value"),
-    ("': '", "': the value"),
-    ("key-sequence [", "key-sequence"),
-];
-const VALUE_ENDS: [&str; 13] = [
+/// How a quoted value ends in libxml2's schema messages (the quote, then the message goes on).
+const QUOTE_ENDS: &[&str] = &[
     "' does not match",
     "' must be",
     "' of simple type",
@@ -149,24 +144,35 @@ const VALUE_ENDS: [&str; 13] = [
     "' is not an element of the set",
     "' has a length",
     "' has more",
+    "' has no corresponding",
     "' is less than",
     "' is greater than",
     "' is not facet-valid",
-    "] in ",
+];
+
+/// Where libxml2 quotes a value from the document: the start, what replaces start and value,
+/// and how the value ends. `value '` covers "The value", "The actual value", "The initial
+/// value", "The QName value".
+const VALUE_STARTS: [(&str, &str, &[&str]); 3] = [
+    ("value '", "value", QUOTE_ENDS),
+    ("': '", "': the value", QUOTE_ENDS),
+    ("key-sequence [", "key-sequence", &["] in ", "] of "]),
 ];
 
 /// libxml2 quotes the offending value in schema errors ("'Erika' is not a valid value of the
 /// atomic type …", "The value 'Erika' is not accepted by the pattern …"). That is message
 /// content, possibly personal data, which must reach no answer, store, log or partner: the value
-/// is cut out (line and column still point at it). A start without a known end cuts the rest.
+/// is cut out (line and column still point at it). The value ends at the last end marker of its
+/// start's kind, so a value containing a marker is cut whole; a start without a known end cuts
+/// the rest of the message.
 pub fn redact_values(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut rest = msg;
     loop {
-        let Some((at, start, replacement)) = VALUE_STARTS
+        let Some((at, start, replacement, ends)) = VALUE_STARTS
             .iter()
-            .filter_map(|(start, replacement)| rest.find(start).map(|at| (at, *start, *replacement)))
-            .min_by_key(|(at, _, _)| *at)
+            .filter_map(|(start, replacement, ends)| rest.find(start).map(|at| (at, *start, *replacement, *ends)))
+            .min_by_key(|(at, ..)| *at)
         else {
             out.push_str(rest);
             return out;
@@ -174,16 +180,9 @@ pub fn redact_values(msg: &str) -> String {
         out.push_str(&rest[..at]);
         out.push_str(replacement);
         let value = &rest[at + start.len()..];
-        let end = VALUE_ENDS
-            .iter()
-            .filter_map(|e| value.find(e).map(|i| (i, e.len())))
-            .min_by_key(|(i, _)| *i);
-        match end {
-            Some((i, _)) => {
-                // Keep the end marker without its quote or bracket: " is not a valid value …".
-                let tail = &value[i + 1..];
-                rest = tail;
-            }
+        match ends.iter().filter_map(|e| value.rfind(e)).max() {
+            // Keep the end marker without its quote or bracket: " is not a valid value …".
+            Some(i) => rest = &value[i + 1..],
             None => {
                 out.push_str(" (not shown)");
                 return out;
