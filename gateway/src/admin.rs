@@ -522,7 +522,7 @@ async fn payload(
     }
     find_message(&ctx, &id).await?;
     let blob = ctx.store.blob(&id, Blob::Payload).await.map_err(store_problem)?;
-    let outcome = if blob.is_some() { "shown" } else { "purged" };
+    let outcome = if blob.is_some() { "shown" } else { "no-payload" };
     // The reason is the operator's own words: recorded, never logged. No record, no payload.
     ctx.audit
         .record(
@@ -804,11 +804,18 @@ pub fn certificates(config: &Config) -> Vec<CertificateView> {
             files.push(("partner-authority", id.clone(), c));
         }
     }
+    certificate_views(&files)
+}
+
+/// The certificates in these files (every certificate of a chain or bundle), soonest expiry
+/// first.
+fn certificate_views(files: &[(&'static str, String, &std::path::Path)]) -> Vec<CertificateView> {
     let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (role, name, path) in files {
+        let role = *role;
         let Ok(pem) = std::fs::read(path) else { continue };
         for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
             let Ok(diff) = now.diff(cert.not_after()) else { continue };
@@ -895,4 +902,65 @@ async fn audit_tail(
         Problem::new(Code::Internal, "cannot read the audit log")
     })?;
     Ok(axum::Json(AuditTail { entries }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    use super::certificate_views;
+
+    /// A self-signed certificate valid until `now + seconds` (negative: already expired).
+    fn cert(cn: &str, seconds: i64) -> X509 {
+        let key = PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(now - 10 * 86_400).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(now + seconds).unwrap()).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        let mut pem = cert("far", 400 * 86_400 + 3600).to_pem().unwrap();
+        pem.extend(cert("soon", 5 * 86_400 + 3600).to_pem().unwrap());
+        std::fs::write(&bundle, pem).unwrap();
+        let expired = dir.path().join("expired.pem");
+        std::fs::write(&expired, cert("gone", -(3600 * 20)).to_pem().unwrap()).unwrap();
+        let views = certificate_views(&[
+            ("ca", "a".into(), bundle.as_path()),
+            ("partner", "b".into(), expired.as_path()),
+            ("partner", "c".into(), dir.path().join("missing.pem").as_path()),
+        ]);
+        let got: Vec<(&str, &str, i64)> = views
+            .iter()
+            .map(|v| (v.subject.as_str(), v.name.as_str(), v.days_left))
+            .collect();
+        assert_eq!(
+            got,
+            [("CN=gone", "b", -1), ("CN=soon", "a", 5), ("CN=far", "a", 400)],
+            "expired 20 h ago is -1 days; both certificates of the bundle are listed, soonest first"
+        );
+        assert!(views[1].not_after.ends_with('Z'), "{}", views[1].not_after);
+    }
 }
