@@ -66,6 +66,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 #[openapi(
     info(title = "Poststelle admin API", description = "Operators' view of one node: queues, messages, dead letters, partners, certificates, audit."),
     paths(status, queues, stats, list, show, payload, retry, cancel, replay, partners, certificates_route, audit_tail),
+    components(schemas(Problem, crate::problem::Code, crate::problem::Diagnostic), responses(Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -114,13 +115,6 @@ fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
     } else {
         ctx.audit.note("anonymous", "admin-unauthorized", json!({}));
         Err(Problem::new(Code::Unauthorized, "wrong admin token"))
-    }
-}
-
-pub fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
     }
 }
 
@@ -219,6 +213,22 @@ fn time_param(name: &str, v: &Option<String>) -> Result<Option<Millis>, Problem>
         .ok_or_else(|| Problem::new(Code::InvalidRequest, format!("{name}: {v:?} is not an RFC 3339 time")))
 }
 
+/// `value`, or an `invalid-request` problem when it is outside `range`.
+fn within<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, Problem> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(Problem::new(
+            Code::InvalidRequest,
+            format!("{name}: between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
 /// A query string, or an `invalid-request` problem saying what is wrong with it.
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
     q.map(|Query(q)| q)
@@ -250,14 +260,14 @@ pub struct StatusView {
 }
 
 #[utoipa::path(get, path = "/admin/api/status", tag = "overview",
-    responses((status = 200, body = StatusView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = StatusView), (status = 401, response = Problem)))]
 async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let counts = ctx.store.counts().await.map_err(store_problem)?;
     let mut by_direction = json!({"outbound": {}, "inbound": {}});
     let (mut dead, mut in_flight, mut pending, mut rejected) = (0, 0, 0, 0);
     for (d, s, n) in counts {
-        by_direction[direction_name(d)][s.as_str()] = json!(n);
+        by_direction[d.as_str()][s.as_str()] = json!(n);
         match (d, s) {
             (Direction::Outbound, Status::Failed) => dead += n,
             (Direction::Outbound, Status::Accepted | Status::Sealed | Status::Sent) => in_flight += n,
@@ -278,7 +288,7 @@ async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
         inbound_pending: pending,
         rejected,
         partners: partner_health(&ctx),
-        next_certificate_expiry: certificates(&ctx.config).into_iter().next(),
+        next_certificate_expiry: certificates(&ctx.certificates).into_iter().next(),
     })
     .into_response())
 }
@@ -301,7 +311,7 @@ pub struct QueueList {
 }
 
 #[utoipa::path(get, path = "/admin/api/queues", tag = "overview",
-    responses((status = 200, body = QueueList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = QueueList), (status = 401, response = Problem)))]
 async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let now = now_millis();
@@ -348,7 +358,7 @@ pub struct Stats {
 }
 
 #[utoipa::path(get, path = "/admin/api/stats", tag = "overview", params(StatsQuery),
-    responses((status = 200, body = Stats), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Stats), (status = 400, response = Problem), (status = 401, response = Problem)))]
 async fn stats(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
@@ -356,10 +366,7 @@ async fn stats(
 ) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let q = query(q)?;
-    let minutes = q.minutes.unwrap_or(60);
-    if !(1..=1440).contains(&minutes) {
-        return Err(Problem::new(Code::InvalidRequest, "minutes: between 1 and 1440"));
-    }
+    let minutes = within("minutes", q.minutes.unwrap_or(60), 1..=1440)?;
     let since = now_millis() - i64::from(minutes) * 60_000;
     let rows = ctx.store.minutes(since).await.map_err(store_problem)?;
     let minutes = rows
@@ -429,10 +436,7 @@ fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
             ));
         }
     };
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(Problem::new(Code::InvalidRequest, "limit: between 1 and 10000"));
-    }
+    let limit = within("limit", q.limit.unwrap_or(1000), 1..=10_000)?;
     Ok(Filter {
         direction,
         status,
@@ -447,7 +451,7 @@ fn filter_of(q: &ListQuery) -> Result<Filter, Problem> {
 }
 
 #[utoipa::path(get, path = "/admin/api/messages", tag = "messages", params(ListQuery),
-    responses((status = 200, body = MessageList), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = MessageList), (status = 400, response = Problem), (status = 401, response = Problem)))]
 async fn list(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
@@ -462,7 +466,7 @@ async fn list(
 
 #[utoipa::path(get, path = "/admin/api/messages/{id}", tag = "messages",
     params(("id" = String, Path, description = "The node's message id")),
-    responses((status = 200, body = MessageDetail), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = MessageDetail), (status = 401, response = Problem), (status = 404, response = Problem)))]
 async fn show(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let m = find_message(&ctx, &id).await?;
@@ -503,7 +507,7 @@ pub struct PayloadView {
 #[utoipa::path(post, path = "/admin/api/messages/{id}/payload", tag = "messages",
     params(("id" = String, Path, description = "The node's message id")),
     request_body = PayloadRequest,
-    responses((status = 200, body = PayloadView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PayloadView), (status = 400, response = Problem), (status = 401, response = Problem), (status = 404, response = Problem)))]
 async fn payload(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
@@ -566,7 +570,7 @@ pub async fn retry_message(ctx: &Ctx, id: &str) -> Result<Status, Problem> {
             Code::WrongState,
             format!(
                 "only failed outbound messages can be retried; {id} is {} {}",
-                direction_name(m.direction),
+                m.direction.as_str(),
                 m.status
             ),
         ));
@@ -604,7 +608,7 @@ pub async fn retry_message(ctx: &Ctx, id: &str) -> Result<Status, Problem> {
 /// Retries a dead letter (`failed`, outbound) with a fresh retry time-box.
 #[utoipa::path(post, path = "/admin/api/messages/{id}/retry", tag = "dead letters",
     params(("id" = String, Path, description = "The node's message id")),
-    responses((status = 200, body = Action), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn retry(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let result = retry_message(&ctx, &id).await;
@@ -624,7 +628,7 @@ fn outcome<T>(id: &str, result: &Result<T, Problem>) -> Value {
 /// Cancels an outbound message not yet sent (`accepted`, `sealed`) or a dead letter.
 #[utoipa::path(post, path = "/admin/api/messages/{id}/cancel", tag = "dead letters",
     params(("id" = String, Path, description = "The node's message id")),
-    responses((status = 200, body = Action), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let result = cancel_message(&ctx, &id).await;
@@ -704,7 +708,7 @@ pub struct Replayed {
 /// Retries every dead letter matching the filter.
 #[utoipa::path(post, path = "/admin/api/dlq/replay", tag = "dead letters",
     request_body(content = Option<ReplayFilter>),
-    responses((status = 200, body = Replayed), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Replayed), (status = 400, response = Problem), (status = 401, response = Problem)))]
 async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     let f: ReplayFilter = if body.is_empty() {
@@ -761,7 +765,7 @@ pub struct PartnerList {
 }
 
 #[utoipa::path(get, path = "/admin/api/partners", tag = "overview",
-    responses((status = 200, body = PartnerList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PartnerList), (status = 401, response = Problem)))]
 async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     Ok(axum::Json(PartnerList {
@@ -785,9 +789,18 @@ pub struct CertificateView {
     pub days_left: i64,
 }
 
-/// Every certificate the config names, the one expiring first first. Files that cannot be
-/// read are left out (the config check at start reports them).
-pub fn certificates(config: &Config) -> Vec<CertificateView> {
+/// A certificate the node loaded at start, with what operators know it by.
+#[derive(Debug, Clone)]
+pub struct LoadedCertificate {
+    pub role: &'static str,
+    pub name: String,
+    pub cert: openssl::x509::X509,
+}
+
+/// Every certificate in the files the config names (every certificate of a chain or bundle),
+/// read once at start: the node uses what it loaded then. Files that cannot be read are left
+/// out (the config check at start reports them).
+pub fn load_certificates(config: &Config) -> Vec<LoadedCertificate> {
     let mut files: Vec<(&'static str, String, &std::path::Path)> = vec![
         ("node", config.node_name.clone(), &config.tls.cert),
         ("ca", config.node_name.clone(), &config.tls.ca),
@@ -804,24 +817,33 @@ pub fn certificates(config: &Config) -> Vec<CertificateView> {
             files.push(("partner-authority", id.clone(), c));
         }
     }
-    certificate_views(&files)
+    let mut out = Vec::new();
+    for (role, name, path) in files {
+        let Ok(pem) = std::fs::read(path) else { continue };
+        for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
+            out.push(LoadedCertificate {
+                role,
+                name: name.clone(),
+                cert,
+            });
+        }
+    }
+    out
 }
 
-/// The certificates in these files (every certificate of a chain or bundle), soonest expiry
-/// first.
-fn certificate_views(files: &[(&'static str, String, &std::path::Path)]) -> Vec<CertificateView> {
+/// The node's certificates with days left as of now, soonest expiry first.
+pub fn certificates(loaded: &[LoadedCertificate]) -> Vec<CertificateView> {
     let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for (role, name, path) in files {
-        let role = *role;
-        let Ok(pem) = std::fs::read(path) else { continue };
-        for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
-            let Ok(diff) = now.diff(cert.not_after()) else { continue };
+    let mut out: Vec<CertificateView> = loaded
+        .iter()
+        .filter_map(|c| {
+            let diff = now.diff(c.cert.not_after()).ok()?;
             // Whole days left, rounded down: expired yesterday is -1, not 0.
             let days_left = (i64::from(diff.days) * 86_400 + i64::from(diff.secs)).div_euclid(86_400);
-            let subject = cert
+            let subject = c
+                .cert
                 .subject_name()
                 .entries()
                 .filter_map(|e| {
@@ -830,15 +852,15 @@ fn certificate_views(files: &[(&'static str, String, &std::path::Path)]) -> Vec<
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            out.push(CertificateView {
-                role,
-                name: name.clone(),
+            Some(CertificateView {
+                role: c.role,
+                name: c.name.clone(),
                 subject,
-                not_after: asn1_rfc3339(cert.not_after()),
+                not_after: asn1_rfc3339(c.cert.not_after()),
                 days_left,
-            });
-        }
-    }
+            })
+        })
+        .collect();
     out.sort_by_key(|c| c.days_left);
     out
 }
@@ -860,11 +882,11 @@ pub struct CertificateList {
 }
 
 #[utoipa::path(get, path = "/admin/api/certificates", tag = "overview",
-    responses((status = 200, body = CertificateList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = CertificateList), (status = 401, response = Problem)))]
 async fn certificates_route(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
     Ok(axum::Json(CertificateList {
-        certificates: certificates(&ctx.config),
+        certificates: certificates(&ctx.certificates),
     })
     .into_response())
 }
@@ -886,17 +908,14 @@ pub struct AuditTail {
 }
 
 #[utoipa::path(get, path = "/admin/api/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditTail), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = AuditTail), (status = 400, response = Problem), (status = 401, response = Problem)))]
 async fn audit_tail(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let limit = query(q)?.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::new(Code::InvalidRequest, "limit: between 1 and 1000"));
-    }
+    let limit = within("limit", query(q)?.limit.unwrap_or(100), 1..=1000)?;
     let entries = ctx.audit.tail(limit).map_err(|e| {
         tracing::error!(error = %e, "cannot read the audit log");
         Problem::new(Code::Internal, "cannot read the audit log")
@@ -911,7 +930,7 @@ mod tests {
     use openssl::pkey::PKey;
     use openssl::x509::{X509, X509NameBuilder};
 
-    use super::certificate_views;
+    use super::{LoadedCertificate, certificates};
 
     /// A self-signed certificate valid until `now + seconds` (negative: already expired).
     fn cert(cn: &str, seconds: i64) -> X509 {
@@ -940,17 +959,15 @@ mod tests {
 
     #[test]
     fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
-        let dir = tempfile::tempdir().unwrap();
-        let bundle = dir.path().join("bundle.pem");
-        let mut pem = cert("far", 400 * 86_400 + 3600).to_pem().unwrap();
-        pem.extend(cert("soon", 5 * 86_400 + 3600).to_pem().unwrap());
-        std::fs::write(&bundle, pem).unwrap();
-        let expired = dir.path().join("expired.pem");
-        std::fs::write(&expired, cert("gone", -(3600 * 20)).to_pem().unwrap()).unwrap();
-        let views = certificate_views(&[
-            ("ca", "a".into(), bundle.as_path()),
-            ("partner", "b".into(), expired.as_path()),
-            ("partner", "c".into(), dir.path().join("missing.pem").as_path()),
+        let loaded = |role, name: &str, cert| LoadedCertificate {
+            role,
+            name: name.into(),
+            cert,
+        };
+        let views = certificates(&[
+            loaded("ca", "a", cert("far", 400 * 86_400 + 3600)),
+            loaded("ca", "a", cert("soon", 5 * 86_400 + 3600)),
+            loaded("partner", "b", cert("gone", -(3600 * 20))),
         ]);
         let got: Vec<(&str, &str, i64)> = views
             .iter()

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub audit: crate::audit::AuditLog,
     /// When this node started (milliseconds).
     pub started: crate::store::Millis,
+    /// Every configured certificate, as loaded at start (operators' expiry views).
+    pub certificates: Vec<crate::admin::LoadedCertificate>,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
     wakers: [Notify; 4],
 }
@@ -285,6 +287,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (api_addr, transport_addr, admin_addr) = (api.local_addr()?, transport.local_addr()?, admin.local_addr()?);
 
     let workers = config.relay.workers;
+    let certificates = crate::admin::load_certificates(&config);
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -296,6 +299,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         keys: Arc::new(keys),
         partners,
         started: crate::store::now_millis(),
+        certificates,
         intake_permits,
         broker: crate::amqp::Broker::default(),
         audit,

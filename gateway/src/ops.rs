@@ -241,60 +241,72 @@ pub async fn status(target: Target) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `poststelle queues`: what waits where, and since when.
-pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
+/// `GET path`, printed as the API's JSON (`--json`) or as a table of the items under `key`:
+/// `header`, then `row` of each item (`empty` when there are none).
+async fn list_table(
+    target: Target,
+    path: &str,
+    key: &str,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+    empty: &str,
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(target)?;
-    let v = api.call(reqwest::Method::GET, "/admin/api/queues", None).await?;
+    let v = api.call(reqwest::Method::GET, path, None).await?;
     if api.json {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = vec![
-        ["direction", "partner", "status", "depth", "oldest"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    for q in v["queues"].as_array().into_iter().flatten() {
-        rows.push(vec![
-            s(&q["direction"]),
-            s(&q["partner"]),
-            s(&q["status"]),
-            q["depth"].to_string(),
-            age(q["oldest_age_seconds"].as_u64().unwrap_or(0)),
-        ]);
-    }
+    let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    rows.extend(v[key].as_array().into_iter().flatten().map(row));
     if rows.len() == 1 {
-        println!("all queues are empty");
+        println!("{empty}");
     } else {
         table(&rows);
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// `poststelle queues`: what waits where, and since when.
+pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
+    list_table(
+        target,
+        "/admin/api/queues",
+        "queues",
+        &["direction", "partner", "status", "depth", "oldest"],
+        |q| {
+            vec![
+                s(&q["direction"]),
+                s(&q["partner"]),
+                s(&q["status"]),
+                q["depth"].to_string(),
+                age(q["oldest_age_seconds"].as_u64().unwrap_or(0)),
+            ]
+        },
+        "all queues are empty",
+    )
+    .await
+}
+
 /// `poststelle certs`: every configured certificate, the one expiring first first.
 pub async fn certs(target: Target) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
-    let v = api.call(reqwest::Method::GET, "/admin/api/certificates", None).await?;
-    if api.json {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut rows = vec![
-        ["days left", "role", "name", "not after", "subject"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    for c in v["certificates"].as_array().into_iter().flatten() {
-        rows.push(vec![
-            c["days_left"].to_string(),
-            s(&c["role"]),
-            s(&c["name"]),
-            s(&c["not_after"]),
-            s(&c["subject"]),
-        ]);
-    }
-    table(&rows);
-    Ok(ExitCode::SUCCESS)
+    list_table(
+        target,
+        "/admin/api/certificates",
+        "certificates",
+        &["days left", "role", "name", "not after", "subject"],
+        |c| {
+            vec![
+                c["days_left"].to_string(),
+                s(&c["role"]),
+                s(&c["name"]),
+                s(&c["not_after"]),
+                s(&c["subject"]),
+            ]
+        },
+        "no certificates",
+    )
+    .await
 }
 
 fn s(v: &Value) -> String {

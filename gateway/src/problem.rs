@@ -177,7 +177,11 @@ pub struct Diagnostic {
 }
 
 /// An RFC 9457 problem document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::ToResponse)]
+#[response(
+    description = "A problem document with a machine-readable code",
+    content_type = "application/problem+json"
+)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_uri: String,

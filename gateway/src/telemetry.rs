@@ -7,7 +7,7 @@
 //! certificate names from the config): never message ids, XÖV UUIDs or anything from a payload.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -136,20 +136,19 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Label sets of queues set before, so a queue that emptied drops to 0 instead of going stale.
-static SEEN_QUEUES: Mutex<Option<HashSet<(String, String, String)>>> = Mutex::new(None);
-static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Label sets of queues set by the last scrape, so a queue that emptied drops to 0 instead of
+/// going stale. Held for the whole scrape, so an older snapshot cannot overwrite a newer one.
+static SEEN_QUEUES: tokio::sync::Mutex<Option<HashSet<(String, String, String)>>> = tokio::sync::Mutex::const_new(None);
 
 /// Samples the gauges and renders the exposition text.
 pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
     let now = crate::store::now_millis();
-    // One scrape at a time, so that an older snapshot cannot overwrite a newer one.
-    let _scrape = SCRAPE.lock().await;
+    let mut seen = SEEN_QUEUES.lock().await;
     if let Ok(queues) = ctx.store.queues().await {
         let mut current = HashSet::new();
         for q in queues {
             let key = (
-                crate::admin::direction_name(q.direction).to_owned(),
+                q.direction.as_str().to_owned(),
                 q.partner_node.clone(),
                 q.status.as_str().to_owned(),
             );
@@ -162,7 +161,6 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
             gauge!(QUEUE_OLDEST, &labels).set(((now - q.oldest).max(0) as f64) / 1000.0);
             current.insert(key);
         }
-        let mut seen = SEEN_QUEUES.lock().unwrap_or_else(|e| e.into_inner());
         for (d, p, s) in seen.take().unwrap_or_default().difference(&current) {
             let labels = [("direction", d.clone()), ("partner", p.clone()), ("status", s.clone())];
             gauge!(QUEUE_DEPTH, &labels).set(0.0);
@@ -173,7 +171,7 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
     // A file may hold several certificates (a chain, a bundle): the soonest expiry counts. The
     // list comes soonest first, so the first of each role and name is the one.
     let mut set = HashSet::new();
-    for c in crate::admin::certificates(&ctx.config) {
+    for c in crate::admin::certificates(&ctx.certificates) {
         if set.insert((c.role, c.name.clone())) {
             gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
         }

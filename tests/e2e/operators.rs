@@ -238,17 +238,7 @@ async fn certificates_payload_on_request_and_the_openapi_document() {
     );
     let post = |body: Option<Value>, id: String| {
         let admin = net.admin(0);
-        async move {
-            let mut req = admin
-                .http
-                .post(format!("{}/admin/api/messages/{id}/payload", admin.base))
-                .bearer_auth(&admin.token);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let r = req.send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
+        async move { admin.post(&format!("/admin/api/messages/{id}/payload"), body).await }
     };
     for bad in [
         None,

@@ -69,6 +69,15 @@ pub enum Direction {
     Inbound,
 }
 
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 /// Lifecycle states (PRODUCT.md). Sender side: accepted → sealed → sent → received → delivered,
 /// or rejected / failed / cancelled. Receiver side: received → opened → delivered | refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

@@ -347,11 +347,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let status: String = row.get(2)?;
     Ok(Message {
         id: row.get(0)?,
-        direction: if direction == "inbound" {
-            Direction::Inbound
-        } else {
-            Direction::Outbound
-        },
+        direction: direction_of(&direction),
         status: Status::parse(&status).unwrap_or(Status::Failed),
         client: row.get(3)?,
         xoev_uuid: row.get(4)?,
@@ -728,7 +724,7 @@ impl Store for SqliteStore {
                 clauses.push(clause.replace('?', &format!("?{}", values.len())));
             };
             if let Some(d) = f.direction {
-                let d = if d == Direction::Inbound { "inbound" } else { "outbound" };
+                let d = d.as_str();
                 bind("direction = ?", d.to_owned().into(), &mut values);
             }
             if let Some(p) = f.partner_node {
