@@ -149,6 +149,10 @@ enum NetworkCommand {
         /// A RabbitMQ broker (amqp://…): every client gets an intake and an inbox queue.
         #[arg(long)]
         amqp: Option<String>,
+        /// Listener ports from this one on (3 per node: api, transport, admin), each checked
+        /// free; without it they are picked at random outside the kernel's ephemeral range.
+        #[arg(long)]
+        base_port: Option<u16>,
     },
 }
 
@@ -187,9 +191,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Xml { command } => Ok(crate::xmlsec::tool::run(command)),
         Command::Network {
-            command: NetworkCommand::Init { dir, nodes, amqp },
+            command:
+                NetworkCommand::Init {
+                    dir,
+                    nodes,
+                    amqp,
+                    base_port,
+                },
         } => {
-            let net = crate::network::init_with(&dir, nodes, false, amqp.as_deref())?;
+            let ports = base_port.map_or(crate::network::Ports::Free, crate::network::Ports::From);
+            let net = crate::network::init_with(&dir, nodes, ports, amqp.as_deref())?;
             for n in &net.nodes {
                 println!(
                     "node {}: api {}  admin {}  config {}",
@@ -291,7 +302,7 @@ fn default_config() -> anyhow::Result<PathBuf> {
     let dir = PathBuf::from("poststelle-data");
     let path = dir.join("a").join("poststelle.toml");
     if !path.is_file() {
-        crate::network::init(&dir, 1, true)?;
+        crate::network::init(&dir, 1, crate::network::Ports::Fixed)?;
         eprintln!("poststelle: wrote a local single-node setup to {}", dir.display());
     }
     Ok(path)

@@ -25,7 +25,7 @@ struct Row {
 /// Runs the demo; returns whether every fixture ended as expected.
 pub async fn run() -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
-    let net = crate::network::init(dir.path(), 2, false)?;
+    let net = crate::network::init(dir.path(), 2, crate::network::Ports::Free)?;
     let (a, b) = (&net.nodes[0], &net.nodes[1]);
     let node_a = crate::node::start(Config::load(&a.config)?).await?;
     let node_b = crate::node::start(Config::load(&b.config)?).await?;

@@ -3,7 +3,8 @@
 //! Writes the transport CA `DIR/ca.pem` and the content CA `DIR/content-ca.pem` (+ keys), per
 //! node `DIR/<node>/{poststelle.toml,node.pem,node.key}` and its authorities' certificates and
 //! keys `DIR/<node>/authorities/<id>.{pem,key}`, and `DIR/network.json` (PRODUCT.md) for scripts
-//! and tests. Ports are picked free on 127.0.0.1.
+//! and tests. Listener ports on 127.0.0.1 are picked outside the kernel's ephemeral port range
+//! (see [`Ports`]).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -82,40 +83,107 @@ pub struct NetworkClient {
     pub token: String,
 }
 
-/// Ports for each node: (api, transport, admin). `fixed` gives 7401.. instead of free ports.
-fn ports(n: usize, fixed: bool) -> anyhow::Result<Vec<[u16; 3]>> {
-    if fixed {
-        return Ok((0..n)
-            .map(|i| {
-                let base = 7401 + 10 * i as u16;
-                [base, base + 1, base + 2]
-            })
-            .collect());
-    }
+/// Where `network init` puts the nodes' listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    /// 7401, 7402, 7403 for the first node, +10 for each next one (`serve` without `--config`).
+    Fixed,
+    /// Free ports picked at random from [`port_ranges`]`().0`.
+    Free,
+    /// Consecutive ports from this one (`--base-port`), each checked free.
+    From(u16),
+}
+
+/// The kernel's range of source ports for outbound connections
+/// (`/proc/sys/net/ipv4/ip_local_port_range`). A listener port inside it may be taken by any
+/// outbound connection in the gap between `network init` and the node's start — the node
+/// then cannot bind ("Address already in use"), so `network init` never picks one there.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// Two disjoint port ranges outside the ephemeral range: the upper half of the largest gap is
+/// where [`Ports::Free`] picks, the lower half is left to callers that hand out ports
+/// themselves with [`Ports::From`] (the test harness), so that the two never meet.
+pub fn port_ranges() -> (std::ops::Range<u16>, std::ops::Range<u16>) {
+    let (lo, hi) = ephemeral_range();
+    let below = 1024..lo.max(1024);
+    let above = hi.saturating_add(1).max(1024)..u16::MAX;
+    let gap = if below.len() >= above.len() { below } else { above };
+    let mid = gap.start + (gap.end - gap.start) / 2;
+    (mid..gap.end, gap.start..mid)
+}
+
+/// Ports for each node: (api, transport, admin).
+fn ports(n: usize, choice: Ports) -> anyhow::Result<Vec<[u16; 3]>> {
+    let mut out = Vec::new();
     // Hold every listener until all are picked, so no port is handed out twice.
     let mut held = Vec::new();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let mut p = [0u16; 3];
-        for slot in &mut p {
-            let l = TcpListener::bind("127.0.0.1:0")?;
-            *slot = l.local_addr()?.port();
-            held.push(l);
+    match choice {
+        Ports::Fixed => {
+            for i in 0..n {
+                let base = 7401 + 10 * i as u16;
+                out.push([base, base + 1, base + 2]);
+            }
         }
-        out.push(p);
+        Ports::From(base) => {
+            for i in 0..3 * n {
+                let port = u16::try_from(base as usize + i)
+                    .map_err(|_| anyhow::anyhow!("--base-port {base}: {} ports do not fit below 65536", 3 * n))?;
+                let l = TcpListener::bind(("127.0.0.1", port))
+                    .map_err(|e| anyhow::anyhow!("port {port} (from --base-port {base}) is not free: {e}"))?;
+                held.push(l);
+            }
+            for i in 0..n {
+                let p = base + 3 * i as u16;
+                out.push([p, p + 1, p + 2]);
+            }
+        }
+        Ports::Free => {
+            let range = port_ranges().0;
+            anyhow::ensure!(
+                range.len() >= 64,
+                "no room for listener ports outside the ephemeral port range {:?}",
+                ephemeral_range()
+            );
+            for _ in 0..n {
+                let mut p = [0u16; 3];
+                for slot in &mut p {
+                    let mut tries = 0;
+                    *slot = loop {
+                        let mut r = [0u8; 2];
+                        openssl::rand::rand_bytes(&mut r)?;
+                        let port = range.start + u16::from_le_bytes(r) % range.len() as u16;
+                        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                            held.push(l);
+                            break port;
+                        }
+                        tries += 1;
+                        anyhow::ensure!(tries < 1000, "no free port found in {range:?}");
+                    };
+                }
+                out.push(p);
+            }
+        }
     }
     Ok(out)
 }
 
 /// Writes a network of `n` nodes into `dir` and returns its description.
-pub fn init(dir: &Path, n: usize, fixed_ports: bool) -> anyhow::Result<NetworkFile> {
-    init_with(dir, n, fixed_ports, None)
+pub fn init(dir: &Path, n: usize, ports: Ports) -> anyhow::Result<NetworkFile> {
+    init_with(dir, n, ports, None)
 }
 
 /// Like [`init`]; with a broker URL every node gets an `[amqp]` section, and each client an
 /// intake queue and an inbox queue (a publish confirmed by the broker counts as delivered).
 /// Queue names carry a random network id, so that networks sharing a broker stay apart.
-pub fn init_with(dir: &Path, n: usize, fixed_ports: bool, amqp_url: Option<&str>) -> anyhow::Result<NetworkFile> {
+pub fn init_with(dir: &Path, n: usize, port_choice: Ports, amqp_url: Option<&str>) -> anyhow::Result<NetworkFile> {
     let net_id = {
         let mut b = [0u8; 4];
         openssl::rand::rand_bytes(&mut b)?;
@@ -128,7 +196,7 @@ pub fn init_with(dir: &Path, n: usize, fixed_ports: bool, amqp_url: Option<&str>
     ca.write(&dir, "ca")?;
     let content_ca = crate::pki::new_ca("Poststelle development content CA")?;
     content_ca.write(&dir, "content-ca")?;
-    let ports = ports(n, fixed_ports)?;
+    let ports = ports(n, port_choice)?;
     let names: Vec<String> = (0..n).map(node_name).collect();
     for (i, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);

@@ -24,6 +24,16 @@ pub fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(repo().join("fixtures/messages").join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
+/// The first of `n` consecutive ports of this process's block, never handed out twice in one
+/// run (the block wraps around only after thousands of nodes, long after their tests ended).
+fn next_ports(n: usize) -> u16 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let block = gateway::network::port_ranges().1;
+    let first = NEXT.fetch_add(n, Ordering::Relaxed) % (block.len() - n);
+    block.start + first as u16
+}
+
 /// A local network written by `poststelle network init`.
 pub struct Net {
     pub dir: tempfile::TempDir,
@@ -45,13 +55,25 @@ impl Net {
 
     fn init_with(nodes: usize, extra: &[&str]) -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(bin())
-            .args(["network", "init"])
-            .arg(dir.path())
-            .args(["--nodes", &nodes.to_string()])
-            .args(extra)
-            .output()
-            .unwrap();
+        // Ports come from this process's own block outside the ephemeral range, each handed
+        // out once per test run, so no test's node finds its port taken by another test's
+        // outbound connection or by another test's network (`network::port_ranges`).
+        let mut tries = 0;
+        let out = loop {
+            let out = Command::new(bin())
+                .args(["network", "init"])
+                .arg(dir.path())
+                .args(["--nodes", &nodes.to_string()])
+                .args(["--base-port", &next_ports(3 * nodes).to_string()])
+                .args(extra)
+                .output()
+                .unwrap();
+            let taken = String::from_utf8_lossy(&out.stderr).contains("is not free");
+            tries += 1;
+            if !(taken && tries < 20) {
+                break out;
+            }
+        };
         assert!(
             out.status.success(),
             "network init failed: {}",

@@ -222,7 +222,7 @@ fn make_crl(issuer: &X509, key: &PKey<Private>, last: i64, next: i64, revoked: &
 fn make_pki() -> Pki {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("xmlsec-attacks-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    gateway::network::init(&dir, 2, false).unwrap();
+    gateway::network::init(&dir, 2, gateway::network::Ports::Free).unwrap();
     let ca = Party::load(&dir, "content-ca");
     let x = Party::load(&dir.join("a/authorities"), "psw_01003110");
     let y = Party::load(&dir.join("b/authorities"), "psw_09162000");
