@@ -30,7 +30,7 @@ pub struct Ctx {
     /// The envelope/receipt schema (`envelope-1.0/envelope.xsd`).
     pub envelope_schema: Arc<SchemaSet>,
     /// HTTPS client for partner transport (node identity, only the configured CA trusted).
-    pub relay_client: reqwest::Client,
+    pub relay_client: crate::tls::RelayClient,
     /// HTTP client for push delivery to legacy systems' callbacks.
     pub push_client: reqwest::Client,
     /// Keys and directory certificates for the security layer.
@@ -254,20 +254,49 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         tracing::info!(jobs = released, "resuming jobs of the previous run");
     }
     let tls = &config.tls;
-    let api_acceptor = Arc::new(crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, false)?);
+    // The partners with the 2048-bit exception, by the certificate they present.
+    let peer_policy = crate::tls::PeerPolicy {
+        rsa_2048: Arc::new(
+            config
+                .partners
+                .iter()
+                .filter(|p| config.security.allow_rsa_2048.contains(&p.node))
+                .map(|p| p.fingerprint)
+                .collect(),
+        ),
+    };
+    let api_acceptor = Arc::new(crate::tls::acceptor(
+        &tls.cert,
+        &tls.key,
+        &tls.ca,
+        false,
+        crate::tls::PeerPolicy::default(),
+    )?);
     let partners = Arc::new(crate::partners::Partners::new(
         config.relay.per_partner_concurrency,
         config.relay.circuit_failures,
         config.relay.circuit_open,
     ));
     let intake_permits = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_intake));
-    let transport_acceptor = Arc::new(crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, true)?);
+    let transport_acceptor = Arc::new(crate::tls::acceptor(
+        &tls.cert,
+        &tls.key,
+        &tls.ca,
+        true,
+        peer_policy.clone(),
+    )?);
+    let partner_certs: Vec<(String, [u8; 32])> = config
+        .partners
+        .iter()
+        .map(|p| (p.transport_url.clone(), p.fingerprint))
+        .collect();
     let relay_client = crate::tls::relay_client(
         &tls.cert,
         &tls.key,
         &tls.ca,
+        peer_policy,
+        &partner_certs,
         config.relay.connect_timeout,
-        config.relay.request_timeout,
     )?;
     let push_client = reqwest::Client::builder()
         .connect_timeout(config.relay.connect_timeout)

@@ -315,17 +315,15 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     }
     ctx.partners.success(&partner.node);
     crate::failpoint!("relay.after_send");
-    let receipt = match read_receipt(ctx, &partner.node, &body).await {
-        Ok(r) if r.message_id == m.id || r.outcome == Outcome::Refused => r,
-        Ok(_) => {
-            crate::telemetry::relay_error("bad-receipt");
-            return Ok(Attempt::Retry("the partner's receipt is for another message".into()));
-        }
-        Err(reason) if status.is_success() => {
-            crate::telemetry::relay_error("bad-receipt");
-            return Ok(Attempt::Retry(reason));
-        }
-        Err(reason) => {
+    let expected_digest = envelope::sha256(&envelope_bytes);
+    let receipt = match read_receipt(ctx, &partner.node, &body).await? {
+        Ok(r) => match answers(&r, &m.id, &expected_digest) {
+            Ok(()) => r,
+            Err(p) => return Ok(bad_receipt(ctx, m, &partner.node, &p)),
+        },
+        Err(p) if status.is_success() => return Ok(bad_receipt(ctx, m, &partner.node, &p)),
+        Err(p) => {
+            audit_receipt(ctx, m, &partner.node, &p);
             // A 4xx without a readable refusal is still permanent.
             return apply(
                 ctx,
@@ -334,20 +332,15 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                     finish_job: Some(job.id),
                     expect: vec![Status::Sealed, Status::Sent],
                     status: Some(Status::Rejected),
-                    error: Some(("partner-refused".into(), format!("partner answered {status}: {reason}"))),
+                    error: Some(("partner-refused".into(), format!("partner answered {status}: {p}"))),
                     ..Change::default()
                 },
             )
             .await;
         }
     };
-    let expected_digest = envelope::sha256(&envelope_bytes);
     let (new_status, detail, error) = match receipt.outcome {
         Outcome::Received | Outcome::Delivered if status.is_success() => {
-            if receipt.envelope_sha256.as_deref() != Some(expected_digest.as_slice()) {
-                crate::telemetry::relay_error("bad-receipt");
-                return Ok(Attempt::Retry("the receipt does not bind our envelope's digest".into()));
-            }
             tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");
             let detail = format!("receipt from {} at {}", receipt.receiver_node, receipt.time);
             (Status::Received, detail, None)
@@ -394,22 +387,71 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Checks a partner's answer against the receipt schema and the partner node's signature,
-/// and reads it.
-async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Receipt, String> {
-    crate::xml::prescan::prescan(body, &ctx.config.limits).map_err(|p| format!("receipt unreadable: {p}"))?;
-    ctx.validator
+/// and reads it. The inner error refuses the answer; the outer one is this node's own failure.
+async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Receipt, Problem>, String> {
+    let refused = |what: &str, p: Problem| Ok(Err(Problem::new(p.code, format!("{what}: {}", p.detail))));
+    if let Err(p) = crate::xml::prescan::prescan(body, &ctx.config.limits) {
+        return refused("receipt unreadable", p);
+    }
+    let valid = ctx
+        .validator
         .validate(ctx.envelope_schema.clone(), Arc::from(body))
         .await
-        .map_err(|p| p.to_string())?
-        .map_err(|f| format!("receipt invalid: {}", f.into_problem()))?;
+        .map_err(|p| p.to_string())?;
+    if let Err(f) = valid {
+        return refused("receipt invalid", f.into_problem());
+    }
     let signer = ctx
         .keys
         .partner_nodes
         .get(partner)
         .ok_or("the partner's certificate is not in the directory")?;
-    seal::verify_node_signed(body, signer, &ctx.keys.transport_for(partner), &ctx.config.limits)
-        .map_err(|p| format!("receipt signature: {p}"))?;
-    envelope::parse_receipt(body).map_err(|p| p.to_string())
+    if let Err(p) = seal::verify_node_signed(body, signer, &ctx.keys.transport_for(partner), &ctx.config.limits) {
+        return refused("receipt signature", p);
+    }
+    Ok(envelope::parse_receipt(body))
+}
+
+/// Whether a receipt verified as the partner's answers for our envelope: it names our message
+/// id and binds our envelope's digest. Only a refusal may name no message (the partner could
+/// not read the id) or carry no digest (it could not read the body). A receipt about another
+/// message (a replay) proves nothing about ours.
+fn answers(r: &Receipt, id: &str, digest: &[u8]) -> Result<(), Problem> {
+    let refused = r.outcome == Outcome::Refused;
+    if r.message_id != id && !(refused && r.message_id == crate::transport::UNKNOWN_ID) {
+        return Err(Problem::new(
+            Code::EnvelopeInvalid,
+            format!("the receipt is about message {}, not {id}", r.message_id),
+        ));
+    }
+    match r.envelope_sha256.as_deref() {
+        Some(d) if d == digest => Ok(()),
+        None if refused => Ok(()),
+        _ => Err(Problem::new(
+            Code::EnvelopeInvalid,
+            "the receipt does not bind our envelope's digest",
+        )),
+    }
+}
+
+/// An answer refused as a receipt is a security event: audited with its code.
+fn audit_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) {
+    tracing::warn!(message_id = %m.id, partner, code = %p.code, "receipt refused");
+    ctx.audit.note(
+        "partner-transport",
+        "receipt-refused",
+        serde_json::json!({"message_id": m.id, "partner": partner, "code": p.code.as_str()}),
+    );
+}
+
+/// A 2xx answer that is not a receipt for our envelope: the message stays unreceived and the
+/// same envelope is sent again later (the partner answers a resend with its original receipt).
+fn bad_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) -> Attempt {
+    crate::telemetry::relay_error("bad-receipt");
+    audit_receipt(ctx, m, partner, p);
+    Attempt::Retry(format!(
+        "the answer of {partner} is not a receipt for this envelope: {p}"
+    ))
 }
 
 /// Limits for envelopes: the content limit plus base64 growth, encryption and signatures.
@@ -673,27 +715,37 @@ async fn post_to_partner(
     ctx: &Ctx,
     partner: &crate::config::Partner,
     body: Vec<u8>,
-) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+) -> Result<(hyper::StatusCode, Vec<u8>), String> {
     if let Some(queue) = &partner.amqp_queue {
         let (status, answer) = crate::amqp::call(ctx, queue, body, ctx.config.relay.request_timeout).await?;
-        let status = reqwest::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
+        let status = hyper::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
         return Ok((status, answer));
     }
-    let response = ctx
-        .relay_client
-        .post(&partner.transport_url)
-        .header("content-type", "application/xml")
-        .body(body)
-        .send()
+    let request = hyper::Request::post(&partner.transport_url)
+        .header(hyper::header::CONTENT_TYPE, "application/xml")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| format!("bad transport URL: {e}"))?;
+    let exchange = async {
+        let response = ctx.relay_client.request(request).await.map_err(|e| error_chain(&e))?;
+        let status = response.status();
+        // Receipts are small: a partner cannot make us buffer more than this.
+        let answer = http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), MAX_ANSWER))
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?;
+        Ok((status, answer.to_bytes().to_vec()))
+    };
+    tokio::time::timeout(ctx.config.relay.request_timeout, exchange)
         .await
-        .map_err(|e| error_chain(&e))?;
-    let status = response.status();
-    let answer = response
-        .bytes()
-        .await
-        .map_err(|e| format!("reading the answer failed: {e}"))?;
-    Ok((status, answer.to_vec()))
+        .map_err(|_| {
+            format!(
+                "request timed out: no answer within {} ms",
+                ctx.config.relay.request_timeout.as_millis()
+            )
+        })?
 }
+
+/// The largest answer (receipt or refusal) read from a partner.
+const MAX_ANSWER: usize = 1 << 20;
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {

@@ -3,6 +3,8 @@
 //!
 //! Profile (PRODUCT.md): TLS 1.3, or 1.2 with ECDHE + AES-GCM only. The transport listener
 //! requires a client certificate chaining to the configured CA; the API listener accepts one.
+//! Every peer chain, on both listeners and in the relay client, also passes the profile's
+//! certificate algorithm policy in the handshake ([`PeerPolicy`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,8 +13,8 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use openssl::hash::MessageDigest;
-use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode, SslVersion};
-use openssl::x509::X509;
+use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::{X509, X509StoreContextRef, X509VerifyResult};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
@@ -70,9 +72,82 @@ pub fn fingerprint_of_pem_file(path: &Path) -> Result<[u8; 32], String> {
     fingerprint(&cert).map_err(|e| e.to_string())
 }
 
+/// What a TLS peer's certificate chain must satisfy beyond the chain to the CA, checked in the
+/// handshake (leaf first, each intermediate, the anchor's key): signatures with SHA-256/384/512
+/// only, keys at the profile's floor (`xmlsec::trust::check_chain_algorithms`). OpenSSL's
+/// security level 2 stands behind it, so no system-wide OpenSSL configuration can loosen it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    /// Leaf certificates (SHA-256 fingerprints) allowed a 2048-bit RSA key: the partners with
+    /// the configured exception (`security.allow_rsa_2048`).
+    pub rsa_2048: Arc<Vec<[u8; 32]>>,
+}
+
+/// OpenSSL's security level for every context: 112 bits, which refuses SHA-1 and MD5
+/// signatures and keys under 2048 bits (the explicit [`PeerPolicy`] check raises RSA to 3072).
+const SECURITY_LEVEL: u32 = 2;
+
+/// The handshake's certificate callback: OpenSSL's verdict first, then, once for the whole
+/// chain (at the leaf, which OpenSSL checks last), the profile's algorithm policy.
+///
+/// With `expected`, the leaf must also be exactly that certificate (SHA-256 of its DER): the
+/// relay talks to a partner's transport only if it presents the partner's directory
+/// certificate, not any other certificate of the same CA.
+fn verify_peer(
+    policy: &PeerPolicy,
+    expected: Option<Option<[u8; 32]>>,
+    preverify_ok: bool,
+    ctx: &mut X509StoreContextRef,
+) -> bool {
+    if !preverify_ok {
+        // Also where OpenSSL's own floor (security level) refused a SHA-1/MD5 signature.
+        tracing::warn!(
+            depth = ctx.error_depth(),
+            reason = ctx.error().error_string(),
+            "TLS peer certificate refused"
+        );
+        return false;
+    }
+    if ctx.error_depth() != 0 {
+        return true;
+    }
+    let chain: Vec<X509> = ctx
+        .chain()
+        .map(|c| c.iter().map(|x| x.to_owned()).collect())
+        .unwrap_or_default();
+    let Some(leaf) = chain.first() else {
+        return false;
+    };
+    let leaf_fingerprint = fingerprint(leaf).ok();
+    let allow_2048 = leaf_fingerprint.is_some_and(|f| policy.rsa_2048.contains(&f));
+    if let Err(p) = crate::xmlsec::trust::check_chain_algorithms(&chain, allow_2048) {
+        tracing::warn!(code = p.code.as_str(), reason = %p.detail, "TLS peer certificate refused");
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+        return false;
+    }
+    if let Some(expected) = expected
+        && (expected.is_none() || leaf_fingerprint != expected)
+    {
+        tracing::warn!(
+            reason = "not the certificate of the partner this address belongs to in the directory",
+            "TLS peer certificate refused"
+        );
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+        return false;
+    }
+    true
+}
+
 /// Builds a server-side acceptor. `require_client_cert` makes the handshake fail without one.
-pub fn acceptor(cert: &Path, key: &Path, ca: &Path, require_client_cert: bool) -> anyhow::Result<SslAcceptor> {
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    require_client_cert: bool,
+    policy: PeerPolicy,
+) -> anyhow::Result<SslAcceptor> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    b.set_security_level(SECURITY_LEVEL);
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_cipher_list(TLS12_CIPHERS)?;
     b.set_certificate_chain_file(cert)?;
@@ -84,7 +159,7 @@ pub fn acceptor(cert: &Path, key: &Path, ca: &Path, require_client_cert: bool) -
     } else {
         SslVerifyMode::PEER
     };
-    b.set_verify(mode);
+    b.set_verify_callback(mode, move |ok, ctx| verify_peer(&policy, None, ok, ctx));
     Ok(b.build())
 }
 
@@ -174,25 +249,62 @@ pub async fn serve_plain(listener: TcpListener, router: Router, mut shutdown: wa
         .await;
 }
 
-/// The relay's HTTPS client: our node certificate as identity, only the configured CA trusted.
+/// The relay's HTTPS client to partner transports (hyper over OpenSSL, so that the handshake
+/// applies the same [`PeerPolicy`] and security level as our listeners; connections are kept
+/// alive and TLS sessions resumed).
+pub type RelayClient = hyper_util::client::legacy::Client<
+    hyper_openssl::client::legacy::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// The relay's client: our node certificate as identity, only the configured CA trusted, the
+/// partner's chain checked by `policy`, and the server at each partner's transport URL must
+/// present exactly that partner's directory certificate (`partners`: transport URL and
+/// certificate fingerprint). The request timeout is the caller's (a whole exchange).
 pub fn relay_client(
     cert: &Path,
     key: &Path,
     ca: &Path,
+    policy: PeerPolicy,
+    partners: &[(String, [u8; 32])],
     connect_timeout: Duration,
-    request_timeout: Duration,
-) -> anyhow::Result<reqwest::Client> {
-    let cert_pem = std::fs::read(cert)?;
-    let key_pem = std::fs::read(key)?;
-    let identity = reqwest::Identity::from_pkcs8_pem(&cert_pem, &key_pem)?;
-    Ok(trusting(ca)?
-        .min_tls_version(reqwest::tls::Version::TLS_1_2)
-        .identity(identity)
-        .connect_timeout(connect_timeout)
-        .timeout(request_timeout)
-        .pool_max_idle_per_host(8)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?)
+) -> anyhow::Result<RelayClient> {
+    // By host and port, as the connector sees each connection's URI.
+    let mut pinned = std::collections::HashMap::new();
+    for (url, fp) in partners {
+        // A partner reached only through the broker has no URL to pin.
+        let Ok(uri) = url.parse::<hyper::Uri>() else { continue };
+        let port = uri.port_u16().unwrap_or(443);
+        pinned.insert((uri.host().unwrap_or_default().to_ascii_lowercase(), port), *fp);
+    }
+    let mut b = SslConnector::builder(SslMethod::tls_client())?;
+    b.set_security_level(SECURITY_LEVEL);
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_cipher_list(TLS12_CIPHERS)?;
+    b.set_certificate_chain_file(cert)?;
+    b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    b.check_private_key()?;
+    b.set_ca_file(ca)?;
+    b.set_verify(SslVerifyMode::PEER);
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let mut https = hyper_openssl::client::legacy::HttpsConnector::with_connector(http, b)?;
+    https.set_callback(move |conn, uri| {
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let expected = pinned.get(&(host, uri.port_u16().unwrap_or(443))).copied();
+        let policy = policy.clone();
+        conn.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
+            verify_peer(&policy, Some(expected), ok, ctx)
+        });
+        Ok(())
+    });
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(8)
+            .build(https),
+    )
 }
 
 /// An HTTPS client builder (native-tls) that trusts exactly the CA certificates in the PEM

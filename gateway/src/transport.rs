@@ -37,7 +37,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 }
 
 /// The message id a refusal names when the envelope could not be read far enough to know it.
-const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
+pub(crate) const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A refusal: a signed receipt with outcome `refused`, under the code's HTTP status.
 fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
@@ -173,7 +173,7 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
             }
             answer
         }
-        "Receipt" => receive_notice(ctx, partner, &bytes).await,
+        "Receipt" => receive_notice(ctx, partner, &bytes, digest).await,
         other => {
             let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
             refusal(ctx, UNKNOWN_ID, &p, Some(digest))
@@ -286,15 +286,18 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
     }
 }
 
-async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8]) -> Response {
+/// A notice about a message we sent to this partner. A notice about any other message (one we
+/// never sent, or sent to another partner) is refused like an envelope: signed and audited.
+async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
     let notice = match envelope::parse_receipt(bytes) {
         Ok(n) => n,
-        Err(p) => return p.into_response(),
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
     };
     let message = match ctx.store.message(&notice.message_id).await {
         Ok(Some(m)) if m.direction == Direction::Outbound && m.partner_node == partner.node => m,
         Ok(_) => {
-            return Problem::new(Code::NotFound, "no message of ours sent to this partner has that id").into_response();
+            let p = Problem::new(Code::NotFound, "no message of ours sent to this partner has that id");
+            return refusal(ctx, &notice.message_id, &p, Some(digest));
         }
         Err(e) => return store_problem(e).into_response(),
     };

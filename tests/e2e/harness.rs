@@ -24,14 +24,45 @@ pub fn fixture(rel: &str) -> Vec<u8> {
     std::fs::read(repo().join("fixtures/messages").join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
-/// The first of `n` consecutive ports of this process's block, never handed out twice in one
-/// run (the block wraps around only after thousands of nodes, long after their tests ended).
+/// The first of `n` consecutive free-to-use ports, never handed out twice while this process
+/// runs, nor to another test process running at the same time (say, under cargo-nextest):
+/// the range `network::port_ranges().1` is cut into blocks, and a process owns a block while it
+/// holds a lock on the block's file (released by the kernel when the process exits).
 fn next_ports(n: usize) -> u16 {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let block = gateway::network::port_ranges().1;
-    let first = NEXT.fetch_add(n, Ordering::Relaxed) % (block.len() - n);
-    block.start + first as u16
+    use std::sync::Mutex;
+    const BLOCK: usize = 64;
+    struct Owned {
+        /// Lock files of the blocks this process owns, held open until it exits.
+        locks: Vec<std::fs::File>,
+        next: usize,
+        end: usize,
+    }
+    static OWNED: Mutex<Owned> = Mutex::new(Owned {
+        locks: Vec::new(),
+        next: 0,
+        end: 0,
+    });
+    assert!(n <= BLOCK, "at most {BLOCK} ports per network");
+    let range = gateway::network::port_ranges().1;
+    let blocks = range.len() / BLOCK;
+    let mut owned = OWNED.lock().unwrap_or_else(|e| e.into_inner());
+    if owned.next + n > owned.end {
+        let dir = std::env::temp_dir().join("poststelle-test-ports");
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = std::process::id() as usize + owned.locks.len();
+        let claimed = (0..blocks).map(|i| (first + i) % blocks).find_map(|k| {
+            let file = std::fs::File::create(dir.join(format!("block-{k}.lock"))).ok()?;
+            file.try_lock().ok()?;
+            Some((k, file))
+        });
+        let (k, file) = claimed.expect("every block of test ports is owned by a running test process");
+        owned.locks.push(file);
+        owned.next = range.start as usize + k * BLOCK;
+        owned.end = owned.next + BLOCK;
+    }
+    let first = owned.next;
+    owned.next += n;
+    first as u16
 }
 
 /// A local network written by `poststelle network init`.

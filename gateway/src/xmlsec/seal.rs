@@ -154,21 +154,30 @@ impl NodeKeys {
             crls: config.security.crls.clone(),
             ..Policy::default()
         };
+        // `what` names the setting and the file, so the operator knows which one to replace.
         let check = |errs: &mut Vec<String>, what: &str, cert: &X509, policy: &Policy, usage: Usage| {
             if let Err(p) = trust::check_pinned(cert, &[], usage, policy) {
                 errs.push(format!("{what}: {}", p.detail));
             }
         };
+        let file = |what: &str, path: &std::path::Path| format!("{what} ({})", path.display());
         let node = Identity::load(&config.tls.key, &config.tls.cert);
         if let Ok(n) = &node {
-            check(&mut errs, "tls.cert", &n.cert, &transport, Usage::Sign);
+            check(
+                &mut errs,
+                &file("tls.cert", &config.tls.cert),
+                &n.cert,
+                &transport,
+                Usage::Sign,
+            );
         }
         let mut authorities = std::collections::BTreeMap::new();
         for (id, files) in &config.authority_keys {
             match Identity::load(&files.key, &files.certificate) {
                 Ok(i) => {
-                    check(&mut errs, &format!("authority {id}"), &i.cert, &content, Usage::Sign);
-                    check(&mut errs, &format!("authority {id}"), &i.cert, &content, Usage::Encrypt);
+                    let what = file(&format!("authority {id}"), &files.certificate);
+                    check(&mut errs, &what, &i.cert, &content, Usage::Sign);
+                    check(&mut errs, &what, &i.cert, &content, Usage::Encrypt);
                     authorities.insert(id.clone(), i);
                 }
                 Err(e) => errs.push(format!("authority {id}: {e}")),
@@ -191,7 +200,8 @@ impl NodeKeys {
             };
             match trust::load_cert(&p.certificate) {
                 Ok(cert) => {
-                    check(&mut errs, &format!("partner {}", p.node), &cert, &t, Usage::Sign);
+                    let what = file(&format!("partner {}", p.node), &p.certificate);
+                    check(&mut errs, &what, &cert, &t, Usage::Sign);
                     partner_nodes.insert(p.node.clone(), cert);
                 }
                 Err(e) => errs.push(format!("partner {}: {e}", p.node)),
@@ -199,8 +209,9 @@ impl NodeKeys {
             for (a, path) in &p.authority_certificates {
                 match trust::load_cert(path) {
                     Ok(cert) => {
-                        check(&mut errs, &format!("partner authority {a}"), &cert, &c, Usage::Sign);
-                        check(&mut errs, &format!("partner authority {a}"), &cert, &c, Usage::Encrypt);
+                        let what = file(&format!("partner authority {a}"), path);
+                        check(&mut errs, &what, &cert, &c, Usage::Sign);
+                        check(&mut errs, &what, &cert, &c, Usage::Encrypt);
                         partner_authorities.insert(a.clone(), cert);
                     }
                     Err(e) => errs.push(format!("partner authority {a}: {e}")),

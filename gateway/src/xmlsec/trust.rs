@@ -1,7 +1,9 @@
 //! Keys and certificates: loading, and the certificate policy every signer and recipient passes
 //! (PRODUCT.md "Keys"): a chain to a trust anchor of the right role (or a certificate pinned by
 //! the directory), the validity period at the time of use, key usage, revocation by CRL files,
-//! and the key-size floor (RSA ≥ 3072, 2048 only by an explicit exception; EC ≥ 256).
+//! the key-size floor (RSA ≥ 3072, 2048 only by an explicit exception; EC ≥ 256), and the
+//! signature algorithms of the certificates themselves (SHA-256/384/512 only, for the leaf and
+//! every intermediate).
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +103,65 @@ pub fn check_key_strength(key: &PKey<Public>, allow_rsa_2048: bool) -> Result<()
     }
 }
 
+/// The signature algorithm a certificate is signed with, if the profile allows it. An
+/// allow-list (BSI TR-02102): RSA PKCS#1 v1.5, RSA-PSS and ECDSA, each with SHA-256, -384 or
+/// -512. SHA-1, MD5 and everything else are refused.
+pub fn check_cert_signature(cert: &X509Ref) -> Result<(), Problem> {
+    let nid = cert.signature_algorithm().object().nid();
+    let allowed = match nid {
+        Nid::SHA256WITHRSAENCRYPTION
+        | Nid::SHA384WITHRSAENCRYPTION
+        | Nid::SHA512WITHRSAENCRYPTION
+        | Nid::ECDSA_WITH_SHA256
+        | Nid::ECDSA_WITH_SHA384
+        | Nid::ECDSA_WITH_SHA512 => true,
+        // The hash of RSA-PSS is in the algorithm's parameters (absent = SHA-1); OpenSSL's
+        // text form is the only view of them the bindings give.
+        Nid::RSASSAPSS => pss_hash(cert).is_some_and(|h| matches!(h.as_str(), "sha256" | "sha384" | "sha512")),
+        _ => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let name = match nid {
+        Nid::RSASSAPSS => format!(
+            "RSA-PSS with {}",
+            pss_hash(cert).unwrap_or_else(|| "an unknown hash".into())
+        ),
+        n => n.long_name().unwrap_or("an unknown algorithm").to_owned(),
+    };
+    Err(invalid(format!(
+        "certificate {} is signed with {name}, which the profile does not allow (SHA-1 and MD5 are refused)",
+        describe(cert)
+    )))
+}
+
+/// The hash named in an RSA-PSS signature's parameters ("sha1" when they give none).
+fn pss_hash(cert: &X509Ref) -> Option<String> {
+    let text = String::from_utf8(cert.to_text().ok()?).ok()?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("Hash Algorithm:"))?;
+    let value = line.split_once(':')?.1.trim();
+    Some(value.split_whitespace().next()?.to_ascii_lowercase())
+}
+
+/// Every certificate of a verified chain (leaf first, trust anchor last): its key passes the
+/// key-size floor, and each one but the anchor is signed with an allowed algorithm (the
+/// anchor's self-signature carries no trust: it is trusted because it is configured).
+pub fn check_chain_algorithms(chain: &[X509], allow_rsa_2048: bool) -> Result<(), Problem> {
+    for (i, c) in chain.iter().enumerate() {
+        let anchor = i + 1 == chain.len() && c.issued(c) == openssl::x509::X509VerifyResult::OK;
+        if !anchor {
+            check_cert_signature(c)?;
+        }
+        let key = c
+            .public_key()
+            .map_err(|_| invalid(format!("the key of certificate {} is unreadable", describe(c))))?;
+        check_key_strength(&key, allow_rsa_2048)
+            .map_err(|p| invalid(format!("certificate {}: {}", describe(c), p.detail)))?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -108,8 +169,10 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks the validity period, key usage and key size of one certificate (no chain).
+/// Checks the validity period, key usage, signature algorithm and key size of one certificate
+/// (no chain).
 pub fn check_leaf(cert: &X509Ref, usage: Usage, policy: &Policy) -> Result<(), Problem> {
+    check_cert_signature(cert)?;
     let at = openssl::asn1::Asn1Time::from_unix(policy.at.unwrap_or_else(now))
         .map_err(|_| invalid("cannot represent the verification time"))?;
     if cert.not_before() > at {
@@ -181,6 +244,9 @@ pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy
     }
     let mut param = X509VerifyParam::new().map_err(fail)?;
     param.set_flags(flags).map_err(fail)?;
+    // OpenSSL's own floor as a second line behind the explicit checks below: level 2 (112
+    // bits) refuses SHA-1 and MD5 signatures and keys under 2048 bits anywhere in the chain.
+    param.set_auth_level(2);
     param.set_time(policy.at.unwrap_or_else(now) as _);
     builder.set_param(&param).map_err(fail)?;
     let store = builder.build();
@@ -190,11 +256,18 @@ pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy
     }
     let mut ctx = X509StoreContext::new().map_err(fail)?;
     let result = ctx
-        .init(&store, cert, &chain, |c| Ok((c.verify_cert()?, c.error())))
+        .init(&store, cert, &chain, |c| {
+            let ok = c.verify_cert()?;
+            let built: Vec<X509> = c
+                .chain()
+                .map(|s| s.iter().map(|x| x.to_owned()).collect())
+                .unwrap_or_default();
+            Ok((ok, c.error(), built))
+        })
         .map_err(fail)?;
     match result {
-        (true, _) => Ok(()),
-        (false, e) => Err(invalid(format!(
+        (true, _, built) => check_chain_algorithms(&built, policy.allow_rsa_2048),
+        (false, e, _) => Err(invalid(format!(
             "certificate {} is not trusted: {}",
             describe(cert),
             e.error_string()
