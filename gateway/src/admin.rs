@@ -631,7 +631,7 @@ fn outcome<T>(id: &str, result: &Result<T, Problem>) -> Value {
     responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     authorize(&ctx, &headers)?;
-    let result = cancel_message(&ctx, &id).await;
+    let result = cancel_message(&ctx, &id, "cancelled by an operator").await;
     ctx.audit.note("admin", "cancel", outcome(&id, &result));
     result?;
     Ok(axum::Json(Action {
@@ -641,7 +641,8 @@ async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<
     .into_response())
 }
 
-async fn cancel_message(ctx: &Ctx, id: &str) -> Result<(), Problem> {
+/// Cancels an outbound message not yet sent (`detail`: who did it, for the timeline).
+pub(crate) async fn cancel_message(ctx: &Ctx, id: &str, detail: &str) -> Result<(), Problem> {
     let id = id.to_owned();
     let m = find_message(ctx, &id).await?;
     let cancellable = [Status::Accepted, Status::Sealed, Status::Failed];
@@ -661,8 +662,8 @@ async fn cancel_message(ctx: &Ctx, id: &str) -> Result<(), Problem> {
             expect: cancellable.to_vec(),
             unless_leased: true,
             status: Some(Status::Cancelled),
-            detail: Some("cancelled by an operator".into()),
-            error: Some((Code::Cancelled.as_str().into(), "cancelled by an operator".into())),
+            detail: Some(detail.into()),
+            error: Some((Code::Cancelled.as_str().into(), detail.into())),
             drop_jobs: true,
             ..Change::default()
         })
@@ -674,7 +675,7 @@ async fn cancel_message(ctx: &Ctx, id: &str) -> Result<(), Problem> {
             format!("{id} is being sent right now or changed state; try again"),
         ));
     }
-    tracing::info!(message_id = %id, "operator cancel");
+    tracing::info!(message_id = %id, detail, "message cancelled");
     Ok(())
 }
 /// Which dead letters to replay (all given fields must match; none: every dead letter).

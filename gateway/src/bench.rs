@@ -63,11 +63,24 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// How the senders submit: the REST API, or XTA 2 (createMessageId, then sendMessage with
+    /// the content as an MTOM part).
+    #[arg(long, value_enum, default_value_t = Via::Rest)]
+    via: Via,
+}
+
+/// The sending clients' wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Rest,
+    Xta,
 }
 
 /// The demo message every bench message is made from (a → b in the demo network).
 const TEMPLATE: &str = "fixtures/messages/xumzug/valid/rueckmeldung-erika-mustermann.xml";
 const TEMPLATE_UUID: &str = "dfef3ee4-72a5-465b-9373-a31f18e85d70";
+/// Its message type code (for XTA's `MessageMetaData`).
+const TEMPLATE_CODE: &str = "0101";
 
 #[derive(Debug, Default)]
 struct Ledger {
@@ -355,8 +368,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..args.clients {
         let (next, ledger, counters, https) = (next.clone(), ledger.clone(), counters.clone(), https.clone());
         let (from, template, total) = (from.clone(), template.clone(), args.messages);
+        let xta = (args.via == Via::Xta).then(|| crate::xta_client::XtaClient {
+            http: https.clone(),
+            api: from.api.clone(),
+            token: from.clients[0].token.clone(),
+            author: from.authorities[0].clone(),
+        });
+        let reader = to.authorities[0].clone();
         senders.push(tokio::spawn(async move {
             let token = from.clients[0].token.clone();
+            let kind = crate::xta_client::MessageKind::xumzug(TEMPLATE_CODE);
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let uuid = uuid::Uuid::new_v4().to_string();
                 let body = template.replace(TEMPLATE_UUID, &uuid);
@@ -366,8 +387,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .sent
                     .insert(uuid.clone());
                 let t0 = Instant::now();
+                let mut xta_id: Option<String> = None;
                 loop {
                     counters.submits.fetch_add(1, Ordering::Relaxed);
+                    if let Some(xta) = &xta {
+                        // One id per message; a retry sends the same id again (idempotent).
+                        let outcome = match &xta_id {
+                            Some(id) => Ok(id.clone()),
+                            None => match xta.create_id().await {
+                                Ok(Ok(id)) => {
+                                    xta_id = Some(id.clone());
+                                    Ok(id)
+                                }
+                                Ok(Err((status, _))) => Err(status),
+                                Err(_) => Err(0),
+                            },
+                        };
+                        let sent = match outcome {
+                            Ok(id) => match xta.send(body.clone().into_bytes(), &reader, &kind, &id).await {
+                                Ok(Ok(_)) => Ok(id),
+                                Ok(Err((status, _))) => Err(status),
+                                Err(_) => Err(0),
+                            },
+                            Err(status) => Err(status),
+                        };
+                        match sent {
+                            Ok(id) => {
+                                let id = id.trim_start_matches(crate::intake::xta::ID_PREFIX).to_owned();
+                                ledger
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .accepted
+                                    .insert(uuid.clone(), (id, t0));
+                                break;
+                            }
+                            Err(503) => {
+                                counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(status) if (400..500).contains(&status) => {
+                                counters.refused.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(_) => {}
+                        }
+                        counters.retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100 + random_below(200))).await;
+                        continue;
+                    }
                     let r = https
                         .post(format!("{}/v1/messages", from.api))
                         .bearer_auth(&token)

@@ -1,14 +1,21 @@
 //! `poststelle demo`: a throw-away two-node network, in-process, over real HTTPS.
 //!
-//! Node a's legacy system submits every embedded demo fixture; node b's legacy system (played
-//! by the demo) fetches and acknowledges its inbox. One row per fixture; success means every
-//! valid fixture reached `delivered` and every invalid one was rejected with its expected code.
+//! Node a's legacy system submits every embedded demo fixture — one of them through the XTA 2
+//! Send port (MTOM), the others through the REST API; node b's legacy system (played by the
+//! demo) fetches and acknowledges its inbox. One row per fixture; success means every valid
+//! fixture reached `delivered` and every invalid one was rejected with its expected code.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::config::Config;
+
+/// The fixture that goes through XTA 2 instead of the REST API, and its type code.
+const VIA_XTA: (&str, &str) = (
+    "fixtures/messages/xumzug/valid/fortschreibung-lieschen-mueller.xml",
+    "0102",
+);
 
 /// How long the demo waits for all deliveries.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -76,6 +83,31 @@ pub async fn run() -> anyhow::Result<bool> {
             .first()
             .map(|(_, b)| String::from_utf8_lossy(b).trim().to_owned());
         let t0 = Instant::now();
+        if path == VIA_XTA.0 {
+            let xta = crate::xta_client::XtaClient {
+                http: http.clone(),
+                api: a.api.clone(),
+                token: token_a.clone(),
+                author: a.authorities[0].clone(),
+            };
+            let kind = crate::xta_client::MessageKind::xumzug(VIA_XTA.1);
+            let sent = match xta.create_id().await? {
+                Ok(xta_id) => xta
+                    .send(bytes.to_vec(), &b.authorities[0], &kind, &xta_id)
+                    .await?
+                    .map(|_| xta_id),
+                Err(e) => Err(e),
+            };
+            let (id, status) = match sent {
+                Ok(xta_id) => (
+                    xta_id.trim_start_matches(crate::intake::xta::ID_PREFIX).to_owned(),
+                    reqwest::StatusCode::OK,
+                ),
+                Err((status, _)) => (String::new(), reqwest::StatusCode::from_u16(status)?),
+            };
+            pending.push((format!("{file} (XTA 2)"), id, t0, status));
+            continue;
+        }
         let resp = http
             .post(format!("{}/v1/messages", a.api))
             .bearer_auth(&token_a)

@@ -28,3 +28,4 @@ pub mod tls;
 pub mod transport;
 pub mod xml;
 pub mod xmlsec;
+pub mod xta_client;

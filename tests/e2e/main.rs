@@ -24,3 +24,4 @@ mod xmlsec_interop;
 mod xmlsec_keys;
 mod xmlsec_props;
 mod xmlsec_vectors;
+mod xta;

@@ -7,6 +7,7 @@
 //! - `GET  /v1/inbox` — messages for the client's authority, not yet acknowledged
 //! - `GET  /v1/inbox/{id}` — one opened message (XML)
 //! - `POST /v1/inbox/{id}/ack` — the client took it: `delivered`, notice to the sender
+//! - `POST /xta/{management,send,msgbox}` — the XTA 2 ports (`xta.rs`)
 //!
 //! Every error is a [`Problem`]. Authentication: `Authorization: Bearer TOKEN`.
 
@@ -32,12 +33,13 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/inbox", get(inbox))
         .route("/v1/inbox/{id}", get(inbox_item))
         .route("/v1/inbox/{id}/ack", post(ack))
+        .merge(super::xta::routes())
         .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
         .with_state(ctx)
 }
 
 /// The authenticated client of a request.
-fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a Client, Problem> {
+pub(crate) fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a Client, Problem> {
     let token = crate::node::bearer(headers, "TOKEN")?;
     ctx.config
         .clients
@@ -213,15 +215,21 @@ async fn inbox_item(
 
 async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     let client = authenticate(&ctx, &headers)?;
-    let m = inbox_message(&ctx, client, &id).await?;
+    acknowledge(&ctx, client, &id, &format!("acknowledged by client {}", client.name)).await?;
+    Ok(axum::Json(json!({"id": id, "status": "delivered"})).into_response())
+}
+
+/// The client took an inbox message: `delivered` (once), and a notice goes to the sender.
+pub(crate) async fn acknowledge(ctx: &Ctx, client: &Client, id: &str, detail: &str) -> Result<(), Problem> {
+    let m = inbox_message(ctx, client, id).await?;
     if m.status == Status::Opened {
         let applied = ctx
             .store
             .apply(Change {
-                message_id: id.clone(),
+                message_id: id.to_owned(),
                 expect: vec![Status::Opened],
                 status: Some(Status::Delivered),
-                detail: Some(format!("acknowledged by client {}", client.name)),
+                detail: Some(detail.to_owned()),
                 enqueue: vec![(JobKind::Notice, now_millis())],
                 ..Change::default()
             })
@@ -232,5 +240,5 @@ async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<Str
             ctx.wake(JobKind::Notice);
         }
     }
-    Ok(axum::Json(json!({"id": id, "status": "delivered"})).into_response())
+    Ok(())
 }

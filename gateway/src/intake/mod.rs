@@ -2,10 +2,13 @@
 //! pre-scan (limits, forbidden constructs, encoding) → adapter by root element → XSD validation →
 //! (a legacy format: its inbound XSLT, then all of this again on the result) → code lists →
 //! header extraction and consistency → permission (author = client's authority, type permitted)
-//! → recipient in the directory → durable commit. Shared by every inbound wire format; `http`
-//! is the only one so far. Knows nothing about partners' transport.
+//! → recipient in the directory → durable commit. Shared by every inbound wire format: `http`
+//! (the REST API), `xta` (XTA 2 over SOAP, `soap`) and the AMQP intake. Knows nothing about
+//! partners' transport.
 
 pub mod http;
+pub mod soap;
+pub mod xta;
 
 use std::sync::Arc;
 
@@ -210,8 +213,22 @@ pub enum Submitted {
 
 /// Checks and durably stores a client's submission (counted in the metrics by outcome).
 pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
+    submit_as(ctx, client, bytes, None, None, &|_| Ok(())).await
+}
+
+/// [`submit`] for a wire format that brings more: an id the client chose, metadata to keep
+/// with the message, and a check of that metadata against the checked message (`agrees`),
+/// run after every other check and before the commit.
+pub async fn submit_as(
+    ctx: &Ctx,
+    client: &Client,
+    bytes: Arc<[u8]>,
+    id: Option<String>,
+    xta_metadata: Option<Vec<u8>>,
+    agrees: &(dyn Fn(&Checked) -> Result<(), Problem> + Sync),
+) -> Result<Submitted, Problem> {
     let started = std::time::Instant::now();
-    let result = submit_uncounted(ctx, client, bytes).await;
+    let result = submit_uncounted(ctx, client, bytes, id, xta_metadata, agrees).await;
     let outcome = match &result {
         Ok(Submitted::Accepted(_)) => "accepted",
         Ok(Submitted::AlreadyAccepted(_)) => "duplicate",
@@ -221,14 +238,23 @@ pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Subm
     result
 }
 
-async fn submit_uncounted(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
+async fn submit_uncounted(
+    ctx: &Ctx,
+    client: &Client,
+    bytes: Arc<[u8]>,
+    id: Option<String>,
+    xta_metadata: Option<Vec<u8>>,
+    agrees: &(dyn Fn(&Checked) -> Result<(), Problem> + Sync),
+) -> Result<Submitted, Problem> {
     let checked = check(ctx, client, &bytes).await?;
+    agrees(&checked)?;
     let digest = crate::envelope::hex(&crate::envelope::sha256(&bytes));
     crate::failpoint!("intake.before_commit");
     let deadline = crate::store::now_millis() + ctx.config.relay.retry_window.as_millis() as i64;
     let outcome = ctx
         .store
         .accept(NewOutbound {
+            id,
             client: client.name.clone(),
             xoev_uuid: checked.header.message_uuid.clone(),
             digest,
@@ -237,6 +263,7 @@ async fn submit_uncounted(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Resul
             reader: checked.header.reader.clone(),
             partner_node: checked.partner_node.clone(),
             payload: checked.payload.to_vec(),
+            xta_metadata,
             deadline,
         })
         .await
@@ -252,7 +279,7 @@ async fn submit_uncounted(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Resul
         AcceptOutcome::Conflict(id) => Err(Problem::new(
             Code::DuplicateConflict,
             format!(
-                "message UUID {} was accepted before as {id} with different content",
+                "message UUID {} or message id {id} was accepted before with different content",
                 checked.header.message_uuid
             ),
         )),

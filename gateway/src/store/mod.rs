@@ -251,6 +251,9 @@ pub struct Purged {
 
 #[derive(Debug, Clone)]
 pub struct NewOutbound {
+    /// The id the client chose (XTA: from `createMessageId`); `None`: the store makes one.
+    /// The same id again with other content, or from another client, is a conflict.
+    pub id: Option<String>,
     pub client: String,
     pub xoev_uuid: String,
     pub digest: String,
@@ -259,6 +262,8 @@ pub struct NewOutbound {
     pub reader: String,
     pub partner_node: String,
     pub payload: Vec<u8>,
+    /// The XTA `MessageMetaData` the client sent with it, kept for its transport reports.
+    pub xta_metadata: Option<Vec<u8>>,
     /// End of the retry time-box.
     pub deadline: Millis,
 }
@@ -307,6 +312,9 @@ pub enum Blob {
     Receipt,
     /// Outbound: the partner's latest notice (delivered / refused).
     Notice,
+    /// Outbound over XTA: the client's `MessageMetaData` (metadata only, kept like the
+    /// message's other metadata).
+    XtaMetadata,
 }
 
 /// One atomic transition of a message (see constraint 2).

@@ -331,6 +331,7 @@ fn blob_name(b: Blob) -> &'static str {
         Blob::Envelope => "envelope",
         Blob::Receipt => "receipt",
         Blob::Notice => "notice",
+        Blob::XtaMetadata => "xta-metadata",
     }
 }
 
@@ -377,16 +378,26 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             if let Some((id, digest)) = existing {
-                return Ok(if digest == m.digest {
-                    AcceptOutcome::Existing(id)
-                } else {
-                    AcceptOutcome::Conflict(id)
-                });
+                return Ok(
+                    if digest == m.digest && m.id.as_ref().is_none_or(|wanted| wanted == &id) {
+                        AcceptOutcome::Existing(id)
+                    } else {
+                        AcceptOutcome::Conflict(id)
+                    },
+                );
+            }
+            if let Some(wanted) = &m.id {
+                let taken = conn
+                    .query_row("SELECT 1 FROM messages WHERE id = ?1", params![wanted], |_| Ok(()))
+                    .optional()?;
+                if taken.is_some() {
+                    return Ok(AcceptOutcome::Conflict(wanted.clone()));
+                }
             }
             if over_soft_limit(conn, soft, m.payload.len())? {
                 return Err(soft_full());
             }
-            let id = new_id();
+            let id = m.id.clone().unwrap_or_else(new_id);
             let now = now_millis();
             conn.execute(
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,
@@ -406,6 +417,9 @@ impl Store for SqliteStore {
                 ],
             )?;
             put_blob(conn, &id, Blob::Payload, &m.payload)?;
+            if let Some(meta) = &m.xta_metadata {
+                put_blob(conn, &id, Blob::XtaMetadata, meta)?;
+            }
             insert_event(conn, &id, now, Status::Accepted, None)?;
             insert_job(conn, &id, JobKind::Relay, now)?;
             Ok(AcceptOutcome::Created(id))
@@ -826,6 +840,7 @@ mod tests {
 
     fn outbound(uuid: &str, digest: &str) -> NewOutbound {
         NewOutbound {
+            id: None,
             client: "c".into(),
             xoev_uuid: uuid.into(),
             digest: digest.into(),
@@ -834,6 +849,7 @@ mod tests {
             reader: "psw:2".into(),
             partner_node: "b".into(),
             payload: b"<x/>".to_vec(),
+            xta_metadata: None,
             deadline: now_millis() + 60_000,
         }
     }
@@ -856,6 +872,39 @@ mod tests {
         let m = s.message(&id).await.unwrap().unwrap();
         assert_eq!(m.status, Status::Accepted);
         assert_eq!(s.blob(&id, Blob::Payload).await.unwrap().unwrap(), b"<x/>");
+    }
+
+    #[tokio::test]
+    async fn a_chosen_id_is_idempotent_and_never_reused_for_other_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let chosen = NewOutbound {
+            id: Some("0190f2a4-0000-7000-8000-000000000001".into()),
+            ..outbound("u1", "d1")
+        };
+        assert_eq!(
+            s.accept(chosen.clone()).await.unwrap(),
+            AcceptOutcome::Created("0190f2a4-0000-7000-8000-000000000001".into())
+        );
+        assert_eq!(
+            s.accept(chosen.clone()).await.unwrap(),
+            AcceptOutcome::Existing("0190f2a4-0000-7000-8000-000000000001".into())
+        );
+        // The same id with another message, even from another client, is a conflict.
+        let other = NewOutbound {
+            client: "other".into(),
+            ..NewOutbound {
+                xoev_uuid: "u2".into(),
+                ..chosen.clone()
+            }
+        };
+        assert!(matches!(s.accept(other).await.unwrap(), AcceptOutcome::Conflict(_)));
+        // The same content under another chosen id is a conflict too.
+        let moved = NewOutbound {
+            id: Some("0190f2a4-0000-7000-8000-000000000002".into()),
+            ..chosen
+        };
+        assert!(matches!(s.accept(moved).await.unwrap(), AcceptOutcome::Conflict(_)));
     }
 
     #[tokio::test]

@@ -1,0 +1,487 @@
+//! SOAP 1.2 framing for the XTA 2 ports: reading a request (plain `application/soap+xml`, or
+//! MTOM/XOP: `multipart/related` with the envelope as `application/xop+xml` and binary parts
+//! referenced by `xop:Include`), and writing answers (MTOM when they carry content) and faults.
+//! Knows nothing about XTA's operations (`xta.rs`).
+//!
+//! The envelope is untrusted input like any message: it is pre-scanned (limits, no DOCTYPE or
+//! entities, UTF-8) before roxmltree parses it, and parsed without DTD support.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::problem::{Code, Problem};
+use crate::xml::prescan::Limits;
+
+pub const SOAP_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
+pub const XOP_NS: &str = "http://www.w3.org/2004/08/xop/include";
+pub const PROBLEM_NS: &str = "urn:poststelle:problem";
+/// WS-Addressing's anonymous address: the answer goes back on the same connection.
+pub const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
+
+/// A request as read off the wire: the envelope's text and the MIME parts it may refer to.
+#[derive(Debug)]
+pub struct Request {
+    pub envelope: String,
+    /// Binary parts by Content-ID (without angle brackets).
+    parts: HashMap<String, Vec<u8>>,
+    /// The `action` parameter of the SOAP 1.2 media type, if given.
+    pub media_action: Option<String>,
+}
+
+/// A SOAP fault: what it says and how it travels (SOAP 1.2 part 2, §7.5: a Sender fault is a
+/// 400, a Receiver fault a 500; HTTP-level refusals keep their own status).
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub status: StatusCode,
+    /// `env:Sender` (the request was wrong) or `env:Receiver` (this node failed).
+    pub sender: bool,
+    /// Subcode QName: namespace and local name.
+    pub subcode: Option<(&'static str, String)>,
+    pub reason: String,
+    /// XML put into `env:Detail`, already serialised.
+    pub detail: String,
+    pub retry_after: Option<u32>,
+}
+
+impl Fault {
+    /// A fault about the SOAP message itself (before any operation is known), carrying the
+    /// problem in its detail.
+    pub fn from_problem(p: &Problem) -> Fault {
+        let receiver = matches!(p.code, Code::Internal | Code::Overloaded);
+        Fault {
+            status: http_status(p, receiver),
+            sender: !receiver,
+            subcode: Some((PROBLEM_NS, p.code.as_str().to_owned())),
+            reason: p.detail.clone(),
+            detail: problem_xml(p),
+            retry_after: p.retry_after,
+        }
+    }
+
+    /// A WS-Addressing fault (`wsa:ActionNotSupported`, `wsa:MessageAddressingHeaderRequired`, …).
+    pub fn addressing(subcode: &str, reason: impl Into<String>) -> Fault {
+        let reason = reason.into();
+        Fault {
+            status: StatusCode::BAD_REQUEST,
+            sender: true,
+            subcode: Some((WSA_NS, subcode.to_owned())),
+            detail: problem_xml(&Problem::new(Code::InvalidRequest, reason.clone())),
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// The HTTP status of a fault for a problem: authentication, size, media type and overload
+/// keep their HTTP meaning; every other client error is a Sender fault (400), every failure of
+/// ours a Receiver fault (500).
+pub fn http_status(p: &Problem, receiver: bool) -> StatusCode {
+    match p.code {
+        Code::Unauthorized => StatusCode::UNAUTHORIZED,
+        Code::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        _ if receiver => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Escapes text for XML content and attribute values.
+pub fn esc(s: &str) -> String {
+    quick_xml::escape::escape(s).into_owned()
+}
+
+/// The problem as `pst:Problem` (the same code, detail and positions as the REST API's JSON).
+pub fn problem_xml(p: &Problem) -> String {
+    let mut s = format!(
+        "<pst:Problem xmlns:pst=\"{PROBLEM_NS}\" code=\"{}\" status=\"{}\"><pst:detail>{}</pst:detail>",
+        p.code.as_str(),
+        p.code.status().as_u16(),
+        esc(&p.detail)
+    );
+    for e in &p.errors {
+        s.push_str("<pst:error");
+        if let Some(l) = e.line {
+            s.push_str(&format!(" line=\"{l}\""));
+        }
+        if let Some(c) = e.column {
+            s.push_str(&format!(" column=\"{c}\""));
+        }
+        s.push_str(&format!(">{}</pst:error>", esc(&e.message)));
+    }
+    s.push_str("</pst:Problem>");
+    s
+}
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        let code = if self.sender { "env:Sender" } else { "env:Receiver" };
+        let subcode = self
+            .subcode
+            .as_ref()
+            .map(|(ns, local)| {
+                format!("<env:Subcode><env:Value xmlns:sc=\"{ns}\">sc:{local}</env:Value></env:Subcode>")
+            })
+            .unwrap_or_default();
+        let body = format!(
+            "<env:Fault><env:Code><env:Value>{code}</env:Value>{subcode}</env:Code>\
+             <env:Reason><env:Text xml:lang=\"en\">{}</env:Text></env:Reason>\
+             <env:Detail>{}</env:Detail></env:Fault>",
+            esc(&self.reason),
+            self.detail
+        );
+        let envelope = envelope(&format!("<wsa:Action>{WSA_NS}/soap/fault</wsa:Action>"), &body);
+        let mut r = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")],
+            envelope,
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+fn envelope(headers: &str, body: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <env:Envelope xmlns:env=\"{SOAP_NS}\" xmlns:wsa=\"{WSA_NS}\">\
+         <env:Header>{headers}</env:Header><env:Body>{body}</env:Body></env:Envelope>"
+    )
+}
+
+/// An answer: the WS-Addressing headers, other header blocks, the body, and the binary parts
+/// the body refers to with `xop:Include` (then the answer is MTOM).
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub action: String,
+    /// The request's `wsa:MessageID`.
+    pub relates_to: Option<String>,
+    pub headers: String,
+    pub body: String,
+    /// (Content-ID, media type, bytes).
+    pub parts: Vec<(String, String, Vec<u8>)>,
+}
+
+/// `<xop:Include>` for a part with this Content-ID.
+pub fn include(cid: &str) -> String {
+    format!("<xop:Include xmlns:xop=\"{XOP_NS}\" href=\"cid:{}\"/>", esc(cid))
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut headers = format!("<wsa:Action>{}</wsa:Action>", esc(&self.action));
+        headers.push_str(&format!(
+            "<wsa:MessageID>urn:uuid:{}</wsa:MessageID>",
+            uuid::Uuid::new_v4()
+        ));
+        if let Some(r) = &self.relates_to {
+            headers.push_str(&format!("<wsa:RelatesTo>{}</wsa:RelatesTo>", esc(r)));
+        }
+        headers.push_str(&format!("<wsa:To>{ANONYMOUS}</wsa:To>"));
+        headers.push_str(&self.headers);
+        let xml = envelope(&headers, &self.body);
+        if self.parts.is_empty() {
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8".to_owned())],
+                xml,
+            )
+                .into_response();
+        }
+        let boundary = format!("MIMEBoundary_{}", uuid::Uuid::new_v4().simple());
+        let root = "root.message@poststelle";
+        let mut out = Vec::with_capacity(xml.len() + self.parts.iter().map(|p| p.2.len() + 200).sum::<usize>());
+        out.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\n\
+                 Content-Transfer-Encoding: binary\r\nContent-ID: <{root}>\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(xml.as_bytes());
+        for (cid, media, bytes) in &self.parts {
+            out.extend_from_slice(
+                format!(
+                    "\r\n--{boundary}\r\nContent-Type: {media}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(bytes);
+        }
+        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let ct = format!(
+            "multipart/related; type=\"application/xop+xml\"; boundary=\"{boundary}\"; start=\"<{root}>\"; start-info=\"application/soap+xml\""
+        );
+        (StatusCode::OK, [(header::CONTENT_TYPE, ct)], out).into_response()
+    }
+}
+
+/// A media type and its parameters (names lower-cased, quotes removed).
+fn media_type(value: &str) -> (String, HashMap<String, String>) {
+    let mut parts = Vec::new();
+    let (mut cur, mut quoted) = (String::new(), false);
+    for ch in value.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            ';' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    let mime = parts[0].trim().to_ascii_lowercase();
+    let params = parts[1..]
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (mime, params)
+}
+
+fn bad(code: Code, detail: impl Into<String>) -> Fault {
+    Fault::from_problem(&Problem::new(code, detail))
+}
+
+/// Reads a request body of the given media type: plain SOAP 1.2, or MTOM/XOP.
+pub fn read(content_type: &str, body: &[u8]) -> Result<Request, Fault> {
+    let (mime, params) = media_type(content_type);
+    match mime.as_str() {
+        "application/soap+xml" => Ok(Request {
+            envelope: utf8(body.to_vec())?,
+            parts: HashMap::new(),
+            media_action: params.get("action").cloned(),
+        }),
+        "multipart/related" => read_mtom(&params, body),
+        "text/xml" => Err(Fault {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            sender: true,
+            subcode: None,
+            reason: "text/xml is SOAP 1.1; the XTA 2 ports speak SOAP 1.2 (application/soap+xml)".into(),
+            detail: problem_xml(&Problem::new(
+                Code::UnsupportedMediaType,
+                "text/xml is SOAP 1.1; send application/soap+xml",
+            )),
+            retry_after: None,
+        }),
+        other => Err(bad(
+            Code::UnsupportedMediaType,
+            format!("Content-Type {other} is neither application/soap+xml nor multipart/related (MTOM)"),
+        )),
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, Fault> {
+    String::from_utf8(bytes).map_err(|_| bad(Code::UnsupportedEncoding, "the SOAP envelope is not UTF-8"))
+}
+
+fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, Fault> {
+    let boundary = params
+        .get("boundary")
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+        .ok_or_else(|| bad(Code::InvalidRequest, "multipart/related without a boundary"))?;
+    let start = params.get("start").map(|s| s.trim_matches(['<', '>']).to_owned());
+    let delimiter = format!("--{boundary}");
+    let finder = memchr::memmem::Finder::new(delimiter.as_bytes());
+    let positions: Vec<usize> = finder.find_iter(body).collect();
+    if positions.len() < 2 {
+        return Err(bad(Code::InvalidRequest, "the multipart body has no complete part"));
+    }
+    let mut root: Option<(Vec<u8>, Option<String>)> = None;
+    let mut parts = HashMap::new();
+    for w in positions.windows(2) {
+        let mut part = &body[w[0] + delimiter.len()..w[1]];
+        if part.starts_with(b"--") {
+            break;
+        }
+        part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        part = part.strip_suffix(b"\r\n").unwrap_or(part);
+        let split = memchr::memmem::find(part, b"\r\n\r\n")
+            .ok_or_else(|| bad(Code::InvalidRequest, "a MIME part has no header end"))?;
+        let head = std::str::from_utf8(&part[..split])
+            .map_err(|_| bad(Code::InvalidRequest, "a MIME part header is not text"))?;
+        let mut content = part[split + 4..].to_vec();
+        let (mut id, mut media, mut encoding) = (None, String::new(), String::new());
+        for line in head.lines() {
+            if let Some((k, v)) = line.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-id" => id = Some(v.trim().trim_matches(['<', '>']).to_owned()),
+                    "content-type" => media = v.trim().to_owned(),
+                    "content-transfer-encoding" => encoding = v.trim().to_ascii_lowercase(),
+                    _ => {}
+                }
+            }
+        }
+        match encoding.as_str() {
+            "" | "binary" | "8bit" | "7bit" => {}
+            "base64" => {
+                let text: Vec<u8> = content.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+                content = B64
+                    .decode(text)
+                    .map_err(|_| bad(Code::InvalidRequest, "a base64 MIME part does not decode"))?;
+            }
+            other => {
+                return Err(bad(
+                    Code::InvalidRequest,
+                    format!("Content-Transfer-Encoding {other} is not supported"),
+                ));
+            }
+        }
+        let is_root = match (&start, &id) {
+            (Some(s), Some(i)) => s == i,
+            (None, _) => root.is_none(),
+            _ => false,
+        };
+        if is_root {
+            let (m, p) = media_type(&media);
+            if m != "application/xop+xml" && m != "application/soap+xml" {
+                return Err(bad(
+                    Code::UnsupportedMediaType,
+                    format!("the root part is {m}, not application/xop+xml"),
+                ));
+            }
+            root = Some((content, p.get("action").cloned()));
+        } else if let Some(id) = id {
+            parts.insert(id, content);
+        }
+    }
+    let (envelope, media_action) =
+        root.ok_or_else(|| bad(Code::InvalidRequest, "the multipart body has no root part"))?;
+    Ok(Request {
+        envelope: utf8(envelope)?,
+        parts,
+        media_action,
+    })
+}
+
+impl Request {
+    /// Pre-scans the envelope (limits, no DOCTYPE or entities) and parses it.
+    pub fn parse(&self, limits: &Limits) -> Result<roxmltree::Document<'_>, Fault> {
+        crate::xml::prescan::prescan(self.envelope.as_bytes(), limits).map_err(|p| Fault::from_problem(&p))?;
+        let options = roxmltree::ParsingOptions {
+            allow_dtd: false,
+            ..roxmltree::ParsingOptions::default()
+        };
+        let doc = roxmltree::Document::parse_with_options(&self.envelope, options).map_err(|e| {
+            let pos = e.pos();
+            Fault::from_problem(&Problem::at(Code::NotWellFormed, pos.row, pos.col, e.to_string()))
+        })?;
+        let root = doc.root_element();
+        if root.tag_name().name() != "Envelope" || root.tag_name().namespace() != Some(SOAP_NS) {
+            let mut f = bad(
+                Code::InvalidRequest,
+                "the document is not a SOAP 1.2 envelope ({http://www.w3.org/2003/05/soap-envelope}Envelope)",
+            );
+            if root.tag_name().namespace() == Some(SOAP11_NS) {
+                f.subcode = None;
+                f.reason = "SOAP 1.1 is not spoken here; the XTA 2 ports are SOAP 1.2".into();
+            }
+            return Err(f);
+        }
+        Ok(doc)
+    }
+
+    /// The bytes of a `base64Binary` element: its `xop:Include` part, or its inline base64.
+    pub fn content(&self, node: roxmltree::Node<'_, '_>) -> Result<Vec<u8>, Fault> {
+        if let Some(inc) = node
+            .children()
+            .find(|c| c.is_element() && c.tag_name().namespace() == Some(XOP_NS))
+        {
+            let href = inc.attribute("href").unwrap_or("");
+            let cid = href
+                .strip_prefix("cid:")
+                .ok_or_else(|| bad(Code::InvalidRequest, "xop:Include without a cid: reference"))?;
+            let cid = percent_decode(cid);
+            return self
+                .parts
+                .get(&cid)
+                .cloned()
+                .ok_or_else(|| bad(Code::InvalidRequest, format!("xop:Include names no MIME part {cid}")));
+        }
+        let text: String = node
+            .text()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        B64.decode(text).map_err(|_| {
+            bad(
+                Code::InvalidRequest,
+                format!("{} is not base64", node.tag_name().name()),
+            )
+        })
+    }
+}
+
+/// `cid:` URLs are percent-encoded (RFC 2392).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first child element with this namespace and local name.
+pub fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, ns: &str, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    node.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace() == Some(ns))
+}
+
+/// An element's trimmed text.
+pub fn text(node: roxmltree::Node<'_, '_>) -> String {
+    node.text().unwrap_or("").trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtom_parts_are_split_and_included_content_resolves() {
+        let env = format!(
+            "<env:Envelope xmlns:env=\"{SOAP_NS}\"><env:Body><m>{}</m></env:Body></env:Envelope>",
+            include("part%401")
+        );
+        let body = format!(
+            "--b1\r\nContent-Type: application/xop+xml; type=\"application/soap+xml\"\r\nContent-ID: <root>\r\n\r\n{env}\r\n\
+             --b1\r\nContent-Type: application/xml\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <part@1>\r\n\r\n<x>ä</x>\r\n--b1--\r\n"
+        );
+        let req = read(
+            "multipart/related; type=\"application/xop+xml\"; boundary=\"b1\"; start=\"<root>\"",
+            body.as_bytes(),
+        )
+        .unwrap();
+        let doc = req.parse(&Limits::default()).unwrap();
+        let m = doc.descendants().find(|n| n.has_tag_name("m")).unwrap();
+        assert_eq!(req.content(m).unwrap(), "<x>ä</x>".as_bytes());
+    }
+
+    #[test]
+    fn a_doctype_in_the_envelope_is_refused_before_parsing() {
+        let env = format!("<!DOCTYPE x [<!ENTITY e 'x'>]><env:Envelope xmlns:env=\"{SOAP_NS}\"/>");
+        let req = read("application/soap+xml", env.as_bytes()).unwrap();
+        let f = req.parse(&Limits::default()).unwrap_err();
+        assert_eq!(f.status, StatusCode::BAD_REQUEST);
+        assert!(f.detail.contains("forbidden-construct"), "{}", f.detail);
+    }
+}

@@ -1,0 +1,516 @@
+//! XTA 2.1.1 through two real nodes, driven by an independent SOAP client: Python zeep
+//! (`tests/xta/xta_client.py`) loading the standard's real WSDL from `../shared` offline and
+//! sending with MTOM. A message sent through node a's Send port arrives in node b's MsgBox, is
+//! fetched and closed there, and node a's transport report then shows it delivered; the same
+//! for a real XBeteiligung sample. Refusals are the WSDL's faults with the REST API's problem
+//! codes, and bad SOAP gets a SOAP fault and a 4xx without anything being stored.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Net, fixture, repo, shared, uuid};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The zeep client, bound to one node's client listener as one client.
+struct Zeep {
+    base: String,
+    ca: PathBuf,
+    token: String,
+    author: String,
+    dir: PathBuf,
+}
+
+impl Zeep {
+    fn of(net: &Net, i: usize) -> Zeep {
+        let n = net.node(i);
+        Zeep {
+            base: n.api.clone(),
+            ca: n.ca.clone(),
+            token: n.clients[0].token.clone(),
+            author: n.authorities[0].clone(),
+            dir: net.dir.path().to_path_buf(),
+        }
+    }
+
+    /// Runs one subcommand: (exit code, the JSON it printed).
+    fn run(&self, args: &[&str]) -> (i32, Value) {
+        let out = Command::new("python3")
+            .arg(repo().join("tests/xta/xta_client.py"))
+            .arg("--wsdl")
+            .arg(shared().join("xoev/xta-2.1.1/schema/XTA.wsdl"))
+            .args(["--base", &self.base, "--token", &self.token, "--author", &self.author])
+            .arg("--ca")
+            .arg(&self.ca)
+            .args(args)
+            .output()
+            .expect("python3 runs tests/xta/xta_client.py (scripts/test installs zeep)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+            panic!(
+                "xta_client {args:?} printed no JSON:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (code, v) = self.run(args);
+        assert_eq!(code, 0, "xta_client {args:?}: {v}");
+        v
+    }
+
+    fn create_id(&self) -> String {
+        self.ok(&["create-id"])["message_id"].as_str().unwrap().to_owned()
+    }
+
+    /// sendMessage of `file` to `reader` with the metadata of `meta`.
+    fn send(&self, file: &Path, reader: &str, meta: &Meta, id: &str, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec![
+            "send",
+            "--file",
+            file.to_str().unwrap(),
+            "--reader",
+            reader,
+            "--message-type",
+            &meta.code,
+            "--list-uri",
+            &meta.list_uri,
+            "--list-version",
+            &meta.list_version,
+            "--payload-schema",
+            &meta.payload_schema,
+            "--service",
+            &meta.service,
+            "--message-id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// Waits until the MsgBox lists `id`.
+    fn wait_listed(&self, id: &str) -> Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let v = self.ok(&["status-list"]);
+            if v["messages"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|m| m["message_id"] == id))
+            {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{id} never reached the MsgBox: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the transport report's traffic light is `status`.
+    fn wait_report(&self, id: &str, status: i64) -> Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let v = self.ok(&["report", "--message-id", id]);
+            if v["status"] == status {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "report of {id} never reached {status}: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+/// `MessageMetaData/Qualifier` values for a message.
+struct Meta {
+    code: String,
+    list_uri: String,
+    list_version: String,
+    payload_schema: String,
+    service: String,
+}
+
+fn xumzug_meta(code: &str) -> Meta {
+    Meta {
+        code: code.into(),
+        list_uri: "urn:poststelle:demo:codeliste:xumzug-nachrichten".into(),
+        list_version: "1.0".into(),
+        payload_schema: "urn:poststelle:demo:xumzug:1.0".into(),
+        service: "urn:poststelle:demo:xumzug".into(),
+    }
+}
+
+/// A demo message with a fresh message UUID (so that every send is a new message).
+fn fresh(file: &str) -> Vec<u8> {
+    let text = String::from_utf8(fixture(file)).unwrap();
+    let start = text.find("<kopf:nachrichtenUUID>").unwrap() + "<kopf:nachrichtenUUID>".len();
+    let end = start + text[start..].find('<').unwrap();
+    format!("{}{}{}", &text[..start], uuid(), &text[end..]).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_over_xta_is_fetched_from_the_partners_msgbox_and_reported_delivered() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let (za, zb) = (Zeep::of(&net, 0), Zeep::of(&net, 1));
+    assert_eq!(za.ok(&["check-account"])["ok"], true);
+    let reader = net.node(1).authorities[0].clone();
+    let lookup = za.ok(&["lookup", "--reader", &reader, "--service", "urn:poststelle:demo:xumzug"]);
+    assert_eq!(lookup["available"], true, "{lookup}");
+    let unknown = za.ok(&["lookup", "--reader", "psw:99999999", "--service", "urn:x"]);
+    assert_eq!(unknown["available"], false, "{unknown}");
+
+    let bytes = fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml");
+    let file = za.file("erika.xml", &bytes);
+    let id = za.create_id();
+    assert!(id.starts_with("urn:de:xta:messageid:"), "{id}");
+    let (code, v) = za.send(&file, &reader, &xumzug_meta("0101"), &id, &[]);
+    assert_eq!(code, 0, "MTOM sendMessage: {v}");
+    // A retry of the same sendMessage is idempotent: no second message.
+    let (code, v) = za.send(&file, &reader, &xumzug_meta("0101"), &id, &[]);
+    assert_eq!(code, 0, "the retried sendMessage: {v}");
+    let report = za.ok(&["report", "--message-id", &id]);
+    assert_eq!(report["status"], 0, "in progress: {report}");
+
+    let listed = zb.wait_listed(&id);
+    let entry = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["message_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(entry["author"], net.node(0).authorities[0].as_str(), "{entry}");
+    assert_eq!(entry["reader"], reader.as_str(), "{entry}");
+    let out = zb.dir.join("fetched.xml");
+    let got = zb.ok(&["get", "--message-id", &id, "--out", out.to_str().unwrap()]);
+    assert_eq!(got["message_id"], id.as_str(), "{got}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        bytes,
+        "the reader gets the very bytes sent"
+    );
+    zb.ok(&["close", "--message-id", &id]);
+
+    let report = za.wait_report(&id, 1);
+    let raw = report["raw"].as_str().unwrap();
+    assert!(raw.contains("delivered") && raw.contains("receipt"), "{raw}");
+    // The XTA id is the Poststelle id: the REST API tells the same story, once.
+    let plain = id.trim_start_matches("urn:de:xta:messageid:");
+    let (status, view) = net.client(0).get_json(&format!("/v1/messages/{plain}")).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("delivered")), "{view}");
+    let (_, all) = net.admin(0).get("/admin/api/messages?direction=outbound").await;
+    assert_eq!(all["messages"].as_array().unwrap().len(), 1, "one message: {all}");
+    // Closed: no longer in the MsgBox.
+    let after = zb.ok(&["status-list"]);
+    assert!(
+        !after["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["message_id"] == id.as_str()),
+        "{after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xbeteiligung_sample_travels_over_xta_inline_and_mtom() {
+    let net = Net::init(2);
+    for i in 0..2 {
+        net.edit_config(i, |t| {
+            t.replace("psw:01003110", "xyz:0001")
+                .replace("psw:09162000", "xyz:0002")
+        });
+        net.use_adapters(i, &[repo().join("manifests/xbeteiligung-1.2")]);
+    }
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let mut za = Zeep::of(&net, 0);
+    let mut zb = Zeep::of(&net, 1);
+    za.author = "xyz:0001".into();
+    zb.author = "xyz:0002".into();
+    let sample = shared().join("xoev/xbeteiligung-1.2/tests/res/xmlv14/xbeteiligung-test-kommunal.Initiieren.0401.xml");
+    let meta = Meta {
+        code: "0401".into(),
+        list_uri: "urn:xoev-de:xleitstelle:codeliste:xbeteiligung-nachrichten".into(),
+        list_version: "1.2".into(),
+        payload_schema: "https://www.xleitstelle.de/xbeteiligung/12".into(),
+        service: "urn:xoev-de:xleitstelle:xbeteiligung".into(),
+    };
+    let id = za.create_id();
+    let (code, v) = za.send(&sample, "xyz:0002", &meta, &id, &["--inline"]);
+    assert_eq!(code, 0, "inline base64 sendMessage: {v}");
+    zb.wait_listed(&id);
+    let out = zb.dir.join("sample.xml");
+    zb.ok(&["next", "--out", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&sample).unwrap());
+    zb.ok(&["close", "--message-id", &id]);
+    za.wait_report(&id, 1);
+}
+
+/// Asserts a fault with this XTA exception and problem code; returns it.
+#[track_caller]
+fn fault(r: (i32, Value), exception: &str, problem: &str) -> Value {
+    let (code, v) = r;
+    assert_eq!(code, 3, "expected a fault {exception}/{problem}: {v}");
+    assert_eq!(v["exception"], exception, "{v}");
+    assert_eq!(v["problem"], problem, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_the_wsdls_faults_with_the_rest_apis_problem_codes() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let za = Zeep::of(&net, 0);
+    let reader = net.node(1).authorities[0].clone();
+    let meta = xumzug_meta("0101");
+    let valid = za.file("valid.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
+
+    // Acting for another authority.
+    let other = Zeep {
+        author: reader.clone(),
+        ..Zeep::of(&net, 0)
+    };
+    fault(
+        other.run(&["check-account"]),
+        "PermissionDeniedException",
+        "not-permitted",
+    );
+    fault(
+        Zeep {
+            token: "wrong".into(),
+            ..Zeep::of(&net, 0)
+        }
+        .run(&["check-account"]),
+        "PermissionDeniedException",
+        "unauthorized",
+    );
+    // Metadata that disagrees with the message's own header.
+    let v = fault(
+        za.send(&valid, "psw:05315000", &meta, &za.create_id(), &[]),
+        "MessageSchemaViolationException",
+        "header-invalid",
+    );
+    assert!(v["reason"].as_str().unwrap().contains("reader"), "{v}");
+    fault(
+        za.send(&valid, &reader, &xumzug_meta("0103"), &za.create_id(), &[]),
+        "MessageSchemaViolationException",
+        "header-invalid",
+    );
+    // Schema errors keep their position.
+    let invalid = za.file("invalid.xml", &fixture("xumzug/invalid/invalid-geburtsdatum.xml"));
+    let v = fault(
+        za.send(&invalid, &reader, &meta, &za.create_id(), &[]),
+        "MessageSchemaViolationException",
+        "schema-invalid",
+    );
+    assert!(v["reason"].as_str().unwrap().contains("line"), "{v}");
+    // A DOCTYPE in the content.
+    let doctype = za.file("doctype.xml", &fixture("xumzug/invalid/doctype-external-entity.xml"));
+    fault(
+        za.send(&doctype, &reader, &meta, &za.create_id(), &[]),
+        "MessageSchemaViolationException",
+        "forbidden-construct",
+    );
+    // Message ids this node did not make, and an id reused for other content.
+    fault(
+        za.send(&valid, &reader, &meta, "urn:other:1", &[]),
+        "ParameterIsNotValidException",
+        "invalid-request",
+    );
+    let id = za.create_id();
+    assert_eq!(za.send(&valid, &reader, &meta, &id, &[]).0, 0);
+    let second = za.file("second.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
+    fault(
+        za.send(&second, &reader, &meta, &id, &[]),
+        "ParameterIsNotValidException",
+        "duplicate-conflict",
+    );
+    // Reports only for one's own messages.
+    fault(
+        za.run(&["report", "--message-id", &za.create_id()]),
+        "InvalidMessageIDException",
+        "not-found",
+    );
+    // Attachments are not carried yet: refused, not dropped.
+    fault(
+        za.send(
+            &second,
+            &reader,
+            &meta,
+            &za.create_id(),
+            &["--attachment", valid.to_str().unwrap()],
+        ),
+        "ParameterIsNotValidException",
+        "invalid-request",
+    );
+    let (_, all) = net.admin(0).get("/admin/api/messages?direction=outbound").await;
+    assert_eq!(
+        all["messages"].as_array().unwrap().len(),
+        1,
+        "only the one valid send: {all}"
+    );
+}
+
+/// A raw request to a port: (HTTP status, body).
+async fn raw(net: &Net, port: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+    let c = net.client(0);
+    let r = c
+        .http
+        .post(format!("{}/xta/{port}", c.api))
+        .bearer_auth(&c.token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn envelope(action: Option<&str>, header: &str, body: &str) -> Vec<u8> {
+    let action = action
+        .map(|a| {
+            format!(
+                "<wsa:Action>{a}</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID>",
+                uuid()
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\" \
+         xmlns:wsa=\"http://www.w3.org/2005/08/addressing\" xmlns:m=\"http://www.osci.eu/ws/2014/10/transport\">\
+         <s:Header>{action}{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_soap_gets_a_soap_fault_and_a_4xx_and_nothing_is_stored() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let soap = "application/soap+xml; charset=utf-8";
+    let author = format!(
+        "<m:Author><m:Identifier type=\"xoev\">{}</m:Identifier></m:Author>",
+        net.node(0).authorities[0]
+    );
+    let fault_with = |(status, body): (u16, String), want_status: u16, needle: &str| {
+        assert_eq!(status, want_status, "{body}");
+        assert!(body.contains("Fault") && body.contains(needle), "{needle} in {body}");
+    };
+    fault_with(
+        raw(
+            &net,
+            "management",
+            soap,
+            b"<s:Envelope xmlns:s=\"x\"><unclosed>".to_vec(),
+        )
+        .await,
+        400,
+        "not-well-formed",
+    );
+    let mut doctype = b"<!DOCTYPE s:Envelope [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>".to_vec();
+    doctype.extend(envelope(
+        Some("http://www.xta.de/XTA/CheckAccountActive"),
+        &author,
+        "&x;",
+    ));
+    fault_with(raw(&net, "management", soap, doctype).await, 400, "forbidden-construct");
+    fault_with(
+        raw(&net, "management", soap, envelope(Some("urn:wrong"), &author, "")).await,
+        400,
+        "ActionNotSupported",
+    );
+    fault_with(
+        raw(&net, "management", soap, envelope(None, &author, "")).await,
+        400,
+        "MessageAddressingHeaderRequired",
+    );
+    fault_with(
+        raw(
+            &net,
+            "msgbox",
+            soap,
+            envelope(Some("http://www.xta.de/XTA/CheckAccountActive"), &author, ""),
+        )
+        .await,
+        400,
+        "ActionNotSupported",
+    );
+    fault_with(
+        raw(
+            &net,
+            "management",
+            soap,
+            envelope(Some("http://www.xta.de/XTA/CheckAccountActive"), "", ""),
+        )
+        .await,
+        400,
+        "oscimeta:Author",
+    );
+    fault_with(
+        raw(&net, "management", "text/xml", envelope(Some("x"), "", "")).await,
+        415,
+        "SOAP 1.2",
+    );
+    // sendMessageSync is in the WSDL but not offered: its own fault.
+    fault_with(
+        raw(
+            &net,
+            "send",
+            soap,
+            envelope(Some("http://www.xta.de/XTA/SendMessageSync"), "", ""),
+        )
+        .await,
+        400,
+        "SyncAsyncException",
+    );
+    // An oversized MTOM part (the limit is 16 MiB of XML, so at most about 22 MiB of SOAP):
+    // 413 before anything is parsed.
+    let big = vec![b'a'; 24 * 1024 * 1024];
+    let mut body = b"--b\r\nContent-Type: application/xop+xml; type=\"application/soap+xml\"\r\n\r\n".to_vec();
+    body.extend(envelope(Some("http://www.xta.de/XTA/SendMessage"), "", ""));
+    body.extend(b"\r\n--b\r\nContent-ID: <p>\r\n\r\n");
+    body.extend(&big);
+    body.extend(b"\r\n--b--\r\n");
+    let (status, text) = raw(
+        &net,
+        "send",
+        "multipart/related; type=\"application/xop+xml\"; boundary=b",
+        body,
+    )
+    .await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("Fault") && text.contains("limit-exceeded"), "{text}");
+    let (_, all) = net.admin(0).get("/admin/api/messages").await;
+    assert!(all["messages"].as_array().unwrap().is_empty(), "nothing stored: {all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_sending_ends_the_message_and_the_report_says_so() {
+    let net = Net::init(2);
+    // Node b stays down: the message waits at node a, where it can still be cancelled.
+    let _a = net.start(0).await;
+    let za = Zeep::of(&net, 0);
+    let reader = net.node(1).authorities[0].clone();
+    let file = za.file("m.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
+    let id = za.create_id();
+    assert_eq!(za.send(&file, &reader, &xumzug_meta("0101"), &id, &[]).0, 0);
+    za.ok(&["cancel", "--message-id", &id]);
+    let report = za.wait_report(&id, 3);
+    assert!(report["raw"].as_str().unwrap().contains("cancelled"), "{report}");
+    fault(
+        za.run(&["cancel", "--message-id", &id]),
+        "CancelDeniedException",
+        "wrong-state",
+    );
+}
