@@ -175,6 +175,12 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     fn transforms(&self) -> &Transforms {
         &NO_TRANSFORMS
     }
+
+    /// The namespace of this adapter's root elements, where it has one. By default unknown.
+    /// (Transport metadata names it, e.g. XTA's `payloadSchema`.)
+    fn namespace(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An adapter described by data: a namespace, root-name patterns, a schema set, header paths,
@@ -234,6 +240,10 @@ impl Adapter for PathAdapter {
 
     fn check_document(&self, xml: &[u8]) -> Vec<Finding> {
         codelist::check(xml, &self.codelists)
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     fn transforms(&self) -> &Transforms {

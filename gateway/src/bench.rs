@@ -67,6 +67,14 @@ pub struct BenchArgs {
     /// the content as an MTOM part).
     #[arg(long, value_enum, default_value_t = Via::Rest)]
     via: Via,
+    /// Open loop: submit at this fixed rate (messages per second) whatever the answers, and
+    /// measure latency from each message's scheduled time (so a stalled submit counts); without
+    /// it the clients submit as fast as they are answered (closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How often the receiving client polls its empty inbox (milliseconds).
+    #[arg(long, default_value_t = 50)]
+    poll_ms: u64,
 }
 
 /// The sending clients' wire format.
@@ -257,6 +265,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    if let Some(r) = args.rate {
+        anyhow::ensure!(r > 0.0, "--rate must be positive");
+    }
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let counters = Arc::new(Counters::default());
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -301,6 +312,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // The receiving legacy system: fetch, then acknowledge, everything in its inbox.
     let consumer = {
         let (ledger, finished, https, to) = (ledger.clone(), finished.clone(), https.clone(), to.clone());
+        let poll_ms = args.poll_ms;
         tokio::spawn(async move {
             let token = to.clients[0].token.clone();
             while !finished.load(Ordering::Relaxed) {
@@ -318,7 +330,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 };
                 let items = list["messages"].as_array().cloned().unwrap_or_default();
                 if items.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(poll_ms)).await;
                 }
                 for m in items {
                     let (Some(id), Some(uuid)) = (m["id"].as_str(), m["xoev_uuid"].as_str()) else {
@@ -375,10 +387,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             author: from.authorities[0].clone(),
         });
         let reader = to.authorities[0].clone();
+        let rate = args.rate;
         senders.push(tokio::spawn(async move {
             let token = from.clients[0].token.clone();
             let kind = crate::xta_client::MessageKind::xumzug(TEMPLATE_CODE);
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                // Open loop: message i is due at i / rate seconds after the start.
+                let due = rate.map(|r| started + Duration::from_secs_f64(i as f64 / r));
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let uuid = uuid::Uuid::new_v4().to_string();
                 let body = template.replace(TEMPLATE_UUID, &uuid);
                 ledger
@@ -386,7 +408,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|e| e.into_inner())
                     .sent
                     .insert(uuid.clone());
-                let t0 = Instant::now();
+                let t0 = due.unwrap_or_else(Instant::now);
                 let mut xta_id: Option<String> = None;
                 loop {
                     counters.submits.fetch_add(1, Ordering::Relaxed);
@@ -556,6 +578,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = json!({
         "messages": args.messages,
         "clients": args.clients,
+        "rate": args.rate,
         "accepted": accepted,
         "refused": counters.refused.load(Ordering::Relaxed),
         "submit_attempts": counters.submits.load(Ordering::Relaxed),

@@ -281,12 +281,16 @@ async fn refusals_are_the_wsdls_faults_with_the_rest_apis_problem_codes() {
         author: reader.clone(),
         ..Zeep::of(&net, 0)
     };
-    fault(
+    let v = fault(
         other.run(&["check-account"]),
         "PermissionDeniedException",
         "not-permitted",
     );
-    fault(
+    assert_eq!(
+        v["error_code"], "9014",
+        "Authentisierung passt nicht zur Absenderkennung: {v}"
+    );
+    let v = fault(
         Zeep {
             token: "wrong".into(),
             ..Zeep::of(&net, 0)
@@ -294,6 +298,11 @@ async fn refusals_are_the_wsdls_faults_with_the_rest_apis_problem_codes() {
         .run(&["check-account"]),
         "PermissionDeniedException",
         "unauthorized",
+    );
+    assert_eq!(
+        (v["error_code"].as_str(), v["http_status"].as_i64()),
+        (Some("9012"), Some(401)),
+        "{v}"
     );
     // Metadata that disagrees with the message's own header.
     let v = fault(
@@ -314,6 +323,11 @@ async fn refusals_are_the_wsdls_faults_with_the_rest_apis_problem_codes() {
         "MessageSchemaViolationException",
         "schema-invalid",
     );
+    assert_eq!(
+        (v["error_code"].as_str(), v["http_status"].as_i64()),
+        (Some("9050"), Some(400)),
+        "{v}"
+    );
     assert!(v["reason"].as_str().unwrap().contains("line"), "{v}");
     // A DOCTYPE in the content.
     let doctype = za.file("doctype.xml", &fixture("xumzug/invalid/doctype-external-entity.xml"));
@@ -331,11 +345,12 @@ async fn refusals_are_the_wsdls_faults_with_the_rest_apis_problem_codes() {
     let id = za.create_id();
     assert_eq!(za.send(&valid, &reader, &meta, &id, &[]).0, 0);
     let second = za.file("second.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
-    fault(
+    let v = fault(
         za.send(&second, &reader, &meta, &id, &[]),
         "ParameterIsNotValidException",
         "duplicate-conflict",
     );
+    assert_eq!(v["error_code"], "9024", "MessageID ist bereits vergeben: {v}");
     // Reports only for one's own messages.
     fault(
         za.run(&["report", "--message-id", &za.create_id()]),
@@ -462,6 +477,29 @@ async fn bad_soap_gets_a_soap_fault_and_a_4xx_and_nothing_is_stored() {
         415,
         "SOAP 1.2",
     );
+    let soap11 = String::from_utf8(envelope(Some("http://www.xta.de/XTA/CheckAccountActive"), &author, ""))
+        .unwrap()
+        .replace(
+            "http://www.w3.org/2003/05/soap-envelope",
+            "http://schemas.xmlsoap.org/soap/envelope/",
+        );
+    fault_with(
+        raw(&net, "management", soap, soap11.into_bytes()).await,
+        400,
+        "VersionMismatch",
+    );
+    let must = format!("{author}<w:Security xmlns:w=\"urn:wss\" s:mustUnderstand=\"true\"/>");
+    fault_with(
+        raw(
+            &net,
+            "management",
+            soap,
+            envelope(Some("http://www.xta.de/XTA/CheckAccountActive"), &must, ""),
+        )
+        .await,
+        400,
+        "MustUnderstand",
+    );
     // sendMessageSync is in the WSDL but not offered: its own fault.
     fault_with(
         raw(
@@ -513,4 +551,97 @@ async fn cancel_before_sending_ends_the_message_and_the_report_says_so() {
         "CancelDeniedException",
         "wrong-state",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_msgbox_pages_by_arrival_and_a_retried_close_succeeds() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let (za, zb) = (Zeep::of(&net, 0), Zeep::of(&net, 1));
+    let reader = net.node(1).authorities[0].clone();
+    // Ids the client chose, whose text order is not their arrival order.
+    let ids: Vec<String> = [
+        "ffffffff-0000-4000-8000-000000000001",
+        "00000000-0000-4000-8000-000000000002",
+        "80000000-0000-4000-8000-000000000003",
+    ]
+    .iter()
+    .map(|u| format!("urn:de:xta:messageid:{u}"))
+    .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let file = za.file(
+            &format!("m{i}.xml"),
+            &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"),
+        );
+        let (code, v) = za.send(&file, &reader, &xumzug_meta("0101"), id, &[]);
+        assert_eq!(code, 0, "{v}");
+        // One at a time, so that they arrive in this order.
+        zb.wait_listed(id);
+    }
+    let listed = zb.ok(&["status-list", "--max", "2"]);
+    assert_eq!(listed["messages"].as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed["items_pending"], 1, "{listed}");
+    // getNextMessage walks the MsgBox in arrival order, whatever the ids' text order.
+    let out = zb.dir.join("next.xml");
+    let mut request_id = "urn:poststelle:msgbox:start".to_owned();
+    for want in &ids {
+        let v = zb.ok(&["next", "--out", out.to_str().unwrap(), "--request-id", &request_id]);
+        assert_eq!(&v["message_id"], want.as_str(), "{v}");
+        request_id = v["request_id"].as_str().unwrap().to_owned();
+    }
+    let (code, v) = zb.run(&["next", "--out", out.to_str().unwrap(), "--request-id", &request_id]);
+    assert!(code == 0 && v["none"] == true || code == 3, "an empty remainder: {v}");
+    // A close whose answer was lost is retried: the second one succeeds too.
+    zb.ok(&["close", "--message-id", &ids[0]]);
+    zb.ok(&["close", "--message-id", &ids[0]]);
+    za.wait_report(&ids[0], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sees_only_its_own_messages() {
+    let net = Net::init(2);
+    net.edit_config(0, |t| {
+        t.replace(
+            "[[partners]]",
+            "[[clients]]\nname = \"second\"\nauthority = \"psw:01003110\"\ntoken = \"second-client-token-0123456789\"\nmessage_types = [\"*\"]\n\n[[partners]]",
+        )
+    });
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let za = Zeep::of(&net, 0);
+    let second = Zeep {
+        token: "second-client-token-0123456789".into(),
+        ..Zeep::of(&net, 0)
+    };
+    let zb = Zeep::of(&net, 1);
+    let reader = net.node(1).authorities[0].clone();
+    let file = za.file("m.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
+    let id = za.create_id();
+    assert_eq!(za.send(&file, &reader, &xumzug_meta("0101"), &id, &[]).0, 0);
+    let v = fault(
+        second.run(&["report", "--message-id", &id]),
+        "InvalidMessageIDException",
+        "not-found",
+    );
+    assert_eq!(v["error_code"], "9070", "{v}");
+    let (code, v) = second.run(&["cancel", "--message-id", &id]);
+    assert_eq!((code, v["problem"].as_str()), (3, Some("not-found")), "{v}");
+    // The sender's own client cannot fetch or close it from its MsgBox: it is b's.
+    zb.wait_listed(&id);
+    let out = za.dir.join("x.xml");
+    fault(
+        za.run(&["get", "--message-id", &id, "--out", out.to_str().unwrap()]),
+        "InvalidMessageIDException",
+        "not-found",
+    );
+    fault(
+        za.run(&["close", "--message-id", &id]),
+        "InvalidMessageIDException",
+        "not-found",
+    );
+    // Still open at b: nobody but b's client closed it.
+    zb.ok(&["get", "--message-id", &id, "--out", out.to_str().unwrap()]);
+    let report = za.ok(&["report", "--message-id", &id]);
+    assert_eq!(report["status"], 0, "{report}");
 }

@@ -115,7 +115,7 @@ pub(crate) async fn read_body(ctx: &Ctx, body: axum::body::Body, limit: usize) -
     }
 }
 
-async fn own_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
+pub(crate) async fn own_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
     match ctx.store.message(id).await.map_err(store_problem)? {
         Some(m) if m.direction == Direction::Outbound && m.client.as_deref() == Some(client.name.as_str()) => Ok(m),
         _ => Err(Problem::new(Code::NotFound, format!("no message {id} of this client"))),

@@ -279,7 +279,7 @@ async fn submit_uncounted(
         AcceptOutcome::Conflict(id) => Err(Problem::new(
             Code::DuplicateConflict,
             format!(
-                "message UUID {} or message id {id} was accepted before with different content",
+                "message UUID {} was accepted before as {id} with other content, or the id is taken",
                 checked.header.message_uuid
             ),
         )),

@@ -6,6 +6,9 @@
 //! The envelope is untrusted input like any message: it is pre-scanned (limits, no DOCTYPE or
 //! entities, UTF-8) before roxmltree parses it, and parsed without DTD support.
 
+// Faults are the cold path and carry their serialised detail; boxing them buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -38,16 +41,28 @@ pub struct Request {
 /// 400, a Receiver fault a 500; HTTP-level refusals keep their own status).
 #[derive(Debug, Clone)]
 pub struct Fault {
+    /// The HTTP status it travels with (see [`http_status`]).
     pub status: StatusCode,
-    /// `env:Sender` (the request was wrong) or `env:Receiver` (this node failed).
-    pub sender: bool,
+    /// `env:Value` of the fault code: `Sender` (the request was wrong), `Receiver` (this node
+    /// failed) or `VersionMismatch` (not a SOAP 1.2 envelope).
+    pub code: &'static str,
     /// Subcode QName: namespace and local name.
     pub subcode: Option<(&'static str, String)>,
     pub reason: String,
     /// XML put into `env:Detail`, already serialised.
     pub detail: String,
+    /// `wsa:Action` of the fault message: the operation's action for the faults the WSDL
+    /// declares (it gives them the operation's action), WS-Addressing's fault action otherwise.
+    pub action: String,
+    /// The request's `wsa:MessageID`, once known.
+    pub relates_to: Option<String>,
+    /// Further header blocks (e.g. OSCI's `MsgBoxResponse` when the MsgBox is empty).
+    pub headers: String,
     pub retry_after: Option<u32>,
 }
+
+/// WS-Addressing's action for faults it does not name otherwise.
+pub const FAULT_ACTION: &str = "http://www.w3.org/2005/08/addressing/fault";
 
 impl Fault {
     /// A fault about the SOAP message itself (before any operation is known), carrying the
@@ -56,23 +71,33 @@ impl Fault {
         let receiver = matches!(p.code, Code::Internal | Code::Overloaded);
         Fault {
             status: http_status(p, receiver),
-            sender: !receiver,
+            code: if receiver { "Receiver" } else { "Sender" },
             subcode: Some((PROBLEM_NS, p.code.as_str().to_owned())),
             reason: p.detail.clone(),
             detail: problem_xml(p),
+            action: FAULT_ACTION.into(),
+            relates_to: None,
+            headers: String::new(),
             retry_after: p.retry_after,
         }
     }
 
-    /// A WS-Addressing fault (`wsa:ActionNotSupported`, `wsa:MessageAddressingHeaderRequired`, …).
-    pub fn addressing(subcode: &str, reason: impl Into<String>) -> Fault {
+    /// A WS-Addressing fault (`wsa:ActionNotSupported`, `wsa:MessageAddressingHeaderRequired`,
+    /// …) with the detail WS-Addressing 1.0 SOAP Binding §6.4 gives it.
+    pub fn addressing(subcode: &str, wsa_detail: &str, reason: impl Into<String>) -> Fault {
         let reason = reason.into();
         Fault {
             status: StatusCode::BAD_REQUEST,
-            sender: true,
+            code: "Sender",
             subcode: Some((WSA_NS, subcode.to_owned())),
-            detail: problem_xml(&Problem::new(Code::InvalidRequest, reason.clone())),
+            detail: format!(
+                "{wsa_detail}{}",
+                problem_xml(&Problem::new(Code::InvalidRequest, reason.clone()))
+            ),
             reason,
+            action: FAULT_ACTION.into(),
+            relates_to: None,
+            headers: String::new(),
             retry_after: None,
         }
     }
@@ -122,7 +147,7 @@ pub fn problem_xml(p: &Problem) -> String {
 
 impl IntoResponse for Fault {
     fn into_response(self) -> Response {
-        let code = if self.sender { "env:Sender" } else { "env:Receiver" };
+        let code = format!("env:{}", self.code);
         let subcode = self
             .subcode
             .as_ref()
@@ -137,7 +162,21 @@ impl IntoResponse for Fault {
             esc(&self.reason),
             self.detail
         );
-        let envelope = envelope(&format!("<wsa:Action>{WSA_NS}/soap/fault</wsa:Action>"), &body);
+        let mut headers = format!(
+            "<wsa:Action>{}</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID>",
+            esc(&self.action),
+            uuid::Uuid::new_v4()
+        );
+        if let Some(r) = &self.relates_to {
+            headers.push_str(&format!("<wsa:RelatesTo>{}</wsa:RelatesTo>", esc(r)));
+        }
+        if self.code == "VersionMismatch" {
+            headers.push_str(&format!(
+                "<env:Upgrade><env:SupportedEnvelope xmlns:u=\"{SOAP_NS}\" qname=\"u:Envelope\"/></env:Upgrade>"
+            ));
+        }
+        headers.push_str(&self.headers);
+        let envelope = envelope(&headers, &body);
         let mut r = (
             self.status,
             [(header::CONTENT_TYPE, "application/soap+xml; charset=utf-8")],
@@ -261,17 +300,10 @@ pub fn read(content_type: &str, body: &[u8]) -> Result<Request, Fault> {
             media_action: params.get("action").cloned(),
         }),
         "multipart/related" => read_mtom(&params, body),
-        "text/xml" => Err(Fault {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            sender: true,
-            subcode: None,
-            reason: "text/xml is SOAP 1.1; the XTA 2 ports speak SOAP 1.2 (application/soap+xml)".into(),
-            detail: problem_xml(&Problem::new(
-                Code::UnsupportedMediaType,
-                "text/xml is SOAP 1.1; send application/soap+xml",
-            )),
-            retry_after: None,
-        }),
+        "text/xml" => Err(bad(
+            Code::UnsupportedMediaType,
+            "text/xml is SOAP 1.1; the XTA 2 ports speak SOAP 1.2 (application/soap+xml)",
+        )),
         other => Err(bad(
             Code::UnsupportedMediaType,
             format!("Content-Type {other} is neither application/soap+xml nor multipart/related (MTOM)"),
@@ -353,12 +385,13 @@ fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, F
             parts.insert(id, content);
         }
     }
-    let (envelope, media_action) =
+    let (envelope, root_action) =
         root.ok_or_else(|| bad(Code::InvalidRequest, "the multipart body has no root part"))?;
     Ok(Request {
         envelope: utf8(envelope)?,
         parts,
-        media_action,
+        // Stacks put the action on the root part's type or on the outer multipart type.
+        media_action: root_action.or_else(|| params.get("action").cloned()),
     })
 }
 
@@ -376,14 +409,17 @@ impl Request {
         })?;
         let root = doc.root_element();
         if root.tag_name().name() != "Envelope" || root.tag_name().namespace() != Some(SOAP_NS) {
+            // SOAP 1.2 §5.4.7: a root that is not a SOAP 1.2 envelope is a version mismatch.
             let mut f = bad(
                 Code::InvalidRequest,
-                "the document is not a SOAP 1.2 envelope ({http://www.w3.org/2003/05/soap-envelope}Envelope)",
+                if root.tag_name().namespace() == Some(SOAP11_NS) {
+                    "SOAP 1.1 is not spoken here; the XTA 2 ports are SOAP 1.2"
+                } else {
+                    "the document is not a SOAP 1.2 envelope ({http://www.w3.org/2003/05/soap-envelope}Envelope)"
+                },
             );
-            if root.tag_name().namespace() == Some(SOAP11_NS) {
-                f.subcode = None;
-                f.reason = "SOAP 1.1 is not spoken here; the XTA 2 ports are SOAP 1.2".into();
-            }
+            f.code = "VersionMismatch";
+            f.subcode = None;
             return Err(f);
         }
         Ok(doc)
@@ -391,10 +427,7 @@ impl Request {
 
     /// The bytes of a `base64Binary` element: its `xop:Include` part, or its inline base64.
     pub fn content(&self, node: roxmltree::Node<'_, '_>) -> Result<Vec<u8>, Fault> {
-        if let Some(inc) = node
-            .children()
-            .find(|c| c.is_element() && c.tag_name().namespace() == Some(XOP_NS))
-        {
+        if let Some(inc) = node.children().find(|c| c.has_tag_name((XOP_NS, "Include"))) {
             let href = inc.attribute("href").unwrap_or("");
             let cid = href
                 .strip_prefix("cid:")
@@ -406,10 +439,17 @@ impl Request {
                 .cloned()
                 .ok_or_else(|| bad(Code::InvalidRequest, format!("xop:Include names no MIME part {cid}")));
         }
+        if node.children().any(|c| c.is_element() || c.is_comment() || c.is_pi()) {
+            return Err(bad(
+                Code::InvalidRequest,
+                format!("{} holds markup, not base64", node.tag_name().name()),
+            ));
+        }
         let text: String = node
-            .text()
-            .unwrap_or("")
-            .chars()
+            .children()
+            .filter(|c| c.is_text())
+            .filter_map(|c| c.text())
+            .flat_map(|t| t.chars())
             .filter(|c| !c.is_ascii_whitespace())
             .collect();
         B64.decode(text).map_err(|_| {
@@ -429,6 +469,8 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
             && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
         {
             out.push(v);

@@ -18,6 +18,9 @@
 //! Every refusal is the WSDL's fault for the operation, carrying the REST API's problem
 //! (`pst:Problem` with code, detail, line and column) in its detail.
 
+// Faults are the cold path and carry their serialised detail; boxing them buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -31,7 +34,10 @@ use super::soap::{self, Answer, Fault, WSA_NS, child, esc, problem_xml, text};
 use crate::config::Client;
 use crate::node::{Ctx, store_problem};
 use crate::problem::{Code, Problem};
-use crate::store::{Blob, Direction, Message, Status, rfc3339};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::store::{Blob, Message, Status, rfc3339};
 
 pub const XTA_NS: &str = "http://xoev.de/transport/xta/211";
 pub const META_NS: &str = "http://www.osci.eu/ws/2014/10/transport";
@@ -43,27 +49,31 @@ const FEHLERNUMMER: &str = "urn:de:xta:webservice:codeliste:fehlernummer";
 /// Our code list for message types in metadata we write ourselves (the reader's MsgBox).
 const TYPE_LIST: &str = "urn:poststelle:xta:message-type";
 
-const A_CHECK: &str = "http://www.xta.de/XTA/CheckAccountActive";
-const A_LOOKUP: &str = "http://www.xta.de/XTA/IsServiceAvailable";
-const A_REPORT: &str = "http://www.xta.de/XTA/GetTransportReport";
-const A_CANCEL: &str = "http://www.xta.de/XTA/CancelMessage";
-const A_CREATE: &str = "http://www.xta.de/XTA/CreateMessageID";
-const A_SEND: &str = "http://www.xta.de/XTA/SendMessage";
-const A_SEND_SYNC: &str = "http://www.xta.de/XTA/SendMessageSync";
-const A_FETCH: &str = "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxFetchRequest";
-const A_LIST: &str = "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxStatusListRequest";
-const A_NEXT: &str = "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxGetNextMsgRequest";
-const A_NEXT_LIST: &str = "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxGetNextListRequest";
-const A_CLOSE: &str = "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxCloseRequest";
-
 pub fn routes() -> Router<Arc<Ctx>> {
     Router::new()
-        .route("/xta/management", post(management))
-        .route("/xta/send", post(send))
-        .route("/xta/msgbox", post(msgbox))
+        .route("/xta/management", post(|s, r| port(s, r, Port::Management)))
+        .route("/xta/send", post(|s, r| port(s, r, Port::Send)))
+        .route("/xta/msgbox", post(|s, r| port(s, r, Port::MsgBox)))
 }
 
-/// The XTA exceptions of the WSDL, with the base number of their range in `Code.Fehlernummer`.
+/// The WSDL's three ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Management,
+    Send,
+    MsgBox,
+}
+
+/// Management and MsgBox requests carry ids and lookups, never content.
+const CONTROL_BODY_LIMIT: usize = 256 * 1024;
+/// A Fachverfahren asks for a handful of readers at once; more is a mistake or an attack.
+const MAX_LOOKUPS: usize = 100;
+/// The most entries one status list answers (`maxListItems` is capped to it).
+const MAX_LIST_ITEMS: usize = 100;
+/// The most `MessageMetaData` kept with a message (it is metadata, not content).
+const MAX_METADATA: usize = 64 * 1024;
+
+/// The XTA exceptions of the WSDL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exception {
     PermissionDenied,
@@ -75,68 +85,200 @@ enum Exception {
     CancelDenied,
 }
 
+use Exception as E;
+
 impl Exception {
     fn element(self) -> &'static str {
         match self {
-            Exception::PermissionDenied => "PermissionDeniedException",
-            Exception::ParameterIsNotValid => "ParameterIsNotValidException",
-            Exception::TechnicalProblem => "XTAWSTechnicalProblemException",
-            Exception::MessageSchemaViolation => "MessageSchemaViolationException",
-            Exception::InvalidMessageId => "InvalidMessageIDException",
-            Exception::SyncAsync => "SyncAsyncException",
-            Exception::CancelDenied => "CancelDeniedException",
-        }
-    }
-
-    fn number(self) -> u32 {
-        match self {
-            Exception::PermissionDenied => 9010,
-            Exception::ParameterIsNotValid => 9020,
-            Exception::TechnicalProblem => 9030,
-            Exception::MessageSchemaViolation => 9050,
-            Exception::InvalidMessageId => 9070,
-            Exception::SyncAsync => 9080,
-            Exception::CancelDenied => 9100,
-        }
-    }
-
-    /// The exception a problem is reported as (one mapping, for every operation).
-    fn of(code: Code) -> Exception {
-        match code {
-            Code::Unauthorized | Code::NotPermitted => Exception::PermissionDenied,
-            Code::NotWellFormed
-            | Code::ForbiddenConstruct
-            | Code::UnsupportedEncoding
-            | Code::UnknownMessageType
-            | Code::SchemaInvalid
-            | Code::HeaderInvalid
-            | Code::TransformFailed => Exception::MessageSchemaViolation,
-            Code::NotFound => Exception::InvalidMessageId,
-            Code::WrongState => Exception::CancelDenied,
-            Code::Internal | Code::Overloaded | Code::RequestTimeout => Exception::TechnicalProblem,
-            _ => Exception::ParameterIsNotValid,
+            E::PermissionDenied => "PermissionDeniedException",
+            E::ParameterIsNotValid => "ParameterIsNotValidException",
+            E::TechnicalProblem => "XTAWSTechnicalProblemException",
+            E::MessageSchemaViolation => "MessageSchemaViolationException",
+            E::InvalidMessageId => "InvalidMessageIDException",
+            E::SyncAsync => "SyncAsyncException",
+            E::CancelDenied => "CancelDeniedException",
         }
     }
 }
 
-/// The operation's fault for a problem: the XTA exception with its number in the detail, next
-/// to the problem itself.
-fn fault(p: &Problem) -> Fault {
-    let exception = Exception::of(p.code);
-    let receiver = exception == Exception::TechnicalProblem;
+/// An operation: its action and the faults the WSDL declares for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Operation {
+    action: &'static str,
+    faults: &'static [Exception],
+}
+
+const CHECK_ACCOUNT: Operation = Operation {
+    action: "http://www.xta.de/XTA/CheckAccountActive",
+    faults: &[E::PermissionDenied, E::TechnicalProblem],
+};
+const LOOKUP_SERVICE: Operation = Operation {
+    action: "http://www.xta.de/XTA/IsServiceAvailable",
+    faults: &[E::PermissionDenied, E::ParameterIsNotValid, E::TechnicalProblem],
+};
+const TRANSPORT_REPORT: Operation = Operation {
+    action: "http://www.xta.de/XTA/GetTransportReport",
+    faults: &[E::PermissionDenied, E::TechnicalProblem, E::InvalidMessageId],
+};
+const CANCEL_MESSAGE: Operation = Operation {
+    action: "http://www.xta.de/XTA/CancelMessage",
+    faults: &[
+        E::PermissionDenied,
+        E::ParameterIsNotValid,
+        E::TechnicalProblem,
+        E::CancelDenied,
+    ],
+};
+const CREATE_MESSAGE_ID: Operation = Operation {
+    action: "http://www.xta.de/XTA/CreateMessageID",
+    faults: &[E::PermissionDenied, E::TechnicalProblem],
+};
+const SEND_FAULTS: &[Exception] = &[
+    E::PermissionDenied,
+    E::ParameterIsNotValid,
+    E::TechnicalProblem,
+    E::MessageSchemaViolation,
+    E::SyncAsync,
+];
+const SEND_MESSAGE: Operation = Operation {
+    action: "http://www.xta.de/XTA/SendMessage",
+    faults: SEND_FAULTS,
+};
+const SEND_MESSAGE_SYNC: Operation = Operation {
+    action: "http://www.xta.de/XTA/SendMessageSync",
+    faults: SEND_FAULTS,
+};
+const MSGBOX_FAULTS: &[Exception] = &[E::PermissionDenied, E::TechnicalProblem, E::InvalidMessageId];
+const MSGBOX_LIST_FAULTS: &[Exception] = &[E::PermissionDenied, E::TechnicalProblem];
+const GET_MESSAGE: Operation = Operation {
+    action: "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxFetchRequest",
+    faults: MSGBOX_FAULTS,
+};
+const GET_STATUS_LIST: Operation = Operation {
+    action: "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxStatusListRequest",
+    faults: MSGBOX_LIST_FAULTS,
+};
+const GET_NEXT_MESSAGE: Operation = Operation {
+    action: "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxGetNextMsgRequest",
+    faults: MSGBOX_FAULTS,
+};
+const GET_NEXT_STATUS_LIST: Operation = Operation {
+    action: "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxGetNextListRequest",
+    faults: MSGBOX_LIST_FAULTS,
+};
+const CLOSE: Operation = Operation {
+    action: "http://www.osci.eu/ws/2008/05/transport/urn/messageTypes/MsgBoxCloseRequest",
+    faults: MSGBOX_FAULTS,
+};
+
+impl Port {
+    fn operations(self) -> &'static [Operation] {
+        match self {
+            Port::Management => &[
+                CHECK_ACCOUNT,
+                LOOKUP_SERVICE,
+                TRANSPORT_REPORT,
+                CANCEL_MESSAGE,
+                CREATE_MESSAGE_ID,
+            ],
+            Port::Send => &[SEND_MESSAGE, SEND_MESSAGE_SYNC],
+            Port::MsgBox => &[
+                GET_MESSAGE,
+                GET_STATUS_LIST,
+                GET_NEXT_MESSAGE,
+                GET_NEXT_STATUS_LIST,
+                CLOSE,
+            ],
+        }
+    }
+
+    fn body_limit(self, ctx: &Ctx) -> usize {
+        match self {
+            // The XÖV message may travel as base64 in the envelope: room for that growth.
+            Port::Send => ctx.config.limits.max_bytes / 3 * 4 + 256 * 1024,
+            Port::Management | Port::MsgBox => CONTROL_BODY_LIMIT,
+        }
+    }
+}
+
+/// The exception and `Code.Fehlernummer` (number, its name in the code list) a problem is
+/// reported as — one mapping for every operation.
+fn classify(p: &Problem) -> (Exception, u32, &'static str) {
+    match p.code {
+        Code::Unauthorized => (E::PermissionDenied, 9012, "Account nicht vorhanden."),
+        Code::NotPermitted if p.detail.contains("may not send") => {
+            (E::PermissionDenied, 9013, "Dienst ist nicht gebucht.")
+        }
+        Code::NotPermitted => (
+            E::PermissionDenied,
+            9014,
+            "Authentisierung/Zertifikat passt nicht zur Absenderkennung.",
+        ),
+        Code::UnsupportedEncoding => (
+            E::MessageSchemaViolation,
+            9051,
+            "Fachnachricht trägt ein falsches Encoding.",
+        ),
+        Code::NotWellFormed
+        | Code::ForbiddenConstruct
+        | Code::UnknownMessageType
+        | Code::SchemaInvalid
+        | Code::HeaderInvalid
+        | Code::TransformFailed => (E::MessageSchemaViolation, 9050, "Fachnachricht ist nicht schemakonform"),
+        Code::LimitExceeded => (
+            E::ParameterIsNotValid,
+            9023,
+            "Die Nachricht überschreitet die Größenbeschränkung.",
+        ),
+        Code::DuplicateConflict => (E::ParameterIsNotValid, 9024, "MessageID ist bereits vergeben."),
+        Code::NotFound => (E::InvalidMessageId, 9070, "MessageID für den Account nicht bekannt."),
+        Code::WrongState => (
+            E::CancelDenied,
+            9100,
+            "Der durch den Schalter NotBefore gesetzte Termin ist verstrichen.",
+        ),
+        Code::Internal | Code::Overloaded | Code::RequestTimeout => (
+            E::TechnicalProblem,
+            9030,
+            "Interner Fehler beim XTA-Server bzw. XTA-Dienstleister",
+        ),
+        _ => (E::ParameterIsNotValid, 9022, "Ungültige Parameterkombination"),
+    }
+}
+
+/// The operation's fault for a problem: the XTA exception with its number in the detail,
+/// beside the problem itself. An exception the WSDL does not declare for the operation would
+/// not map to a typed fault in stacks generated from it: then an invalid id is reported as the
+/// operation's `InvalidMessageIDException` where it has one, anything else as a plain SOAP
+/// fault with the problem.
+fn fault(op: Operation, p: &Problem) -> Fault {
+    let (mut exception, mut number, mut name) = classify(p);
+    if !op.faults.contains(&exception) && op.faults.contains(&E::InvalidMessageId) && p.code == Code::InvalidRequest {
+        (exception, number, name) = (E::InvalidMessageId, 9070, "MessageID für den Account nicht bekannt.");
+    }
+    if exception == E::SyncAsync {
+        (number, name) = (9080, "Der Dienst wird nur asynchron angeboten.");
+    }
+    if !op.faults.contains(&exception) {
+        let mut f = Fault::from_problem(p);
+        f.action = op.action.into();
+        return f;
+    }
+    let receiver = exception == E::TechnicalProblem;
     Fault {
         status: soap::http_status(p, receiver),
-        sender: !receiver,
+        code: if receiver { "Receiver" } else { "Sender" },
         subcode: Some((XTA_NS, exception.element().to_owned())),
         reason: p.detail.clone(),
         detail: format!(
             "<xta:{e} xmlns:xta=\"{XTA_NS}\"><xta:errorCode listURI=\"{FEHLERNUMMER}\" listVersionID=\"1.0\">\
-             <code>{n}</code><name>{name}</name></xta:errorCode></xta:{e}>{problem}",
+             <code>{number}</code><name>{name}</name></xta:errorCode></xta:{e}>{problem}",
             e = exception.element(),
-            n = exception.number(),
-            name = esc(p.code.as_str()),
             problem = problem_xml(p)
         ),
+        action: op.action.into(),
+        relates_to: None,
+        headers: String::new(),
         retry_after: p.retry_after,
     }
 }
@@ -145,74 +287,208 @@ fn invalid(detail: impl Into<String>) -> Problem {
     Problem::new(Code::InvalidRequest, detail)
 }
 
-/// What every port does first: authenticate, read and parse the SOAP message, find the
-/// operation by its `wsa:Action`.
+/// What every port does first: authenticate, take an intake slot (Send), read the body within
+/// the port's limit, read the SOAP framing.
 struct Call {
     client: Client,
     request: soap::Request,
+    /// The envelope's pre-scan limits: the message limit for content, the port's body size for
+    /// the envelope as a whole.
+    limits: crate::xml::prescan::Limits,
+    /// Held until the answer: bounds how many bodies are in memory at once, as on the REST API.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-async fn read_call(ctx: &Ctx, req: Request) -> Result<Call, Fault> {
+async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
+    let plain = |p: Problem| Fault::from_problem(&p);
+    // Every operation declares PermissionDeniedException, so a bad token gets it before the
+    // operation is known (and before its body is read).
     let client = super::http::authenticate(ctx, req.headers())
-        .map_err(|p| fault(&p))?
+        .map_err(|p| {
+            let mut f = fault(CHECK_ACCOUNT, &p);
+            f.action = soap::FAULT_ACTION.into();
+            f
+        })?
         .clone();
+    let permit = match port {
+        Port::Send => Some(
+            ctx.intake_permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| plain(Problem::overloaded(1)))?,
+        ),
+        Port::Management | Port::MsgBox => None,
+    };
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    // The XÖV message may travel as base64 in the envelope: room for that growth, no more.
-    let limit = ctx.config.limits.max_bytes / 3 * 4 + 256 * 1024;
+    let limit = port.body_limit(ctx);
     let body = super::http::read_body(ctx, req.into_body(), limit)
         .await
-        .map_err(|p| fault(&p))?;
+        .map_err(plain)?;
     let request = soap::read(&content_type, &body)?;
-    Ok(Call { client, request })
+    Ok(Call {
+        client,
+        request,
+        limits: crate::xml::prescan::Limits {
+            max_bytes: limit,
+            ..ctx.config.limits
+        },
+        _permit: permit,
+    })
 }
 
 /// The parts of a parsed request every operation needs.
 struct Parsed<'a, 'i> {
-    action: String,
+    op: Operation,
+    /// The request's `wsa:MessageID`, for `wsa:RelatesTo` in the answer.
     message_id: Option<String>,
     header: Node<'a, 'i>,
     body: Node<'a, 'i>,
 }
 
-fn parsed<'a, 'i>(call: &Call, doc: &'a roxmltree::Document<'i>) -> Result<Parsed<'a, 'i>, Fault> {
+/// Header blocks this node reads; any other with `mustUnderstand` is refused (SOAP 1.2 §5.2.3).
+fn understood(n: Node<'_, '_>) -> bool {
+    let ns = n.tag_name().namespace();
+    ns == Some(WSA_NS) || ns == Some(META_NS) || ns == Some(OSCI_NS)
+}
+
+fn parse_call<'a, 'i>(call: &Call, doc: &'a roxmltree::Document<'i>, port: Port) -> Result<Parsed<'a, 'i>, Fault> {
     let env = doc.root_element();
-    let header = child(env, soap::SOAP_NS, "Header")
-        .ok_or_else(|| Fault::addressing("MessageAddressingHeaderRequired", "the SOAP message has no Header"))?;
+    let header = child(env, soap::SOAP_NS, "Header").ok_or_else(|| {
+        Fault::addressing(
+            "MessageAddressingHeaderRequired",
+            "<wsa:ProblemHeaderQName>wsa:Action</wsa:ProblemHeaderQName>",
+            "the SOAP message has no Header",
+        )
+    })?;
     let body = child(env, soap::SOAP_NS, "Body")
         .ok_or_else(|| Fault::from_problem(&invalid("the SOAP message has no Body")))?;
     let action = child(header, WSA_NS, "Action").map(text).ok_or_else(|| {
         Fault::addressing(
             "MessageAddressingHeaderRequired",
+            "<wsa:ProblemHeaderQName>wsa:Action</wsa:ProblemHeaderQName>",
             "WS-Addressing is required: the header has no wsa:Action",
         )
     })?;
+    let message_id = child(header, WSA_NS, "MessageID").map(text);
+    let with_relation = |mut f: Fault| {
+        f.relates_to = message_id.clone();
+        f
+    };
     if let Some(media) = &call.request.media_action
         && media != &action
     {
-        return Err(Fault::addressing(
-            "ActionMismatch",
+        return Err(with_relation(Fault::addressing(
+            "InvalidAddressingHeader",
+            "<wsa:ProblemHeaderQName>wsa:Action</wsa:ProblemHeaderQName>",
             format!("the media type's action {media} is not the wsa:Action {action}"),
-        ));
+        )));
     }
+    for block in header.children().filter(|c| c.is_element()) {
+        let must = block
+            .attribute((soap::SOAP_NS, "mustUnderstand"))
+            .is_some_and(|v| v == "true" || v == "1");
+        if must && !understood(block) {
+            let mut f = Fault::from_problem(&invalid(format!(
+                "the header block {{{}}}{} must be understood, and this node does not read it",
+                block.tag_name().namespace().unwrap_or(""),
+                block.tag_name().name()
+            )));
+            f.code = "MustUnderstand";
+            f.subcode = None;
+            return Err(with_relation(f));
+        }
+    }
+    let op = port
+        .operations()
+        .iter()
+        .find(|o| o.action == action)
+        .copied()
+        .ok_or_else(|| {
+            with_relation(Fault::addressing(
+                "ActionNotSupported",
+                &format!(
+                    "<wsa:ProblemAction><wsa:Action>{}</wsa:Action></wsa:ProblemAction>",
+                    esc(&action)
+                ),
+                format!("the {port:?} port has no operation for the action {action}"),
+            ))
+        })?;
     Ok(Parsed {
-        action,
-        message_id: child(header, WSA_NS, "MessageID").map(text),
+        op,
+        message_id,
         header,
         body,
     })
 }
 
-fn unsupported(action: &str, port: &str) -> Fault {
-    Fault::addressing(
-        "ActionNotSupported",
-        format!("the {port} port has no operation for the action {action}"),
-    )
+/// One port: read, parse, run the operation, answer (or fault, related to the request).
+async fn port(State(ctx): State<Arc<Ctx>>, req: Request, port: Port) -> Response {
+    let call = match read_call(&ctx, req, port).await {
+        Ok(c) => c,
+        Err(f) => return f.into_response(),
+    };
+    let doc = match call.request.parse(&call.limits) {
+        Ok(d) => d,
+        Err(f) => return f.into_response(),
+    };
+    let p = match parse_call(&call, &doc, port) {
+        Ok(p) => p,
+        Err(f) => return f.into_response(),
+    };
+    let relates_to = p.message_id.clone();
+    let result = match port {
+        Port::Management => management(&ctx, &call, &p).await,
+        Port::Send => send(&ctx, &call, &p).await,
+        Port::MsgBox => msgbox(&ctx, &call, &p).await,
+    };
+    match result {
+        Ok((headers, body, parts)) => Answer {
+            action: p.op.action.into(),
+            relates_to,
+            headers,
+            body,
+            parts,
+        }
+        .into_response(),
+        Err(Failure::Problem(problem, headers)) => {
+            let mut f = fault(p.op, &problem);
+            f.relates_to = relates_to;
+            f.headers = headers;
+            f.into_response()
+        }
+        Err(Failure::Fault(mut f)) => {
+            f.relates_to = relates_to;
+            f.into_response()
+        }
+    }
 }
+
+/// How an operation fails: a problem (reported as the operation's fault, with extra header
+/// blocks), or a fault made already (from the SOAP framing).
+enum Failure {
+    Problem(Problem, String),
+    Fault(Fault),
+}
+
+impl From<Problem> for Failure {
+    fn from(p: Problem) -> Failure {
+        Failure::Problem(p, String::new())
+    }
+}
+
+impl From<Fault> for Failure {
+    fn from(f: Fault) -> Failure {
+        Failure::Fault(f)
+    }
+}
+
+/// An operation's answer: header blocks, body, MTOM parts.
+type Answered = Result<(String, String, Vec<(String, String, Vec<u8>)>), Failure>;
 
 /// The authority named by an `Author` (or `Reader`) element's `Identifier`.
 fn identifier(party: Node<'_, '_>) -> Result<String, Problem> {
@@ -244,63 +520,20 @@ fn own_authority(author: &str, client: &Client) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A Poststelle message id from an XTA message id.
+/// A Poststelle message id from an XTA message id: exactly `urn:de:xta:messageid:` and a
+/// lower-case hyphenated uuid, so that one message has one spelling.
 fn message_id(xta_id: &str) -> Result<String, Problem> {
     let raw = xta_id.strip_prefix(ID_PREFIX).unwrap_or("");
-    let id = uuid::Uuid::parse_str(raw).map_err(|_| {
-        Problem::new(
-            Code::InvalidRequest,
-            format!("{xta_id:?} is not a message id of the form {ID_PREFIX}<uuid>"),
-        )
-    })?;
-    Ok(id.hyphenated().to_string())
+    match uuid::Uuid::parse_str(raw) {
+        Ok(id) if id.hyphenated().to_string() == raw && !id.is_nil() => Ok(raw.to_owned()),
+        _ => Err(invalid(format!(
+            "{xta_id:?} is not a message id of the form {ID_PREFIX}<uuid> (lower-case, hyphenated)"
+        ))),
+    }
 }
 
 fn xta_id(id: &str) -> String {
     format!("{ID_PREFIX}{id}")
-}
-
-async fn management(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
-    match management_inner(&ctx, req).await {
-        Ok(a) => a.into_response(),
-        Err(f) => f.into_response(),
-    }
-}
-
-async fn management_inner(ctx: &Ctx, req: Request) -> Result<Answer, Fault> {
-    let call = read_call(ctx, req).await?;
-    let doc = call.request.parse(&ctx.config.limits)?;
-    let p = parsed(&call, &doc)?;
-    let relates_to = p.message_id.clone();
-    author_header(&p, &call.client).map_err(|e| fault(&e))?;
-    let (body, headers) = match p.action.as_str() {
-        A_CHECK => (String::new(), String::new()),
-        A_CREATE => {
-            let id = xta_id(&uuid::Uuid::now_v7().to_string());
-            (format!("<wsa:MessageID>{id}</wsa:MessageID>"), String::new())
-        }
-        A_LOOKUP => (lookup(ctx, p.body).map_err(|e| fault(&e))?, String::new()),
-        A_REPORT => (
-            report(ctx, &call.client, p.body).await.map_err(|e| fault(&e))?,
-            String::new(),
-        ),
-        A_CANCEL => {
-            let id = body_message_id(p.body).map_err(|e| fault(&e))?;
-            own_outbound(ctx, &call.client, &id).await.map_err(|e| fault(&e))?;
-            crate::admin::cancel_message(ctx, &id, &format!("cancelled by client {} (XTA)", call.client.name))
-                .await
-                .map_err(|e| fault(&e))?;
-            (String::new(), String::new())
-        }
-        other => return Err(unsupported(other, "Management")),
-    };
-    Ok(Answer {
-        action: p.action.clone(),
-        relates_to,
-        headers,
-        body,
-        parts: Vec::new(),
-    })
 }
 
 /// The `wsa:MessageID` a request body consists of, as a Poststelle id.
@@ -309,14 +542,35 @@ fn body_message_id(body: Node<'_, '_>) -> Result<String, Problem> {
     message_id(&text(id))
 }
 
-async fn own_outbound(ctx: &Ctx, client: &Client, id: &str) -> Result<Message, Problem> {
-    match ctx.store.message(id).await.map_err(store_problem)? {
-        Some(m) if m.direction == Direction::Outbound && m.client.as_deref() == Some(client.name.as_str()) => Ok(m),
-        _ => Err(Problem::new(
-            Code::NotFound,
-            format!("no message {} of this client", xta_id(id)),
-        )),
-    }
+async fn management(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
+    author_header(p, &call.client)?;
+    let body = match p.op {
+        CHECK_ACCOUNT => String::new(),
+        CREATE_MESSAGE_ID => {
+            let id = xta_id(&uuid::Uuid::now_v7().to_string());
+            format!("<wsa:MessageID>{id}</wsa:MessageID>")
+        }
+        LOOKUP_SERVICE => lookup(ctx, p.body)?,
+        TRANSPORT_REPORT => report(ctx, &call.client, p.body).await?,
+        CANCEL_MESSAGE => {
+            let id = body_message_id(p.body)?;
+            super::http::own_message(ctx, &call.client, &id).await?;
+            let who = format!("cancelled by client {} (XTA)", call.client.name);
+            let result = crate::admin::cancel_message(ctx, &id, &who).await;
+            ctx.audit.note(
+                &format!("client:{}", call.client.name),
+                "cancel",
+                serde_json::json!({
+                    "message_id": id,
+                    "outcome": result.as_ref().map_or_else(|p| p.code.as_str(), |_| "ok"),
+                }),
+            );
+            result?;
+            String::new()
+        }
+        _ => unreachable!("the Management port's operations are listed in Port::operations"),
+    };
+    Ok((String::new(), body, Vec::new()))
 }
 
 /// lookupService: for each reader and service, whether this node can deliver to it — the
@@ -325,11 +579,19 @@ async fn own_outbound(ctx: &Ctx, client: &Client, id: &str) -> Result<Message, P
 fn lookup(ctx: &Ctx, body: Node<'_, '_>) -> Result<String, Problem> {
     let request =
         child(body, XTA_NS, "LookupServiceRequest").ok_or_else(|| invalid("the body holds no LookupServiceRequest"))?;
-    let mut results = String::new();
-    for item in request
+    let items: Vec<Node<'_, '_>> = request
         .children()
-        .filter(|c| c.is_element() && c.tag_name().name() == "LookupServiceRequestList")
-    {
+        .filter(|c| c.has_tag_name((XTA_NS, "LookupServiceRequestList")))
+        .take(MAX_LOOKUPS + 1)
+        .collect();
+    if items.len() > MAX_LOOKUPS {
+        return Err(Problem::new(
+            Code::LimitExceeded,
+            format!("at most {MAX_LOOKUPS} lookups per request"),
+        ));
+    }
+    let mut results = String::new();
+    for item in items {
         let service = child(item, XTA_NS, "LookupService")
             .ok_or_else(|| invalid("LookupServiceRequestList without LookupService"))?;
         let reader_node = child(service, META_NS, "Reader").ok_or_else(|| invalid("LookupService without Reader"))?;
@@ -349,7 +611,7 @@ fn lookup(ctx: &Ctx, body: Node<'_, '_>) -> Result<String, Problem> {
                 format!(
                     "<xta:ServiceParameter><xta:ParameterType listURI=\"urn:poststelle:xta:service-parameter\" listVersionID=\"1\"><code>encryption-certificate</code></xta:ParameterType>\
                      <xta:Resource>{}</xta:Resource></xta:ServiceParameter>",
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
+                    B64.encode(der)
                 )
             })
             .unwrap_or_default();
@@ -383,7 +645,7 @@ fn traffic_light(status: Status) -> u8 {
 /// partner's signed receipt (and delivery notice) as additional reports.
 async fn report(ctx: &Ctx, client: &Client, body: Node<'_, '_>) -> Result<String, Problem> {
     let id = body_message_id(body)?;
-    let m = own_outbound(ctx, client, &id).await?;
+    let m = super::http::own_message(ctx, client, &id).await?;
     let events = ctx.store.events(&id).await.map_err(store_problem)?;
     let meta = match ctx.store.blob(&id, Blob::XtaMetadata).await.map_err(store_problem)? {
         Some(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -414,7 +676,7 @@ async fn report(ctx: &Ctx, client: &Client, body: Node<'_, '_>) -> Result<String
         if let Some(b) = ctx.store.blob(&id, blob).await.map_err(store_problem)? {
             reports.push_str(&format!(
                 "<xta:Report><xta:Key listURI=\"urn:poststelle:xta:report\" listVersionID=\"1\"><code>{key}</code></xta:Key><xta:Data>{}</xta:Data></xta:Report>",
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
+                B64.encode(b)
             ));
         }
     }
@@ -482,7 +744,7 @@ fn send_meta<'a, 'i>(header: Node<'a, 'i>) -> Result<(SendMeta, Node<'a, 'i>), P
     let mt = need(qualifier, "MessageType")?;
     let type_code = mt
         .children()
-        .find(|c| c.is_element() && c.tag_name().name() == "code")
+        .find(|c| c.is_element() && c.tag_name().name() == "code" && c.tag_name().namespace().is_none())
         .map(text)
         .ok_or_else(|| invalid("MessageType has no code"))?;
     let payload_schema = mt
@@ -501,90 +763,53 @@ fn send_meta<'a, 'i>(header: Node<'a, 'i>) -> Result<(SendMeta, Node<'a, 'i>), P
     ))
 }
 
-async fn send(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
-    match send_inner(&ctx, req).await {
-        Ok(a) => a.into_response(),
-        Err(f) => f.into_response(),
+async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
+    if p.op == SEND_MESSAGE_SYNC {
+        let mut f = fault(
+            SEND_MESSAGE_SYNC,
+            &invalid("synchronous sending is not offered: partners answer asynchronously; use sendMessage"),
+        );
+        f.subcode = Some((XTA_NS, E::SyncAsync.element().to_owned()));
+        f.detail = format!(
+            "<xta:SyncAsyncException xmlns:xta=\"{XTA_NS}\"><xta:errorCode listURI=\"{FEHLERNUMMER}\" listVersionID=\"1.0\">\
+             <code>9080</code><name>Der Dienst wird nur asynchron angeboten.</name></xta:errorCode></xta:SyncAsyncException>{}",
+            problem_xml(&invalid("synchronous sending is not offered; use sendMessage"))
+        );
+        return Err(f.into());
     }
-}
-
-async fn send_inner(ctx: &Ctx, req: Request) -> Result<Answer, Fault> {
-    let call = read_call(ctx, req).await?;
-    let doc = call.request.parse(&ctx.config.limits)?;
-    let p = parsed(&call, &doc)?;
-    match p.action.as_str() {
-        A_SEND => {}
-        A_SEND_SYNC => {
-            let mut f = fault(&invalid(
-                "synchronous sending is not offered: partners answer asynchronously; use sendMessage",
-            ));
-            f.subcode = Some((XTA_NS, Exception::SyncAsync.element().to_owned()));
-            f.detail = f
-                .detail
-                .replace("ParameterIsNotValidException", "SyncAsyncException")
-                .replace(
-                    &format!("<code>{}</code>", Exception::ParameterIsNotValid.number()),
-                    &format!("<code>{}</code>", Exception::SyncAsync.number()),
-                );
-            return Err(f);
-        }
-        other => return Err(unsupported(other, "Send")),
-    }
-    let (meta, meta_node) = send_meta(p.header).map_err(|e| fault(&e))?;
-    own_authority(&meta.author, &call.client).map_err(|e| fault(&e))?;
-    let id = message_id(&meta.id).map_err(|e| fault(&e))?;
+    let (meta, meta_node) = send_meta(p.header)?;
+    own_authority(&meta.author, &call.client)?;
+    let id = message_id(&meta.id)?;
     let container = child(p.body, XTA_NS, "GenericContentContainer")
-        .ok_or_else(|| fault(&invalid("the body holds no xta:GenericContentContainer")))?;
+        .ok_or_else(|| invalid("the body holds no xta:GenericContentContainer"))?;
     let content = child(container, XTA_NS, "ContentContainer").ok_or_else(|| {
-        fault(&invalid(
+        invalid(
             "only a ContentContainer is accepted: the node checks the message against its schema, so it cannot take content encrypted by the author (xenc:EncryptedData)",
-        ))
+        )
     })?;
     if child(content, XTA_NS, "Attachment").is_some() {
-        return Err(fault(&invalid(
-            "attachments are not carried yet: send the XÖV message alone",
-        )));
+        return Err(invalid("attachments are not carried yet: send the XÖV message alone").into());
     }
-    let message =
-        child(content, XTA_NS, "Message").ok_or_else(|| fault(&invalid("ContentContainer has no Message")))?;
+    let message = child(content, XTA_NS, "Message").ok_or_else(|| invalid("ContentContainer has no Message"))?;
     let bytes = call.request.content(message)?;
     if bytes.len() > ctx.config.limits.max_bytes {
-        return Err(fault(&Problem::new(
+        return Err(Problem::new(
             Code::LimitExceeded,
             format!("the message exceeds {} bytes", ctx.config.limits.max_bytes),
-        )));
+        )
+        .into());
     }
-    let _permit = ctx
-        .intake_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| fault(&Problem::overloaded(1)))?;
-    let meta_xml = &call.request.envelope[meta_node.range()];
-    let meta_xml = with_namespaces(meta_xml, meta_node);
-    let agrees = |c: &super::Checked| -> Result<(), Problem> {
-        let mismatch = |what: &str, meta: &str, header: &str| {
-            Problem::new(
-                Code::HeaderInvalid,
-                format!("the metadata's {what} {meta} is not the message header's {header}"),
-            )
-        };
-        if meta.author != c.header.author {
-            return Err(mismatch("author", &meta.author, &c.header.author));
-        }
-        if meta.reader != c.header.reader {
-            return Err(mismatch("reader", &meta.reader, &c.header.reader));
-        }
-        if let Some(code) = &c.header.type_code
-            && code != &meta.type_code
-        {
-            return Err(mismatch("message type code", &meta.type_code, code));
-        }
-        let ns = root_namespace(&c.payload).unwrap_or_default();
-        if meta.payload_schema != ns {
-            return Err(mismatch("payloadSchema", &meta.payload_schema, &ns));
-        }
-        Ok(())
-    };
+    let meta_xml = with_namespaces(&call.request.envelope[meta_node.range()], meta_node);
+    if meta_xml.len() > MAX_METADATA {
+        return Err(Problem::new(
+            Code::LimitExceeded,
+            format!("MessageMetaData exceeds {MAX_METADATA} bytes"),
+        )
+        .into());
+    }
+    // The namespace of what the client sent (a legacy format's own, before its transform).
+    let submitted_ns = root_namespace(&bytes).unwrap_or_default();
+    let agrees = |c: &super::Checked| metadata_agrees(&meta, &submitted_ns, c);
     super::submit_as(
         ctx,
         &call.client,
@@ -593,29 +818,62 @@ async fn send_inner(ctx: &Ctx, req: Request) -> Result<Answer, Fault> {
         Some(meta_xml.into_bytes()),
         &agrees,
     )
-    .await
-    .map_err(|e| fault(&e))?;
-    Ok(Answer {
-        action: A_SEND.into(),
-        relates_to: p.message_id.clone(),
-        ..Answer::default()
-    })
+    .await?;
+    Ok((String::new(), String::new(), Vec::new()))
 }
 
-/// An element cut out of its document, with the namespace declarations in scope added to
-/// it, so it stands on its own.
-fn with_namespaces(xml: &str, node: Node<'_, '_>) -> String {
-    let Some(end) = xml.find(['>', '/', ' ', '\t', '\r', '\n']) else {
-        return xml.to_owned();
+/// The metadata must say what the message's own header says.
+fn metadata_agrees(meta: &SendMeta, submitted_ns: &str, c: &super::Checked) -> Result<(), Problem> {
+    let mismatch = |what: &str, meta: &str, header: &str| {
+        Problem::new(
+            Code::HeaderInvalid,
+            format!("the metadata's {what} {meta} is not the message header's {header}"),
+        )
     };
+    if meta.author != c.header.author {
+        return Err(mismatch("author", &meta.author, &c.header.author));
+    }
+    if meta.reader != c.header.reader {
+        return Err(mismatch("reader", &meta.reader, &c.header.reader));
+    }
+    if let Some(code) = &c.header.type_code
+        && code != &meta.type_code
+    {
+        return Err(mismatch("message type code", &meta.type_code, code));
+    }
+    if meta.payload_schema != submitted_ns {
+        return Err(mismatch("payloadSchema", &meta.payload_schema, submitted_ns));
+    }
+    Ok(())
+}
+
+/// An element cut out of its document, with the namespace declarations in scope that its own
+/// start tag does not make added to it, so it stands on its own.
+fn with_namespaces(xml: &str, node: Node<'_, '_>) -> String {
+    use quick_xml::name::PrefixDeclaration;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let start = match reader.read_event() {
+        Ok(quick_xml::events::Event::Start(s)) | Ok(quick_xml::events::Event::Empty(s)) => s.into_owned(),
+        _ => return xml.to_owned(),
+    };
+    let declared: Vec<Option<Vec<u8>>> = start
+        .attributes()
+        .flatten()
+        .filter_map(|a| match a.key.as_namespace_binding()? {
+            PrefixDeclaration::Default => Some(None),
+            PrefixDeclaration::Named(p) => Some(Some(p.to_vec())),
+        })
+        .collect();
+    let end = 1 + start.name().as_ref().len();
     let mut decls = String::new();
     for ns in node.namespaces() {
-        let attr = match ns.name() {
-            Some(prefix) => format!(" xmlns:{prefix}=\"{}\"", esc(ns.uri())),
-            None => format!(" xmlns=\"{}\"", esc(ns.uri())),
-        };
-        if !xml[..xml.find('>').unwrap_or(xml.len())].contains(attr.trim_start()) {
-            decls.push_str(&attr);
+        let prefix = ns.name().map(|p| p.as_bytes().to_vec());
+        if declared.contains(&prefix) || ns.name() == Some("xml") {
+            continue;
+        }
+        match ns.name() {
+            Some(prefix) => decls.push_str(&format!(" xmlns:{prefix}=\"{}\"", esc(ns.uri()))),
+            None => decls.push_str(&format!(" xmlns=\"{}\"", esc(ns.uri()))),
         }
     }
     format!("{}{decls}{}", &xml[..end], &xml[end..])
@@ -639,28 +897,35 @@ fn root_namespace(xml: &[u8]) -> Option<String> {
     }
 }
 
-async fn msgbox(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
-    match msgbox_inner(&ctx, req).await {
-        Ok(a) => a.into_response(),
-        Err(f) => f.into_response(),
-    }
-}
-
-/// The reader's MsgBox: what was delivered to the client's authority and not yet closed,
-/// oldest first.
+/// The reader's MsgBox: what was delivered to the client's authority and not yet closed, in
+/// the order it arrived (at most the store's inbox page).
 async fn inbox(ctx: &Ctx, client: &Client) -> Result<Vec<Message>, Problem> {
     let mut items = ctx.store.inbox(&client.authority).await.map_err(store_problem)?;
-    items.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    items.sort_by(|a, b| position(a).cmp(&position(b)));
     Ok(items)
 }
 
-/// The MsgBox entry a message id names (the sender's id, as it travelled).
-fn find<'a>(items: &'a [Message], xta: &str) -> Result<&'a Message, Problem> {
+/// A MsgBox entry's place in the MsgBox's order.
+fn position(m: &Message) -> (i64, &str) {
+    (m.created_at, m.id.as_str())
+}
+
+/// The received message an XTA id names for this client (the sender's id, as it travelled),
+/// opened or already closed.
+async fn msgbox_entry(ctx: &Ctx, client: &Client, xta: &str) -> Result<Message, Problem> {
     let id = message_id(xta)?;
-    items
-        .iter()
-        .find(|m| m.remote_id.as_deref() == Some(id.as_str()))
-        .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {xta} in this MsgBox")))
+    let mut found = ctx
+        .store
+        .inbound_by_remote_id(&client.authority, &id)
+        .await
+        .map_err(store_problem)?;
+    match found.len() {
+        0 => Err(Problem::new(Code::NotFound, format!("no message {xta} in this MsgBox"))),
+        1 => Ok(found.remove(0)),
+        _ => Err(invalid(format!(
+            "{xta} names messages of several partners; fetch them with getNextMessage"
+        ))),
+    }
 }
 
 /// The MsgBox's answer header: how many further messages wait, or (`found` false) that none
@@ -678,166 +943,218 @@ fn msgbox_response(request_id: &str, found: bool, pending: usize) -> String {
     )
 }
 
-/// MsgBoxRequestIDs name the position after which a "next" request continues: the last
-/// message handed out (empty: from the start).
-fn request_id(after: Option<&str>) -> String {
-    format!("urn:poststelle:msgbox:{}", after.unwrap_or("start"))
-}
-
-fn after_of(request_id: &str) -> Result<Option<String>, Problem> {
-    match request_id.strip_prefix("urn:poststelle:msgbox:") {
-        Some("start" | "none") => Ok(None),
-        Some(id) if uuid::Uuid::parse_str(id).is_ok() => Ok(Some(id.to_owned())),
-        _ => Err(Problem::new(
-            Code::InvalidRequest,
-            format!("unknown MsgBoxRequestID {request_id}"),
-        )),
+/// MsgBoxRequestIDs carry where a "next" request continues: the place of the last entry
+/// handed out in the MsgBox's order (`start`: from the beginning).
+fn request_id(after: Option<&Message>) -> String {
+    match after {
+        Some(m) => format!("urn:poststelle:msgbox:{}:{}", m.created_at, m.id),
+        None => "urn:poststelle:msgbox:start".into(),
     }
 }
 
-async fn msgbox_inner(ctx: &Ctx, req: Request) -> Result<Answer, Fault> {
-    let call = read_call(ctx, req).await?;
-    let doc = call.request.parse(&ctx.config.limits)?;
-    let p = parsed(&call, &doc)?;
-    author_header(&p, &call.client).map_err(|e| fault(&e))?;
+/// The place a MsgBoxRequestID continues after. `…:none` is what stateless clients send
+/// before they have one; it starts from the beginning.
+fn after_of(request_id: &str) -> Result<Option<(i64, String)>, Problem> {
+    let rest = request_id.strip_prefix("urn:poststelle:msgbox:");
+    if matches!(rest, Some("start" | "none")) {
+        return Ok(None);
+    }
+    rest.and_then(|r| r.split_once(':'))
+        .and_then(|(at, id)| Some((at.parse().ok()?, uuid::Uuid::parse_str(id).ok()?.to_string())))
+        .map(Some)
+        .ok_or_else(|| invalid(format!("unknown MsgBoxRequestID {request_id}")))
+}
+
+fn after<'m>(items: &'m [Message], cursor: &Option<(i64, String)>) -> Vec<&'m Message> {
+    items
+        .iter()
+        .filter(|m| cursor.as_ref().is_none_or(|(at, id)| position(m) > (*at, id.as_str())))
+        .collect()
+}
+
+async fn msgbox(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
+    author_header(p, &call.client)?;
     let client = &call.client;
-    let items = inbox(ctx, client).await.map_err(|e| fault(&e))?;
-    let answer = |body: String, headers: String, parts| Answer {
-        action: p.action.clone(),
-        relates_to: p.message_id.clone(),
-        headers,
-        body,
-        parts,
-    };
-    match p.action.as_str() {
-        A_LIST | A_NEXT_LIST => {
-            let (max, after) = if p.action == A_LIST {
-                let r = child(p.body, OSCI_NS, "MsgBoxStatusListRequest")
-                    .ok_or_else(|| fault(&invalid("the body holds no MsgBoxStatusListRequest")))?;
-                (
-                    r.attribute("maxListItems")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(100usize),
-                    None,
-                )
-            } else {
-                let r = child(p.body, OSCI_NS, "MsgBoxGetNextRequest")
-                    .ok_or_else(|| fault(&invalid("the body holds no MsgBoxGetNextRequest")))?;
-                (
-                    100,
-                    after_of(r.attribute("MsgBoxRequestID").unwrap_or("")).map_err(|e| fault(&e))?,
-                )
-            };
-            let rest: Vec<&Message> = items
-                .iter()
-                .filter(|m| {
-                    after
-                        .as_deref()
-                        .is_none_or(|a| m.remote_id.as_deref().unwrap_or("") > a)
-                })
-                .collect();
-            let page = &rest[..rest.len().min(max)];
-            let mut list = String::new();
-            for m in page {
-                list.push_str(&metadata(m, payload_namespace(ctx, m).await.as_deref()));
-            }
-            let last = page.last().and_then(|m| m.remote_id.as_deref());
-            let headers = msgbox_response(
-                &request_id(last.or(after.as_deref())),
-                !page.is_empty(),
-                rest.len() - page.len(),
-            );
-            Ok(answer(
-                format!("<osci:MsgStatusList xmlns:osci=\"{OSCI_NS}\">{list}</osci:MsgStatusList>"),
-                headers,
-                Vec::new(),
-            ))
-        }
-        A_FETCH | A_NEXT => {
-            let (m, after) = if p.action == A_FETCH {
-                let r = child(p.body, OSCI_NS, "MsgBoxFetchRequest")
-                    .ok_or_else(|| fault(&invalid("the body holds no MsgBoxFetchRequest")))?;
-                let id = child(r, OSCI_NS, "MsgSelector")
-                    .and_then(|s| child(s, WSA_NS, "MessageID"))
-                    .map(text)
-                    .ok_or_else(|| fault(&invalid("MsgBoxFetchRequest names no MsgSelector/wsa:MessageID")))?;
-                (Some(find(&items, &id).map_err(|e| fault(&e))?), None)
-            } else {
-                let r = child(p.body, OSCI_NS, "MsgBoxGetNextRequest")
-                    .ok_or_else(|| fault(&invalid("the body holds no MsgBoxGetNextRequest")))?;
-                let after = after_of(r.attribute("MsgBoxRequestID").unwrap_or("")).map_err(|e| fault(&e))?;
-                let next = items.iter().find(|m| {
-                    after
-                        .as_deref()
-                        .is_none_or(|a| m.remote_id.as_deref().unwrap_or("") > a)
-                });
-                (next, after)
-            };
-            let Some(m) = m else {
-                let e = Problem::new(Code::NotFound, "the MsgBox holds no further message");
-                let mut f = fault(&e);
-                f.detail
-                    .push_str(&msgbox_response(&request_id(after.as_deref()), false, 0));
-                return Err(f);
-            };
-            let payload = ctx
-                .store
-                .blob(&m.id, Blob::Payload)
-                .await
-                .map_err(|e| fault(&store_problem(e)))?
-                .ok_or_else(|| fault(&Problem::new(Code::NotFound, "the payload was purged")))?;
-            let payload = super::for_client(client, payload, &ctx.registry)
-                .await
-                .map_err(|e| fault(&e))?;
-            let ns = root_namespace(&payload);
-            let travelled = m.remote_id.as_deref().unwrap_or(&m.id);
-            let pending = items
-                .iter()
-                .filter(|x| x.remote_id.as_deref().unwrap_or("") > travelled)
-                .count();
-            let cid = format!("message.{travelled}@poststelle");
-            let body = format!(
-                "<xta:GenericContentContainer xmlns:xta=\"{XTA_NS}\"><xta:ContentContainer>\
-                 <xta:Message contentType=\"application/xml\" filename=\"{travelled}.xml\" size=\"{}\">{}</xta:Message>\
-                 </xta:ContentContainer></xta:GenericContentContainer>",
-                payload.len(),
-                soap::include(&cid)
-            );
-            let headers = format!(
-                "{}{}",
-                metadata(m, ns.as_deref()),
-                msgbox_response(&request_id(Some(travelled)), true, pending)
-            );
-            Ok(answer(body, headers, vec![(cid, "application/xml".into(), payload)]))
-        }
-        A_CLOSE => {
-            let r = child(p.body, OSCI_NS, "MsgBoxCloseRequest")
-                .ok_or_else(|| fault(&invalid("the body holds no MsgBoxCloseRequest")))?;
-            let ids: Vec<String> = r
-                .children()
-                .filter(|c| c.is_element() && c.tag_name().name() == "LastMsgReceived")
-                .map(text)
-                .collect();
-            if ids.is_empty() {
-                return Err(fault(&invalid("MsgBoxCloseRequest names no LastMsgReceived")));
-            }
-            // Check every id before closing any, so a bad list changes nothing.
-            let mut local = Vec::new();
-            for id in &ids {
-                local.push(find(&items, id).map_err(|e| fault(&e))?.id.clone());
-            }
-            for id in local {
-                super::http::acknowledge(ctx, client, &id, "closed over XTA")
-                    .await
-                    .map_err(|e| fault(&e))?;
-            }
-            Ok(answer(String::new(), String::new(), Vec::new()))
-        }
-        other => Err(unsupported(other, "MsgBox")),
+    match p.op {
+        GET_STATUS_LIST | GET_NEXT_STATUS_LIST => status_list(ctx, client, p).await,
+        GET_MESSAGE | GET_NEXT_MESSAGE => fetch(ctx, client, p).await,
+        CLOSE => close(ctx, client, p).await,
+        _ => unreachable!("the MsgBox port's operations are listed in Port::operations"),
     }
 }
 
-async fn payload_namespace(ctx: &Ctx, m: &Message) -> Option<String> {
-    let payload = ctx.store.blob(&m.id, Blob::Payload).await.ok()??;
-    root_namespace(&payload)
+/// The request element of a MsgBox operation.
+fn request<'a, 'i>(p: &Parsed<'a, 'i>, name: &str) -> Result<Node<'a, 'i>, Problem> {
+    child(p.body, OSCI_NS, name).ok_or_else(|| invalid(format!("the body holds no osci:{name}")))
+}
+
+/// getStatusList / getNextStatusList: the metadata of (the next) up to `maxListItems` entries.
+async fn status_list(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
+    let (max, cursor) = if p.op == GET_STATUS_LIST {
+        let r = request(p, "MsgBoxStatusListRequest")?;
+        let max = r
+            .attribute("maxListItems")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MAX_LIST_ITEMS);
+        (max.clamp(1, MAX_LIST_ITEMS), None)
+    } else {
+        let r = request(p, "MsgBoxGetNextRequest")?;
+        (MAX_LIST_ITEMS, after_of(r.attribute("MsgBoxRequestID").unwrap_or(""))?)
+    };
+    let items = inbox(ctx, client).await?;
+    let rest = after(&items, &cursor);
+    let page = &rest[..rest.len().min(max)];
+    let list: String = page
+        .iter()
+        .map(|m| metadata(m, standard_namespace(ctx, m).as_deref()))
+        .collect();
+    let last = page.last().copied();
+    let id = match last {
+        Some(m) => request_id(Some(m)),
+        None => cursor.map_or_else(
+            || request_id(None),
+            |(at, id)| format!("urn:poststelle:msgbox:{at}:{id}"),
+        ),
+    };
+    let headers = msgbox_response(&id, !page.is_empty(), rest.len() - page.len());
+    Ok((
+        headers,
+        format!("<osci:MsgStatusList xmlns:osci=\"{OSCI_NS}\">{list}</osci:MsgStatusList>"),
+        Vec::new(),
+    ))
+}
+
+/// getMessage / getNextMessage: one entry's message as an MTOM part, with its metadata.
+async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
+    let items = inbox(ctx, client).await?;
+    let m = if p.op == GET_MESSAGE {
+        let r = request(p, "MsgBoxFetchRequest")?;
+        let id = child(r, OSCI_NS, "MsgSelector")
+            .and_then(|s| child(s, WSA_NS, "MessageID"))
+            .map(text)
+            .ok_or_else(|| invalid("MsgBoxFetchRequest names no MsgSelector/wsa:MessageID"))?;
+        msgbox_entry(ctx, client, &id).await?
+    } else {
+        let r = request(p, "MsgBoxGetNextRequest")?;
+        let cursor = after_of(r.attribute("MsgBoxRequestID").unwrap_or(""))?;
+        match after(&items, &cursor).first() {
+            Some(m) => (*m).clone(),
+            None => {
+                let id = cursor.map_or_else(
+                    || request_id(None),
+                    |(at, id)| format!("urn:poststelle:msgbox:{at}:{id}"),
+                );
+                return Err(Failure::Problem(
+                    Problem::new(Code::NotFound, "the MsgBox holds no further message"),
+                    msgbox_response(&id, false, 0),
+                ));
+            }
+        }
+    };
+    let payload = ctx
+        .store
+        .blob(&m.id, Blob::Payload)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| Problem::new(Code::NotFound, "the payload was purged"))?;
+    let payload = super::for_client(client, payload, &ctx.registry).await?;
+    let ns = root_namespace(&payload);
+    let travelled = m.remote_id.clone().unwrap_or_else(|| m.id.clone());
+    let pending = items.iter().filter(|x| position(x) > position(&m)).count();
+    let cid = format!("message.{travelled}@poststelle");
+    let body = format!(
+        "<xta:GenericContentContainer xmlns:xta=\"{XTA_NS}\"><xta:ContentContainer>\
+         <xta:Message contentType=\"application/xml\" filename=\"{travelled}.xml\" size=\"{}\">{}</xta:Message>\
+         </xta:ContentContainer></xta:GenericContentContainer>",
+        payload.len(),
+        soap::include(&cid)
+    );
+    let headers = format!(
+        "{}{}",
+        metadata(&m, ns.as_deref()),
+        msgbox_response(&request_id(Some(&m)), true, pending)
+    );
+    Ok((headers, body, vec![(cid, "application/xml".into(), payload)]))
+}
+
+/// close: the client took these messages (`delivered`, the sender is told). Every id is
+/// checked before any is closed; one closed before counts as closed (a retried close).
+async fn close(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
+    let r = request(p, "MsgBoxCloseRequest")?;
+    let ids: Vec<String> = r
+        .children()
+        .filter(|c| c.has_tag_name((OSCI_NS, "LastMsgReceived")))
+        .map(text)
+        .take(MAX_LIST_ITEMS + 1)
+        .collect();
+    if ids.is_empty() || ids.len() > MAX_LIST_ITEMS {
+        return Err(invalid(format!(
+            "MsgBoxCloseRequest names 1 to {MAX_LIST_ITEMS} LastMsgReceived"
+        ))
+        .into());
+    }
+    let mut entries = Vec::new();
+    for id in &ids {
+        entries.push(msgbox_entry(ctx, client, id).await?);
+    }
+    for m in entries {
+        super::http::acknowledge(ctx, client, &m.id, &format!("closed by client {} (XTA)", client.name)).await?;
+    }
+    Ok((String::new(), String::new(), Vec::new()))
+}
+
+/// The namespace of a received message's standard, from the adapter that knows its type
+/// (no payload is read for a list).
+fn standard_namespace(ctx: &Ctx, m: &Message) -> Option<String> {
+    let mt = adapters::MessageType::parse(&m.message_type)?;
+    ctx.registry.adapters().find_map(|a| {
+        let ns = a.namespace()?;
+        let root = adapters::RootName {
+            namespace: Some(ns.to_owned()),
+            local: mt.name.clone(),
+        };
+        (a.identify(&root).as_ref() == Some(&mt)).then(|| ns.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_out_metadata_keeps_its_own_declarations_and_gains_the_ones_in_scope() {
+        let doc = "<e:Envelope xmlns:e='urn:e' xmlns:m=\"urn:m\" xmlns=\"urn:d\"><e:Header>\
+                   <m:MessageMetaData xmlns:m='urn:m' a='x>y'><x/></m:MessageMetaData></e:Header></e:Envelope>";
+        let parsed = roxmltree::Document::parse(doc).unwrap();
+        let node = parsed
+            .descendants()
+            .find(|n| n.has_tag_name(("urn:m", "MessageMetaData")))
+            .unwrap();
+        let cut = with_namespaces(&doc[node.range()], node);
+        // Well-formed on its own: no declaration twice, the ones in scope added.
+        let standalone = roxmltree::Document::parse(&cut).unwrap();
+        let root = standalone.root_element();
+        assert!(root.has_tag_name(("urn:m", "MessageMetaData")), "{cut}");
+        assert_eq!(root.attribute("a"), Some("x>y"));
+        assert_eq!(
+            root.first_element_child().unwrap().tag_name().namespace(),
+            Some("urn:d"),
+            "{cut}"
+        );
+    }
+
+    #[test]
+    fn message_ids_have_one_spelling() {
+        let id = "0190f2a4-0000-7000-8000-000000000001";
+        assert_eq!(message_id(&format!("{ID_PREFIX}{id}")).unwrap(), id);
+        for other in [
+            format!("{ID_PREFIX}{}", id.to_uppercase()),
+            format!("{ID_PREFIX}{{{id}}}"),
+            format!("{ID_PREFIX}{}", id.replace('-', "")),
+            format!("{ID_PREFIX}00000000-0000-0000-0000-000000000000"),
+            format!("urn:uuid:{id}"),
+        ] {
+            assert!(message_id(&other).is_err(), "{other}");
+        }
+    }
 }

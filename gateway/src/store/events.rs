@@ -92,6 +92,9 @@ impl Store for Evented {
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
         self.inner.inbox(authority).await
     }
+    async fn inbound_by_remote_id(&self, reader: &str, remote_id: &str) -> Result<Vec<Message>, StoreError> {
+        self.inner.inbound_by_remote_id(reader, remote_id).await
+    }
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
         self.inner.counts().await
     }

@@ -376,6 +376,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError>;
     /// Inbound messages for `authority` in state `opened` (delivered to the client, not acked).
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError>;
+    /// Received messages for `reader` that the sender's node sent under `remote_id`, opened or
+    /// delivered (XTA's MsgBox names messages by the id they travelled under; several
+    /// partners could have used the same one).
+    async fn inbound_by_remote_id(&self, reader: &str, remote_id: &str) -> Result<Vec<Message>, StoreError>;
     /// Counts of messages per (direction, status), for readiness and status views.
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError>;
     /// Queues: messages not done (every state but delivered, rejected, refused, cancelled) per

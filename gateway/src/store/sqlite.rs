@@ -657,6 +657,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn inbound_by_remote_id(&self, reader: &str, remote_id: &str) -> Result<Vec<Message>, StoreError> {
+        let (reader, remote_id) = (reader.to_owned(), remote_id.to_owned());
+        self.read(move |conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE direction = 'inbound' AND reader = ?1
+                 AND remote_id = ?2 AND status IN ('opened', 'delivered') LIMIT 10"
+            ))?;
+            let rows = st.query_map(params![reader, remote_id], row_to_message)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
         self.read(|conn| {
             let mut st = conn.prepare("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")?;
@@ -806,7 +819,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let blobs = conn.execute(
                 &format!(
-                    "DELETE FROM blobs WHERE kind IN ('payload', 'envelope') AND message_id IN
+                    "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata') AND message_id IN
                      (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1)"
                 ),
                 params![payload_before],

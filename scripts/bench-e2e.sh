@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end throughput and latency next to the RSA limit, one run, for BENCHMARKS.md (issue 15):
+#   1. `openssl speed rsa3072` on this machine: private-key operations per second per core; the
+#      physical limit is 2 cores × that / 5 (each message costs five RSA-3072 private-key
+#      operations: content and envelope signatures, OAEP unwrap, receipt and notice signatures);
+#   2. a fresh two-node network (release build), both nodes and the load on these 2 cores;
+#   3. closed loop: `poststelle bench` with 16 clients, as fast as answered → the maximum rate;
+#   4. open loop at half that rate (`--rate`, latency from each message's scheduled time,
+#      receiving client polling every 5 ms) → p50 / p99 submit → fetched by b's client;
+#   5. the time per stage from both nodes' /metrics (poststelle_job_seconds, intake_seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-3000}
+cargo build --release -p gateway >/dev/null 2>&1
+bin=$PWD/target/release/poststelle
+echo "== openssl speed -seconds 5 rsa3072 (one core)"
+ops=$(openssl speed -seconds 5 rsa3072 2>/dev/null | awk '/^rsa 3072 bits/ {print $6}')
+limit=$(awk -v o="$ops" 'BEGIN {printf "%.0f", 2 * o / 5}')
+echo "rsa3072 sign/s per core: $ops; limit 2 x $ops / 5 = $limit messages/s"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+"$bin" network init "$work/net" >/dev/null
+for node in a b; do
+    (cd "$work/net/$node" && POSTSTELLE_LOG=error exec "$bin" serve --config poststelle.toml) &
+    pids+=($!)
+done
+sleep 3
+echo "== closed loop: poststelle bench --messages $N --clients 16"
+out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
+max=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["end_to_end_per_second"]))' "$out")
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("intake %.0f/s, end to end %.0f/s (%.0f %% of the limit %s/s), lost %d duplicated %d" % (r["intake_per_second"], r["end_to_end_per_second"], 100*r["end_to_end_per_second"]/float(sys.argv[2]), sys.argv[2], r["lost"], r["duplicated"]))' "$out" "$limit"
+half=$(( max / 2 ))
+echo "== open loop at half the maximum: poststelle bench --rate $half --messages $(( half * 30 )) --poll-ms 5"
+"$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --poll-ms 5 --timeout 600 | grep -E '^(bench|latency|lost)'
+echo "== time per stage (mean over both runs, from /metrics)"
+python3 - "$work/net/network.json" <<'PY'
+import json, re, sys, urllib.request
+net = json.load(open(sys.argv[1]))
+for n in net["nodes"]:
+    text = urllib.request.urlopen(n["admin"] + "/metrics").read().decode()
+    sums, counts = {}, {}
+    for line in text.splitlines():
+        m = re.match(r'poststelle_(job|intake)_seconds_(sum|count)(\{[^}]*\})? ([0-9.e+-]+)', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
+        key = labels.get("kind", "intake") + ("" if labels.get("outcome", "done") == "done" else "/" + labels["outcome"])
+        (sums if m.group(2) == "sum" else counts)[key] = float(m.group(4))
+    parts = ["%s %.1f ms x %d" % (k, 1000 * sums[k] / counts[k], counts[k]) for k in sorted(sums) if counts.get(k)]
+    print("node %s: %s" % (n["name"], ", ".join(parts)))
+PY
