@@ -26,11 +26,19 @@ cleanup() {
 }
 trap cleanup EXIT
 "$bin" network init "$work/net" >/dev/null
+# Optional overrides of [relay] settings for both nodes, e.g. RELAY="workers = 8
+# per_partner_concurrency = 8".
+if [[ -n ${RELAY:-} ]]; then
+    while IFS= read -r line; do
+        key=${line%% =*}
+        sed -i "s/^$key = .*/$line/" "$work/net/a/poststelle.toml" "$work/net/b/poststelle.toml"
+    done <<< "$RELAY"
+fi
 for node in a b; do
     (cd "$work/net/$node" && POSTSTELLE_LOG=error exec "$bin" serve --config poststelle.toml) &
     pids+=($!)
 done
-sleep 3
+# `poststelle bench` waits until both nodes answer /readyz.
 echo "== closed loop: poststelle bench --messages $N --clients 16"
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
 max=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["end_to_end_per_second"]))' "$out")

@@ -25,7 +25,7 @@ for node in a b; do
     (cd "$work/net/$node" && POSTSTELLE_LOG=error "$bin" serve --config poststelle.toml) &
     pids+=($!)
 done
-sleep 3
+# `poststelle bench` waits until both nodes answer /readyz.
 for via in rest xta; do
     echo "== poststelle bench --via $via --messages $N --clients $CLIENTS"
     "$bin" bench --network "$work/net/network.json" --via "$via" --messages "$N" --clients "$CLIENTS" --timeout 300
