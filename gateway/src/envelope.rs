@@ -234,3 +234,64 @@ mod tests {
         assert_eq!(parse_receipt(&build_receipt(&r)).unwrap(), r);
     }
 }
+
+/// A file that travels with a message (XTA's `Attachment`s): opaque bytes with a media type and
+/// an optional file name, signed and encrypted with the message, never parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub content_type: String,
+    pub filename: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// At most this many attachments per message.
+pub const MAX_ATTACHMENTS: usize = 100;
+
+/// How attachments are kept in the store: `<pst:Attachments>` with the same elements as in
+/// the signed content.
+pub fn encode_attachments(list: &[Attachment]) -> Vec<u8> {
+    format!(
+        "<pst:Attachments xmlns:pst=\"{NS}\">{}</pst:Attachments>",
+        attachments_xml(list)
+    )
+    .into_bytes()
+}
+
+/// The `pst:Attachment` elements of a list.
+pub fn attachments_xml(list: &[Attachment]) -> String {
+    list.iter()
+        .map(|a| {
+            format!(
+                "<pst:Attachment contentType=\"{}\"{}>{}</pst:Attachment>",
+                escape(&a.content_type),
+                a.filename
+                    .as_deref()
+                    .map(|f| format!(" filename=\"{}\"", escape(f)))
+                    .unwrap_or_default(),
+                B64.encode(&a.data)
+            )
+        })
+        .collect()
+}
+
+/// Reads what [`encode_attachments`] wrote (our own store's bytes).
+pub fn decode_attachments(bytes: &[u8]) -> Result<Vec<Attachment>, Problem> {
+    let bad = || Problem::new(Code::Internal, "stored attachments are unreadable");
+    let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+    let doc = roxmltree::Document::parse(text).map_err(|_| bad())?;
+    doc.root_element()
+        .children()
+        .filter(|c| c.has_tag_name((NS, "Attachment")))
+        .map(|c| {
+            let data: String = c.text().unwrap_or("").split_whitespace().collect();
+            Ok(Attachment {
+                content_type: c
+                    .attribute("contentType")
+                    .unwrap_or("application/octet-stream")
+                    .to_owned(),
+                filename: c.attribute("filename").map(str::to_owned),
+                data: B64.decode(data).map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}

@@ -235,6 +235,15 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                 message_type: m.message_type.clone(),
                 created: rfc3339(m.created_at),
             };
+            let attachments = match ctx
+                .store
+                .blob(&m.id, Blob::Attachments)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(b) => envelope::decode_attachments(&b).map_err(|p| p.detail)?,
+                None => Vec::new(),
+            };
             let keys = ctx.keys.clone();
             let limits = ctx.config.limits;
             let (author, reader) = (m.author.clone(), m.reader.clone());
@@ -254,6 +263,7 @@ async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                 seal::seal(
                     &header,
                     &payload,
+                    &attachments,
                     author_id,
                     recipient,
                     &keys.node,
@@ -500,8 +510,10 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
     })
     .await
     .map_err(|e| e.to_string())?;
+    let mut attachments = Vec::new();
     let checked = match opened {
-        Ok(content) => {
+        Ok((content, travelled)) => {
+            attachments = travelled;
             let content: Arc<[u8]> = Arc::from(content);
             match crate::intake::identify_and_validate(ctx, &content, false).await {
                 Ok(crate::intake::Validated {
@@ -549,7 +561,14 @@ async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Result<Attempt, String> {
                     finish_job: Some(job.id),
                     expect: vec![Status::Received],
                     status: Some(Status::Opened),
-                    blobs: vec![(Blob::Payload, content.to_vec())],
+                    blobs: if attachments.is_empty() {
+                        vec![(Blob::Payload, content.to_vec())]
+                    } else {
+                        vec![
+                            (Blob::Payload, content.to_vec()),
+                            (Blob::Attachments, envelope::encode_attachments(&attachments)),
+                        ]
+                    },
                     enqueue,
                     ..Change::default()
                 },

@@ -334,7 +334,7 @@ async fn a_resend_with_other_content_is_a_conflict_and_the_original_stays() {
     let seal_with = |content: &[u8]| {
         let (author, node) = (authority_identity(&net, 0), node_identity(&net, 0));
         let limits = gateway::relay::envelope_limits(&Default::default());
-        seal::seal(&header, content, &author, &recipient, &node, &limits).unwrap()
+        seal::seal(&header, content, &[], &author, &recipient, &node, &limits).unwrap()
     };
     let first = seal_with(&original);
     let (status, receipt) = post(&as_a, &to_b, &first).await;

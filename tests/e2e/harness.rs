@@ -375,6 +375,7 @@ pub fn sealed_envelope(net: &Net, signer: usize, sender_node: &str, sender: &str
             created: "2026-11-22T10:00:00Z".into(),
         },
         &fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml"),
+        &[],
         &authority_identity(net, signer),
         &recipient,
         &node_identity(net, signer),

@@ -521,6 +521,7 @@ fn sealed() -> Vec<u8> {
     ok(seal::seal(
         &header(),
         MESSAGE.as_bytes(),
+        &[],
         &p.x.identity(),
         &p.y.cert,
         &p.node_a.identity(),
@@ -538,7 +539,7 @@ fn envelope_around(signed_content: &[u8]) -> Vec<u8> {
 }
 
 fn open_as_y(env: &[u8], author: &X509) -> Result<Vec<u8>, Problem> {
-    seal::open(env, &pki().y.key, author, &content_policy(), &limits())
+    seal::open(env, &pki().y.key, author, &content_policy(), &limits()).map(|(content, _)| content)
 }
 
 fn signed_content_template(content_attrs: &str, slot_inside: bool) -> String {
@@ -839,6 +840,7 @@ fn envelope_forged_body_hidden_in_the_signature_is_never_read() {
     let other = String::from_utf8(ok(seal::seal(
         &header(),
         b"<forged/>",
+        &[],
         &p.x.identity(),
         &p.y.cert,
         &p.node_a.identity(),
@@ -1804,12 +1806,13 @@ fn open_applies_the_crls_to_the_author_when_no_content_ca_is_configured() {
     let env = ok(seal::seal(
         &header(),
         MESSAGE.as_bytes(),
+        &[],
         &p.revoked.identity(),
         &p.y.cert,
         &p.node_a.identity(),
         &limits(),
     ));
-    let open = |policy: &Policy| seal::open(&env, &p.y.key, &p.revoked.cert, policy, &limits());
+    let open = |policy: &Policy| seal::open(&env, &p.y.key, &p.revoked.cert, policy, &limits()).map(|(c, _)| c);
     // Controls: without CRLs it opens; with the content CA as anchor the CRL refuses it.
     assert_eq!(ok(open(&leaf_policy())), MESSAGE.as_bytes());
     refused(

@@ -7,6 +7,7 @@
 //! - `GET  /v1/inbox` — messages for the client's authority, not yet acknowledged
 //! - `GET  /v1/inbox/{id}` — one opened message (XML)
 //! - `POST /v1/inbox/{id}/ack` — the client took it: `delivered`, notice to the sender
+//! - `GET  /v1/inbox/{id}/attachments` and `…/attachments/{n}` — files that travelled with it
 //! - `POST /xta/{management,send,msgbox}` — the XTA 2 ports (`xta.rs`)
 //!
 //! Every error is a [`Problem`]. Authentication: `Authorization: Bearer TOKEN`.
@@ -33,6 +34,8 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/inbox", get(inbox))
         .route("/v1/inbox/{id}", get(inbox_item))
         .route("/v1/inbox/{id}/ack", post(ack))
+        .route("/v1/inbox/{id}/attachments", get(attachment_list))
+        .route("/v1/inbox/{id}/attachments/{n}", get(attachment))
         .merge(super::xta::routes())
         .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
         .with_state(ctx)
@@ -211,6 +214,65 @@ async fn inbox_item(
         .ok_or_else(|| Problem::new(Code::NotFound, "the payload was purged"))?;
     let payload = super::for_client(client, payload, &ctx.registry).await?;
     Ok(xml_response(StatusCode::OK, payload))
+}
+
+/// The attachments that travelled with an inbox message (none for most).
+async fn attachments_of(ctx: &Ctx, client: &Client, id: &str) -> Result<Vec<crate::envelope::Attachment>, Problem> {
+    inbox_message(ctx, client, id).await?;
+    match ctx.store.blob(id, Blob::Attachments).await.map_err(store_problem)? {
+        Some(b) => crate::envelope::decode_attachments(&b),
+        None => Ok(Vec::new()),
+    }
+}
+
+async fn attachment_list(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    let list: Vec<_> = attachments_of(&ctx, client, &id)
+        .await?
+        .iter()
+        .enumerate()
+        .map(|(n, a)| {
+            json!({
+                "content_type": a.content_type,
+                "filename": a.filename,
+                "size": a.data.len(),
+                "href": format!("/v1/inbox/{id}/attachments/{n}"),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"attachments": list})).into_response())
+}
+
+async fn attachment(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    Path((id, n)): Path<(String, usize)>,
+) -> Result<Response, Problem> {
+    let client = authenticate(&ctx, &headers)?;
+    let a = attachments_of(&ctx, client, &id)
+        .await?
+        .into_iter()
+        .nth(n)
+        .ok_or_else(|| Problem::new(Code::NotFound, format!("message {id} has no attachment {n}")))?;
+    // The client's own bytes back to it: served as a download, never rendered.
+    let media = axum::http::HeaderValue::from_str(&a.content_type)
+        .unwrap_or(axum::http::HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, media),
+            (
+                header::CONTENT_DISPOSITION,
+                axum::http::HeaderValue::from_static("attachment"),
+            ),
+        ],
+        a.data,
+    )
+        .into_response())
 }
 
 async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {

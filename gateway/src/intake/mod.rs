@@ -213,22 +213,22 @@ pub enum Submitted {
 
 /// Checks and durably stores a client's submission (counted in the metrics by outcome).
 pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
-    submit_as(ctx, client, bytes, None, None, &|_| Ok(())).await
+    submit_as(ctx, client, bytes, None, Vec::new(), &|_| Ok(())).await
 }
 
-/// [`submit`] for a wire format that brings more: an id the client chose, metadata to keep
-/// with the message, and a check of that metadata against the checked message (`agrees`),
-/// run after every other check and before the commit.
+/// [`submit`] for a wire format that brings more: an id the client chose, blobs to keep with
+/// the message (XTA's metadata, attachments), and a check of what it brought against the
+/// checked message (`agrees`), run after every other check and before the commit.
 pub async fn submit_as(
     ctx: &Ctx,
     client: &Client,
     bytes: Arc<[u8]>,
     id: Option<String>,
-    xta_metadata: Option<Vec<u8>>,
+    keep: Vec<(crate::store::Blob, Vec<u8>)>,
     agrees: &(dyn Fn(&Checked) -> Result<(), Problem> + Sync),
 ) -> Result<Submitted, Problem> {
     let started = std::time::Instant::now();
-    let result = submit_uncounted(ctx, client, bytes, id, xta_metadata, agrees).await;
+    let result = submit_uncounted(ctx, client, bytes, id, keep, agrees).await;
     let outcome = match &result {
         Ok(Submitted::Accepted(_)) => "accepted",
         Ok(Submitted::AlreadyAccepted(_)) => "duplicate",
@@ -243,7 +243,7 @@ async fn submit_uncounted(
     client: &Client,
     bytes: Arc<[u8]>,
     id: Option<String>,
-    xta_metadata: Option<Vec<u8>>,
+    keep: Vec<(crate::store::Blob, Vec<u8>)>,
     agrees: &(dyn Fn(&Checked) -> Result<(), Problem> + Sync),
 ) -> Result<Submitted, Problem> {
     let checked = check(ctx, client, &bytes).await?;
@@ -263,7 +263,7 @@ async fn submit_uncounted(
             reader: checked.header.reader.clone(),
             partner_node: checked.partner_node.clone(),
             payload: checked.payload.to_vec(),
-            xta_metadata,
+            keep,
             deadline,
         })
         .await

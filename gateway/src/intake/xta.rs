@@ -787,15 +787,17 @@ async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
             "only a ContentContainer is accepted: the node checks the message against its schema, so it cannot take content encrypted by the author (xenc:EncryptedData)",
         )
     })?;
-    if child(content, XTA_NS, "Attachment").is_some() {
-        return Err(invalid("attachments are not carried yet: send the XÖV message alone").into());
-    }
     let message = child(content, XTA_NS, "Message").ok_or_else(|| invalid("ContentContainer has no Message"))?;
     let bytes = call.request.content(message)?;
-    if bytes.len() > ctx.config.limits.max_bytes {
+    let attachments = attachments(call, content)?;
+    let total = bytes.len() + attachments.iter().map(|a| a.data.len()).sum::<usize>();
+    if total > ctx.config.limits.max_bytes {
         return Err(Problem::new(
             Code::LimitExceeded,
-            format!("the message exceeds {} bytes", ctx.config.limits.max_bytes),
+            format!(
+                "the message and its attachments exceed {} bytes",
+                ctx.config.limits.max_bytes
+            ),
         )
         .into());
     }
@@ -810,16 +812,41 @@ async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
     // The namespace of what the client sent (a legacy format's own, before its transform).
     let submitted_ns = root_namespace(&bytes).unwrap_or_default();
     let agrees = |c: &super::Checked| metadata_agrees(&meta, &submitted_ns, c);
-    super::submit_as(
-        ctx,
-        &call.client,
-        Arc::from(bytes),
-        Some(id),
-        Some(meta_xml.into_bytes()),
-        &agrees,
-    )
-    .await?;
+    let mut keep = vec![(Blob::XtaMetadata, meta_xml.into_bytes())];
+    if !attachments.is_empty() {
+        keep.push((Blob::Attachments, crate::envelope::encode_attachments(&attachments)));
+    }
+    super::submit_as(ctx, &call.client, Arc::from(bytes), Some(id), keep, &agrees).await?;
     Ok((String::new(), String::new(), Vec::new()))
+}
+
+/// The `Attachment`s of a ContentContainer: opaque files that travel with the message, signed
+/// and encrypted with it, never parsed.
+fn attachments(call: &Call, content: Node<'_, '_>) -> Result<Vec<crate::envelope::Attachment>, Failure> {
+    let nodes: Vec<Node<'_, '_>> = content
+        .children()
+        .filter(|c| c.has_tag_name((XTA_NS, "Attachment")))
+        .collect();
+    if nodes.len() > crate::envelope::MAX_ATTACHMENTS {
+        return Err(Problem::new(
+            Code::LimitExceeded,
+            format!("at most {} attachments per message", crate::envelope::MAX_ATTACHMENTS),
+        )
+        .into());
+    }
+    nodes
+        .into_iter()
+        .map(|n| {
+            let short = |name: &str| n.attribute(name).filter(|v| !v.is_empty() && v.len() <= 255);
+            let content_type = short("contentType")
+                .ok_or_else(|| invalid("an Attachment needs a contentType of at most 255 characters"))?;
+            Ok(crate::envelope::Attachment {
+                content_type: content_type.to_owned(),
+                filename: short("filename").map(str::to_owned),
+                data: call.request.content(n)?,
+            })
+        })
+        .collect()
 }
 
 /// The metadata must say what the message's own header says.
@@ -1062,11 +1089,33 @@ async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
     let travelled = m.remote_id.clone().unwrap_or_else(|| m.id.clone());
     let pending = items.iter().filter(|x| position(x) > position(&m)).count();
     let cid = format!("message.{travelled}@poststelle");
+    let mut parts = Vec::new();
+    let mut attached = String::new();
+    if let Some(b) = ctx.store.blob(&m.id, Blob::Attachments).await.map_err(store_problem)? {
+        for (i, a) in crate::envelope::decode_attachments(&b)?.into_iter().enumerate() {
+            let acid = format!("attachment{i}.{travelled}@poststelle");
+            attached.push_str(&format!(
+                "<xta:Attachment contentType=\"{}\"{}{}>{}</xta:Attachment>",
+                esc(&a.content_type),
+                a.filename
+                    .as_deref()
+                    .map(|f| format!(" filename=\"{}\"", esc(f)))
+                    .unwrap_or_default(),
+                // xs:positiveInteger: no size for an empty file.
+                Some(a.data.len())
+                    .filter(|n| *n > 0)
+                    .map(|n| format!(" size=\"{n}\""))
+                    .unwrap_or_default(),
+                soap::include(&acid)
+            ));
+            parts.push((acid, a.content_type, a.data));
+        }
+    }
     let body = format!(
         "<xta:GenericContentContainer xmlns:xta=\"{XTA_NS}\"><xta:ContentContainer>\
-         <xta:Message contentType=\"application/xml\" filename=\"{travelled}.xml\" size=\"{}\">{}</xta:Message>\
+         <xta:Message contentType=\"application/xml\" filename=\"{travelled}.xml\" size=\"{}\">{}</xta:Message>{attached}\
          </xta:ContentContainer></xta:GenericContentContainer>",
-        payload.len(),
+        payload.len().max(1),
         soap::include(&cid)
     );
     let headers = format!(
@@ -1074,7 +1123,8 @@ async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
         metadata(&m, ns.as_deref()),
         msgbox_response(&request_id(Some(&m)), true, pending)
     );
-    Ok((headers, body, vec![(cid, "application/xml".into(), payload)]))
+    parts.insert(0, (cid, "application/xml".into(), payload));
+    Ok((headers, body, parts))
 }
 
 /// close: the client took these messages (`delivered`, the sender is told). Every id is

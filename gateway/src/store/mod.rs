@@ -262,8 +262,8 @@ pub struct NewOutbound {
     pub reader: String,
     pub partner_node: String,
     pub payload: Vec<u8>,
-    /// The XTA `MessageMetaData` the client sent with it, kept for its transport reports.
-    pub xta_metadata: Option<Vec<u8>>,
+    /// Further blobs stored with it in the same write (XTA metadata, attachments).
+    pub keep: Vec<(Blob, Vec<u8>)>,
     /// End of the retry time-box.
     pub deadline: Millis,
 }
@@ -312,9 +312,11 @@ pub enum Blob {
     Receipt,
     /// Outbound: the partner's latest notice (delivered / refused).
     Notice,
-    /// Outbound over XTA: the client's `MessageMetaData` (metadata only, kept like the
-    /// message's other metadata).
+    /// Outbound over XTA: the client's `MessageMetaData`, kept for its transport reports.
     XtaMetadata,
+    /// Files that travel with the message (`envelope::encode_attachments`): outbound as the
+    /// client sent them, inbound as opened. Content: purged with the payload.
+    Attachments,
 }
 
 /// One atomic transition of a message (see constraint 2).

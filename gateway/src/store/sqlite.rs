@@ -332,6 +332,7 @@ fn blob_name(b: Blob) -> &'static str {
         Blob::Receipt => "receipt",
         Blob::Notice => "notice",
         Blob::XtaMetadata => "xta-metadata",
+        Blob::Attachments => "attachments",
     }
 }
 
@@ -417,8 +418,8 @@ impl Store for SqliteStore {
                 ],
             )?;
             put_blob(conn, &id, Blob::Payload, &m.payload)?;
-            if let Some(meta) = &m.xta_metadata {
-                put_blob(conn, &id, Blob::XtaMetadata, meta)?;
+            for (blob, bytes) in &m.keep {
+                put_blob(conn, &id, *blob, bytes)?;
             }
             insert_event(conn, &id, now, Status::Accepted, None)?;
             insert_job(conn, &id, JobKind::Relay, now)?;
@@ -819,7 +820,7 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let blobs = conn.execute(
                 &format!(
-                    "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata') AND message_id IN
+                    "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata', 'attachments') AND message_id IN
                      (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1)"
                 ),
                 params![payload_before],
@@ -862,7 +863,7 @@ mod tests {
             reader: "psw:2".into(),
             partner_node: "b".into(),
             payload: b"<x/>".to_vec(),
-            xta_metadata: None,
+            keep: Vec::new(),
             deadline: now_millis() + 60_000,
         }
     }

@@ -34,15 +34,17 @@ pub fn sign_own(xml: &[u8], id: &Identity, limits: &Limits) -> Result<Vec<u8>, P
 pub fn seal(
     header: &EnvelopeHeader,
     content: &[u8],
+    attachments: &[envelope::Attachment],
     author: &Identity,
     recipient: &X509,
     node: &Identity,
     limits: &Limits,
 ) -> Result<Vec<u8>, Problem> {
     let signed_content = format!(
-        "<pst:SignedContent xmlns:pst=\"{}\"><pst:Content mediaType=\"application/xml\">{}</pst:Content></pst:SignedContent>",
+        "<pst:SignedContent xmlns:pst=\"{}\"><pst:Content mediaType=\"application/xml\">{}</pst:Content>{}</pst:SignedContent>",
         envelope::NS,
-        B64.encode(content)
+        B64.encode(content),
+        envelope::attachments_xml(attachments)
     );
     let signed_content = sign_own(signed_content.as_bytes(), author, limits)?;
     let body = encrypt::encrypted_data(&signed_content, recipient, profile::AES256_GCM)?;
@@ -75,14 +77,15 @@ pub fn verify_node_signed(xml: &[u8], signer: &X509, policy: &Policy, limits: &L
 }
 
 /// Opens a verified envelope: decrypts the body with the recipient authority's key and
-/// verifies the content signature against the author's certificate; returns the XÖV bytes.
+/// verifies the content signature against the author's certificate; returns the XÖV bytes and
+/// the attachments that travelled with them (all covered by the author's signature).
 pub fn open(
     envelope_xml: &[u8],
     recipient_key: &PKey<Private>,
     author: &X509,
     policy: &Policy,
     limits: &Limits,
-) -> Result<Vec<u8>, Problem> {
+) -> Result<(Vec<u8>, Vec<envelope::Attachment>), Problem> {
     let doc = dom::parse(envelope_xml, limits)?;
     let root = doc.get_root_element().ok_or_else(|| dom::structure("empty envelope"))?;
     let body =
@@ -108,17 +111,41 @@ pub fn open(
         .filter(|r| is(r, envelope::NS, "SignedContent"))
         .ok_or_else(|| Problem::new(Code::EnvelopeInvalid, "the decrypted content is not a SignedContent"))?;
     let kids = elements(&sc);
-    let content = match kids.as_slice() {
-        [c, s] if is(c, envelope::NS, "Content") && is(s, DSIG_NS, "Signature") => c.clone(),
+    let (content, attachments) = match kids.as_slice() {
+        [c, middle @ .., s]
+            if is(c, envelope::NS, "Content")
+                && is(s, DSIG_NS, "Signature")
+                && middle.iter().all(|a| is(a, envelope::NS, "Attachment"))
+                && middle.len() <= envelope::MAX_ATTACHMENTS =>
+        {
+            (c.clone(), middle.to_vec())
+        }
         _ => {
             return Err(Problem::new(
                 Code::EnvelopeInvalid,
-                "SignedContent must hold Content and Signature",
+                "SignedContent must hold Content, then attachments, then Signature",
             ));
         }
     };
-    B64.decode(dom::compact_text(&content).as_bytes())
-        .map_err(|_| Problem::new(Code::EnvelopeInvalid, "the content is not base64"))
+    let not_base64 = |what: &str| Problem::new(Code::EnvelopeInvalid, format!("the {what} is not base64"));
+    let content = B64
+        .decode(dom::compact_text(&content).as_bytes())
+        .map_err(|_| not_base64("content"))?;
+    let attachments = attachments
+        .iter()
+        .map(|a| {
+            Ok(envelope::Attachment {
+                content_type: a
+                    .get_attribute("contentType")
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                filename: a.get_attribute("filename"),
+                data: B64
+                    .decode(dom::compact_text(a).as_bytes())
+                    .map_err(|_| not_base64("attachment"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    Ok((content, attachments))
 }
 
 /// A node's security material, loaded and checked at start: its own identity (TLS key, which
