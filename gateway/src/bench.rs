@@ -84,6 +84,48 @@ pub enum Via {
     Xta,
 }
 
+/// One REST submission: the message id, or the HTTP status (0: no answer).
+async fn submit_rest(https: &reqwest::Client, api: &str, token: &str, body: &str) -> Result<String, u16> {
+    let r = https
+        .post(format!("{api}/v1/messages"))
+        .bearer_auth(token)
+        .header("content-type", "application/xml")
+        .body(body.to_owned())
+        .send()
+        .await
+        .map_err(|_| 0u16)?;
+    if !r.status().is_success() {
+        return Err(r.status().as_u16());
+    }
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    Ok(v["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// One XTA submission: createMessageId once per message (`id` keeps it, so a retry sends the
+/// same id again, which is idempotent), then sendMessage with MTOM. The Poststelle id, or the
+/// HTTP status (0: no answer).
+async fn submit_xta(
+    xta: &crate::xta_client::XtaClient,
+    id: &mut Option<String>,
+    body: &str,
+    reader: &str,
+    kind: &crate::xta_client::MessageKind,
+) -> Result<String, u16> {
+    let xta_id = match id {
+        Some(i) => i.clone(),
+        None => match xta.create_id().await {
+            Ok(Ok(i)) => id.insert(i).clone(),
+            Ok(Err((status, _))) => return Err(status),
+            Err(_) => return Err(0),
+        },
+    };
+    match xta.send(body.as_bytes().to_vec(), reader, kind, &xta_id).await {
+        Ok(Ok(_)) => Ok(xta_id.trim_start_matches(crate::intake::xta::ID_PREFIX).to_owned()),
+        Ok(Err((status, _))) => Err(status),
+        Err(_) => Err(0),
+    }
+}
+
 /// The demo message every bench message is made from (a → b in the demo network).
 const TEMPLATE: &str = "fixtures/messages/xumzug/valid/rueckmeldung-erika-mustermann.xml";
 const TEMPLATE_UUID: &str = "dfef3ee4-72a5-465b-9373-a31f18e85d70";
@@ -412,61 +454,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 let mut xta_id: Option<String> = None;
                 loop {
                     counters.submits.fetch_add(1, Ordering::Relaxed);
-                    if let Some(xta) = &xta {
-                        // One id per message; a retry sends the same id again (idempotent).
-                        let outcome = match &xta_id {
-                            Some(id) => Ok(id.clone()),
-                            None => match xta.create_id().await {
-                                Ok(Ok(id)) => {
-                                    xta_id = Some(id.clone());
-                                    Ok(id)
-                                }
-                                Ok(Err((status, _))) => Err(status),
-                                Err(_) => Err(0),
-                            },
-                        };
-                        let sent = match outcome {
-                            Ok(id) => match xta.send(body.clone().into_bytes(), &reader, &kind, &id).await {
-                                Ok(Ok(_)) => Ok(id),
-                                Ok(Err((status, _))) => Err(status),
-                                Err(_) => Err(0),
-                            },
-                            Err(status) => Err(status),
-                        };
-                        match sent {
-                            Ok(id) => {
-                                let id = id.trim_start_matches(crate::intake::xta::ID_PREFIX).to_owned();
-                                ledger
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .accepted
-                                    .insert(uuid.clone(), (id, t0));
-                                break;
-                            }
-                            Err(503) => {
-                                counters.overloaded.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(status) if (400..500).contains(&status) => {
-                                counters.refused.fetch_add(1, Ordering::Relaxed);
-                                break;
-                            }
-                            Err(_) => {}
-                        }
-                        counters.retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100 + random_below(200))).await;
-                        continue;
-                    }
-                    let r = https
-                        .post(format!("{}/v1/messages", from.api))
-                        .bearer_auth(&token)
-                        .header("content-type", "application/xml")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => {
-                            let v: Value = r.json().await.unwrap_or(Value::Null);
-                            let id = v["id"].as_str().unwrap_or_default().to_owned();
+                    let outcome = match &xta {
+                        Some(xta) => submit_xta(xta, &mut xta_id, &body, &reader, &kind).await,
+                        None => submit_rest(&https, &from.api, &token, &body).await,
+                    };
+                    match outcome {
+                        Ok(id) => {
                             ledger
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -474,14 +467,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                                 .insert(uuid.clone(), (id, t0));
                             break;
                         }
-                        Ok(r) if r.status().as_u16() == 503 => {
+                        Err(503) => {
                             counters.overloaded.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(r) if r.status().is_client_error() => {
+                        Err(status) if (400..500).contains(&status) => {
                             counters.refused.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
-                        _ => {}
+                        Err(_) => {}
                     }
                     counters.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(100 + random_below(200))).await;

@@ -138,6 +138,19 @@ fn verify_peer(
     true
 }
 
+/// The TLS profile both sides share: security level, TLS 1.2+ with ECDHE + AES-GCM, our node
+/// identity, and the configured CA as the only trust anchor.
+fn profile(b: &mut openssl::ssl::SslContextBuilder, cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<()> {
+    b.set_security_level(SECURITY_LEVEL);
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    b.set_cipher_list(TLS12_CIPHERS)?;
+    b.set_certificate_chain_file(cert)?;
+    b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    b.check_private_key()?;
+    b.set_ca_file(ca)?;
+    Ok(())
+}
+
 /// Builds a server-side acceptor. `require_client_cert` makes the handshake fail without one.
 pub fn acceptor(
     cert: &Path,
@@ -147,13 +160,7 @@ pub fn acceptor(
     policy: PeerPolicy,
 ) -> anyhow::Result<SslAcceptor> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    b.set_security_level(SECURITY_LEVEL);
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    b.set_cipher_list(TLS12_CIPHERS)?;
-    b.set_certificate_chain_file(cert)?;
-    b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
-    b.check_private_key()?;
-    b.set_ca_file(ca)?;
+    profile(&mut b, cert, key, ca)?;
     let mode = if require_client_cert {
         SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
     } else {
@@ -278,13 +285,7 @@ pub fn relay_client(
         pinned.insert((uri.host().unwrap_or_default().to_ascii_lowercase(), port), *fp);
     }
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
-    b.set_security_level(SECURITY_LEVEL);
-    b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    b.set_cipher_list(TLS12_CIPHERS)?;
-    b.set_certificate_chain_file(cert)?;
-    b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
-    b.check_private_key()?;
-    b.set_ca_file(ca)?;
+    profile(&mut b, cert, key, ca)?;
     b.set_verify(SslVerifyMode::PEER);
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);

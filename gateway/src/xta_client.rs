@@ -60,21 +60,25 @@ fn envelope(action: &str, to: &str, header: &str, body: &str) -> String {
 pub type Outcome = Result<String, (u16, String)>;
 
 impl XtaClient {
-    /// createMessageId: a fresh message id from the node.
-    pub async fn create_id(&self) -> anyhow::Result<Outcome> {
+    /// One plain SOAP 1.2 call to the Management port as this client's authority: (HTTP
+    /// status, answer).
+    async fn management(&self, action: &str, body: &str) -> anyhow::Result<(u16, String)> {
         let to = format!("{}/xta/management", self.api);
         let header = format!("<m:Author>{}</m:Author>", identifier(&self.author));
-        let xml = envelope("http://www.xta.de/XTA/CreateMessageID", &to, &header, "");
         let r = self
             .http
             .post(&to)
             .bearer_auth(&self.token)
             .header("content-type", "application/soap+xml; charset=utf-8")
-            .body(xml)
+            .body(envelope(action, &to, &header, body))
             .send()
             .await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    /// createMessageId: a fresh message id from the node.
+    pub async fn create_id(&self) -> anyhow::Result<Outcome> {
+        let (status, text) = self.management("http://www.xta.de/XTA/CreateMessageID", "").await?;
         if status != 200 {
             return Ok(Err((status, text)));
         }
@@ -143,35 +147,5 @@ impl XtaClient {
         let status = r.status().as_u16();
         let text = r.text().await?;
         Ok(if status == 200 { Ok(text) } else { Err((status, text)) })
-    }
-
-    /// getTransportReport: the traffic light (0 in progress, 1 delivered, 3 ended without).
-    pub async fn report_status(&self, id: &str) -> anyhow::Result<Option<u8>> {
-        let to = format!("{}/xta/management", self.api);
-        let header = format!("<m:Author>{}</m:Author>", identifier(&self.author));
-        let xml = envelope(
-            "http://www.xta.de/XTA/GetTransportReport",
-            &to,
-            &header,
-            &format!("<wsa:MessageID>{}</wsa:MessageID>", esc(id)),
-        );
-        let r = self
-            .http
-            .post(&to)
-            .bearer_auth(&self.token)
-            .header("content-type", "application/soap+xml; charset=utf-8")
-            .body(xml)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            return Ok(None);
-        }
-        let text = r.text().await?;
-        let doc = roxmltree::Document::parse(&text).context("getTransportReport answer")?;
-        Ok(doc
-            .descendants()
-            .find(|n| n.has_tag_name((XTA_NS, "Status")))
-            .and_then(|n| n.text())
-            .and_then(|t| t.trim().parse().ok()))
     }
 }

@@ -120,6 +120,11 @@ fn issue(cn: &str, key: &PKey<Private>, issuer: (&X509, &PKey<Private>), kind: K
     b.build()
 }
 
+/// A node certificate "poststelle node b" for `key`, issued by the network's transport CA.
+fn node_b_cert(key: &PKey<Private>, ca: &(X509, PKey<Private>), digest: MessageDigest) -> X509 {
+    issue("poststelle node b", key, (&ca.0, &ca.1), Kind::Node, digest)
+}
+
 fn write_pem(path: &Path, certs: &[&X509]) -> PathBuf {
     let mut pem = Vec::new();
     for c in certs {
@@ -274,7 +279,7 @@ fn a_node_refuses_to_start_with_a_weak_partner_certificate_and_names_the_file() 
     ];
     let mut current = "../b/node.pem".to_string();
     for (file, key, digest, named) in cases {
-        let cert = issue("poststelle node b", key, (&ca.0, &ca.1), Kind::Node, digest);
+        let cert = node_b_cert(key, &ca, digest);
         write_pem(&node_dir(&net, 0).join(file), &[&cert]);
         net.edit_config(0, |t| {
             let from = format!("certificate = \"{current}\"");
@@ -340,27 +345,9 @@ async fn the_transport_listener_refuses_weak_client_certificates_in_the_handshak
     let b_key = load_key(&b_dir.join("node.key"));
     let genuine = load_cert(&b_dir.join("node.pem"));
     let weak_key = rsa(2048);
-    let sha1 = issue(
-        "poststelle node b",
-        &b_key,
-        (&ca.0, &ca.1),
-        Kind::Node,
-        MessageDigest::sha1(),
-    );
-    let md5 = issue(
-        "poststelle node b",
-        &b_key,
-        (&ca.0, &ca.1),
-        Kind::Node,
-        MessageDigest::md5(),
-    );
-    let small = issue(
-        "poststelle node b",
-        &weak_key,
-        (&ca.0, &ca.1),
-        Kind::Node,
-        MessageDigest::sha256(),
-    );
+    let sha1 = node_b_cert(&b_key, &ca, MessageDigest::sha1());
+    let md5 = node_b_cert(&b_key, &ca, MessageDigest::md5());
+    let small = node_b_cert(&weak_key, &ca, MessageDigest::sha256());
     let ca_file = dir.join("ca.pem");
     let attempts = tokio::task::spawn_blocking(move || {
         [
@@ -440,21 +427,9 @@ async fn the_relay_refuses_a_partner_presenting_a_weak_or_another_nodes_certific
     let b_dir = node_dir(&net, 1);
     let b_key = load_key(&b_dir.join("node.key"));
     let genuine = load_cert(&b_dir.join("node.pem"));
-    let sha1 = issue(
-        "poststelle node b",
-        &b_key,
-        (&ca.0, &ca.1),
-        Kind::Node,
-        MessageDigest::sha1(),
-    );
+    let sha1 = node_b_cert(&b_key, &ca, MessageDigest::sha1());
     let weak_key = rsa(2048);
-    let small = issue(
-        "poststelle node b",
-        &weak_key,
-        (&ca.0, &ca.1),
-        Kind::Node,
-        MessageDigest::sha256(),
-    );
+    let small = node_b_cert(&weak_key, &ca, MessageDigest::sha256());
     let presented: Presented = Arc::new(Mutex::new((sha1, b_key.clone())));
     let counts = Arc::new(Mutex::new((0usize, 0usize)));
     fake_partner(listener, dir.join("ca.pem"), presented.clone(), counts.clone());
