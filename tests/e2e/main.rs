@@ -17,6 +17,7 @@ mod partner_auth;
 mod push;
 mod relay;
 mod security;
+mod soap_props;
 mod weak_certs;
 mod xbeteiligung;
 mod xmlsec_attacks;

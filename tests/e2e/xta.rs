@@ -660,3 +660,40 @@ async fn a_client_sees_only_its_own_messages() {
     let report = za.ok(&["report", "--message-id", &id]);
     assert_eq!(report["status"], 0, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_format_goes_over_xta_as_the_standard_it_maps_to() {
+    let net = Net::init(2);
+    for i in 0..2 {
+        net.use_adapters(i, &[repo().join("manifests/umzug-legacy")]);
+    }
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    // b's client speaks the flat legacy format (in no namespace); the Fortschreibung goes to a.
+    let zb = Zeep::of(&net, 1);
+    let za = Zeep::of(&net, 0);
+    let legacy = repo().join("manifests/umzug-legacy/fixtures/valid/fortschreibung-umlaute-eszett.xml");
+    let reader = net.node(0).authorities[0].clone();
+    let id = zb.create_id();
+    // payloadSchema names the standard the legacy document maps to (it has no namespace).
+    let (code, v) = zb.send(&legacy, &reader, &xumzug_meta("0102"), &id, &[]);
+    assert_eq!(code, 0, "a legacy document over XTA: {v}");
+    za.wait_listed(&id);
+    let out = za.dir.join("standard.xml");
+    za.ok(&["get", "--message-id", &id, "--out", out.to_str().unwrap()]);
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        got.contains("urn:poststelle:demo:xumzug:1.0") && got.contains("umzug.Fortschreibung.0102"),
+        "XUmzug travelled, not the legacy format: {got}"
+    );
+    // A payloadSchema that is neither the document's nor its standard's is refused.
+    let wrong = Meta {
+        payload_schema: "urn:something:else".into(),
+        ..xumzug_meta("0102")
+    };
+    fault(
+        zb.send(&legacy, &reader, &wrong, &zb.create_id(), &[]),
+        "MessageSchemaViolationException",
+        "header-invalid",
+    );
+}

@@ -868,7 +868,10 @@ fn metadata_agrees(meta: &SendMeta, submitted_ns: &str, c: &super::Checked) -> R
     {
         return Err(mismatch("message type code", &meta.type_code, code));
     }
-    if meta.payload_schema != submitted_ns {
+    // payloadSchema names the submitted document's namespace, or (for a legacy format, whose
+    // documents may be in no namespace at all) the standard its adapter maps it to.
+    let standard_ns = root_namespace(&c.payload).unwrap_or_default();
+    if meta.payload_schema != submitted_ns && meta.payload_schema != standard_ns {
         return Err(mismatch("payloadSchema", &meta.payload_schema, submitted_ns));
     }
     Ok(())
