@@ -321,21 +321,30 @@ fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, F
         .filter(|b| !b.is_empty() && b.len() <= 200)
         .ok_or_else(|| bad(Code::InvalidRequest, "multipart/related without a boundary"))?;
     let start = params.get("start").map(|s| s.trim_matches(['<', '>']).to_owned());
-    let delimiter = format!("--{boundary}");
-    let finder = memchr::memmem::Finder::new(delimiter.as_bytes());
-    let positions: Vec<usize> = finder.find_iter(body).collect();
+    // RFC 2046 §5.1.1: a delimiter is CRLF "--" boundary (the first may open the body), so
+    // "--boundary" inside a part's bytes, not at a line start, is content.
+    let dash = format!("--{boundary}");
+    let mut positions: Vec<usize> = Vec::new();
+    if body.starts_with(dash.as_bytes()) {
+        positions.push(0);
+    }
+    let line_delimiter = format!("\r\n{dash}");
+    let finder = memchr::memmem::Finder::new(line_delimiter.as_bytes());
+    positions.extend(finder.find_iter(body).map(|p| p + 2));
     if positions.len() < 2 {
         return Err(bad(Code::InvalidRequest, "the multipart body has no complete part"));
     }
     let mut root: Option<(Vec<u8>, Option<String>)> = None;
     let mut parts = HashMap::new();
     for w in positions.windows(2) {
-        let mut part = &body[w[0] + delimiter.len()..w[1]];
+        // From after this delimiter to the CRLF that starts the next one.
+        let mut part = body
+            .get(w[0] + dash.len()..w[1] - 2)
+            .ok_or_else(|| bad(Code::InvalidRequest, "the multipart delimiters overlap"))?;
         if part.starts_with(b"--") {
             break;
         }
         part = part.strip_prefix(b"\r\n").unwrap_or(part);
-        part = part.strip_suffix(b"\r\n").unwrap_or(part);
         let split = memchr::memmem::find(part, b"\r\n\r\n")
             .ok_or_else(|| bad(Code::InvalidRequest, "a MIME part has no header end"))?;
         let head = std::str::from_utf8(&part[..split])
@@ -516,6 +525,22 @@ mod tests {
         let doc = req.parse(&Limits::default()).unwrap();
         let m = doc.descendants().find(|n| n.has_tag_name("m")).unwrap();
         assert_eq!(req.content(m).unwrap(), "<x>ä</x>".as_bytes());
+    }
+
+    #[test]
+    fn the_boundary_inside_a_part_but_not_at_a_line_start_is_content() {
+        let env = format!(
+            "<env:Envelope xmlns:env=\"{SOAP_NS}\"><env:Body><m>{}</m></env:Body></env:Envelope>",
+            include("p")
+        );
+        let body = format!(
+            "--b1\r\nContent-Type: application/xop+xml\r\nContent-ID: <root>\r\n\r\n{env}\r\n\
+             --b1\r\nContent-ID: <p>\r\n\r\nx--b1y\r\n\r\n--b1--\r\n"
+        );
+        let req = read("multipart/related; boundary=b1; start=\"<root>\"", body.as_bytes()).unwrap();
+        let doc = req.parse(&Limits::default()).unwrap();
+        let m = doc.descendants().find(|n| n.has_tag_name("m")).unwrap();
+        assert_eq!(req.content(m).unwrap(), b"x--b1y\r\n");
     }
 
     #[test]
