@@ -76,13 +76,14 @@ async function main(state) {
   await page.fill('#token', token);
   await page.click('#login');
   // either the first refresh has been shown, or the form is back with a message (401)
-  await page.waitForFunction(
+  // Polled with page.evaluate, not page.waitForFunction: the latter's in-page polling evaluates
+  // the predicate as a string, which the dashboard's CSP (no 'unsafe-eval') refuses whenever
+  // the condition is not true at once.
+  await until('the first refresh or the login message', 15_000, () => page.evaluate(
     () => (/^\d+$/.test(document.querySelector('[data-testid="tile-delivered"]')?.textContent || '')
       && Number(document.querySelector('#updated')?.dataset.count || 0) > 0)
       || (!document.querySelector('#login-view').hidden && document.querySelector('#login-msg').textContent),
-    null,
-    { timeout: 15_000 },
-  );
+  ), 100);
   if (await page.locator('#login-view').isVisible()) {
     throw new Error(`still on the login form after logging in: ${await page.textContent('#login-msg')}`);
   }
@@ -107,7 +108,8 @@ async function main(state) {
   async function refreshPage() {
     const before = await refreshCount();
     await nudge();
-    await page.waitForFunction((n) => Number(document.querySelector('#updated').dataset.count) > n, before, { timeout: 15_000 });
+    await until('the next refresh', 15_000, () => page.evaluate(
+      (n) => Number(document.querySelector('#updated').dataset.count) > n, before), 100);
   }
   function expected(status, queues, dlq) {
     const o = (status.counts && status.counts.outbound) || {};
