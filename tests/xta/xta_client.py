@@ -52,7 +52,7 @@ PORTS = {
 
 # MsgBoxRequestID is required on MsgBoxGetNextRequest and MsgBoxCloseRequest;
 # a stateless CLI sends this unless --request-id is given.
-DEFAULT_REQUEST_ID = "urn:poststelle:msgbox:none"
+DEFAULT_REQUEST_ID = "urn:poststelle:msgbox:start"
 
 
 def _exact_attachment_content(self):

@@ -228,7 +228,12 @@ pub async fn submit_as(
     agrees: &(dyn Fn(&Checked) -> Result<(), Problem> + Sync),
 ) -> Result<Submitted, Problem> {
     let started = std::time::Instant::now();
-    let result = submit_uncounted(ctx, client, bytes, id, keep, agrees).await;
+    let result = async {
+        let checked = check(ctx, client, &bytes).await?;
+        agrees(&checked)?;
+        commit(ctx, client, &bytes, checked, id, keep).await
+    }
+    .await;
     let outcome = match &result {
         Ok(Submitted::Accepted(_)) => "accepted",
         Ok(Submitted::AlreadyAccepted(_)) => "duplicate",
@@ -238,17 +243,16 @@ pub async fn submit_as(
     result
 }
 
-async fn submit_uncounted(
+/// Stores a checked submission durably (the digest is of what the client sent).
+async fn commit(
     ctx: &Ctx,
     client: &Client,
-    bytes: Arc<[u8]>,
+    bytes: &[u8],
+    checked: Checked,
     id: Option<String>,
     keep: Vec<(crate::store::Blob, Vec<u8>)>,
-    agrees: &(dyn Fn(&Checked) -> Result<(), Problem> + Sync),
 ) -> Result<Submitted, Problem> {
-    let checked = check(ctx, client, &bytes).await?;
-    agrees(&checked)?;
-    let digest = crate::envelope::hex(&crate::envelope::sha256(&bytes));
+    let digest = crate::envelope::hex(&crate::envelope::sha256(bytes));
     crate::failpoint!("intake.before_commit");
     let deadline = crate::store::now_millis() + ctx.config.relay.retry_window.as_millis() as i64;
     let outcome = ctx

@@ -252,13 +252,15 @@ fn classify(p: &Problem) -> (Exception, u32, &'static str) {
 /// operation's `InvalidMessageIDException` where it has one, anything else as a plain SOAP
 /// fault with the problem.
 fn fault(op: Operation, p: &Problem) -> Fault {
-    let (mut exception, mut number, mut name) = classify(p);
-    if !op.faults.contains(&exception) && op.faults.contains(&E::InvalidMessageId) && p.code == Code::InvalidRequest {
-        (exception, number, name) = (E::InvalidMessageId, 9070, "MessageID für den Account nicht bekannt.");
+    let mut class = classify(p);
+    if !op.faults.contains(&class.0) && op.faults.contains(&E::InvalidMessageId) && p.code == Code::InvalidRequest {
+        class = (E::InvalidMessageId, 9070, "MessageID für den Account nicht bekannt.");
     }
-    if exception == E::SyncAsync {
-        (number, name) = (9080, "Der Dienst wird nur asynchron angeboten.");
-    }
+    fault_as(op, class, p)
+}
+
+/// The operation's fault as this exception and Fehlernummer.
+fn fault_as(op: Operation, (exception, number, name): (Exception, u32, &str), p: &Problem) -> Fault {
     if !op.faults.contains(&exception) {
         let mut f = Fault::from_problem(p);
         f.action = op.action.into();
@@ -765,17 +767,9 @@ fn send_meta<'a, 'i>(header: Node<'a, 'i>) -> Result<(SendMeta, Node<'a, 'i>), P
 
 async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
     if p.op == SEND_MESSAGE_SYNC {
-        let mut f = fault(
-            SEND_MESSAGE_SYNC,
-            &invalid("synchronous sending is not offered: partners answer asynchronously; use sendMessage"),
-        );
-        f.subcode = Some((XTA_NS, E::SyncAsync.element().to_owned()));
-        f.detail = format!(
-            "<xta:SyncAsyncException xmlns:xta=\"{XTA_NS}\"><xta:errorCode listURI=\"{FEHLERNUMMER}\" listVersionID=\"1.0\">\
-             <code>9080</code><name>Der Dienst wird nur asynchron angeboten.</name></xta:errorCode></xta:SyncAsyncException>{}",
-            problem_xml(&invalid("synchronous sending is not offered; use sendMessage"))
-        );
-        return Err(f.into());
+        let p = invalid("synchronous sending is not offered: partners answer asynchronously; use sendMessage");
+        let class = (E::SyncAsync, 9080, "Der Dienst wird nur asynchron angeboten.");
+        return Err(fault_as(SEND_MESSAGE_SYNC, class, &p).into());
     }
     let (meta, meta_node) = send_meta(p.header)?;
     own_authority(&meta.author, &call.client)?;
@@ -975,18 +969,17 @@ fn msgbox_response(request_id: &str, found: bool, pending: usize) -> String {
 
 /// MsgBoxRequestIDs carry where a "next" request continues: the place of the last entry
 /// handed out in the MsgBox's order (`start`: from the beginning).
-fn request_id(after: Option<&Message>) -> String {
+fn request_id(after: Option<(i64, &str)>) -> String {
     match after {
-        Some(m) => format!("urn:poststelle:msgbox:{}:{}", m.created_at, m.id),
+        Some((at, id)) => format!("urn:poststelle:msgbox:{at}:{id}"),
         None => "urn:poststelle:msgbox:start".into(),
     }
 }
 
-/// The place a MsgBoxRequestID continues after. `…:none` is what stateless clients send
-/// before they have one; it starts from the beginning.
+/// The place a MsgBoxRequestID continues after (`None`: from the beginning).
 fn after_of(request_id: &str) -> Result<Option<(i64, String)>, Problem> {
     let rest = request_id.strip_prefix("urn:poststelle:msgbox:");
-    if matches!(rest, Some("start" | "none")) {
+    if rest == Some("start") {
         return Ok(None);
     }
     rest.and_then(|r| r.split_once(':'))
@@ -1038,13 +1031,9 @@ async fn status_list(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered
         .iter()
         .map(|m| metadata(m, standard_namespace(ctx, m).as_deref()))
         .collect();
-    let last = page.last().copied();
-    let id = match last {
-        Some(m) => request_id(Some(m)),
-        None => cursor.map_or_else(
-            || request_id(None),
-            |(at, id)| format!("urn:poststelle:msgbox:{at}:{id}"),
-        ),
+    let id = match page.last() {
+        Some(m) => request_id(Some(position(m))),
+        None => request_id(cursor.as_ref().map(|(at, id)| (*at, id.as_str()))),
     };
     let headers = msgbox_response(&id, !page.is_empty(), rest.len() - page.len());
     Ok((
@@ -1070,10 +1059,7 @@ async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
         match after(&items, &cursor).first() {
             Some(m) => (*m).clone(),
             None => {
-                let id = cursor.map_or_else(
-                    || request_id(None),
-                    |(at, id)| format!("urn:poststelle:msgbox:{at}:{id}"),
-                );
+                let id = request_id(cursor.as_ref().map(|(at, id)| (*at, id.as_str())));
                 return Err(Failure::Problem(
                     Problem::new(Code::NotFound, "the MsgBox holds no further message"),
                     msgbox_response(&id, false, 0),
@@ -1124,7 +1110,7 @@ async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
     let headers = format!(
         "{}{}",
         metadata(&m, ns.as_deref()),
-        msgbox_response(&request_id(Some(&m)), true, pending)
+        msgbox_response(&request_id(Some(position(&m))), true, pending)
     );
     parts.insert(0, (cid, "application/xml".into(), payload));
     Ok((headers, body, parts))
