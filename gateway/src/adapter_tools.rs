@@ -133,7 +133,7 @@ pub fn check_document(registry: &Registry, bytes: &[u8], lenient: bool) -> Resul
         }
         // Code lists and header as at intake, but a consistency failure is a warning here:
         // the document is valid, and the conformance check reports what intake would say.
-        crate::intake::check_codes(adapter.as_ref(), &bytes)?;
+        crate::pipeline::validate::check_codes(adapter.as_ref(), &bytes)?;
         let header = adapter
             .extract_header(&bytes)
             .map_err(|e| Problem::new(Code::HeaderInvalid, e.to_string()))?;

@@ -1,6 +1,9 @@
-//! AMQP 0.9.1 (RabbitMQ) for legacy systems: client intake queues and inbox queues.
+//! AMQP 0.9.1 (RabbitMQ): the node's handle on the broker ([`Broker`]: confirmed publishes,
+//! request/reply calls to partners' transport queues and their answers) and the topology it
+//! declares. It knows no `Ctx`: the connection supervisor (`node/amqp.rs`) wires it to the
+//! consumers of client intake (`intake/amqp.rs`) and partner transport (`partner/amqp.rs`).
 //!
-//! Our own supervisor keeps one connection: connect, declare the topology (idempotent), open a
+//! The supervisor keeps one connection: connect, declare the topology (idempotent), open a
 //! confirm-mode publishing channel and one consuming channel per intake queue, and when anything
 //! fails, drop it all and start again with capped backoff. lapin's automatic recovery is off
 //! (its default). The guarantees are those of the HTTP API:
@@ -27,17 +30,13 @@ use std::time::Duration;
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicNackOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::{RwLock, oneshot, watch};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+use tokio::sync::{RwLock, oneshot};
 
 use crate::config::{Amqp, Client};
-use crate::intake::Submitted;
-use crate::node::Ctx;
-use crate::problem::{Code, Problem};
 
 /// The node's handle on the broker: the current publishing channel and reply queue, if
 /// connected, and the partner requests waiting for their answers.
@@ -52,6 +51,16 @@ pub struct Broker {
 type Answer = oneshot::Sender<(u16, Vec<u8>)>;
 
 impl Broker {
+    /// A new connection's confirm-mode publishing channel, or none (disconnected).
+    pub async fn set_publisher(&self, channel: Option<Channel>) {
+        *self.publisher.write().await = channel;
+    }
+
+    /// A new connection's reply queue for partner answers, or none (disconnected).
+    pub async fn set_reply_queue(&self, name: Option<String>) {
+        *self.reply_queue.write().await = name;
+    }
+
     /// Publishes persistently and waits for the broker's confirm; a publish that no queue takes
     /// is an error. Fails fast when the node is not connected.
     pub async fn publish(
@@ -64,7 +73,7 @@ impl Broker {
         self.publish_with(exchange, routing_key, body, properties, true).await
     }
 
-    async fn publish_with(
+    pub async fn publish_with(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -104,9 +113,46 @@ impl Broker {
         }
         Ok(())
     }
+
+    /// Sends a signed envelope or notice to a partner's transport queue and waits for its answer
+    /// (status, body) on this connection's reply queue.
+    pub async fn call_partner(
+        &self,
+        node_name: &str,
+        queue: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let reply_to = self
+            .reply_queue
+            .read()
+            .await
+            .clone()
+            .ok_or("not connected to the broker")?;
+        let correlation = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        let waiting = || self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting().insert(correlation.clone(), tx);
+        let mut headers = FieldTable::default();
+        headers.insert("x-poststelle-node".into(), long(node_name));
+        let properties = BasicProperties::default()
+            .with_content_type("application/xml".into())
+            .with_reply_to(reply_to.as_str().into())
+            .with_correlation_id(correlation.as_str().into())
+            .with_headers(headers);
+        let outcome = match self.publish("", queue, &body, properties).await {
+            Ok(()) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                _ => Err(format!("no answer on the broker within {} ms", timeout.as_millis())),
+            },
+            Err(e) => Err(e),
+        };
+        waiting().remove(&correlation);
+        outcome
+    }
 }
 
-fn long(s: &str) -> AMQPValue {
+pub fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(s.into())
 }
 
@@ -131,7 +177,7 @@ fn intake_arguments(settings: &Amqp) -> FieldTable {
     t
 }
 
-async fn declare(channel: &Channel, settings: &Amqp, clients: &[Client]) -> Result<(), lapin::Error> {
+pub async fn declare(channel: &Channel, settings: &Amqp, clients: &[Client]) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -184,203 +230,40 @@ async fn declare(channel: &Channel, settings: &Amqp, clients: &[Client]) -> Resu
     Ok(())
 }
 
-/// Runs the supervisor until `shutdown` turns true.
-pub async fn supervise(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let Some(settings) = ctx.config.amqp.clone() else {
-        return;
-    };
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        let outcome = tokio::select! {
-            r = session(&ctx, &settings) => r,
-            _ = shutdown.changed() => Ok(()),
-        };
-        *ctx.broker.publisher.write().await = None;
-        if *shutdown.borrow() {
-            return;
-        }
-        match outcome {
-            Ok(()) => backoff = Duration::from_millis(250),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "broker connection lost");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// One connection's life: returns when the connection or a consumer fails.
-async fn session(ctx: &Arc<Ctx>, settings: &Amqp) -> Result<(), String> {
-    let err = |e: lapin::Error| e.to_string();
-    let conn = Connection::connect(
-        &settings.url,
-        ConnectionProperties::default().with_connection_name(format!("poststelle {}", ctx.config.node_name).into()),
-    )
-    .await
-    .map_err(err)?;
-    let setup = conn.create_channel().await.map_err(err)?;
-    declare(&setup, settings, &ctx.config.clients).await.map_err(err)?;
-    let publisher = conn.create_channel().await.map_err(err)?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(err)?;
-    *ctx.broker.publisher.write().await = Some(publisher);
-    let mut consumers = tokio::task::JoinSet::new();
-    // Answers of partners reached through the broker: a server-named queue of this connection.
-    let replies = conn.create_channel().await.map_err(err)?;
-    let reply_queue = replies
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
-    let reply_consumer = replies
-        .basic_consume(
-            reply_queue.name().clone(),
-            "poststelle-replies".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
-    *ctx.broker.reply_queue.write().await = Some(reply_queue.name().to_string());
-    consumers.spawn(answers(ctx.clone(), reply_consumer));
-    if let Some(queue) = &settings.transport_queue {
-        let channel = conn.create_channel().await.map_err(err)?;
-        channel
-            .basic_qos(settings.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(err)?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "poststelle-transport".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(err)?;
-        consumers.spawn(transport(ctx.clone(), consumer, settings.prefetch));
-    }
-    tracing::info!("connected to the broker");
-    // Deliveries whose outbox work (inbox publishes) waited for the connection go out now.
-    ctx.wake(crate::store::JobKind::Push);
-    for client in ctx.config.clients.iter().filter(|c| c.amqp_intake.is_some()) {
-        let channel = conn.create_channel().await.map_err(err)?;
-        channel
-            .basic_qos(settings.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(err)?;
-        let queue = client.amqp_intake.clone().unwrap_or_default();
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                format!("poststelle-{}", client.name).as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(err)?;
-        let ctx = ctx.clone();
-        let client = client.clone();
-        let settings = settings.clone();
-        consumers.spawn(async move { consume(ctx, client, settings, consumer).await });
-    }
-    // The reply consumer always runs, so this returns when any consumer (or the connection) fails.
-    let result = match consumers.join_next().await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => Err(format!("consumer task failed: {e}")),
-        None => Err("no consumers".to_owned()),
-    };
-    consumers.abort_all();
-    *ctx.broker.reply_queue.write().await = None;
-    let _ = conn.close(200, "reconnecting".into()).await;
-    result
-}
-
-/// Consumes one intake queue, one delivery at a time per task; `prefetch` deliveries are
-/// handled concurrently.
-async fn consume(ctx: Arc<Ctx>, client: Client, settings: Amqp, mut consumer: lapin::Consumer) -> Result<(), String> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(settings.prefetch as usize));
+/// Hands the answers arriving on the reply queue to the requests waiting for them.
+pub async fn answers(broker: Arc<Broker>, mut consumer: lapin::Consumer) -> Result<(), String> {
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery.map_err(|e| e.to_string())?;
-        let permit = limit.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (ctx, client, settings) = (ctx.clone(), client.clone(), settings.clone());
-        tokio::spawn(async move {
-            if let Err(e) = handle(&ctx, &client, &settings, delivery).await {
-                // The delivery stays unacked; the broker redelivers it on the next connection.
-                tracing::warn!(client = %client.name, error = %e, "intake delivery not settled");
-            }
-            drop(permit);
-        });
+        let Some(correlation) = delivery.properties.correlation_id().as_ref().map(|c| c.to_string()) else {
+            continue;
+        };
+        let status = header_str(&delivery, "x-poststelle-status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(502);
+        let waiter = broker
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&correlation);
+        if let Some(tx) = waiter {
+            let _ = tx.send((status, delivery.data));
+        }
     }
-    Err("the broker ended the consumer".into())
+    Err("the broker ended the reply consumer".into())
 }
 
-async fn handle(ctx: &Arc<Ctx>, client: &Client, settings: &Amqp, delivery: Delivery) -> Result<(), String> {
-    let body: Arc<[u8]> = Arc::from(delivery.data.as_slice());
-    // Intake runs in a task of its own: a message that panics it is requeued (and counted by
-    // the broker towards the delivery limit) instead of holding its prefetch slot forever.
-    let outcome = {
-        let (ctx, client) = (ctx.clone(), client.clone());
-        tokio::spawn(async move {
-            crate::failpoint!("amqp.intake");
-            if let Some(marker) = crate::failpoints::value("amqp.poison")
-                && body.windows(marker.len()).any(|w| w == marker.as_bytes())
-            {
-                panic!("fail point amqp.poison: this message crashes intake");
-            }
-            crate::intake::submit(&ctx, &client, body).await
-        })
-        .await
-    };
-    let reply_to = delivery.properties.reply_to().clone();
-    let correlation = delivery.properties.correlation_id().clone();
-    match outcome {
-        Err(e) => {
-            tracing::error!(client = %client.name, panic = e.is_panic(), "intake of a queued message crashed");
-            requeue(delivery, Duration::from_millis(100)).await
-        }
-        Ok(Ok(Submitted::Accepted(id) | Submitted::AlreadyAccepted(id))) => {
-            if let Some(to) = &reply_to {
-                let answer = serde_json::json!({"id": id, "status": "accepted"});
-                reply(ctx, to, correlation.clone(), &answer).await;
-            }
-            settle(delivery.ack(BasicAckOptions::default()).await)
-        }
-        // Transient: back off a little, then let the broker deliver it again.
-        Ok(Err(p)) if matches!(p.code, Code::Overloaded | Code::Internal) => {
-            requeue(delivery, Duration::from_millis(500)).await
-        }
-        Ok(Err(p)) => {
-            refuse(ctx, client, settings, &delivery, &p).await?;
-            if let Some(to) = &reply_to {
-                let answer = serde_json::to_value(&p).unwrap_or_default();
-                reply(ctx, to, correlation, &answer).await;
-            }
-            tracing::info!(client = %client.name, code = %p.code, "queued message refused");
-            settle(delivery.ack(BasicAckOptions::default()).await)
-        }
+pub fn header_str(delivery: &Delivery, name: &str) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
     }
 }
 
 /// Hands a delivery back to the broker after `pause`; the queue's delivery limit bounds how
 /// often, then the broker dead-letters it.
-async fn requeue(delivery: Delivery, pause: Duration) -> Result<(), String> {
+pub async fn requeue(delivery: Delivery, pause: Duration) -> Result<(), String> {
     tokio::time::sleep(pause).await;
     settle(
         delivery
@@ -394,211 +277,10 @@ async fn requeue(delivery: Delivery, pause: Duration) -> Result<(), String> {
 
 /// An ack or nack that did not reach the broker (`false`: the channel is gone) leaves the
 /// delivery unsettled; the broker delivers it again.
-fn settle(r: Result<bool, lapin::Error>) -> Result<(), String> {
+pub fn settle(r: Result<bool, lapin::Error>) -> Result<(), String> {
     match r {
         Ok(true) => Ok(()),
         Ok(false) => Err("the channel closed before the delivery was settled".into()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// Dead-letters a refused delivery ourselves (a broker `reject` cannot carry the reason): a
-/// confirmed copy to the dead-letter exchange with the problem in its headers.
-async fn refuse(ctx: &Ctx, client: &Client, settings: &Amqp, delivery: &Delivery, p: &Problem) -> Result<(), String> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert("x-poststelle-code".into(), long(p.code.as_str()));
-    headers.insert("x-poststelle-detail".into(), long(&p.detail));
-    headers.insert("x-poststelle-client".into(), long(&client.name));
-    headers.insert(
-        "x-poststelle-queue".into(),
-        long(client.amqp_intake.as_deref().unwrap_or_default()),
-    );
-    let properties = delivery.properties.clone().with_headers(headers);
-    ctx.broker
-        .publish(&settings.dead_letter_exchange, "", &delivery.data, properties)
-        .await
-}
-
-/// Answers on the client's `reply_to` queue (best effort: the message's fate does not depend
-/// on it, and the dead-letter queue or the status API still tell).
-async fn reply(ctx: &Ctx, to: &ShortString, correlation: Option<ShortString>, answer: &serde_json::Value) {
-    let mut properties = BasicProperties::default().with_content_type("application/json".into());
-    if let Some(c) = correlation {
-        properties = properties.with_correlation_id(c);
-    }
-    let body = serde_json::to_vec(answer).unwrap_or_default();
-    if let Err(e) = ctx.broker.publish("", to.as_str(), &body, properties).await {
-        tracing::warn!(error = %e, "reply not delivered");
-    }
-}
-
-/// Publishes a received message to a client's inbox queue (confirmed, persistent, mandatory).
-pub async fn deliver(
-    ctx: &Ctx,
-    client: &Client,
-    message: &crate::store::Message,
-    payload: &[u8],
-) -> Result<(), String> {
-    let queue = client.amqp_inbox.as_deref().ok_or("the client has no inbox queue")?;
-    let mut headers = FieldTable::default();
-    headers.insert("x-poststelle-message-type".into(), long(&message.message_type));
-    headers.insert("x-poststelle-author".into(), long(&message.author));
-    headers.insert("x-poststelle-reader".into(), long(&message.reader));
-    headers.insert("x-poststelle-xoev-uuid".into(), long(&message.xoev_uuid));
-    let properties = BasicProperties::default()
-        .with_content_type("application/xml".into())
-        .with_message_id(message.id.as_str().into())
-        .with_headers(headers);
-    ctx.broker.publish("", queue, payload, properties).await
-}
-
-/// Publishes a status event for every committed status change to the events exchange, routing
-/// key `status.<state>`, JSON with metadata only (never the message, never an error's detail,
-/// which may quote it). At most once: without a connection, events are dropped.
-pub async fn publish_status_events(
-    ctx: Arc<Ctx>,
-    mut changes: tokio::sync::mpsc::Receiver<(String, crate::store::Status)>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let Some(settings) = ctx.config.amqp.clone() else {
-        return;
-    };
-    loop {
-        let (id, status) = tokio::select! {
-            c = changes.recv() => match c { Some(c) => c, None => return },
-            _ = shutdown.changed() => return,
-        };
-        // The status is the transition's; the rest is read now (it does not change).
-        let Ok(Some(m)) = ctx.store.message(&id).await else {
-            continue;
-        };
-        let event = serde_json::json!({
-            "node": ctx.config.node_name,
-            "message_id": m.id,
-            "status": status.as_str(),
-            "direction": m.direction,
-            "message_type": m.message_type,
-            "xoev_uuid": m.xoev_uuid,
-            "author": m.author,
-            "reader": m.reader,
-            "partner": m.partner_node,
-            "time": crate::store::rfc3339(crate::store::now_millis()),
-        });
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(m.id.as_str().into());
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        let key = format!("status.{}", status.as_str());
-        if let Err(e) = ctx
-            .broker
-            .publish_with(&settings.events_exchange, &key, &body, properties, false)
-            .await
-        {
-            tracing::debug!(error = %e, "status event dropped");
-        }
-    }
-}
-
-fn header_str(delivery: &Delivery, name: &str) -> Option<String> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(s.to_string()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
-/// Sends a signed envelope or notice to a partner's transport queue and waits for its answer
-/// (status, body) on this connection's reply queue.
-pub async fn call(ctx: &Ctx, queue: &str, body: Vec<u8>, timeout: Duration) -> Result<(u16, Vec<u8>), String> {
-    let reply_to = ctx
-        .broker
-        .reply_queue
-        .read()
-        .await
-        .clone()
-        .ok_or("not connected to the broker")?;
-    let correlation = uuid::Uuid::new_v4().to_string();
-    let (tx, rx) = oneshot::channel();
-    let waiting = || ctx.broker.waiting.lock().unwrap_or_else(|e| e.into_inner());
-    waiting().insert(correlation.clone(), tx);
-    let mut headers = FieldTable::default();
-    headers.insert("x-poststelle-node".into(), long(&ctx.config.node_name));
-    let properties = BasicProperties::default()
-        .with_content_type("application/xml".into())
-        .with_reply_to(reply_to.as_str().into())
-        .with_correlation_id(correlation.as_str().into())
-        .with_headers(headers);
-    let outcome = match ctx.broker.publish("", queue, &body, properties).await {
-        Ok(()) => match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            _ => Err(format!("no answer on the broker within {} ms", timeout.as_millis())),
-        },
-        Err(e) => Err(e),
-    };
-    waiting().remove(&correlation);
-    outcome
-}
-
-/// Hands the answers arriving on the reply queue to the requests waiting for them.
-async fn answers(ctx: Arc<Ctx>, mut consumer: lapin::Consumer) -> Result<(), String> {
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(|e| e.to_string())?;
-        let Some(correlation) = delivery.properties.correlation_id().as_ref().map(|c| c.to_string()) else {
-            continue;
-        };
-        let status = header_str(&delivery, "x-poststelle-status")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(502);
-        let waiter = ctx
-            .broker
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&correlation);
-        if let Some(tx) = waiter {
-            let _ = tx.send((status, delivery.data));
-        }
-    }
-    Err("the broker ended the reply consumer".into())
-}
-
-/// The receiving side of the partner transport over the broker: each delivery is handled like
-/// a POST to `/v1/transport`, the answer goes to its `reply_to`, then the delivery is acked
-/// (a crash in between redelivers it, and deduplication answers with the original receipt).
-async fn transport(ctx: Arc<Ctx>, mut consumer: lapin::Consumer, prefetch: u16) -> Result<(), String> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(prefetch as usize));
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.map_err(|e| e.to_string())?;
-        let permit = limit.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let node = header_str(&delivery, "x-poststelle-node");
-            let response = crate::transport::from_broker(&ctx, node.as_deref(), delivery.data.clone()).await;
-            let status = response.status().as_u16();
-            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
-            if let Some(to) = delivery.properties.reply_to().as_ref() {
-                let mut headers = FieldTable::default();
-                headers.insert("x-poststelle-status".into(), long(&status.to_string()));
-                let mut properties = BasicProperties::default()
-                    .with_content_type("application/xml".into())
-                    .with_headers(headers);
-                if let Some(c) = delivery.properties.correlation_id() {
-                    properties = properties.with_correlation_id(c.clone());
-                }
-                // The sender may have reconnected (its reply queue is gone): it will resend.
-                if let Err(e) = ctx.broker.publish("", to.as_str(), &body, properties).await {
-                    tracing::debug!(error = %e, "transport answer not delivered");
-                }
-            }
-            if let Err(e) = settle(delivery.ack(BasicAckOptions::default()).await) {
-                tracing::warn!(error = %e, "transport delivery not settled");
-            }
-            drop(permit);
-        });
-    }
-    Err("the broker ended the transport consumer".into())
 }

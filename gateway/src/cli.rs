@@ -214,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {
-            match Config::load(&file).and_then(|c| match crate::xmlsec::seal::NodeKeys::load(&c) {
+            match Config::load(&file).and_then(|c| match crate::certs::NodeKeys::load(&c) {
                 Ok(_) => Ok(c),
                 Err(errs) => Err(crate::config::ConfigErrors(errs)),
             }) {

@@ -652,7 +652,7 @@ impl RawConfig {
                 (None, _) => {}
             }
             let certificate = abs(&p.certificate);
-            let fingerprint = match crate::tls::fingerprint_of_pem_file(&certificate) {
+            let fingerprint = match crate::xmlsec::trust::fingerprint_of_pem_file(&certificate) {
                 Ok(f) => f,
                 Err(e) => {
                     errs.push(format!("partners[{i}].certificate: {e}"));

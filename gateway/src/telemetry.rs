@@ -6,14 +6,11 @@
 //! Labels are bounded sets only (states, problem codes, job kinds, error classes, partner and
 //! certificate names from the config): never message ids, XÖV UUIDs or anything from a payload.
 
-use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::node::Ctx;
 
 /// Client submissions by outcome: `accepted`, `duplicate`, or the problem code.
 pub const INTAKE: &str = "poststelle_intake_total";
@@ -134,58 +131,4 @@ pub fn status_class(status: u16) -> &'static str {
         408 => "http-408",
         _ => "http-5xx",
     }
-}
-
-/// Label sets of queues set by the last scrape, so a queue that emptied drops to 0 instead of
-/// going stale. Held for the whole scrape, so an older snapshot cannot overwrite a newer one.
-static SEEN_QUEUES: tokio::sync::Mutex<Option<HashSet<(String, String, String)>>> = tokio::sync::Mutex::const_new(None);
-
-/// Samples the gauges and renders the exposition text.
-pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
-    let now = crate::store::now_millis();
-    let mut seen = SEEN_QUEUES.lock().await;
-    if let Ok(queues) = ctx.store.queues().await {
-        let mut current = HashSet::new();
-        for q in queues {
-            let key = (
-                q.direction.as_str().to_owned(),
-                q.partner_node.clone(),
-                q.status.as_str().to_owned(),
-            );
-            let labels = [
-                ("direction", key.0.clone()),
-                ("partner", key.1.clone()),
-                ("status", key.2.clone()),
-            ];
-            gauge!(QUEUE_DEPTH, &labels).set(q.depth as f64);
-            gauge!(QUEUE_OLDEST, &labels).set(((now - q.oldest).max(0) as f64) / 1000.0);
-            current.insert(key);
-        }
-        for (d, p, s) in seen.take().unwrap_or_default().difference(&current) {
-            let labels = [("direction", d.clone()), ("partner", p.clone()), ("status", s.clone())];
-            gauge!(QUEUE_DEPTH, &labels).set(0.0);
-            gauge!(QUEUE_OLDEST, &labels).set(0.0);
-        }
-        *seen = Some(current);
-    }
-    // A file may hold several certificates (a chain, a bundle): the soonest expiry counts. The
-    // list comes soonest first, so the first of each role and name is the one.
-    let mut set = HashSet::new();
-    for c in crate::admin::certificates(&ctx.certificates) {
-        if set.insert((c.role, c.name.clone())) {
-            gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
-        }
-    }
-    let dir = &ctx.config.data_dir;
-    let bytes: u64 = ["poststelle.db", "poststelle.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
-    gauge!(STORE_BYTES).set(bytes as f64);
-    for p in &ctx.config.partners {
-        let open = ctx.partners.health_of(&p.node).circuit != crate::partners::Circuit::Closed;
-        gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });
-    }
-    handle.render()
 }

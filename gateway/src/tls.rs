@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use openssl::hash::MessageDigest;
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::{X509, X509StoreContextRef, X509VerifyResult};
 use tokio::net::TcpListener;
@@ -59,18 +58,7 @@ pub struct PeerCert {
     pub fingerprint: Option<[u8; 32]>,
 }
 
-pub fn fingerprint(cert: &X509) -> Result<[u8; 32], openssl::error::ErrorStack> {
-    let d = cert.digest(MessageDigest::sha256())?;
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&d);
-    Ok(out)
-}
-
-pub fn fingerprint_of_pem_file(path: &Path) -> Result<[u8; 32], String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cert = X509::from_pem(&pem).map_err(|e| format!("{}: not a PEM certificate ({e})", path.display()))?;
-    fingerprint(&cert).map_err(|e| e.to_string())
-}
+pub use crate::xmlsec::trust::{fingerprint, fingerprint_of_pem_file};
 
 /// What a TLS peer's certificate chain must satisfy beyond the chain to the CA, checked in the
 /// handshake (leaf first, each intermediate, the anchor's key): signatures with SHA-256/384/512

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gateway::envelope::seal;
 use gateway::envelope::{self, EnvelopeHeader, Outcome, Receipt};
-use gateway::xmlsec::{Identity, seal};
+use gateway::xmlsec::Identity;
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 use serde_json::Value;
 
@@ -333,7 +334,7 @@ async fn a_resend_with_other_content_is_a_conflict_and_the_original_stays() {
     let recipient = gateway::xmlsec::trust::load_cert(&authority_file(&net, 1, "pem")).unwrap();
     let seal_with = |content: &[u8]| {
         let (author, node) = (authority_identity(&net, 0), node_identity(&net, 0));
-        let limits = gateway::relay::envelope_limits(&Default::default());
+        let limits = gateway::xml::prescan::Limits::default().for_envelopes();
         seal::seal(&header, content, &[], &author, &recipient, &node, &limits).unwrap()
     };
     let first = seal_with(&original);

@@ -364,7 +364,7 @@ pub fn uuid() -> String {
 /// claiming to come from node `sender_node` / authority `sender`, for node `to`'s authority.
 pub fn sealed_envelope(net: &Net, signer: usize, sender_node: &str, sender: &str, to: usize) -> Vec<u8> {
     let recipient = gateway::xmlsec::trust::load_cert(&authority_file(net, to, "pem")).unwrap();
-    gateway::xmlsec::seal::seal(
+    gateway::envelope::seal::seal(
         &gateway::envelope::EnvelopeHeader {
             message_id: uuid(),
             xoev_uuid: uuid(),

@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use gateway::envelope::seal;
 use gateway::problem::Code;
 use gateway::store::{Blob, Store};
 use gateway::xml::prescan::Limits;
-use gateway::xmlsec::{Policy, seal, trust};
+use gateway::xmlsec::{Policy, trust};
 
 use crate::harness::{Net, authority_file, authority_identity, fixture, https_client, node_dir, sealed_envelope};
 
@@ -79,7 +80,7 @@ async fn traffic_is_signed_and_encrypted_and_receipts_are_signed() {
     };
     let a_cert = trust::load_cert(&authority_file(&net, 0, "pem")).unwrap();
     let b_key = authority_identity(&net, 1).key;
-    let env_limits = gateway::relay::envelope_limits(&limits);
+    let env_limits = limits.for_envelopes();
     let (opened, _) = seal::open(&envelope, &b_key, &a_cert, &content_policy, &env_limits).unwrap();
     assert_eq!(opened, msg);
     for wrong in [0, 2] {

@@ -19,13 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use gateway::envelope::seal;
 use gateway::envelope::{self, EnvelopeHeader};
 use gateway::problem::{Code, Problem};
 use gateway::xml::libxml::{C14nInput, c14n};
 use gateway::xml::prescan::Limits;
 use gateway::xmlsec::profile::{self, DSIG_NS};
 use gateway::xmlsec::verify::{self, Covered, Expect};
-use gateway::xmlsec::{Identity, Policy, dom, encrypt, seal, sign, splice};
+use gateway::xmlsec::{Identity, Policy, dom, encrypt, sign, splice};
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};

@@ -21,10 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::actions::{acknowledge, inbox_message, own_message};
 use crate::config::Client;
-use crate::node::{Ctx, store_problem};
+use crate::ctx::Ctx;
 use crate::problem::{Code, Problem};
-use crate::store::{Blob, Change, Direction, JobKind, Status, now_millis, rfc3339};
+use crate::store::{Blob, rfc3339};
+use crate::wire::{read_body, store_problem, xml_response};
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -43,21 +45,12 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 
 /// The authenticated client of a request.
 pub(crate) fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a Client, Problem> {
-    let token = crate::node::bearer(headers, "TOKEN")?;
+    let token = crate::wire::bearer(headers, "TOKEN")?;
     ctx.config
         .clients
         .iter()
-        .find(|c| crate::node::same_secret(token, &c.token))
+        .find(|c| crate::wire::same_secret(token, &c.token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "unknown token"))
-}
-
-fn xml_response(status: StatusCode, bytes: Vec<u8>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
-        bytes,
-    )
-        .into_response()
 }
 
 async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, Problem> {
@@ -100,29 +93,6 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
         axum::Json(json!({"id": id, "status": state})),
     )
         .into_response())
-}
-
-/// Reads a request body of at most `limit` bytes within the body timeout.
-pub(crate) async fn read_body(ctx: &Ctx, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
-    let timeout = ctx.config.server.body_timeout();
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(_)) => Err(Problem::new(
-            Code::LimitExceeded,
-            format!("the body exceeds {limit} bytes or was cut off"),
-        )),
-        Err(_) => Err(Problem::new(
-            Code::RequestTimeout,
-            format!("the body did not arrive within {} ms", timeout.as_millis()),
-        )),
-    }
-}
-
-pub(crate) async fn own_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
-    match ctx.store.message(id).await.map_err(store_problem)? {
-        Some(m) if m.direction == Direction::Outbound && m.client.as_deref() == Some(client.name.as_str()) => Ok(m),
-        _ => Err(Problem::new(Code::NotFound, format!("no message {id} of this client"))),
-    }
 }
 
 async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
@@ -186,19 +156,6 @@ async fn inbox(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respon
     Ok(axum::Json(json!({"messages": list})).into_response())
 }
 
-async fn inbox_message(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::store::Message, Problem> {
-    match ctx.store.message(id).await.map_err(store_problem)? {
-        Some(m)
-            if m.direction == Direction::Inbound
-                && m.reader == client.authority
-                && matches!(m.status, Status::Opened | Status::Delivered) =>
-        {
-            Ok(m)
-        }
-        _ => Err(Problem::new(Code::NotFound, format!("no message {id} in this inbox"))),
-    }
-}
-
 async fn inbox_item(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
@@ -212,7 +169,7 @@ async fn inbox_item(
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::new(Code::NotFound, "the payload was purged"))?;
-    let payload = super::for_client(client, payload, &ctx.registry).await?;
+    let payload = crate::pipeline::validate::for_client(client, payload, &ctx.registry).await?;
     Ok(xml_response(StatusCode::OK, payload))
 }
 
@@ -279,28 +236,4 @@ async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<Str
     let client = authenticate(&ctx, &headers)?;
     acknowledge(&ctx, client, &id, &format!("acknowledged by client {}", client.name)).await?;
     Ok(axum::Json(json!({"id": id, "status": "delivered"})).into_response())
-}
-
-/// The client took an inbox message: `delivered` (once), and a notice goes to the sender.
-pub(crate) async fn acknowledge(ctx: &Ctx, client: &Client, id: &str, detail: &str) -> Result<(), Problem> {
-    let m = inbox_message(ctx, client, id).await?;
-    if m.status == Status::Opened {
-        let applied = ctx
-            .store
-            .apply(Change {
-                message_id: id.to_owned(),
-                expect: vec![Status::Opened],
-                status: Some(Status::Delivered),
-                detail: Some(detail.to_owned()),
-                enqueue: vec![(JobKind::Notice, now_millis())],
-                ..Change::default()
-            })
-            .await
-            .map_err(store_problem)?;
-        crate::failpoint!("ack.after_commit");
-        if applied {
-            ctx.wake(JobKind::Notice);
-        }
-    }
-    Ok(())
 }

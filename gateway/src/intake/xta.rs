@@ -32,8 +32,9 @@ use roxmltree::Node;
 
 use super::soap::{self, Answer, Fault, WSA_NS, child, esc, problem_xml, text};
 use crate::config::Client;
-use crate::node::{Ctx, store_problem};
+use crate::ctx::Ctx;
 use crate::problem::{Code, Problem};
+use crate::wire::store_problem;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -328,7 +329,7 @@ async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
         .unwrap_or("")
         .to_owned();
     let limit = port.body_limit(ctx);
-    let body = super::http::read_body(ctx, req.into_body(), limit)
+    let body = crate::wire::read_body(ctx, req.into_body(), limit)
         .await
         .map_err(plain)?;
     let request = soap::read(&content_type, &body)?;
@@ -556,9 +557,9 @@ async fn management(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered {
         TRANSPORT_REPORT => report(ctx, &call.client, p.body).await?,
         CANCEL_MESSAGE => {
             let id = body_message_id(p.body)?;
-            super::http::own_message(ctx, &call.client, &id).await?;
+            crate::actions::own_message(ctx, &call.client, &id).await?;
             let who = format!("cancelled by client {} (XTA)", call.client.name);
-            let result = crate::admin::cancel_message(ctx, &id, &who).await;
+            let result = crate::actions::cancel_message(ctx, &id, &who).await;
             ctx.audit.note(
                 &format!("client:{}", call.client.name),
                 "cancel",
@@ -647,7 +648,7 @@ fn traffic_light(status: Status) -> u8 {
 /// partner's signed receipt (and delivery notice) as additional reports.
 async fn report(ctx: &Ctx, client: &Client, body: Node<'_, '_>) -> Result<String, Problem> {
     let id = body_message_id(body)?;
-    let m = super::http::own_message(ctx, client, &id).await?;
+    let m = crate::actions::own_message(ctx, client, &id).await?;
     let events = ctx.store.events(&id).await.map_err(store_problem)?;
     let meta = match ctx.store.blob(&id, Blob::XtaMetadata).await.map_err(store_problem)? {
         Some(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -1073,7 +1074,7 @@ async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
         .await
         .map_err(store_problem)?
         .ok_or_else(|| Problem::new(Code::NotFound, "the payload was purged"))?;
-    let payload = super::for_client(client, payload, &ctx.registry).await?;
+    let payload = crate::pipeline::validate::for_client(client, payload, &ctx.registry).await?;
     let ns = root_namespace(&payload);
     let travelled = m.remote_id.clone().unwrap_or_else(|| m.id.clone());
     let pending = items.iter().filter(|x| position(x) > position(&m)).count();
@@ -1137,7 +1138,7 @@ async fn close(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Answered {
         entries.push(msgbox_entry(ctx, client, id).await?);
     }
     for m in entries {
-        super::http::acknowledge(ctx, client, &m.id, &format!("closed by client {} (XTA)", client.name)).await?;
+        crate::actions::acknowledge(ctx, client, &m.id, &format!("closed by client {} (XTA)", client.name)).await?;
     }
     Ok((String::new(), String::new(), Vec::new()))
 }

@@ -26,10 +26,8 @@
 //! 9. **Deadlines.** Every outbound message carries the end of its retry time-box; after it,
 //!    [`Store::expire`] moves it to `failed` unless a worker holds it right now.
 
-pub mod events;
 pub mod sqlite;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;

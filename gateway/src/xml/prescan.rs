@@ -44,6 +44,16 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Limits for envelopes: the content limit plus base64 growth, encryption and signatures.
+    pub fn for_envelopes(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_bytes / 3 * 4 + 64 * 1024,
+            ..*self
+        }
+    }
+}
+
 /// What the pre-scan learnt about an acceptable document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {

@@ -13,7 +13,6 @@
 pub mod dom;
 pub mod encrypt;
 pub mod profile;
-pub mod seal;
 pub mod sign;
 pub mod splice;
 pub mod tool;

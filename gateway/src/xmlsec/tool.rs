@@ -122,7 +122,7 @@ fn read_input(path: &Path) -> Result<Vec<u8>, String> {
 
 fn limits() -> Limits {
     // Files given on the command line may be as large as an envelope.
-    crate::relay::envelope_limits(&Limits::default())
+    Limits::default().for_envelopes()
 }
 
 fn usage(e: impl std::fmt::Display) -> ExitCode {

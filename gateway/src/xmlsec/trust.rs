@@ -274,3 +274,18 @@ pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy
         ))),
     }
 }
+
+/// SHA-256 of a certificate's DER (how the directory and TLS peers are matched).
+pub fn fingerprint(cert: &X509) -> Result<[u8; 32], openssl::error::ErrorStack> {
+    let d = cert.digest(openssl::hash::MessageDigest::sha256())?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&d);
+    Ok(out)
+}
+
+/// The fingerprint of the first certificate in a PEM file.
+pub fn fingerprint_of_pem_file(path: &std::path::Path) -> Result<[u8; 32], String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cert = X509::from_pem(&pem).map_err(|e| format!("{}: not a PEM certificate ({e})", path.display()))?;
+    fingerprint(&cert).map_err(|e| e.to_string())
+}

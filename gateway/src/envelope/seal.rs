@@ -15,14 +15,14 @@ use libxml::tree::Document;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
-use super::dom::{self, elements, is};
-use super::profile::{self, DSIG_NS, XENC_NS};
-use super::trust::Policy;
-use super::verify::{self, Expect, Verified};
-use super::{Identity, encrypt, sign};
 use crate::envelope::{self, EnvelopeHeader};
 use crate::problem::{Code, Problem};
 use crate::xml::prescan::Limits;
+use crate::xmlsec::dom::{self, elements, is};
+use crate::xmlsec::profile::{self, DSIG_NS, XENC_NS};
+use crate::xmlsec::trust::Policy;
+use crate::xmlsec::verify::{self, Expect, Verified};
+use crate::xmlsec::{Identity, encrypt, sign};
 
 /// Signs a document we built (envelope, receipt, signed content) with RSA-PSS / SHA-256.
 pub fn sign_own(xml: &[u8], id: &Identity, limits: &Limits) -> Result<Vec<u8>, Problem> {
@@ -146,142 +146,6 @@ pub fn open(
         })
         .collect::<Result<Vec<_>, Problem>>()?;
     Ok((content, attachments))
-}
-
-/// A node's security material, loaded and checked at start: its own identity (TLS key, which
-/// also signs envelopes and receipts), its authorities' identities, and the directory's
-/// certificates, each checked against the trust anchors of its role.
-#[derive(Debug)]
-pub struct NodeKeys {
-    pub node: Identity,
-    pub authorities: std::collections::BTreeMap<String, Identity>,
-    /// Partner node certificates by node name.
-    pub partner_nodes: std::collections::BTreeMap<String, X509>,
-    /// Partner authority certificates by authority id.
-    pub partner_authorities: std::collections::BTreeMap<String, X509>,
-    /// Node role: anchors `tls.ca`.
-    pub transport: Policy,
-    /// Authority role: anchors `security.content_ca`.
-    pub content: Policy,
-    allow_rsa_2048: Vec<String>,
-}
-
-impl NodeKeys {
-    /// Loads every key and certificate of the config; reports every problem at once.
-    pub fn load(config: &crate::config::Config) -> Result<NodeKeys, Vec<String>> {
-        use super::trust::{self, Usage};
-        let mut errs = Vec::new();
-        let transport = Policy {
-            anchors: vec![config.tls.ca.clone()],
-            crls: config.security.crls.clone(),
-            ..Policy::default()
-        };
-        let content = Policy {
-            anchors: config.security.content_ca.iter().cloned().collect(),
-            crls: config.security.crls.clone(),
-            ..Policy::default()
-        };
-        // `what` names the setting and the file, so the operator knows which one to replace.
-        let check = |errs: &mut Vec<String>, what: &str, cert: &X509, policy: &Policy, usage: Usage| {
-            if let Err(p) = trust::check_pinned(cert, &[], usage, policy) {
-                errs.push(format!("{what}: {}", p.detail));
-            }
-        };
-        let file = |what: &str, path: &std::path::Path| format!("{what} ({})", path.display());
-        let node = Identity::load(&config.tls.key, &config.tls.cert);
-        if let Ok(n) = &node {
-            check(
-                &mut errs,
-                &file("tls.cert", &config.tls.cert),
-                &n.cert,
-                &transport,
-                Usage::Sign,
-            );
-        }
-        let mut authorities = std::collections::BTreeMap::new();
-        for (id, files) in &config.authority_keys {
-            match Identity::load(&files.key, &files.certificate) {
-                Ok(i) => {
-                    let what = file(&format!("authority {id}"), &files.certificate);
-                    check(&mut errs, &what, &i.cert, &content, Usage::Sign);
-                    check(&mut errs, &what, &i.cert, &content, Usage::Encrypt);
-                    authorities.insert(id.clone(), i);
-                }
-                Err(e) => errs.push(format!("authority {id}: {e}")),
-            }
-        }
-        let mut partner_nodes = std::collections::BTreeMap::new();
-        let mut partner_authorities = std::collections::BTreeMap::new();
-        for p in &config.partners {
-            let exception = config.security.allow_rsa_2048.contains(&p.node);
-            if exception {
-                tracing::warn!(partner = %p.node, "accepting 2048-bit RSA keys of this partner (configured exception)");
-            }
-            let t = Policy {
-                allow_rsa_2048: exception,
-                ..transport.clone()
-            };
-            let c = Policy {
-                allow_rsa_2048: exception,
-                ..content.clone()
-            };
-            match trust::load_cert(&p.certificate) {
-                Ok(cert) => {
-                    let what = file(&format!("partner {}", p.node), &p.certificate);
-                    check(&mut errs, &what, &cert, &t, Usage::Sign);
-                    partner_nodes.insert(p.node.clone(), cert);
-                }
-                Err(e) => errs.push(format!("partner {}: {e}", p.node)),
-            }
-            for (a, path) in &p.authority_certificates {
-                match trust::load_cert(path) {
-                    Ok(cert) => {
-                        let what = file(&format!("partner authority {a}"), path);
-                        check(&mut errs, &what, &cert, &c, Usage::Sign);
-                        check(&mut errs, &what, &cert, &c, Usage::Encrypt);
-                        partner_authorities.insert(a.clone(), cert);
-                    }
-                    Err(e) => errs.push(format!("partner authority {a}: {e}")),
-                }
-            }
-        }
-        let node = match node {
-            Ok(n) => n,
-            Err(e) => {
-                errs.push(format!("tls: {e}"));
-                return Err(errs);
-            }
-        };
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        Ok(NodeKeys {
-            node,
-            authorities,
-            partner_nodes,
-            partner_authorities,
-            transport,
-            content,
-            allow_rsa_2048: config.security.allow_rsa_2048.clone(),
-        })
-    }
-
-    /// The node-role policy for a partner (with its key-size exception, if configured).
-    pub fn transport_for(&self, partner: &str) -> Policy {
-        self.for_partner(&self.transport, partner)
-    }
-
-    /// The authority-role policy for a partner's authority.
-    pub fn content_for(&self, partner: &str) -> Policy {
-        self.for_partner(&self.content, partner)
-    }
-
-    fn for_partner(&self, role: &Policy, partner: &str) -> Policy {
-        Policy {
-            allow_rsa_2048: self.allow_rsa_2048.iter().any(|p| p == partner),
-            ..role.clone()
-        }
-    }
 }
 
 /// A receipt or notice, signed by the receiving node.

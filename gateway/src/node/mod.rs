@@ -12,103 +12,16 @@ use std::time::Duration;
 use adapters::{Registry, SchemaSet};
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::problem::{Code, Problem};
+pub use crate::ctx::Ctx;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{JobKind, Store, StoreError};
+use crate::store::{JobKind, Store};
 use crate::xml::validate::ValidatorPool;
 
-/// Everything request handlers and workers share.
-pub struct Ctx {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub registry: Registry,
-    pub validator: ValidatorPool,
-    /// The envelope/receipt schema (`envelope-1.0/envelope.xsd`).
-    pub envelope_schema: Arc<SchemaSet>,
-    /// HTTPS client for partner transport (node identity, only the configured CA trusted).
-    pub relay_client: crate::tls::RelayClient,
-    /// HTTP client for push delivery to legacy systems' callbacks.
-    pub push_client: reqwest::Client,
-    /// Keys and directory certificates for the security layer.
-    pub keys: Arc<crate::xmlsec::seal::NodeKeys>,
-    /// Circuit breakers and concurrency slots per partner node.
-    pub partners: Arc<crate::partners::Partners>,
-    /// Client submissions in progress (`server.max_concurrent_intake`); none free → 503.
-    pub intake_permits: Arc<tokio::sync::Semaphore>,
-    /// The AMQP broker connection's publishing side (idle without `[amqp]`).
-    pub broker: crate::amqp::Broker,
-    /// The hash-chained audit log (`<data_dir>/audit.log`).
-    pub audit: crate::audit::AuditLog,
-    /// When this node started (milliseconds).
-    pub started: crate::store::Millis,
-    /// Every configured certificate, as loaded at start (operators' expiry views).
-    pub certificates: Vec<crate::admin::LoadedCertificate>,
-    /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
-    wakers: [Notify; 4],
-}
-
-impl std::fmt::Debug for Ctx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx")
-            .field("node", &self.config.node_name)
-            .finish_non_exhaustive()
-    }
-}
-
-fn waker_index(kind: JobKind) -> usize {
-    match kind {
-        JobKind::Relay => 0,
-        JobKind::Open => 1,
-        JobKind::Notice => 2,
-        JobKind::Push => 3,
-    }
-}
-
-impl Ctx {
-    pub fn wake(&self, kind: JobKind) {
-        self.wakers[waker_index(kind)].notify_one();
-    }
-
-    pub(crate) fn waker(&self, kind: JobKind) -> &Notify {
-        &self.wakers[waker_index(kind)]
-    }
-}
-
-/// Maps a store failure to a client-facing problem: busy → 503 overloaded, full → 503
-/// overloaded with a longer wait, else 500 internal.
-pub fn store_problem(e: StoreError) -> Problem {
-    match e {
-        StoreError::Busy => Problem::overloaded(1),
-        StoreError::Full => {
-            tracing::warn!("store at its size limit: new work refused");
-            let mut p = Problem::overloaded(30);
-            p.detail = "the node's store is full; retry later".into();
-            p
-        }
-        StoreError::Failed(detail) => {
-            tracing::error!(error = %detail, "store failure");
-            Problem::new(Code::Internal, "the store is unavailable")
-        }
-    }
-}
-
-/// The bearer token of a request (`Authorization: Bearer TOKEN`); `usage` names what to send.
-pub fn bearer<'h>(headers: &'h axum::http::HeaderMap, usage: &str) -> Result<&'h str, Problem> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Problem::new(Code::Unauthorized, format!("send Authorization: Bearer {usage}")))
-}
-
-/// Compares a presented secret with an expected one in constant time.
-pub fn same_secret(presented: &str, expected: &str) -> bool {
-    presented.len() == expected.len() && openssl::memcmp::eq(presented.as_bytes(), expected.as_bytes())
-}
+mod amqp;
 
 /// The folder holding the project's own schemas for this config.
 pub fn schema_root(config: &Config) -> anyhow::Result<std::path::PathBuf> {
@@ -234,7 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
-    let keys = crate::xmlsec::seal::NodeKeys::load(&config)
+    let keys = crate::certs::NodeKeys::load(&config)
         .map_err(|errs| anyhow::anyhow!("keys and certificates:\n{}", errs.join("\n")))?;
     let (registry, envelope_schema) = registry(&config)?;
     let mut warm = vec![envelope_schema.clone()];
@@ -247,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let audit =
         crate::audit::AuditLog::open(&config.data_dir.join("audit.log")).context("cannot open the audit log")?;
     // Committed status changes are counted; with a broker they also become status events.
-    let (store, status_events) = crate::store::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
+    let (store, status_events) = crate::intake::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
     // This process holds the data folder's lock: every lease in the store is a dead process's.
     let released = store.release_leases().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if released > 0 {
@@ -272,7 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         false,
         crate::tls::PeerPolicy::default(),
     )?);
-    let partners = Arc::new(crate::partners::Partners::new(
+    let partners = Arc::new(crate::health::Partners::new(
         config.relay.per_partner_concurrency,
         config.relay.circuit_failures,
         config.relay.circuit_open,
@@ -316,7 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (api_addr, transport_addr, admin_addr) = (api.local_addr()?, transport.local_addr()?, admin.local_addr()?);
 
     let workers = config.relay.workers;
-    let certificates = crate::admin::load_certificates(&config);
+    let certificates = crate::certs::load_certificates(&config);
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -330,7 +243,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         started: crate::store::now_millis(),
         certificates,
         intake_permits,
-        broker: crate::amqp::Broker::default(),
+        broker: Arc::default(),
         audit,
         wakers: Default::default(),
     });
@@ -347,14 +260,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     tasks.spawn(crate::tls::serve_tls(
         transport,
         transport_acceptor,
-        crate::transport::router(ctx.clone()),
+        crate::partner::receive::router(ctx.clone()),
         server,
         rx.clone(),
     ));
     tasks.spawn(maintenance(ctx.clone(), rx.clone()));
-    tasks.spawn(crate::amqp::supervise(ctx.clone(), rx.clone()));
+    tasks.spawn(amqp::supervise(ctx.clone(), rx.clone()));
     if let Some(events) = status_events {
-        tasks.spawn(crate::amqp::publish_status_events(ctx.clone(), events, rx.clone()));
+        tasks.spawn(crate::intake::events::publish_status_events(
+            ctx.clone(),
+            events,
+            rx.clone(),
+        ));
     }
     tasks.spawn(crate::tls::serve_plain(
         admin,
@@ -365,7 +282,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     // CPU-bound as sealing, and notices and pushes wait on the network like relays do.
     for kind in [JobKind::Relay, JobKind::Open, JobKind::Notice, JobKind::Push] {
         for _ in 0..workers {
-            tasks.spawn(crate::relay::run(ctx.clone(), kind, rx.clone()));
+            tasks.spawn(crate::pipeline::worker::run(ctx.clone(), kind, rx.clone()));
         }
     }
     tracing::info!(node = %ctx.config.node_name, api = %api_addr, transport = %transport_addr, admin = %admin_addr, "node started");

@@ -1,14 +1,18 @@
-//! A store that reports status changes: every committed transition that sets a status is
-//! counted in the metrics and, with a broker, sends the message id and the new status to a
-//! bounded channel, from which the AMQP status-event publisher reads. At most once: when the
-//! channel is full (the broker is away) events are dropped, never the transition.
+//! Status events for clients: a store decorator ([`Evented`]) that reports status changes —
+//! every committed transition that sets a status is counted in the metrics and, with a broker,
+//! sends the message id and the new status to a bounded channel — and the AMQP publisher that
+//! reads that channel ([`publish_status_events`]). At most once: when the channel is full (the
+//! broker is away) events are dropped, never the transition.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use lapin::BasicProperties;
+use tokio::sync::{mpsc, watch};
 
-use super::*;
+use crate::ctx::Ctx;
+use crate::store::*;
 
 /// Where status events arrive: (message id, new status).
 pub type StatusEvents = mpsc::Receiver<(String, Status)>;
@@ -116,5 +120,52 @@ impl Store for Evented {
     }
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
         self.inner.purge(payload_before, metadata_before).await
+    }
+}
+
+/// Publishes a status event for every committed status change to the events exchange, routing
+/// key `status.<state>`, JSON with metadata only (never the message, never an error's detail,
+/// which may quote it). At most once: without a connection, events are dropped.
+pub async fn publish_status_events(
+    ctx: Arc<Ctx>,
+    mut changes: tokio::sync::mpsc::Receiver<(String, crate::store::Status)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(settings) = ctx.config.amqp.clone() else {
+        return;
+    };
+    loop {
+        let (id, status) = tokio::select! {
+            c = changes.recv() => match c { Some(c) => c, None => return },
+            _ = shutdown.changed() => return,
+        };
+        // The status is the transition's; the rest is read now (it does not change).
+        let Ok(Some(m)) = ctx.store.message(&id).await else {
+            continue;
+        };
+        let event = serde_json::json!({
+            "node": ctx.config.node_name,
+            "message_id": m.id,
+            "status": status.as_str(),
+            "direction": m.direction,
+            "message_type": m.message_type,
+            "xoev_uuid": m.xoev_uuid,
+            "author": m.author,
+            "reader": m.reader,
+            "partner": m.partner_node,
+            "time": crate::store::rfc3339(crate::store::now_millis()),
+        });
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(m.id.as_str().into());
+        let body = serde_json::to_vec(&event).unwrap_or_default();
+        let key = format!("status.{}", status.as_str());
+        if let Err(e) = ctx
+            .broker
+            .publish_with(&settings.events_exchange, &key, &body, properties, false)
+            .await
+        {
+            tracing::debug!(error = %e, "status event dropped");
+        }
     }
 }

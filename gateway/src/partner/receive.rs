@@ -15,19 +15,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::config::Partner;
-use crate::envelope::{self, Outcome, Receipt};
-use crate::node::{Ctx, store_problem};
+use crate::ctx::Ctx;
+use crate::envelope::{self, Outcome, Receipt, UNKNOWN_ID, seal};
 use crate::problem::{Code, Problem};
-use crate::relay::envelope_limits;
 use crate::store::{Blob, Change, Direction, NewInbound, ReceiveOutcome, Status, now_millis, rfc3339};
 use crate::tls::PeerCert;
+use crate::wire::{read_body, store_problem, xml_response};
 use crate::xml::prescan::prescan;
-use crate::xmlsec::seal;
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -35,9 +34,6 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
         .with_state(ctx)
 }
-
-/// The message id a refusal names when the envelope could not be read far enough to know it.
-pub(crate) const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A refusal: a signed receipt with outcome `refused`, under the code's HTTP status.
 fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
@@ -57,13 +53,9 @@ fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8
         time: rfc3339(now_millis()),
     };
     match seal::signed_receipt(&r, &ctx.keys.node) {
-        Ok(body) => xml(problem.code.status(), body),
+        Ok(body) => xml_response(problem.code.status(), body),
         Err(p) => p.into_response(),
     }
-}
-
-fn xml(status: StatusCode, body: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/xml; charset=utf-8")], body).into_response()
 }
 
 /// The directory entry whose certificate the TLS peer presented.
@@ -84,8 +76,8 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         );
         return refusal(&ctx, UNKNOWN_ID, &p, None);
     };
-    let limits = envelope_limits(&ctx.config.limits);
-    let bytes = match crate::intake::http::read_body(&ctx, req.into_body(), limits.max_bytes).await {
+    let limits = ctx.config.limits.for_envelopes();
+    let bytes = match read_body(&ctx, req.into_body(), limits.max_bytes).await {
         Ok(b) => b,
         Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None),
     };
@@ -103,7 +95,7 @@ pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Respo
         );
         return refusal(ctx, UNKNOWN_ID, &p, None);
     };
-    let limits = envelope_limits(&ctx.config.limits);
+    let limits = ctx.config.limits.for_envelopes();
     if bytes.len() > limits.max_bytes {
         let p = Problem::new(Code::LimitExceeded, "the envelope exceeds the size limit");
         return refusal(ctx, UNKNOWN_ID, &p, None);
@@ -113,7 +105,7 @@ pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Respo
 
 /// Everything after the partner is known and the body read: the same for both transports.
 async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
-    let limits = envelope_limits(&ctx.config.limits);
+    let limits = ctx.config.limits.for_envelopes();
     // Fault injection (tests only): `return(500)` answers 500 without storing anything;
     // `return(corrupt)` stores the envelope and answers a corrupted receipt.
     let injected = crate::failpoints::value("transport.answer");
@@ -269,11 +261,11 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
         Ok(ReceiveOutcome::Created(id)) => {
             tracing::info!(message_id = %id, remote_id = %h.message_id, partner = %partner.node, "envelope received");
             ctx.wake(crate::store::JobKind::Open);
-            xml(StatusCode::OK, receipt)
+            xml_response(StatusCode::OK, receipt)
         }
         Ok(ReceiveOutcome::Duplicate(original)) => {
             tracing::info!(remote_id = %h.message_id, partner = %partner.node, "duplicate envelope answered with its original receipt");
-            xml(StatusCode::OK, original)
+            xml_response(StatusCode::OK, original)
         }
         Ok(ReceiveOutcome::Conflict) => {
             let p = Problem::new(

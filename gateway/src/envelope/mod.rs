@@ -2,8 +2,10 @@
 //!
 //! Building writes the XML directly (every value escaped); reading happens only after the
 //! document passed the pre-scan and the envelope schema, so field extraction can be simple.
-//! Signing and encryption (the XML security layer) wrap these documents; this module knows
-//! nothing about them.
+//! Signing and encryption wrap these documents in `seal.rs`, over the XML security layer
+//! (`xmlsec/`); the rest of this module knows nothing about them.
+
+pub mod seal;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,6 +14,9 @@ use quick_xml::escape::escape;
 use crate::problem::{Code, Problem};
 
 pub const NS: &str = "urn:poststelle:envelope:1.0";
+
+/// The message id a refusal names when the envelope could not be read far enough to know it.
+pub const UNKNOWN_ID: &str = "00000000-0000-0000-0000-000000000000";
 const SHA256_URI: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
 
 /// The routing header of an envelope.

@@ -20,13 +20,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::config::Config;
-use crate::node::{Ctx, store_problem};
-use crate::partners::Health;
+use crate::actions::{cancel_message, find_message, retry_message};
+use crate::certs::{CertificateView, certificates};
+use crate::ctx::Ctx;
+use crate::health::Health;
 use crate::problem::{Code, Problem};
-use crate::store::{Blob, Change, Direction, Filter, JobKind, Message, Millis, Status, now_millis, rfc3339};
+use crate::store::{Blob, Direction, Filter, Message, Millis, Status, now_millis, rfc3339};
+use crate::wire::store_problem;
 
-const DASHBOARD: &str = include_str!("admin/dashboard.html");
+mod metrics;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     let metrics = crate::telemetry::install();
@@ -36,7 +40,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route(
             "/metrics",
             get(move |State(ctx): State<Arc<Ctx>>| async move {
-                let text = crate::telemetry::render(&ctx, &metrics).await;
+                let text = metrics::render(&ctx, &metrics).await;
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
@@ -109,8 +113,8 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
 }
 
 fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
-    let token = crate::node::bearer(headers, "ADMIN_TOKEN")?;
-    if crate::node::same_secret(token, &ctx.config.admin_token) {
+    let token = crate::wire::bearer(headers, "ADMIN_TOKEN")?;
+    if crate::wire::same_secret(token, &ctx.config.admin_token) {
         Ok(())
     } else {
         ctx.audit.note("anonymous", "admin-unauthorized", json!({}));
@@ -190,14 +194,6 @@ pub struct MessageDetail {
 pub struct MessageList {
     /// Oldest first, or newest first with `order=desc`.
     pub messages: Vec<MessageView>,
-}
-
-async fn find_message(ctx: &Ctx, id: &str) -> Result<Message, Problem> {
-    ctx.store
-        .message(id)
-        .await
-        .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(Code::NotFound, format!("no message {id}")))
 }
 
 /// An optional text filter; empty counts as absent (as a search form sends it). Times and
@@ -562,49 +558,6 @@ pub struct Action {
     pub status: Status,
 }
 
-/// Sends a dead letter back to the relay with a fresh retry time-box; returns its new state.
-pub async fn retry_message(ctx: &Ctx, id: &str) -> Result<Status, Problem> {
-    let m = find_message(ctx, id).await?;
-    if m.direction != Direction::Outbound || m.status != Status::Failed {
-        return Err(Problem::new(
-            Code::WrongState,
-            format!(
-                "only failed outbound messages can be retried; {id} is {} {}",
-                m.direction.as_str(),
-                m.status
-            ),
-        ));
-    }
-    let sealed = ctx
-        .store
-        .blob(id, Blob::Envelope)
-        .await
-        .map_err(store_problem)?
-        .is_some();
-    let to = if sealed { Status::Sealed } else { Status::Accepted };
-    let now = now_millis();
-    let applied = ctx
-        .store
-        .apply(Change {
-            message_id: id.to_owned(),
-            expect: vec![Status::Failed],
-            status: Some(to),
-            detail: Some("retried by an operator".into()),
-            drop_jobs: true,
-            clear_error: true,
-            deadline: Some(now + ctx.config.relay.retry_window.as_millis() as i64),
-            enqueue: vec![(JobKind::Relay, now)],
-            ..Change::default()
-        })
-        .await
-        .map_err(store_problem)?;
-    if !applied {
-        return Err(Problem::new(Code::WrongState, format!("{id} changed state meanwhile")));
-    }
-    tracing::info!(message_id = %id, "operator retry");
-    ctx.wake(JobKind::Relay);
-    Ok(to)
-}
 /// Retries a dead letter (`failed`, outbound) with a fresh retry time-box.
 #[utoipa::path(post, path = "/admin/api/messages/{id}/retry", tag = "dead letters",
     params(("id" = String, Path, description = "The node's message id")),
@@ -641,43 +594,6 @@ async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<
     .into_response())
 }
 
-/// Cancels an outbound message not yet sent (`detail`: who did it, for the timeline).
-pub(crate) async fn cancel_message(ctx: &Ctx, id: &str, detail: &str) -> Result<(), Problem> {
-    let id = id.to_owned();
-    let m = find_message(ctx, &id).await?;
-    let cancellable = [Status::Accepted, Status::Sealed, Status::Failed];
-    if m.direction != Direction::Outbound || !cancellable.contains(&m.status) {
-        return Err(Problem::new(
-            Code::WrongState,
-            format!(
-                "only outbound messages not yet sent can be cancelled; {id} is {}",
-                m.status
-            ),
-        ));
-    }
-    let applied = ctx
-        .store
-        .apply(Change {
-            message_id: id.clone(),
-            expect: cancellable.to_vec(),
-            unless_leased: true,
-            status: Some(Status::Cancelled),
-            detail: Some(detail.into()),
-            error: Some((Code::Cancelled.as_str().into(), detail.into())),
-            drop_jobs: true,
-            ..Change::default()
-        })
-        .await
-        .map_err(store_problem)?;
-    if !applied {
-        return Err(Problem::new(
-            Code::WrongState,
-            format!("{id} is being sent right now or changed state; try again"),
-        ));
-    }
-    tracing::info!(message_id = %id, detail, "message cancelled");
-    Ok(())
-}
 /// Which dead letters to replay (all given fields must match; none: every dead letter).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -775,108 +691,6 @@ async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Res
     .into_response())
 }
 
-/// One configured certificate and when it expires.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CertificateView {
-    /// `node` (TLS and transport signatures), `ca`, `content-ca`, `authority` (ours),
-    /// `partner` (a partner node's), `partner-authority` (an authority behind a partner).
-    pub role: &'static str,
-    /// Which one: the node, authority id or partner name.
-    pub name: String,
-    pub subject: String,
-    /// RFC 3339.
-    pub not_after: String,
-    /// Negative: expired.
-    pub days_left: i64,
-}
-
-/// A certificate the node loaded at start, with what operators know it by.
-#[derive(Debug, Clone)]
-pub struct LoadedCertificate {
-    pub role: &'static str,
-    pub name: String,
-    pub cert: openssl::x509::X509,
-}
-
-/// Every certificate in the files the config names (every certificate of a chain or bundle),
-/// read once at start: the node uses what it loaded then. Files that cannot be read are left
-/// out (the config check at start reports them).
-pub fn load_certificates(config: &Config) -> Vec<LoadedCertificate> {
-    let mut files: Vec<(&'static str, String, &std::path::Path)> = vec![
-        ("node", config.node_name.clone(), &config.tls.cert),
-        ("ca", config.node_name.clone(), &config.tls.ca),
-    ];
-    if let Some(ca) = &config.security.content_ca {
-        files.push(("content-ca", config.node_name.clone(), ca));
-    }
-    for (id, k) in &config.authority_keys {
-        files.push(("authority", id.clone(), &k.certificate));
-    }
-    for p in &config.partners {
-        files.push(("partner", p.node.clone(), &p.certificate));
-        for (id, c) in &p.authority_certificates {
-            files.push(("partner-authority", id.clone(), c));
-        }
-    }
-    let mut out = Vec::new();
-    for (role, name, path) in files {
-        let Ok(pem) = std::fs::read(path) else { continue };
-        for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
-            out.push(LoadedCertificate {
-                role,
-                name: name.clone(),
-                cert,
-            });
-        }
-    }
-    out
-}
-
-/// The node's certificates with days left as of now, soonest expiry first.
-pub fn certificates(loaded: &[LoadedCertificate]) -> Vec<CertificateView> {
-    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
-        return Vec::new();
-    };
-    let mut out: Vec<CertificateView> = loaded
-        .iter()
-        .filter_map(|c| {
-            let diff = now.diff(c.cert.not_after()).ok()?;
-            // Whole days left, rounded down: expired yesterday is -1, not 0.
-            let days_left = (i64::from(diff.days) * 86_400 + i64::from(diff.secs)).div_euclid(86_400);
-            let subject = c
-                .cert
-                .subject_name()
-                .entries()
-                .filter_map(|e| {
-                    let key = e.object().nid().short_name().ok()?;
-                    Some(format!("{key}={}", e.data().to_string().ok()?))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            Some(CertificateView {
-                role: c.role,
-                name: c.name.clone(),
-                subject,
-                not_after: asn1_rfc3339(c.cert.not_after()),
-                days_left,
-            })
-        })
-        .collect();
-    out.sort_by_key(|c| c.days_left);
-    out
-}
-
-/// An ASN.1 time (as OpenSSL prints it, `Nov 22 20:00:00 2027 GMT`) in RFC 3339.
-fn asn1_rfc3339(t: &openssl::asn1::Asn1TimeRef) -> String {
-    let text = t.to_string();
-    let format =
-        time::macros::format_description!("[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT");
-    time::PrimitiveDateTime::parse(&text, format)
-        .map(|p| p.assume_utc().unix_timestamp() * 1000)
-        .map(rfc3339)
-        .unwrap_or(text)
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CertificateList {
     pub certificates: Vec<CertificateView>,
@@ -922,63 +736,4 @@ async fn audit_tail(
         Problem::new(Code::Internal, "cannot read the audit log")
     })?;
     Ok(axum::Json(AuditTail { entries }).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::x509::{X509, X509NameBuilder};
-
-    use super::{LoadedCertificate, certificates};
-
-    /// A self-signed certificate valid until `now + seconds` (negative: already expired).
-    fn cert(cn: &str, seconds: i64) -> X509 {
-        let key = PKey::from_ec_key(
-            openssl::ec::EcKey::generate(
-                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", cn).unwrap();
-        let name = name.build();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(now - 10 * 86_400).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(now + seconds).unwrap()).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        b.build()
-    }
-
-    #[test]
-    fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
-        let loaded = |role, name: &str, cert| LoadedCertificate {
-            role,
-            name: name.into(),
-            cert,
-        };
-        let views = certificates(&[
-            loaded("ca", "a", cert("far", 400 * 86_400 + 3600)),
-            loaded("ca", "a", cert("soon", 5 * 86_400 + 3600)),
-            loaded("partner", "b", cert("gone", -(3600 * 20))),
-        ]);
-        let got: Vec<(&str, &str, i64)> = views
-            .iter()
-            .map(|v| (v.subject.as_str(), v.name.as_str(), v.days_left))
-            .collect();
-        assert_eq!(
-            got,
-            [("CN=gone", "b", -1), ("CN=soon", "a", 5), ("CN=far", "a", 400)],
-            "expired 20 h ago is -1 days; both certificates of the bundle are listed, soonest first"
-        );
-        assert!(views[1].not_after.ends_with('Z'), "{}", views[1].not_after);
-    }
 }

@@ -1,0 +1,309 @@
+//! Certificates and keys as the node loaded them at start: `NodeKeys` (its own identities and
+//! the directory's certificates, each checked against its role's anchors) for the security
+//! layer, and every configured certificate with its expiry for operators (admin API, metrics).
+
+use openssl::x509::X509;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::config::Config;
+use crate::store::rfc3339;
+use crate::xmlsec::Identity;
+use crate::xmlsec::trust::Policy;
+
+/// A node's security material, loaded and checked at start: its own identity (TLS key, which
+/// also signs envelopes and receipts), its authorities' identities, and the directory's
+/// certificates, each checked against the trust anchors of its role.
+#[derive(Debug)]
+pub struct NodeKeys {
+    pub node: Identity,
+    pub authorities: std::collections::BTreeMap<String, Identity>,
+    /// Partner node certificates by node name.
+    pub partner_nodes: std::collections::BTreeMap<String, X509>,
+    /// Partner authority certificates by authority id.
+    pub partner_authorities: std::collections::BTreeMap<String, X509>,
+    /// Node role: anchors `tls.ca`.
+    pub transport: Policy,
+    /// Authority role: anchors `security.content_ca`.
+    pub content: Policy,
+    allow_rsa_2048: Vec<String>,
+}
+
+impl NodeKeys {
+    /// Loads every key and certificate of the config; reports every problem at once.
+    pub fn load(config: &crate::config::Config) -> Result<NodeKeys, Vec<String>> {
+        use crate::xmlsec::trust::{self, Usage};
+        let mut errs = Vec::new();
+        let transport = Policy {
+            anchors: vec![config.tls.ca.clone()],
+            crls: config.security.crls.clone(),
+            ..Policy::default()
+        };
+        let content = Policy {
+            anchors: config.security.content_ca.iter().cloned().collect(),
+            crls: config.security.crls.clone(),
+            ..Policy::default()
+        };
+        // `what` names the setting and the file, so the operator knows which one to replace.
+        let check = |errs: &mut Vec<String>, what: &str, cert: &X509, policy: &Policy, usage: Usage| {
+            if let Err(p) = trust::check_pinned(cert, &[], usage, policy) {
+                errs.push(format!("{what}: {}", p.detail));
+            }
+        };
+        let file = |what: &str, path: &std::path::Path| format!("{what} ({})", path.display());
+        let node = Identity::load(&config.tls.key, &config.tls.cert);
+        if let Ok(n) = &node {
+            check(
+                &mut errs,
+                &file("tls.cert", &config.tls.cert),
+                &n.cert,
+                &transport,
+                Usage::Sign,
+            );
+        }
+        let mut authorities = std::collections::BTreeMap::new();
+        for (id, files) in &config.authority_keys {
+            match Identity::load(&files.key, &files.certificate) {
+                Ok(i) => {
+                    let what = file(&format!("authority {id}"), &files.certificate);
+                    check(&mut errs, &what, &i.cert, &content, Usage::Sign);
+                    check(&mut errs, &what, &i.cert, &content, Usage::Encrypt);
+                    authorities.insert(id.clone(), i);
+                }
+                Err(e) => errs.push(format!("authority {id}: {e}")),
+            }
+        }
+        let mut partner_nodes = std::collections::BTreeMap::new();
+        let mut partner_authorities = std::collections::BTreeMap::new();
+        for p in &config.partners {
+            let exception = config.security.allow_rsa_2048.contains(&p.node);
+            if exception {
+                tracing::warn!(partner = %p.node, "accepting 2048-bit RSA keys of this partner (configured exception)");
+            }
+            let t = Policy {
+                allow_rsa_2048: exception,
+                ..transport.clone()
+            };
+            let c = Policy {
+                allow_rsa_2048: exception,
+                ..content.clone()
+            };
+            match trust::load_cert(&p.certificate) {
+                Ok(cert) => {
+                    let what = file(&format!("partner {}", p.node), &p.certificate);
+                    check(&mut errs, &what, &cert, &t, Usage::Sign);
+                    partner_nodes.insert(p.node.clone(), cert);
+                }
+                Err(e) => errs.push(format!("partner {}: {e}", p.node)),
+            }
+            for (a, path) in &p.authority_certificates {
+                match trust::load_cert(path) {
+                    Ok(cert) => {
+                        let what = file(&format!("partner authority {a}"), path);
+                        check(&mut errs, &what, &cert, &c, Usage::Sign);
+                        check(&mut errs, &what, &cert, &c, Usage::Encrypt);
+                        partner_authorities.insert(a.clone(), cert);
+                    }
+                    Err(e) => errs.push(format!("partner authority {a}: {e}")),
+                }
+            }
+        }
+        let node = match node {
+            Ok(n) => n,
+            Err(e) => {
+                errs.push(format!("tls: {e}"));
+                return Err(errs);
+            }
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(NodeKeys {
+            node,
+            authorities,
+            partner_nodes,
+            partner_authorities,
+            transport,
+            content,
+            allow_rsa_2048: config.security.allow_rsa_2048.clone(),
+        })
+    }
+
+    /// The node-role policy for a partner (with its key-size exception, if configured).
+    pub fn transport_for(&self, partner: &str) -> Policy {
+        self.for_partner(&self.transport, partner)
+    }
+
+    /// The authority-role policy for a partner's authority.
+    pub fn content_for(&self, partner: &str) -> Policy {
+        self.for_partner(&self.content, partner)
+    }
+
+    fn for_partner(&self, role: &Policy, partner: &str) -> Policy {
+        Policy {
+            allow_rsa_2048: self.allow_rsa_2048.iter().any(|p| p == partner),
+            ..role.clone()
+        }
+    }
+}
+
+/// One configured certificate and when it expires.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CertificateView {
+    /// `node` (TLS and transport signatures), `ca`, `content-ca`, `authority` (ours),
+    /// `partner` (a partner node's), `partner-authority` (an authority behind a partner).
+    pub role: &'static str,
+    /// Which one: the node, authority id or partner name.
+    pub name: String,
+    pub subject: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Negative: expired.
+    pub days_left: i64,
+}
+
+/// A certificate the node loaded at start, with what operators know it by.
+#[derive(Debug, Clone)]
+pub struct LoadedCertificate {
+    pub role: &'static str,
+    pub name: String,
+    pub cert: openssl::x509::X509,
+}
+
+/// Every certificate in the files the config names (every certificate of a chain or bundle),
+/// read once at start: the node uses what it loaded then. Files that cannot be read are left
+/// out (the config check at start reports them).
+pub fn load_certificates(config: &Config) -> Vec<LoadedCertificate> {
+    let mut files: Vec<(&'static str, String, &std::path::Path)> = vec![
+        ("node", config.node_name.clone(), &config.tls.cert),
+        ("ca", config.node_name.clone(), &config.tls.ca),
+    ];
+    if let Some(ca) = &config.security.content_ca {
+        files.push(("content-ca", config.node_name.clone(), ca));
+    }
+    for (id, k) in &config.authority_keys {
+        files.push(("authority", id.clone(), &k.certificate));
+    }
+    for p in &config.partners {
+        files.push(("partner", p.node.clone(), &p.certificate));
+        for (id, c) in &p.authority_certificates {
+            files.push(("partner-authority", id.clone(), c));
+        }
+    }
+    let mut out = Vec::new();
+    for (role, name, path) in files {
+        let Ok(pem) = std::fs::read(path) else { continue };
+        for cert in openssl::x509::X509::stack_from_pem(&pem).unwrap_or_default() {
+            out.push(LoadedCertificate {
+                role,
+                name: name.clone(),
+                cert,
+            });
+        }
+    }
+    out
+}
+
+/// The node's certificates with days left as of now, soonest expiry first.
+pub fn certificates(loaded: &[LoadedCertificate]) -> Vec<CertificateView> {
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return Vec::new();
+    };
+    let mut out: Vec<CertificateView> = loaded
+        .iter()
+        .filter_map(|c| {
+            let diff = now.diff(c.cert.not_after()).ok()?;
+            // Whole days left, rounded down: expired yesterday is -1, not 0.
+            let days_left = (i64::from(diff.days) * 86_400 + i64::from(diff.secs)).div_euclid(86_400);
+            let subject = c
+                .cert
+                .subject_name()
+                .entries()
+                .filter_map(|e| {
+                    let key = e.object().nid().short_name().ok()?;
+                    Some(format!("{key}={}", e.data().to_string().ok()?))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(CertificateView {
+                role: c.role,
+                name: c.name.clone(),
+                subject,
+                not_after: asn1_rfc3339(c.cert.not_after()),
+                days_left,
+            })
+        })
+        .collect();
+    out.sort_by_key(|c| c.days_left);
+    out
+}
+
+/// An ASN.1 time (as OpenSSL prints it, `Nov 22 20:00:00 2027 GMT`) in RFC 3339.
+fn asn1_rfc3339(t: &openssl::asn1::Asn1TimeRef) -> String {
+    let text = t.to_string();
+    let format =
+        time::macros::format_description!("[month repr:short] [day padding:space] [hour]:[minute]:[second] [year] GMT");
+    time::PrimitiveDateTime::parse(&text, format)
+        .map(|p| p.assume_utc().unix_timestamp() * 1000)
+        .map(rfc3339)
+        .unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    use super::{LoadedCertificate, certificates};
+
+    /// A self-signed certificate valid until `now + seconds` (negative: already expired).
+    fn cert(cn: &str, seconds: i64) -> X509 {
+        let key = PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(now - 10 * 86_400).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(now + seconds).unwrap()).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
+        let loaded = |role, name: &str, cert| LoadedCertificate {
+            role,
+            name: name.into(),
+            cert,
+        };
+        let views = certificates(&[
+            loaded("ca", "a", cert("far", 400 * 86_400 + 3600)),
+            loaded("ca", "a", cert("soon", 5 * 86_400 + 3600)),
+            loaded("partner", "b", cert("gone", -(3600 * 20))),
+        ]);
+        let got: Vec<(&str, &str, i64)> = views
+            .iter()
+            .map(|v| (v.subject.as_str(), v.name.as_str(), v.days_left))
+            .collect();
+        assert_eq!(
+            got,
+            [("CN=gone", "b", -1), ("CN=soon", "a", 5), ("CN=far", "a", 400)],
+            "expired 20 h ago is -1 days; both certificates of the bundle are listed, soonest first"
+        );
+        assert!(views[1].not_after.ends_with('Z'), "{}", views[1].not_after);
+    }
+}

@@ -1,0 +1,69 @@
+//! The context every request handler and worker shares. It names no listener or worker
+//! module: what it holds (store, validator, keys, partner health, broker handle, audit log)
+//! lives in the layers below.
+
+use std::sync::Arc;
+
+use adapters::{Registry, SchemaSet};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::store::{JobKind, Store};
+use crate::xml::validate::ValidatorPool;
+
+/// Everything request handlers and workers share.
+pub struct Ctx {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub validator: ValidatorPool,
+    /// The envelope/receipt schema (`envelope-1.0/envelope.xsd`).
+    pub envelope_schema: Arc<SchemaSet>,
+    /// HTTPS client for partner transport (node identity, only the configured CA trusted).
+    pub relay_client: crate::tls::RelayClient,
+    /// HTTP client for push delivery to legacy systems' callbacks.
+    pub push_client: reqwest::Client,
+    /// Keys and directory certificates for the security layer.
+    pub keys: Arc<crate::certs::NodeKeys>,
+    /// Circuit breakers and concurrency slots per partner node.
+    pub partners: Arc<crate::health::Partners>,
+    /// Client submissions in progress (`server.max_concurrent_intake`); none free → 503.
+    pub intake_permits: Arc<tokio::sync::Semaphore>,
+    /// The AMQP broker connection's publishing side (idle without `[amqp]`).
+    pub broker: Arc<crate::amqp::Broker>,
+    /// The hash-chained audit log (`<data_dir>/audit.log`).
+    pub audit: crate::audit::AuditLog,
+    /// When this node started (milliseconds).
+    pub started: crate::store::Millis,
+    /// Every configured certificate, as loaded at start (operators' expiry views).
+    pub certificates: Vec<crate::certs::LoadedCertificate>,
+    /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
+    pub(crate) wakers: [Notify; 4],
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("node", &self.config.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn waker_index(kind: JobKind) -> usize {
+    match kind {
+        JobKind::Relay => 0,
+        JobKind::Open => 1,
+        JobKind::Notice => 2,
+        JobKind::Push => 3,
+    }
+}
+
+impl Ctx {
+    pub fn wake(&self, kind: JobKind) {
+        self.wakers[waker_index(kind)].notify_one();
+    }
+
+    pub(crate) fn waker(&self, kind: JobKind) -> &Notify {
+        &self.wakers[waker_index(kind)]
+    }
+}

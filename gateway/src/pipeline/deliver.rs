@@ -1,0 +1,114 @@
+//! The deliver stage (receiving node): an opened message handed to its client where the client
+//! takes pushes — POST to its callback URL, or a confirmed publish to its AMQP inbox queue —
+//! in the form the client takes (`validate::for_client`); then `delivered`, and the sender is
+//! told (`notice.rs`). Clients that fetch from the inbox (REST, XTA MsgBox) acknowledge through
+//! `intake/`, which makes the same change.
+
+use lapin::BasicProperties;
+use lapin::types::FieldTable;
+
+use super::worker::drop_job;
+use super::{Failure, Outcome};
+use crate::config::Client;
+use crate::ctx::Ctx;
+use crate::store::{Blob, Change, Job, Message, Status};
+
+pub async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
+    if m.status != Status::Opened {
+        return drop_job(ctx, job).await;
+    }
+    let Some(client) = ctx
+        .config
+        .clients
+        .iter()
+        .find(|c| c.authority == m.reader && c.takes_pushes())
+    else {
+        return drop_job(ctx, job).await;
+    };
+    let payload = ctx
+        .store
+        .blob(&m.id, Blob::Payload)
+        .await?
+        .ok_or_else(|| Failure::transient("payload missing"))?;
+    // The stylesheet's messages may quote the message, so the logged error names only the code;
+    // the client sees the whole problem when it fetches the message from its inbox.
+    let payload = super::validate::for_client(client, payload, &ctx.registry)
+        .await
+        .map_err(|p| {
+            Failure::Transient(format!(
+                "the outbound transform for client {} failed: {}",
+                client.name, p.code
+            ))
+        })?;
+    if client.amqp_inbox.is_some() {
+        return match to_queue(ctx, client, m, &payload).await {
+            Ok(()) if client.delivered_on_confirm => {
+                tracing::info!(message_id = %m.id, client = %client.name, "message published to the client's queue");
+                delivered(
+                    ctx,
+                    job,
+                    m,
+                    format!("confirmed by the broker for client {}", client.name),
+                )
+                .await
+            }
+            // The client acknowledges through the HTTP API.
+            Ok(()) => drop_job(ctx, job).await,
+            Err(e) => Err(Failure::Transient(format!("client queue: {e}"))),
+        };
+    }
+    let url = client.push_url.as_deref().unwrap_or_default();
+    let response = ctx
+        .push_client
+        .post(url)
+        .header("content-type", "application/xml")
+        .header("idempotency-key", m.id.as_str())
+        .header("x-poststelle-message-id", m.id.as_str())
+        .body(payload)
+        .send()
+        .await;
+    match response {
+        Ok(r) if r.status().is_success() => {
+            crate::failpoint!("push.after_callback");
+            tracing::info!(message_id = %m.id, client = %client.name, "message pushed to client");
+            delivered(ctx, job, m, format!("pushed to client {}", client.name)).await
+        }
+        Ok(r) => Err(Failure::Transient(format!("client callback answered {}", r.status()))),
+        Err(e) => Err(Failure::Transient(format!("client callback unreachable: {e}"))),
+    }
+}
+
+/// An opened message handed to its client (push callback or confirmed queue publish): delivered,
+/// and the sender is told.
+async fn delivered(ctx: &Ctx, job: &Job, m: &Message, detail: String) -> Outcome {
+    super::notice::end_with_notice(
+        ctx,
+        Change {
+            message_id: m.id.clone(),
+            finish_job: Some(job.id),
+            expect: vec![Status::Opened],
+            status: Some(Status::Delivered),
+            detail: Some(detail),
+            ..Change::default()
+        },
+    )
+    .await
+}
+
+/// Publishes a received message to a client's inbox queue (confirmed, persistent, mandatory).
+async fn to_queue(ctx: &Ctx, client: &Client, message: &crate::store::Message, payload: &[u8]) -> Result<(), String> {
+    let queue = client.amqp_inbox.as_deref().ok_or("the client has no inbox queue")?;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-poststelle-message-type".into(),
+        crate::amqp::long(&message.message_type),
+    );
+    headers.insert("x-poststelle-author".into(), crate::amqp::long(&message.author));
+    headers.insert("x-poststelle-reader".into(), crate::amqp::long(&message.reader));
+    headers.insert("x-poststelle-xoev-uuid".into(), crate::amqp::long(&message.xoev_uuid));
+    let properties = BasicProperties::default()
+        .with_content_type("application/xml".into())
+        .with_message_id(message.id.as_str().into())
+        .with_headers(headers);
+    ctx.broker.publish("", queue, payload, properties).await
+}

@@ -1,0 +1,69 @@
+//! The notice stage (receiving node): once a received message ended — `delivered` to its
+//! client or `refused` — a receipt signed by this node tells the sender's node, which moves its
+//! copy to `delivered` or `rejected`. A partner that does not know the message any more (4xx)
+//! is told nothing more; no answer is retried.
+
+use super::worker::{apply, drop_job};
+use super::{Failure, Outcome};
+use crate::ctx::Ctx;
+use crate::envelope::{Outcome as ReceiptOutcome, Receipt, seal};
+use crate::store::{Change, Job, JobKind, Message, Status, now_millis, rfc3339};
+
+pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
+    let (outcome, code, detail) = match m.status {
+        Status::Delivered => (ReceiptOutcome::Delivered, None, None),
+        Status::Refused => (ReceiptOutcome::Refused, m.error_code.clone(), m.error_detail.clone()),
+        _ => return drop_job(ctx, job).await,
+    };
+    let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
+        return drop_job(ctx, job).await;
+    };
+    let body = seal::signed_receipt(
+        &Receipt {
+            message_id: m.remote_id.clone().unwrap_or_default(),
+            outcome,
+            code,
+            detail,
+            envelope_sha256: hex_decode(&m.digest),
+            receiver_node: ctx.config.node_name.clone(),
+            time: rfc3339(now_millis()),
+        },
+        &ctx.keys.node,
+    )
+    .map_err(|p| Failure::Transient(p.to_string()))?;
+    let response = crate::partner::send::post(ctx, partner, body).await;
+    match &response {
+        Ok((status, _)) if status.is_server_error() => ctx.partners.failure(&partner.node, "notice answered 5xx"),
+        Ok(_) => ctx.partners.success(&partner.node),
+        Err(e) => ctx.partners.failure(&partner.node, e),
+    }
+    match response {
+        Ok((status, _)) if status.is_success() => drop_job(ctx, job).await,
+        // The partner does not know the message (e.g. it was purged): nothing more to tell.
+        Ok((status, _)) if status.is_client_error() => {
+            tracing::warn!(message_id = %m.id, status = status.as_u16(), "partner refused our notice");
+            drop_job(ctx, job).await
+        }
+        Ok((status, _)) => Err(Failure::Transient(format!("partner answered {status}"))),
+        Err(e) => Err(Failure::Transient(format!("partner unreachable: {e}"))),
+    }
+}
+
+/// Applies an inbound message's final change together with the notice job that tells the
+/// sender, and wakes the notice worker.
+pub(super) async fn end_with_notice(ctx: &Ctx, mut change: Change) -> Outcome {
+    change.enqueue.push((JobKind::Notice, now_millis()));
+    let r = apply(ctx, change).await;
+    ctx.wake(JobKind::Notice);
+    r
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! The open stage (receiving node): a received envelope's content decrypted with the recipient
+//! authority's key, the author's signature checked against its directory certificate, the
+//! content validated like a client's submission (`validate.rs`, no legacy formats from
+//! partners) and matched against the envelope's header; then `opened` (and a push job where
+//! the client takes pushes), or a permanent failure that refuses the message.
+
+use std::sync::Arc;
+
+use super::worker::{apply, drop_job};
+use super::{Failure, Outcome};
+use crate::ctx::Ctx;
+use crate::envelope;
+use crate::problem::{Code, Problem};
+use crate::store::{Blob, Change, Job, JobKind, Message, Status, now_millis};
+
+pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
+    if m.status != Status::Received {
+        return drop_job(ctx, job).await;
+    }
+    // A poison message: opening it failed (or killed the node) this often. Attempts are counted
+    // when a job is claimed, so a crash counts too; refuse it instead of looping.
+    let limit = ctx.config.relay.poison_attempts;
+    if job.attempts > limit {
+        return Err(Failure::Poison(limit));
+    }
+    let env = ctx
+        .store
+        .blob(&m.id, Blob::Envelope)
+        .await?
+        .ok_or_else(|| Failure::transient("envelope missing"))?;
+    let keys = ctx.keys.clone();
+    let limits = ctx.config.limits.for_envelopes();
+    let (author, reader, partner) = (m.author.clone(), m.reader.clone(), m.partner_node.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let recipient = keys
+            .authorities
+            .get(&reader)
+            .ok_or_else(crate::xmlsec::encrypt::failed)?;
+        let author_cert = keys.partner_authorities.get(&author).ok_or_else(|| {
+            Problem::new(
+                Code::SignerMismatch,
+                format!("the directory has no certificate of the author {author}"),
+            )
+        })?;
+        crate::envelope::seal::open(&env, &recipient.key, author_cert, &keys.content_for(&partner), &limits)
+    })
+    .await
+    .map_err(Failure::transient)?;
+    let mut attachments = Vec::new();
+    let checked = match opened {
+        Ok((content, travelled)) => {
+            attachments = travelled;
+            let content: Arc<[u8]> = Arc::from(content);
+            match super::validate::identify_and_validate(ctx, &content, false).await {
+                Ok(super::validate::Validated {
+                    message_type: t,
+                    header: h,
+                    ..
+                }) => {
+                    if h.author != m.author || h.reader != m.reader || h.message_uuid != m.xoev_uuid {
+                        Err(Problem::new(
+                            Code::HeaderInvalid,
+                            "the message header does not match the envelope (author, reader or UUID)",
+                        ))
+                    } else if t.to_string() != m.message_type {
+                        Err(Problem::new(
+                            Code::HeaderInvalid,
+                            "the message type does not match the envelope",
+                        ))
+                    } else {
+                        Ok(content)
+                    }
+                }
+                Err(p) if p.code == Code::Overloaded => return Err(Failure::transient("validation pool full")),
+                Err(p) => Err(p),
+            }
+        }
+        Err(p) => Err(p),
+    };
+    match checked {
+        Ok(content) => {
+            let push = ctx
+                .config
+                .clients
+                .iter()
+                .any(|c| c.authority == m.reader && c.takes_pushes());
+            let mut enqueue = Vec::new();
+            if push {
+                enqueue.push((JobKind::Push, now_millis()));
+            }
+            crate::failpoint!("open.before_commit");
+            tracing::info!(message_id = %m.id, "message opened");
+            let r = apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Received],
+                    status: Some(Status::Opened),
+                    blobs: if attachments.is_empty() {
+                        vec![(Blob::Payload, content.to_vec())]
+                    } else {
+                        vec![
+                            (Blob::Payload, content.to_vec()),
+                            (Blob::Attachments, envelope::encode_attachments(&attachments)),
+                        ]
+                    },
+                    enqueue,
+                    ..Change::default()
+                },
+            )
+            .await;
+            if push {
+                ctx.wake(JobKind::Push);
+            }
+            r
+        }
+        Err(p) => Err(Failure::Permanent(p)),
+    }
+}

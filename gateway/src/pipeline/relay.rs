@@ -1,0 +1,175 @@
+//! The relay stage (sending node): send the sealed envelope to the partner's node
+//! (`partner::send`), check its answer — schema, the partner node's signature, our message id
+//! and our envelope's digest — and store the signed receipt (`sent` → `received`) or the
+//! partner's refusal (`rejected`). No answer, a 5xx, 408 or 429 count against the partner's
+//! circuit and are retried; an answer that is not a receipt for our envelope is audited and the
+//! same envelope is sent again later.
+
+use std::sync::Arc;
+
+use super::worker::{apply, drop_job};
+use super::{Failure, Outcome};
+use crate::ctx::Ctx;
+use crate::envelope::{self, Outcome as ReceiptOutcome, Receipt, seal};
+use crate::problem::{Code, Problem};
+use crate::store::{Blob, Change, Job, Message, Status};
+
+pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
+    if !matches!(m.status, Status::Accepted | Status::Sealed | Status::Sent) {
+        return drop_job(ctx, job).await;
+    }
+    let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
+        return Err(Failure::Permanent(Problem::new(
+            Code::UnknownRecipient,
+            format!("partner node {} is no longer in the directory", m.partner_node),
+        )));
+    };
+    let envelope_bytes = super::seal::sealed(ctx, m).await?;
+    let (status, body) = match crate::partner::send::post(ctx, partner, envelope_bytes.clone()).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            crate::telemetry::relay_error(crate::telemetry::no_answer_class(&e));
+            return Err(partner_failed(
+                ctx,
+                &partner.node,
+                format!("partner {} unreachable: {e}", partner.node),
+            ));
+        }
+    };
+    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+        crate::telemetry::relay_error(crate::telemetry::status_class(status.as_u16()));
+        return Err(partner_failed(
+            ctx,
+            &partner.node,
+            format!("partner {} answered {status}", partner.node),
+        ));
+    }
+    ctx.partners.success(&partner.node);
+    crate::failpoint!("relay.after_send");
+    let expected_digest = envelope::sha256(&envelope_bytes);
+    let receipt = match read_receipt(ctx, &partner.node, &body).await? {
+        Ok(r) => match answers(&r, &m.id, &expected_digest) {
+            Ok(()) => r,
+            Err(p) => return Err(bad_receipt(ctx, m, &partner.node, &p)),
+        },
+        Err(p) if status.is_success() => return Err(bad_receipt(ctx, m, &partner.node, &p)),
+        Err(p) => {
+            audit_receipt(ctx, m, &partner.node, &p);
+            // A 4xx without a readable refusal is still permanent.
+            return apply(
+                ctx,
+                Change {
+                    message_id: m.id.clone(),
+                    finish_job: Some(job.id),
+                    expect: vec![Status::Sealed, Status::Sent],
+                    status: Some(Status::Rejected),
+                    error: Some(("partner-refused".into(), format!("partner answered {status}: {p}"))),
+                    ..Change::default()
+                },
+            )
+            .await;
+        }
+    };
+    let (new_status, detail, error) = match receipt.outcome {
+        ReceiptOutcome::Received | ReceiptOutcome::Delivered if status.is_success() => {
+            tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");
+            let detail = format!("receipt from {} at {}", receipt.receiver_node, receipt.time);
+            (Status::Received, detail, None)
+        }
+        _ => {
+            let code = receipt.code.clone().unwrap_or_else(|| "partner-refused".into());
+            tracing::warn!(message_id = %m.id, partner = %partner.node, code = %code, "envelope refused by partner");
+            let error = (code, receipt.detail.clone().unwrap_or_default());
+            (Status::Rejected, format!("refused by {}", partner.node), Some(error))
+        }
+    };
+    apply(
+        ctx,
+        Change {
+            message_id: m.id.clone(),
+            finish_job: Some(job.id),
+            expect: vec![Status::Sealed, Status::Sent],
+            events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
+            status: Some(new_status),
+            detail: Some(detail),
+            error,
+            blobs: vec![(Blob::Receipt, body.to_vec())],
+            ..Change::default()
+        },
+    )
+    .await
+}
+
+/// A transient failure talking to a partner: counts towards its circuit, retried later.
+fn partner_failed(ctx: &Ctx, partner: &str, reason: String) -> Failure {
+    ctx.partners.failure(partner, &reason);
+    Failure::Transient(reason)
+}
+
+/// Checks a partner's answer against the receipt schema and the partner node's signature,
+/// and reads it. The inner error refuses the answer; the outer one is this node's own failure.
+async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Receipt, Problem>, Failure> {
+    let refused = |what: &str, p: Problem| Ok(Err(Problem::new(p.code, format!("{what}: {}", p.detail))));
+    if let Err(p) = crate::xml::prescan::prescan(body, &ctx.config.limits) {
+        return refused("receipt unreadable", p);
+    }
+    let valid = ctx
+        .validator
+        .validate(ctx.envelope_schema.clone(), Arc::from(body))
+        .await
+        .map_err(|p| Failure::Transient(p.to_string()))?;
+    if let Err(f) = valid {
+        return refused("receipt invalid", f.into_problem());
+    }
+    let signer = ctx
+        .keys
+        .partner_nodes
+        .get(partner)
+        .ok_or_else(|| Failure::transient("the partner's certificate is not in the directory"))?;
+    if let Err(p) = seal::verify_node_signed(body, signer, &ctx.keys.transport_for(partner), &ctx.config.limits) {
+        return refused("receipt signature", p);
+    }
+    Ok(envelope::parse_receipt(body))
+}
+
+/// Whether a receipt verified as the partner's answers for our envelope: it names our message
+/// id and binds our envelope's digest. Only a refusal may name no message (the partner could
+/// not read the id) or carry no digest (it could not read the body). A receipt about another
+/// message (a replay) proves nothing about ours.
+fn answers(r: &Receipt, id: &str, digest: &[u8]) -> Result<(), Problem> {
+    let refused = r.outcome == ReceiptOutcome::Refused;
+    if r.message_id != id && !(refused && r.message_id == envelope::UNKNOWN_ID) {
+        return Err(Problem::new(
+            Code::EnvelopeInvalid,
+            format!("the receipt is about message {}, not {id}", r.message_id),
+        ));
+    }
+    match r.envelope_sha256.as_deref() {
+        Some(d) if d == digest => Ok(()),
+        None if refused => Ok(()),
+        _ => Err(Problem::new(
+            Code::EnvelopeInvalid,
+            "the receipt does not bind our envelope's digest",
+        )),
+    }
+}
+
+/// An answer refused as a receipt is a security event: audited with its code.
+fn audit_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) {
+    tracing::warn!(message_id = %m.id, partner, code = %p.code, "receipt refused");
+    ctx.audit.note(
+        "partner-transport",
+        "receipt-refused",
+        serde_json::json!({"message_id": m.id, "partner": partner, "code": p.code.as_str()}),
+    );
+}
+
+/// A 2xx answer that is not a receipt for our envelope: the message stays unreceived and the
+/// same envelope is sent again later (the partner answers a resend with its original receipt).
+fn bad_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) -> Failure {
+    crate::telemetry::relay_error("bad-receipt");
+    audit_receipt(ctx, m, partner, p);
+    Failure::Transient(format!(
+        "the answer of {partner} is not a receipt for this envelope: {p}"
+    ))
+}

@@ -1,0 +1,84 @@
+//! The seal stage (sending node): the envelope of an accepted message — its content signed for
+//! the author authority and encrypted for the recipient authority, the whole signed by this
+//! node (`envelope::seal`) — made once and stored (`sealed`), so that every retry sends the very
+//! same envelope (same message id, same digest).
+
+use super::{Failure, Outcome};
+use crate::ctx::Ctx;
+use crate::envelope::{self, EnvelopeHeader, seal};
+use crate::problem::{Code, Problem};
+use crate::store::{Blob, Change, Message, Status, rfc3339};
+
+/// The message's envelope: the stored one, or a new one, sealed and stored now. A message that
+/// cannot be sealed (no key for its author, no certificate of its reader) fails for good.
+pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
+    if let Some(e) = ctx.store.blob(&m.id, Blob::Envelope).await? {
+        return Ok(e);
+    }
+    let payload = ctx
+        .store
+        .blob(&m.id, Blob::Payload)
+        .await?
+        .ok_or_else(|| Failure::transient("payload missing"))?;
+    let header = EnvelopeHeader {
+        message_id: m.id.clone(),
+        xoev_uuid: m.xoev_uuid.clone(),
+        sender_node: ctx.config.node_name.clone(),
+        sender: m.author.clone(),
+        recipient: m.reader.clone(),
+        message_type: m.message_type.clone(),
+        created: rfc3339(m.created_at),
+    };
+    let attachments = match ctx.store.blob(&m.id, Blob::Attachments).await? {
+        Some(b) => envelope::decode_attachments(&b).map_err(|p| Failure::Transient(p.detail))?,
+        None => Vec::new(),
+    };
+    let keys = ctx.keys.clone();
+    let limits = ctx.config.limits;
+    let (author, reader) = (m.author.clone(), m.reader.clone());
+    let sealed = tokio::task::spawn_blocking(move || {
+        let author_id = keys.authorities.get(&author).ok_or_else(|| {
+            Problem::new(
+                Code::CertificateInvalid,
+                format!("no key for the local authority {author}"),
+            )
+        })?;
+        let recipient = keys.partner_authorities.get(&reader).ok_or_else(|| {
+            Problem::new(
+                Code::CertificateInvalid,
+                format!("the directory has no certificate of {reader}"),
+            )
+        })?;
+        seal::seal(
+            &header,
+            &payload,
+            &attachments,
+            author_id,
+            recipient,
+            &keys.node,
+            &limits.for_envelopes(),
+        )
+    })
+    .await
+    .map_err(Failure::transient)?;
+    let env = sealed.map_err(|p| {
+        tracing::error!(message_id = %m.id, code = %p.code, error = %p.detail, "cannot seal the message");
+        Failure::Permanent(p)
+    })?;
+    store_sealed(ctx, m, env.clone()).await?;
+    crate::failpoint!("relay.after_seal");
+    Ok(env)
+}
+
+async fn store_sealed(ctx: &Ctx, m: &Message, env: Vec<u8>) -> Outcome {
+    ctx.store
+        .apply(Change {
+            message_id: m.id.clone(),
+            expect: vec![Status::Accepted],
+            status: Some(Status::Sealed),
+            blobs: vec![(Blob::Envelope, env)],
+            ..Change::default()
+        })
+        .await?;
+    Ok(())
+}
