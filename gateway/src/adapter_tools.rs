@@ -198,123 +198,10 @@ pub fn check_adapter(manifest: &Manifest, registry: &Registry) -> CheckReport {
         adapter.schema.entry.display()
     ));
     for file in &manifest.valid {
-        r.valid_total += 1;
-        let name = display(file);
-        let bytes = match std::fs::read(file) {
-            Ok(b) => b,
-            Err(e) => {
-                r.failures += 1;
-                r.lines.push(format!("FAIL {name}: cannot read: {e}"));
-                continue;
-            }
-        };
-        match check_document(registry, &bytes, true) {
-            Ok(a) if a.adapter != adapter.name => {
-                r.failures += 1;
-                r.lines.push(format!(
-                    "FAIL {name}: identified by adapter {}, not by {} (shadowed)",
-                    a.adapter, adapter.name
-                ));
-            }
-            Ok(a) => {
-                let h = &a.header;
-                r.valid_passed += 1;
-                r.lines.push(format!(
-                    "ok   {name}: valid ({}); id {}, type code {}, author {}, reader {}",
-                    a.message_type,
-                    h.message_uuid,
-                    h.type_code.as_deref().unwrap_or("-"),
-                    h.author,
-                    h.reader
-                ));
-                if let Some(w) = a.warning {
-                    r.refused += 1;
-                    r.lines.push(format!("     warning: {w}"));
-                }
-                if let Some((legacy, standard)) = &a.transformed
-                    && registry.get(legacy).is_some_and(|l| l.transforms().outbound.is_some())
-                {
-                    match round_trip(registry, legacy, &bytes, standard) {
-                        Ok(()) => {
-                            r.round_trips += 1;
-                            r.lines
-                                .push(format!("ok   {name}: round trip through {}", a.message_type));
-                        }
-                        Err(e) => {
-                            r.failures += 1;
-                            r.lines.push(format!("FAIL {name}: round trip: {e}"));
-                        }
-                    }
-                }
-            }
-            Err(p) => {
-                r.failures += 1;
-                r.lines.push(format!("FAIL {name}: expected valid, got:"));
-                r.lines
-                    .extend(problem_lines(&name, &p).into_iter().map(|l| format!("     {l}")));
-            }
-        }
+        check_valid(&mut r, registry, &adapter.name, file);
     }
     for file in &manifest.invalid {
-        r.invalid_total += 1;
-        let name = display(file);
-        let sidecar = file.with_extension("expected");
-        let expected = match std::fs::read_to_string(&sidecar) {
-            Ok(t) => t,
-            Err(_) => {
-                r.failures += 1;
-                r.lines.push(format!(
-                    "FAIL {name}: no sidecar {} naming the expected error",
-                    display(&sidecar)
-                ));
-                continue;
-            }
-        };
-        let mut lines = expected.lines().map(str::trim);
-        let code = lines.next().unwrap_or("");
-        let needle = lines.next().filter(|l| !l.is_empty());
-        let outcome = std::fs::read(file)
-            .map_err(|e| Problem::new(Code::NotFound, format!("cannot read: {e}")))
-            .and_then(|b| check_document(registry, &b, false));
-        match outcome {
-            Ok(a) => {
-                r.failures += 1;
-                r.lines.push(format!(
-                    "FAIL {name}: expected {code}, but it is valid ({})",
-                    a.message_type
-                ));
-            }
-            Err(p) => {
-                let text = format!(
-                    "{} {}",
-                    p.detail,
-                    p.errors
-                        .iter()
-                        .map(|e| e.message.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
-                if p.code.as_str() != code {
-                    r.failures += 1;
-                    r.lines.push(format!(
-                        "FAIL {name}: expected {code}, got {}: {}",
-                        p.code.as_str(),
-                        p.detail
-                    ));
-                } else if let Some(n) = needle
-                    && !text.contains(n)
-                {
-                    r.failures += 1;
-                    r.lines.push(format!(
-                        "FAIL {name}: {code} as expected, but without {n:?}: {}",
-                        p.detail
-                    ));
-                } else {
-                    r.invalid_passed += 1;
-                    r.lines.push(format!("ok   {name}: {code} as expected ({})", p.detail));
-                }
-            }
-        }
+        check_invalid(&mut r, registry, file);
     }
     if r.valid_total == 0 {
         r.failures += 1;
@@ -341,6 +228,131 @@ pub fn check_adapter(manifest: &Manifest, registry: &Registry) -> CheckReport {
         }
     ));
     r
+}
+
+/// One valid fixture: it must pass every check, be identified by this adapter, and (a legacy
+/// format with an outbound transform) survive the round trip.
+fn check_valid(r: &mut CheckReport, registry: &Registry, adapter_name: &str, file: &Path) {
+    r.valid_total += 1;
+    let name = display(file);
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            r.failures += 1;
+            r.lines.push(format!("FAIL {name}: cannot read: {e}"));
+            return;
+        }
+    };
+    match check_document(registry, &bytes, true) {
+        Ok(a) if a.adapter != adapter_name => {
+            r.failures += 1;
+            r.lines.push(format!(
+                "FAIL {name}: identified by adapter {}, not by {} (shadowed)",
+                a.adapter, adapter_name
+            ));
+        }
+        Ok(a) => {
+            let h = &a.header;
+            r.valid_passed += 1;
+            r.lines.push(format!(
+                "ok   {name}: valid ({}); id {}, type code {}, author {}, reader {}",
+                a.message_type,
+                h.message_uuid,
+                h.type_code.as_deref().unwrap_or("-"),
+                h.author,
+                h.reader
+            ));
+            if let Some(w) = a.warning {
+                r.refused += 1;
+                r.lines.push(format!("     warning: {w}"));
+            }
+            if let Some((legacy, standard)) = &a.transformed
+                && registry.get(legacy).is_some_and(|l| l.transforms().outbound.is_some())
+            {
+                match round_trip(registry, legacy, &bytes, standard) {
+                    Ok(()) => {
+                        r.round_trips += 1;
+                        r.lines
+                            .push(format!("ok   {name}: round trip through {}", a.message_type));
+                    }
+                    Err(e) => {
+                        r.failures += 1;
+                        r.lines.push(format!("FAIL {name}: round trip: {e}"));
+                    }
+                }
+            }
+        }
+        Err(p) => {
+            r.failures += 1;
+            r.lines.push(format!("FAIL {name}: expected valid, got:"));
+            r.lines
+                .extend(problem_lines(&name, &p).into_iter().map(|l| format!("     {l}")));
+        }
+    }
+}
+
+/// One invalid fixture: it must be refused with the code its sidecar names (and the text, if
+/// the sidecar gives one).
+fn check_invalid(r: &mut CheckReport, registry: &Registry, file: &Path) {
+    r.invalid_total += 1;
+    let name = display(file);
+    let sidecar = file.with_extension("expected");
+    let expected = match std::fs::read_to_string(&sidecar) {
+        Ok(t) => t,
+        Err(_) => {
+            r.failures += 1;
+            r.lines.push(format!(
+                "FAIL {name}: no sidecar {} naming the expected error",
+                display(&sidecar)
+            ));
+            return;
+        }
+    };
+    let mut lines = expected.lines().map(str::trim);
+    let code = lines.next().unwrap_or("");
+    let needle = lines.next().filter(|l| !l.is_empty());
+    let outcome = std::fs::read(file)
+        .map_err(|e| Problem::new(Code::NotFound, format!("cannot read: {e}")))
+        .and_then(|b| check_document(registry, &b, false));
+    match outcome {
+        Ok(a) => {
+            r.failures += 1;
+            r.lines.push(format!(
+                "FAIL {name}: expected {code}, but it is valid ({})",
+                a.message_type
+            ));
+        }
+        Err(p) => {
+            let text = format!(
+                "{} {}",
+                p.detail,
+                p.errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            if p.code.as_str() != code {
+                r.failures += 1;
+                r.lines.push(format!(
+                    "FAIL {name}: expected {code}, got {}: {}",
+                    p.code.as_str(),
+                    p.detail
+                ));
+            } else if let Some(n) = needle
+                && !text.contains(n)
+            {
+                r.failures += 1;
+                r.lines.push(format!(
+                    "FAIL {name}: {code} as expected, but without {n:?}: {}",
+                    p.detail
+                ));
+            } else {
+                r.invalid_passed += 1;
+                r.lines.push(format!("ok   {name}: {code} as expected ({})", p.detail));
+            }
+        }
+    }
 }
 
 /// legacy → standard → legacy must give back the original document (compared canonically).
@@ -382,19 +394,30 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Why `adapter new` wrote nothing (or not everything).
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("adapter name {0:?} must be letters, digits, '.', '-' or '_'")]
+    Name(String),
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Writes a new adapter directory `parent/name` with a commented manifest, an empty schema
 /// folder and fixture folders.
-pub fn scaffold(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
+pub fn scaffold(parent: &Path, name: &str) -> Result<PathBuf, ScaffoldError> {
     if name.is_empty()
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
     {
-        anyhow::bail!("adapter name {name:?} must be letters, digits, '.', '-' or '_'");
+        return Err(ScaffoldError::Name(name.to_owned()));
     }
     let dir = parent.join(name);
     if dir.exists() {
-        anyhow::bail!("{} already exists", dir.display());
+        return Err(ScaffoldError::Exists(dir));
     }
     let (standard, version) = match name.rsplit_once('-') {
         Some((s, v)) if v.bytes().next().is_some_and(|b| b.is_ascii_digit()) => (s, v),

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -221,6 +221,379 @@ impl Nodes {
     }
 }
 
+/// Waits until every accepted message reached the client, or the deadline.
+async fn wait_delivered(ledger: &Mutex<Ledger>, deadline: Instant) {
+    loop {
+        let all = {
+            let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+            l.accepted.keys().all(|u| l.delivered.contains_key(u))
+        };
+        if all || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lets chaos finish its minimum of kills, then restarts what is down and lets it settle.
+async fn end_chaos(
+    c: tokio::task::JoinHandle<()>,
+    nodes: &Nodes,
+    all: &[NetworkNode],
+    plain: &reqwest::Client,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    while !c.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.abort();
+    for n in all {
+        if !nodes
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&n.name)
+        {
+            nodes.start(n)?;
+        }
+        wait_ready(plain, n, Duration::from_secs(60)).await;
+    }
+    Ok(())
+}
+
+/// The run's report (what `--json` prints) and the sorted latencies.
+fn summarize(
+    args: &BenchArgs,
+    counters: &Counters,
+    l: &Ledger,
+    final_states: &HashMap<String, usize>,
+    kills: &HashMap<String, usize>,
+    rss: &HashMap<String, u64>,
+    (sent_in, delivered_in): (Duration, Duration),
+) -> (Value, Vec<f64>) {
+    let lost = l.accepted.keys().filter(|u| !l.delivered.contains_key(*u)).count();
+    let unexpected = l.delivered.keys().filter(|u| !l.sent.contains(*u)).count();
+    let duplicated = l.delivered.values().filter(|ids| ids.len() > 1).count() as u64 + l.after_ack;
+    let terminal = ["delivered", "rejected", "failed", "cancelled"];
+    let not_ended: usize = final_states
+        .iter()
+        .filter(|(s, _)| !terminal.contains(&s.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let mut lat = l.latencies.clone();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let accepted = l.accepted.len();
+    let report = json!({
+        "messages": args.messages,
+        "clients": args.clients,
+        "rate": args.rate,
+        "accepted": accepted,
+        "refused": counters.refused.load(Ordering::Relaxed),
+        "submit_attempts": counters.submits.load(Ordering::Relaxed),
+        "submit_retries": counters.retries.load(Ordering::Relaxed),
+        "overloaded_503": counters.overloaded.load(Ordering::Relaxed),
+        "submit_seconds": sent_in.as_secs_f64(),
+        "intake_per_second": accepted as f64 / sent_in.as_secs_f64().max(1e-9),
+        "delivered_seconds": delivered_in.as_secs_f64(),
+        "end_to_end_per_second": l.delivered.len() as f64 / delivered_in.as_secs_f64().max(1e-9),
+        "latency_ms": {
+            "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9),
+            "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0.0),
+        },
+        "lost": lost,
+        "duplicated": duplicated,
+        "unexpected": unexpected,
+        "refetched_before_ack": l.refetched,
+        "delivered": l.delivered.len(),
+        "final_states": final_states,
+        "not_ended": not_ended,
+        "kills": kills,
+        "peak_rss_mib": rss.iter().map(|(k, v)| (k.clone(), json!(*v as f64 / 1024.0))).collect::<serde_json::Map<_, _>>(),
+    });
+    (report, lat)
+}
+
+/// Chaos: kill -9 a random node, restart it, pause; until every node was killed `min_kills`
+/// times and the run is over.
+fn chaos(
+    nodes: Arc<Nodes>,
+    finished: Arc<AtomicBool>,
+    all: Vec<NetworkNode>,
+    plain: reqwest::Client,
+    min_kills: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let enough = {
+                let k = nodes.kills.lock().unwrap_or_else(|e| e.into_inner());
+                all.iter().all(|n| k.get(&n.name).copied().unwrap_or(0) >= min_kills)
+            };
+            if finished.load(Ordering::Relaxed) || (enough && random_below(4) == 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500 + random_below(2500))).await;
+            let victim = &all[random_below(all.len() as u64) as usize];
+            nodes.kill9(&victim.name);
+            tokio::time::sleep(Duration::from_millis(random_below(1000))).await;
+            if nodes.start(victim).is_err() || !wait_ready(&plain, victim, Duration::from_secs(60)).await {
+                eprintln!("bench: node {} did not come back", victim.name);
+            }
+        }
+    })
+}
+
+/// The receiving legacy system: fetch, then acknowledge, everything in its inbox.
+fn consumer(
+    ledger: Arc<Mutex<Ledger>>,
+    finished: Arc<AtomicBool>,
+    https: reqwest::Client,
+    to: NetworkNode,
+    poll_ms: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let token = to.clients[0].token.clone();
+        while !finished.load(Ordering::Relaxed) {
+            let list = match https
+                .get(format!("{}/v1/inbox", to.api))
+                .bearer_auth(&token)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.unwrap_or(Value::Null),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let items = list["messages"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+            }
+            for m in items {
+                let (Some(id), Some(uuid)) = (m["id"].as_str(), m["xoev_uuid"].as_str()) else {
+                    continue;
+                };
+                let got = https
+                    .get(format!("{}/v1/inbox/{id}", to.api))
+                    .bearer_auth(&token)
+                    .send()
+                    .await;
+                if !got.is_ok_and(|r| r.status().is_success()) {
+                    continue;
+                }
+                {
+                    let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+                    let ids = l.delivered.entry(uuid.to_owned()).or_default();
+                    let first_for_id = ids.insert(id.to_owned());
+                    if l.acked.contains(id) {
+                        l.after_ack += 1;
+                    } else if !first_for_id {
+                        l.refetched += 1;
+                    } else if let Some((_, t0)) = l.accepted.get(uuid) {
+                        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                        l.latencies.push(ms);
+                    }
+                }
+                let ack = https
+                    .post(format!("{}/v1/inbox/{id}/ack", to.api))
+                    .bearer_auth(&token)
+                    .send()
+                    .await;
+                if ack.is_ok_and(|r| r.status().is_success()) {
+                    ledger
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .acked
+                        .insert(id.to_owned());
+                }
+            }
+        }
+    })
+}
+
+/// One sending legacy system's share of the load: messages are taken from a shared counter.
+#[derive(Clone)]
+struct Load {
+    next: Arc<AtomicUsize>,
+    ledger: Arc<Mutex<Ledger>>,
+    counters: Arc<Counters>,
+    https: reqwest::Client,
+    from: NetworkNode,
+    reader: String,
+    template: String,
+    total: usize,
+    rate: Option<f64>,
+    via: Via,
+    started: Instant,
+}
+
+impl Load {
+    /// Sends messages until the counter reaches `total`, retrying each until it is answered.
+    async fn send(self) {
+        let Load {
+            next,
+            ledger,
+            counters,
+            https,
+            from,
+            reader,
+            template,
+            total,
+            rate,
+            via,
+            started,
+        } = self;
+        let xta = (via == Via::Xta).then(|| crate::xta_client::XtaClient {
+            http: https.clone(),
+            api: from.api.clone(),
+            token: from.clients[0].token.clone(),
+            author: from.authorities[0].clone(),
+        });
+        let token = from.clients[0].token.clone();
+        let kind = crate::xta_client::MessageKind::xumzug(TEMPLATE_CODE);
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= total {
+                break;
+            }
+            // Open loop: message i is due at i / rate seconds after the start.
+            let due = rate.map(|r| started + Duration::from_secs_f64(i as f64 / r));
+            if let Some(due) = due {
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let uuid = uuid::Uuid::new_v4().to_string();
+            let body = template.replace(TEMPLATE_UUID, &uuid);
+            ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sent
+                .insert(uuid.clone());
+            let t0 = due.unwrap_or_else(Instant::now);
+            let mut xta_id: Option<String> = None;
+            loop {
+                counters.submits.fetch_add(1, Ordering::Relaxed);
+                let outcome = match &xta {
+                    Some(xta) => submit_xta(xta, &mut xta_id, &body, &reader, &kind).await,
+                    None => submit_rest(&https, &from.api, &token, &body).await,
+                };
+                match outcome {
+                    Ok(id) => {
+                        ledger
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .accepted
+                            .insert(uuid.clone(), (id, t0));
+                        break;
+                    }
+                    Err(503) => {
+                        counters.overloaded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(status) if (400..500).contains(&status) => {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(_) => {}
+                }
+                counters.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100 + random_below(200))).await;
+            }
+        }
+    }
+}
+
+/// The state each message ended in at the sender, waiting up to a minute past the deadline
+/// for each to end.
+async fn final_states(
+    https: &reqwest::Client,
+    from: &NetworkNode,
+    ids: &[String],
+    deadline: Instant,
+) -> HashMap<String, usize> {
+    let mut final_states: HashMap<String, usize> = HashMap::new();
+    let token = from.clients[0].token.clone();
+    for id in ids {
+        let mut state = String::from("unknown");
+        while Instant::now() < deadline + Duration::from_secs(60) {
+            if let Ok(r) = https
+                .get(format!("{}/v1/messages/{id}", from.api))
+                .bearer_auth(&token)
+                .send()
+                .await
+                && let Ok(v) = r.json::<Value>().await
+            {
+                state = v["status"].as_str().unwrap_or("unknown").to_owned();
+                if matches!(state.as_str(), "delivered" | "rejected" | "failed" | "cancelled") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        *final_states.entry(state).or_default() += 1;
+    }
+    final_states
+}
+
+/// The report for a person.
+fn print_report(
+    args: &BenchArgs,
+    report: &Value,
+    final_states: &HashMap<String, usize>,
+    kills: &HashMap<String, usize>,
+    rss: &HashMap<String, u64>,
+    lat: &[f64],
+) {
+    let accepted = &report["accepted"];
+    let delivered = report["delivered"].as_u64().unwrap_or(0);
+    let (sent_in, delivered_in) = (
+        report["submit_seconds"].as_f64().unwrap_or(0.0),
+        report["delivered_seconds"].as_f64().unwrap_or(0.0),
+    );
+    let refetched = &report["refetched_before_ack"];
+    let (lost, duplicated, unexpected, not_ended) = (
+        &report["lost"],
+        &report["duplicated"],
+        &report["unexpected"],
+        &report["not_ended"],
+    );
+    println!(
+        "bench: {accepted}/{} accepted by {} from {} clients in {:.1} s ({:.0}/s intake); {} delivered to {} in {:.1} s ({:.0}/s end to end)",
+        args.messages,
+        args.from,
+        args.clients,
+        sent_in,
+        report["intake_per_second"].as_f64().unwrap_or(0.0),
+        delivered,
+        args.to,
+        delivered_in,
+        report["end_to_end_per_second"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "latency submit → client: p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        percentile(lat, 0.5),
+        percentile(lat, 0.9),
+        percentile(lat, 0.99),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}",
+        report["submit_retries"], report["overloaded_503"], report["refused"], refetched
+    );
+    println!("final states at {}: {:?}", args.from, final_states);
+    if !kills.is_empty() {
+        println!("kill -9: {kills:?}");
+    }
+    if !rss.is_empty() {
+        let mut r: Vec<_> = rss.iter().collect();
+        r.sort();
+        let r: Vec<String> = r
+            .iter()
+            .map(|(k, v)| format!("{k} {:.0} MiB", **v as f64 / 1024.0))
+            .collect();
+        println!("peak RSS: {}", r.join(", "));
+    }
+    println!("lost {lost}  duplicated {duplicated}  unexpected {unexpected}  not ended {not_ended}");
+}
+
 /// Resident set size of a process (Linux `/proc`), in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -329,159 +702,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Chaos: kill -9 a random node, restart it, pause; until every node was killed often
     // enough and the run is over.
     let chaos = args.chaos.then(|| {
-        let (nodes, finished, all) = (nodes.clone(), finished.clone(), net.nodes.clone());
-        let (plain, min_kills) = (plain.clone(), args.kills);
-        tokio::spawn(async move {
-            loop {
-                let enough = {
-                    let k = nodes.kills.lock().unwrap_or_else(|e| e.into_inner());
-                    all.iter().all(|n| k.get(&n.name).copied().unwrap_or(0) >= min_kills)
-                };
-                if finished.load(Ordering::Relaxed) || (enough && random_below(4) == 0) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(500 + random_below(2500))).await;
-                let victim = &all[random_below(all.len() as u64) as usize];
-                nodes.kill9(&victim.name);
-                tokio::time::sleep(Duration::from_millis(random_below(1000))).await;
-                if nodes.start(victim).is_err() || !wait_ready(&plain, victim, Duration::from_secs(60)).await {
-                    eprintln!("bench: node {} did not come back", victim.name);
-                }
-            }
-        })
+        chaos(
+            nodes.clone(),
+            finished.clone(),
+            net.nodes.clone(),
+            plain.clone(),
+            args.kills,
+        )
     });
 
     // The receiving legacy system: fetch, then acknowledge, everything in its inbox.
-    let consumer = {
-        let (ledger, finished, https, to) = (ledger.clone(), finished.clone(), https.clone(), to.clone());
-        let poll_ms = args.poll_ms;
-        tokio::spawn(async move {
-            let token = to.clients[0].token.clone();
-            while !finished.load(Ordering::Relaxed) {
-                let list = match https
-                    .get(format!("{}/v1/inbox", to.api))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().is_success() => r.json::<Value>().await.unwrap_or(Value::Null),
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let items = list["messages"].as_array().cloned().unwrap_or_default();
-                if items.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(poll_ms)).await;
-                }
-                for m in items {
-                    let (Some(id), Some(uuid)) = (m["id"].as_str(), m["xoev_uuid"].as_str()) else {
-                        continue;
-                    };
-                    let got = https
-                        .get(format!("{}/v1/inbox/{id}", to.api))
-                        .bearer_auth(&token)
-                        .send()
-                        .await;
-                    if !got.is_ok_and(|r| r.status().is_success()) {
-                        continue;
-                    }
-                    {
-                        let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
-                        let ids = l.delivered.entry(uuid.to_owned()).or_default();
-                        let first_for_id = ids.insert(id.to_owned());
-                        if l.acked.contains(id) {
-                            l.after_ack += 1;
-                        } else if !first_for_id {
-                            l.refetched += 1;
-                        } else if let Some((_, t0)) = l.accepted.get(uuid) {
-                            let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                            l.latencies.push(ms);
-                        }
-                    }
-                    let ack = https
-                        .post(format!("{}/v1/inbox/{id}/ack", to.api))
-                        .bearer_auth(&token)
-                        .send()
-                        .await;
-                    if ack.is_ok_and(|r| r.status().is_success()) {
-                        ledger
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .acked
-                            .insert(id.to_owned());
-                    }
-                }
-            }
-        })
-    };
+    let consumer = consumer(
+        ledger.clone(),
+        finished.clone(),
+        https.clone(),
+        to.clone(),
+        args.poll_ms,
+    );
 
     // The sending legacy systems.
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut senders = Vec::new();
-    for _ in 0..args.clients {
-        let (next, ledger, counters, https) = (next.clone(), ledger.clone(), counters.clone(), https.clone());
-        let (from, template, total) = (from.clone(), template.clone(), args.messages);
-        let xta = (args.via == Via::Xta).then(|| crate::xta_client::XtaClient {
-            http: https.clone(),
-            api: from.api.clone(),
-            token: from.clients[0].token.clone(),
-            author: from.authorities[0].clone(),
-        });
-        let reader = to.authorities[0].clone();
-        let rate = args.rate;
-        senders.push(tokio::spawn(async move {
-            let token = from.clients[0].token.clone();
-            let kind = crate::xta_client::MessageKind::xumzug(TEMPLATE_CODE);
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                // Open loop: message i is due at i / rate seconds after the start.
-                let due = rate.map(|r| started + Duration::from_secs_f64(i as f64 / r));
-                if let Some(due) = due {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let uuid = uuid::Uuid::new_v4().to_string();
-                let body = template.replace(TEMPLATE_UUID, &uuid);
-                ledger
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .sent
-                    .insert(uuid.clone());
-                let t0 = due.unwrap_or_else(Instant::now);
-                let mut xta_id: Option<String> = None;
-                loop {
-                    counters.submits.fetch_add(1, Ordering::Relaxed);
-                    let outcome = match &xta {
-                        Some(xta) => submit_xta(xta, &mut xta_id, &body, &reader, &kind).await,
-                        None => submit_rest(&https, &from.api, &token, &body).await,
-                    };
-                    match outcome {
-                        Ok(id) => {
-                            ledger
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .accepted
-                                .insert(uuid.clone(), (id, t0));
-                            break;
-                        }
-                        Err(503) => {
-                            counters.overloaded.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(status) if (400..500).contains(&status) => {
-                            counters.refused.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        Err(_) => {}
-                    }
-                    counters.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(100 + random_below(200))).await;
-                }
-            }
-        }));
-    }
+    let load = Load {
+        next: Arc::new(AtomicUsize::new(0)),
+        ledger: ledger.clone(),
+        counters: counters.clone(),
+        https: https.clone(),
+        from: from.clone(),
+        reader: to.authorities[0].clone(),
+        template: template.clone(),
+        total: args.messages,
+        rate: args.rate,
+        via: args.via,
+        started,
+    };
+    let senders: Vec<_> = (0..args.clients).map(|_| tokio::spawn(load.clone().send())).collect();
     for s in senders {
         let _ = s.await;
     }
@@ -489,34 +742,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Wait until every accepted message reached the client, or the timeout.
     let deadline = started + Duration::from_secs(args.timeout);
-    loop {
-        let all = {
-            let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
-            l.accepted.keys().all(|u| l.delivered.contains_key(u))
-        };
-        if all || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_delivered(&ledger, deadline).await;
     let delivered_in = started.elapsed();
     if let Some(c) = chaos {
-        // Let chaos finish its minimum of kills, then let the last restarts settle.
-        while !c.is_finished() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        c.abort();
-        for n in &net.nodes {
-            if !nodes
-                .procs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&n.name)
-            {
-                nodes.start(n)?;
-            }
-            wait_ready(&plain, n, Duration::from_secs(60)).await;
-        }
+        end_chaos(c, &nodes, &net.nodes, &plain, deadline).await?;
     }
 
     // Every accepted message must end in a terminal state at the sender (delivery notices
@@ -525,27 +754,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
         l.accepted.values().map(|(id, _)| id.clone()).collect()
     };
-    let mut final_states: HashMap<String, usize> = HashMap::new();
-    let token = from.clients[0].token.clone();
-    for id in &ids {
-        let mut state = String::from("unknown");
-        while Instant::now() < deadline + Duration::from_secs(60) {
-            if let Ok(r) = https
-                .get(format!("{}/v1/messages/{id}", from.api))
-                .bearer_auth(&token)
-                .send()
-                .await
-                && let Ok(v) = r.json::<Value>().await
-            {
-                state = v["status"].as_str().unwrap_or("unknown").to_owned();
-                if matches!(state.as_str(), "delivered" | "rejected" | "failed" | "cancelled") {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        *final_states.entry(state).or_default() += 1;
-    }
+    let final_states = final_states(&https, &from, &ids, deadline).await;
     finished.store(true, Ordering::Relaxed);
     let _ = consumer.await;
     let _ = sampler.await;
@@ -553,90 +762,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         nodes.stop_all();
     }
 
-    let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
-    let lost = l.accepted.keys().filter(|u| !l.delivered.contains_key(*u)).count();
-    let unexpected = l.delivered.keys().filter(|u| !l.sent.contains(*u)).count();
-    let duplicated = l.delivered.values().filter(|ids| ids.len() > 1).count() as u64 + l.after_ack;
-    let terminal = ["delivered", "rejected", "failed", "cancelled"];
-    let not_ended: usize = final_states
-        .iter()
-        .filter(|(s, _)| !terminal.contains(&s.as_str()))
-        .map(|(_, n)| n)
-        .sum();
-    let mut lat = l.latencies.clone();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let accepted = l.accepted.len();
     let kills = nodes.kills.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let rss = nodes.peak_rss_kib.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let report = json!({
-        "messages": args.messages,
-        "clients": args.clients,
-        "rate": args.rate,
-        "accepted": accepted,
-        "refused": counters.refused.load(Ordering::Relaxed),
-        "submit_attempts": counters.submits.load(Ordering::Relaxed),
-        "submit_retries": counters.retries.load(Ordering::Relaxed),
-        "overloaded_503": counters.overloaded.load(Ordering::Relaxed),
-        "submit_seconds": sent_in.as_secs_f64(),
-        "intake_per_second": accepted as f64 / sent_in.as_secs_f64().max(1e-9),
-        "delivered_seconds": delivered_in.as_secs_f64(),
-        "end_to_end_per_second": l.delivered.len() as f64 / delivered_in.as_secs_f64().max(1e-9),
-        "latency_ms": {
-            "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9),
-            "p99": percentile(&lat, 0.99), "max": lat.last().copied().unwrap_or(0.0),
-        },
-        "lost": lost,
-        "duplicated": duplicated,
-        "unexpected": unexpected,
-        "refetched_before_ack": l.refetched,
-        "final_states": final_states,
-        "not_ended": not_ended,
-        "kills": kills,
-        "peak_rss_mib": rss.iter().map(|(k, v)| (k.clone(), json!(*v as f64 / 1024.0))).collect::<serde_json::Map<_, _>>(),
-    });
+    let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
+    let times = (sent_in, delivered_in);
+    let (report, lat) = summarize(&args, &counters, &l, &final_states, &kills, &rss, times);
     if args.json {
         println!("{report:#}");
     } else {
-        println!(
-            "bench: {accepted}/{} accepted by {} from {} clients in {:.1} s ({:.0}/s intake); {} delivered to {} in {:.1} s ({:.0}/s end to end)",
-            args.messages,
-            args.from,
-            args.clients,
-            sent_in.as_secs_f64(),
-            report["intake_per_second"].as_f64().unwrap_or(0.0),
-            l.delivered.len(),
-            args.to,
-            delivered_in.as_secs_f64(),
-            report["end_to_end_per_second"].as_f64().unwrap_or(0.0),
-        );
-        println!(
-            "latency submit → client: p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.9),
-            percentile(&lat, 0.99),
-            lat.last().copied().unwrap_or(0.0)
-        );
-        println!(
-            "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}",
-            report["submit_retries"], report["overloaded_503"], report["refused"], l.refetched
-        );
-        println!("final states at {}: {:?}", args.from, final_states);
-        if !kills.is_empty() {
-            println!("kill -9: {kills:?}");
-        }
-        if !rss.is_empty() {
-            let mut r: Vec<_> = rss.iter().collect();
-            r.sort();
-            let r: Vec<String> = r
-                .iter()
-                .map(|(k, v)| format!("{k} {:.0} MiB", **v as f64 / 1024.0))
-                .collect();
-            println!("peak RSS: {}", r.join(", "));
-        }
-        println!("lost {lost}  duplicated {duplicated}  unexpected {unexpected}  not ended {not_ended}");
+        print_report(&args, &report, &final_states, &kills, &rss, &lat);
     }
+    let zero = |k: &str| report[k].as_u64() == Some(0);
+    let all_accepted = report["accepted"].as_u64() == Some(args.messages as u64);
     Ok(
-        if lost == 0 && duplicated == 0 && unexpected == 0 && not_ended == 0 && accepted == args.messages {
+        if zero("lost") && zero("duplicated") && zero("unexpected") && zero("not_ended") && all_accepted {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

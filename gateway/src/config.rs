@@ -530,6 +530,71 @@ impl RawConfig {
                 errs.push(format!("{field}: {} does not exist", p.display()));
             }
         }
+        self.check_settings(&mut errs);
+        let (authorities, authority_keys) = self.authorities(&abs, &mut errs);
+        let security = Security {
+            content_ca: self.security.content_ca.as_deref().map(abs),
+            crls: self.security.crls.iter().map(|c| abs(c)).collect(),
+            allow_rsa_2048: self.security.allow_rsa_2048.clone(),
+            clock_tolerance: Duration::from_secs(self.security.clock_tolerance_seconds),
+        };
+        for p in security.content_ca.iter().chain(&security.crls) {
+            if !p.is_file() {
+                errs.push(format!("security: {} does not exist", p.display()));
+            }
+        }
+        if authorities.is_empty() {
+            errs.push("authorities: a node serves at least one authority".into());
+        }
+        let clients = self.clients(&authorities, &mut errs);
+        let partners = self.partners(&abs, &authorities, &mut errs);
+        self.check_amqp_and_adapters(&abs, &mut errs);
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        let r = &self.relay;
+        Ok(Config {
+            node_name: self.node.name,
+            data_dir: abs(&self.node.data_dir),
+            api_addr,
+            transport_addr,
+            admin_addr,
+            tls,
+            admin_token: self.admin.token,
+            limits: self.limits,
+            relay: RelaySettings {
+                workers: self.relay.workers,
+                lease: Duration::from_secs(r.lease_seconds),
+                connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+                request_timeout: Duration::from_millis(r.request_timeout_ms),
+                retry_initial: Duration::from_millis(r.retry_initial_ms),
+                retry_max: Duration::from_millis(r.retry_max_ms),
+                retry_window: Duration::from_secs(r.retry_window_seconds),
+                max_attempts: r.max_attempts,
+                poison_attempts: r.poison_attempts,
+                per_partner_concurrency: r.per_partner_concurrency,
+                circuit_failures: r.circuit_failures,
+                circuit_open: Duration::from_millis(r.circuit_open_ms),
+                validation_threads: r.validation_threads,
+                validation_queue: r.validation_queue,
+            },
+            server: self.server,
+            store: self.store,
+            retention: self.retention,
+            schema_root: self.schemas.root.as_deref().map(abs),
+            xoev_root: self.adapters.xoev_root.as_deref().map(abs),
+            adapter_dirs: self.adapters.dirs.iter().map(|d| abs(d)).collect(),
+            amqp: self.amqp,
+            authorities,
+            authority_keys,
+            security,
+            clients,
+            partners,
+        })
+    }
+
+    /// Limits, relay, server and retention settings: every figure in its range.
+    fn check_settings(&self, errs: &mut Vec<String>) {
         if self.admin.token.len() < 16 {
             errs.push("admin.token: must be at least 16 characters".into());
         }
@@ -570,7 +635,14 @@ impl RawConfig {
                     .into(),
             );
         }
+    }
 
+    /// The node's own authorities (id → name) and their key files.
+    fn authorities(
+        &self,
+        abs: &dyn Fn(&Path) -> PathBuf,
+        errs: &mut Vec<String>,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, KeyFiles>) {
         let mut authorities = BTreeMap::new();
         let mut authority_keys = BTreeMap::new();
         for (i, a) in self.authorities.iter().enumerate() {
@@ -590,20 +662,11 @@ impl RawConfig {
             }
             authority_keys.insert(a.id.clone(), files);
         }
-        let security = Security {
-            content_ca: self.security.content_ca.as_deref().map(abs),
-            crls: self.security.crls.iter().map(|c| abs(c)).collect(),
-            allow_rsa_2048: self.security.allow_rsa_2048.clone(),
-            clock_tolerance: Duration::from_secs(self.security.clock_tolerance_seconds),
-        };
-        for p in security.content_ca.iter().chain(&security.crls) {
-            if !p.is_file() {
-                errs.push(format!("security: {} does not exist", p.display()));
-            }
-        }
-        if authorities.is_empty() {
-            errs.push("authorities: a node serves at least one authority".into());
-        }
+        (authorities, authority_keys)
+    }
+
+    /// The clients: each bound to one of the node's authorities, with a token of its own.
+    fn clients(&self, authorities: &BTreeMap<String, String>, errs: &mut Vec<String>) -> Vec<Client> {
         let mut tokens = BTreeSet::new();
         let mut clients = Vec::new();
         for (i, c) in self.clients.iter().enumerate() {
@@ -638,6 +701,17 @@ impl RawConfig {
                 errs.push(format!("clients[{i}]: amqp_intake / amqp_inbox need an [amqp] section"));
             }
         }
+        clients
+    }
+
+    /// The directory: partner nodes, their certificates and the authorities they serve (none
+    /// served by two nodes, none of them ours).
+    fn partners(
+        &self,
+        abs: &dyn Fn(&Path) -> PathBuf,
+        authorities: &BTreeMap<String, String>,
+        errs: &mut Vec<String>,
+    ) -> Vec<Partner> {
         let mut partners = Vec::new();
         let mut partner_authorities = BTreeSet::new();
         for (i, p) in self.partners.iter().enumerate() {
@@ -689,6 +763,11 @@ impl RawConfig {
                 authority_certificates,
             });
         }
+        partners
+    }
+
+    /// The broker URL and the adapter folders.
+    fn check_amqp_and_adapters(&self, abs: &dyn Fn(&Path) -> PathBuf, errs: &mut Vec<String>) {
         if let Some(a) = &self.amqp {
             if !(a.url.starts_with("amqp://") || a.url.starts_with("amqps://")) {
                 errs.push("amqp.url: must be an amqp:// or amqps:// URL".into());
@@ -711,47 +790,6 @@ impl RawConfig {
                 ));
             }
         }
-        if !errs.is_empty() {
-            return Err(ConfigErrors(errs));
-        }
-        Ok(Config {
-            node_name: self.node.name,
-            data_dir: abs(&self.node.data_dir),
-            api_addr,
-            transport_addr,
-            admin_addr,
-            tls,
-            admin_token: self.admin.token,
-            limits: self.limits,
-            relay: RelaySettings {
-                workers: r.workers,
-                lease: Duration::from_secs(r.lease_seconds),
-                connect_timeout: Duration::from_millis(r.connect_timeout_ms),
-                request_timeout: Duration::from_millis(r.request_timeout_ms),
-                retry_initial: Duration::from_millis(r.retry_initial_ms),
-                retry_max: Duration::from_millis(r.retry_max_ms),
-                retry_window: Duration::from_secs(r.retry_window_seconds),
-                max_attempts: r.max_attempts,
-                poison_attempts: r.poison_attempts,
-                per_partner_concurrency: r.per_partner_concurrency,
-                circuit_failures: r.circuit_failures,
-                circuit_open: Duration::from_millis(r.circuit_open_ms),
-                validation_threads: r.validation_threads,
-                validation_queue: r.validation_queue,
-            },
-            server: self.server,
-            store: self.store,
-            retention: self.retention,
-            schema_root: self.schemas.root.as_deref().map(abs),
-            xoev_root: self.adapters.xoev_root.as_deref().map(abs),
-            adapter_dirs: self.adapters.dirs.iter().map(|d| abs(d)).collect(),
-            amqp: self.amqp,
-            authorities,
-            authority_keys,
-            security,
-            clients,
-            partners,
-        })
     }
 }
 

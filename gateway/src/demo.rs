@@ -41,35 +41,7 @@ pub async fn run() -> anyhow::Result<bool> {
     let token_b = b.clients[0].token.clone();
 
     // Node b's legacy system: fetch and acknowledge whatever arrives.
-    let (b_api, b_http) = (b.api.clone(), http.clone());
-    let consumer = tokio::spawn(async move {
-        loop {
-            if let Ok(r) = b_http
-                .get(format!("{b_api}/v1/inbox"))
-                .bearer_auth(&token_b)
-                .send()
-                .await
-                && let Ok(v) = r.json::<Value>().await
-            {
-                for m in v["messages"].as_array().cloned().unwrap_or_default() {
-                    let id = m["id"].as_str().unwrap_or_default();
-                    let got = b_http
-                        .get(format!("{b_api}/v1/inbox/{id}"))
-                        .bearer_auth(&token_b)
-                        .send()
-                        .await;
-                    if got.is_ok_and(|r| r.status().is_success()) {
-                        let _ = b_http
-                            .post(format!("{b_api}/v1/inbox/{id}/ack"))
-                            .bearer_auth(&token_b)
-                            .send()
-                            .await;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let consumer = acknowledge_everything(http.clone(), b.api.clone(), token_b);
 
     let mut rows = Vec::new();
     let mut pending = Vec::new();
@@ -174,6 +146,39 @@ pub async fn run() -> anyhow::Result<bool> {
     node_a.stop().await;
     node_b.stop().await;
 
+    Ok(print_table(&rows))
+}
+
+/// A legacy system that fetches and acknowledges whatever arrives in its inbox.
+fn acknowledge_everything(http: reqwest::Client, api: String, token: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(r) = http.get(format!("{api}/v1/inbox")).bearer_auth(&token).send().await
+                && let Ok(v) = r.json::<Value>().await
+            {
+                for m in v["messages"].as_array().cloned().unwrap_or_default() {
+                    let id = m["id"].as_str().unwrap_or_default();
+                    let got = http
+                        .get(format!("{api}/v1/inbox/{id}"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                    if got.is_ok_and(|r| r.status().is_success()) {
+                        let _ = http
+                            .post(format!("{api}/v1/inbox/{id}/ack"))
+                            .bearer_auth(&token)
+                            .send()
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Prints the table of outcomes; whether every fixture ended as expected.
+fn print_table(rows: &[Row]) -> bool {
     let w = |f: fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
     let (wf, wt, wr, wo) = (
         w(|r| r.file.chars().count()).max(4),
@@ -185,7 +190,7 @@ pub async fn run() -> anyhow::Result<bool> {
         "{:wf$}  {:wt$}  {:wr$}  {:wo$}  {:>6}",
         "file", "type", "from → to", "status", "ms"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:wf$}  {:wt$}  {:wr$}  {:wo$}  {:>6}{}",
             r.file,
@@ -202,5 +207,5 @@ pub async fn run() -> anyhow::Result<bool> {
         rows.iter().filter(|r| r.ok).count(),
         rows.len()
     );
-    Ok(all_ok)
+    all_ok
 }

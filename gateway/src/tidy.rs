@@ -6,6 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// Lines of code (not blank, not only a comment) a file may have before its tests.
+const MAX_FILE_LINES: usize = 800;
+/// Lines a function may span outside tests.
+const MAX_FN_LINES: usize = 150;
+
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
@@ -372,4 +377,103 @@ fn layers_keep_their_invariants() {
             "{rel} uses an HTTP crate; store/, xml/, xmlsec/ and envelope/ know no HTTP"
         );
     }
+}
+
+/// `anyhow` stops at the command line: the commands (`cli` and what it runs for `demo`, `bench`,
+/// the operators' and network tools) may use it; the node and its libraries return typed errors.
+#[test]
+fn anyhow_only_at_the_command_line() {
+    let edge = ["cli", "demo", "bench", "ops", "network", "pki", "xta_client", "main"];
+    for (rel, text) in sources() {
+        if code(&text).contains("anyhow") {
+            assert!(
+                edge.contains(&module_of(&rel).as_str()),
+                "{rel} uses anyhow; only the command line ({edge:?}) may"
+            );
+        }
+    }
+}
+
+/// The number of lines of code (not blank, not only a comment) before the tests.
+fn lines_of_code(text: &str) -> usize {
+    let before = match text.find("\n#[cfg(test)]") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    before
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .count()
+}
+
+#[test]
+fn no_file_is_too_long() {
+    let long: Vec<String> = sources()
+        .iter()
+        .map(|(rel, text)| (rel, lines_of_code(text)))
+        .filter(|(_, n)| *n > MAX_FILE_LINES)
+        .map(|(rel, n)| format!("{rel}: {n} lines"))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {MAX_FILE_LINES} lines of code before their tests: {long:?}"
+    );
+}
+
+/// Functions and their lengths in lines: from a line declaring `fn name` to the line that
+/// closes it at the same indentation.
+fn functions(text: &str) -> Vec<(String, usize)> {
+    let c = code(text);
+    let lines: Vec<&str> = c.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let Some(at) = trimmed.find("fn ") else { continue };
+        let head = &trimmed[..at];
+        let is_decl = head
+            .split_whitespace()
+            .all(|w| ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe", "extern"].contains(&w));
+        if !is_decl {
+            continue;
+        }
+        let name = ident_at(&trimmed[at + 3..]).to_owned();
+        let close = " ".repeat(indent) + "}";
+        // A declaration without a body (a trait's required method) ends with `;` before `{`.
+        let Some(sig_end) = lines[i..].iter().position(|l| {
+            let l = l.trim_end();
+            l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+        }) else {
+            continue;
+        };
+        if lines[i + sig_end].trim_end().ends_with(';') {
+            continue;
+        }
+        let Some(end) = lines[i..].iter().position(|l| {
+            l.trim_end() == close
+                || (l.trim_start().starts_with("fn ")
+                    && l.trim_end().ends_with('}')
+                    && l.len() - l.trim_start().len() == indent
+                    && l.contains('{'))
+        }) else {
+            continue;
+        };
+        out.push((name, end + 1));
+    }
+    out
+}
+
+#[test]
+fn no_function_is_too_long() {
+    let long: Vec<String> = sources()
+        .iter()
+        .flat_map(|(rel, text)| {
+            functions(text)
+                .into_iter()
+                .filter(|(_, n)| *n > MAX_FN_LINES)
+                .map(move |(name, n)| format!("{rel}: {name} ({n} lines)"))
+        })
+        .collect();
+    assert!(long.is_empty(), "functions over {MAX_FN_LINES} lines: {long:?}");
 }

@@ -126,9 +126,21 @@ fn verify_peer(
     true
 }
 
+/// Why a TLS context or client could not be set up: a file unreadable, a key that does not
+/// match its certificate, a certificate OpenSSL refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Ssl(#[from] openssl::error::ErrorStack),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Client(#[from] reqwest::Error),
+}
+
 /// The TLS profile both sides share: security level, TLS 1.2+ with ECDHE + AES-GCM, our node
 /// identity, and the configured CA as the only trust anchor.
-fn profile(b: &mut openssl::ssl::SslContextBuilder, cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<()> {
+fn profile(b: &mut openssl::ssl::SslContextBuilder, cert: &Path, key: &Path, ca: &Path) -> Result<(), SetupError> {
     b.set_security_level(SECURITY_LEVEL);
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_cipher_list(TLS12_CIPHERS)?;
@@ -146,7 +158,7 @@ pub fn acceptor(
     ca: &Path,
     require_client_cert: bool,
     policy: PeerPolicy,
-) -> anyhow::Result<SslAcceptor> {
+) -> Result<SslAcceptor, SetupError> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     profile(&mut b, cert, key, ca)?;
     let mode = if require_client_cert {
@@ -263,7 +275,7 @@ pub fn relay_client(
     policy: PeerPolicy,
     partners: &[(String, [u8; 32])],
     connect_timeout: Duration,
-) -> anyhow::Result<RelayClient> {
+) -> Result<RelayClient, SetupError> {
     // By host and port, as the connector sees each connection's URI.
     let mut pinned = std::collections::HashMap::new();
     for (url, fp) in partners {
@@ -298,7 +310,7 @@ pub fn relay_client(
 
 /// An HTTPS client builder (native-tls) that trusts exactly the CA certificates in the PEM
 /// file `ca`, not the system's roots.
-pub fn trusting(ca: &Path) -> anyhow::Result<reqwest::ClientBuilder> {
+pub fn trusting(ca: &Path) -> Result<reqwest::ClientBuilder, SetupError> {
     let pem = std::fs::read(ca)?;
     let mut b = reqwest::Client::builder()
         .use_native_tls()

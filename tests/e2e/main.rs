@@ -16,6 +16,7 @@ mod operators;
 mod partner_auth;
 mod push;
 mod relay;
+mod routers;
 mod security;
 mod soap_props;
 mod weak_certs;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::{Registry, SchemaSet};
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,36 +22,57 @@ use crate::xml::validate::ValidatorPool;
 
 mod amqp;
 
+/// Why a node did not start: what it was doing, and why that failed (every problem at once
+/// where there are several, as for keys and adapters).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
+fn start_error(e: impl std::fmt::Display) -> StartError {
+    StartError(e.to_string())
+}
+
+/// Names what failed in front of the cause, as `anyhow`'s context does.
+trait Because<T> {
+    fn because(self, what: impl FnOnce() -> String) -> Result<T, StartError>;
+}
+
+impl<T, E: std::fmt::Display> Because<T> for Result<T, E> {
+    fn because(self, what: impl FnOnce() -> String) -> Result<T, StartError> {
+        self.map_err(|e| StartError(format!("{}: {e}", what())))
+    }
+}
+
 /// The folder holding the project's own schemas for this config.
-pub fn schema_root(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+pub fn schema_root(config: &Config) -> Result<std::path::PathBuf, StartError> {
     match &config.schema_root {
         Some(root) => Ok(root.clone()),
         None => crate::embedded::write_schemas(&config.data_dir.join("schemas"))
-            .context("cannot write the embedded schemas"),
+            .because(|| "cannot write the embedded schemas".into()),
     }
 }
 
 /// The adapters a config enables (the built-in demo standard, then every configured adapter
 /// directory), with the envelope schema. Fails, naming every problem, if an adapter does not
 /// load or compile or a client's `deliver_as` names no adapter with an outbound transform.
-pub fn registry(config: &Config) -> anyhow::Result<(Registry, SchemaSet)> {
+pub fn registry(config: &Config) -> Result<(Registry, SchemaSet), StartError> {
     let root = schema_root(config)?;
     let builtin = crate::embedded::write_builtin_adapters(&config.data_dir.join("adapters"))
-        .context("cannot write the built-in adapter manifests")?;
+        .because(|| "cannot write the built-in adapter manifests".into())?;
     let roots = adapters::Roots {
         xoev: config.xoev_root.clone(),
         schemas: Some(root.clone()),
     };
     let (registry, _) = crate::adapter_tools::load_registry(&builtin, &config.adapter_dirs, &roots, false)
-        .map_err(|problems| anyhow::anyhow!("adapters do not load:\n  {}", problems.join("\n  ")))?;
+        .map_err(|problems| StartError(format!("adapters do not load:\n  {}", problems.join("\n  "))))?;
     for c in &config.clients {
         if let Some(name) = &c.deliver_as
             && registry.get(name).is_none_or(|a| a.transforms().outbound.is_none())
         {
-            anyhow::bail!(
+            return Err(StartError(format!(
                 "clients {}: deliver_as = {name:?} names no loaded adapter with an outbound transform",
                 c.name
-            );
+            )));
         }
     }
     let envelope = SchemaSet {
@@ -63,20 +83,21 @@ pub fn registry(config: &Config) -> anyhow::Result<(Registry, SchemaSet)> {
 }
 
 /// Takes the exclusive lock on the data folder: two processes on one store would share leases.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
     let path = dir.join("poststelle.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+        .because(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!("another node process uses the data folder {}", dir.display())
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError(format!(
+            "another node process uses the data folder {}",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).because(|| format!("cannot lock {}", path.display())),
     }
 }
 
@@ -142,27 +163,44 @@ impl RunningNode {
     }
 }
 
-/// Starts a node: checks everything, then binds, then serves.
-pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
+/// What `start` builds before it binds anything.
+struct Prepared {
+    ctx: Ctx,
+    status_events: Option<crate::intake::events::StatusEvents>,
+    api_acceptor: openssl::ssl::SslAcceptor,
+    transport_acceptor: openssl::ssl::SslAcceptor,
+    lock: std::fs::File,
+}
+
+/// A node's shared context, built from its config and started nowhere: tests drive the
+/// routers over it directly (`router(ctx).oneshot(request)`). The data folder's lock is held
+/// only while this runs, so use it on a folder no node process serves.
+pub async fn context(config: Config) -> Result<Ctx, StartError> {
+    Ok(prepare(config).await?.ctx)
+}
+
+/// Checks everything and builds the context: the data folder locked, keys and certificates
+/// checked, adapters and schemas compiled, the store opened (the previous run's leases
+/// released), the TLS acceptors and the clients for partners and push callbacks made.
+async fn prepare(config: Config) -> Result<Prepared, StartError> {
     std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        .because(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let lock = lock_data_dir(&config.data_dir)?;
     let keys = crate::certs::NodeKeys::load(&config)
-        .map_err(|errs| anyhow::anyhow!("keys and certificates:\n{}", errs.join("\n")))?;
+        .map_err(|errs| StartError(format!("keys and certificates:\n{}", errs.join("\n"))))?;
     let (registry, envelope_schema) = registry(&config)?;
     let mut warm = vec![envelope_schema.clone()];
     warm.extend(registry.adapters().map(|a| a.schema().clone()));
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    let audit =
-        crate::audit::AuditLog::open(&config.data_dir.join("audit.log")).context("cannot open the audit log")?;
+        .map_err(StartError)?;
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(start_error)?);
+    let audit = crate::audit::AuditLog::open(&config.data_dir.join("audit.log"))
+        .because(|| "cannot open the audit log".into())?;
     // Committed status changes are counted; with a broker they also become status events.
     let (store, status_events) = crate::intake::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
     // This process holds the data folder's lock: every lease in the store is a dead process's.
-    let released = store.release_leases().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let released = store.release_leases().await.map_err(start_error)?;
     if released > 0 {
         tracing::info!(jobs = released, "resuming jobs of the previous run");
     }
@@ -178,26 +216,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
                 .collect(),
         ),
     };
-    let api_acceptor = Arc::new(crate::tls::acceptor(
-        &tls.cert,
-        &tls.key,
-        &tls.ca,
-        false,
-        crate::tls::PeerPolicy::default(),
-    )?);
-    let partners = Arc::new(crate::health::Partners::new(
-        config.relay.per_partner_concurrency,
-        config.relay.circuit_failures,
-        config.relay.circuit_open,
-    ));
-    let intake_permits = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_intake));
-    let transport_acceptor = Arc::new(crate::tls::acceptor(
-        &tls.cert,
-        &tls.key,
-        &tls.ca,
-        true,
-        peer_policy.clone(),
-    )?);
+    let api_acceptor =
+        crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, false, Default::default()).map_err(start_error)?;
+    let transport_acceptor =
+        crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, true, peer_policy.clone()).map_err(start_error)?;
     let partner_certs: Vec<(String, [u8; 32])> = config
         .partners
         .iter()
@@ -210,27 +232,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         peer_policy,
         &partner_certs,
         config.relay.connect_timeout,
-    )?;
+    )
+    .map_err(start_error)?;
     let push_client = reqwest::Client::builder()
         .connect_timeout(config.relay.connect_timeout)
         .timeout(config.relay.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-
-    let api = TcpListener::bind(config.api_addr)
-        .await
-        .with_context(|| format!("cannot bind the API listener {}", config.api_addr))?;
-    let transport = TcpListener::bind(config.transport_addr)
-        .await
-        .with_context(|| format!("cannot bind the transport listener {}", config.transport_addr))?;
-    let admin = TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin listener {}", config.admin_addr))?;
-    let (api_addr, transport_addr, admin_addr) = (api.local_addr()?, transport.local_addr()?, admin.local_addr()?);
-
-    let workers = config.relay.workers;
+        .build()
+        .because(|| "the push client".into())?;
+    let partners = Arc::new(crate::health::Partners::new(
+        config.relay.per_partner_concurrency,
+        config.relay.circuit_failures,
+        config.relay.circuit_open,
+    ));
+    let intake_permits = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_intake));
     let certificates = crate::certs::load_certificates(&config);
-    let ctx = Arc::new(Ctx {
+    let ctx = Ctx {
         config,
         store,
         registry,
@@ -246,20 +263,50 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         broker: Arc::default(),
         audit,
         wakers: Default::default(),
-    });
+    };
+    Ok(Prepared {
+        ctx,
+        status_events,
+        api_acceptor,
+        transport_acceptor,
+        lock,
+    })
+}
+
+/// Starts a node: checks everything, then binds, then serves.
+pub async fn start(config: Config) -> Result<RunningNode, StartError> {
+    let Prepared {
+        ctx,
+        status_events,
+        api_acceptor,
+        transport_acceptor,
+        lock,
+    } = prepare(config).await?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .because(|| format!("cannot bind the {what} listener {addr}"))
+    };
+    let api = bind("API", ctx.config.api_addr).await?;
+    let transport = bind("transport", ctx.config.transport_addr).await?;
+    let admin = bind("admin", ctx.config.admin_addr).await?;
+    let local = |l: &TcpListener| l.local_addr().because(|| "the listener's address".into());
+    let (api_addr, transport_addr, admin_addr) = (local(&api)?, local(&transport)?, local(&admin)?);
+
+    let ctx = Arc::new(ctx);
     let server = ctx.config.server;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::tls::serve_tls(
         api,
-        api_acceptor,
+        Arc::new(api_acceptor),
         crate::intake::http::router(ctx.clone()),
         server,
         rx.clone(),
     ));
     tasks.spawn(crate::tls::serve_tls(
         transport,
-        transport_acceptor,
+        Arc::new(transport_acceptor),
         crate::partner::receive::router(ctx.clone()),
         server,
         rx.clone(),
@@ -281,7 +328,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     // Every kind of job gets `relay.workers` workers: opening (decrypt, verify, validate) is as
     // CPU-bound as sealing, and notices and pushes wait on the network like relays do.
     for kind in [JobKind::Relay, JobKind::Open, JobKind::Notice, JobKind::Push] {
-        for _ in 0..workers {
+        for _ in 0..ctx.config.relay.workers {
             tasks.spawn(crate::pipeline::worker::run(ctx.clone(), kind, rx.clone()));
         }
     }

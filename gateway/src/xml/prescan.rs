@@ -9,7 +9,7 @@
 //! job afterwards; this pass only needs to be strict where safety depends on it.
 
 use adapters::RootName;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesDecl, BytesPI, BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
@@ -98,23 +98,7 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<Scan, Problem> {
             }
         };
         match ev {
-            Event::Decl(d) => {
-                if let Ok(v) = d.version()
-                    && v.as_ref() != b"1.0"
-                {
-                    return Err(at(pos, Code::ForbiddenConstruct, "only XML 1.0 is supported".into()));
-                }
-                if let Some(Ok(enc)) = d.encoding() {
-                    let enc = String::from_utf8_lossy(&enc).to_ascii_lowercase();
-                    if enc != "utf-8" && enc != "utf8" {
-                        return Err(at(
-                            pos,
-                            Code::UnsupportedEncoding,
-                            format!("declared encoding {enc} is not supported; send UTF-8"),
-                        ));
-                    }
-                }
-            }
+            Event::Decl(d) => check_decl(&d).map_err(|(code, msg)| at(pos, code, msg))?,
             Event::DocType(_) => {
                 return Err(at(
                     pos,
@@ -122,35 +106,8 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<Scan, Problem> {
                     "a DOCTYPE is not allowed (no DTDs, no entity declarations)".into(),
                 ));
             }
-            Event::PI(pi) => {
-                let target = pi.target();
-                if target.eq_ignore_ascii_case(b"xml-stylesheet") || target.eq_ignore_ascii_case(b"xml-model") {
-                    return Err(at(
-                        pos,
-                        Code::ForbiddenConstruct,
-                        format!(
-                            "processing instruction {} refers to an external resource",
-                            String::from_utf8_lossy(target)
-                        ),
-                    ));
-                }
-            }
-            Event::GeneralRef(r) => {
-                let is_char = r.is_char_ref();
-                let name: &[u8] = &r;
-                let predefined = matches!(name, b"amp" | b"lt" | b"gt" | b"quot" | b"apos");
-                if is_char {
-                    if let Err(e) = r.resolve_char_ref() {
-                        return Err(at(pos, Code::NotWellFormed, format!("bad character reference: {e}")));
-                    }
-                } else if !predefined {
-                    return Err(at(
-                        pos,
-                        Code::ForbiddenConstruct,
-                        format!("entity reference &{}; is not allowed", String::from_utf8_lossy(name)),
-                    ));
-                }
-            }
+            Event::PI(pi) => check_pi(&pi).map_err(|(code, msg)| at(pos, code, msg))?,
+            Event::GeneralRef(r) => check_ref(&r).map_err(|(code, msg)| at(pos, code, msg))?,
             Event::Text(t) => {
                 if (root.is_none() || root_closed) && !t.iter().all(|b| b.is_ascii_whitespace()) {
                     return Err(at(pos, Code::NotWellFormed, "text outside the root element".into()));
@@ -184,36 +141,7 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<Scan, Problem> {
                         format!("elements nested deeper than {}", limits.max_depth),
                     ));
                 }
-                // Count first without duplicate checks (quadratic on hostile input), then check.
-                let mut count = 0usize;
-                for a in e.attributes().with_checks(false) {
-                    count += 1;
-                    if count > limits.max_attributes {
-                        return Err(at(
-                            pos,
-                            Code::LimitExceeded,
-                            format!("more than {} attributes on one element", limits.max_attributes),
-                        ));
-                    }
-                    if let Ok(a) = a {
-                        let key = a.key.as_ref();
-                        if key == b"xmlns" || key.starts_with(b"xmlns:") {
-                            namespaces += 1;
-                            if namespaces > limits.max_namespaces {
-                                return Err(at(
-                                    pos,
-                                    Code::LimitExceeded,
-                                    format!("more than {} namespace declarations", limits.max_namespaces),
-                                ));
-                            }
-                        }
-                    }
-                }
-                for a in e.attributes() {
-                    if let Err(err) = a {
-                        return Err(at(pos, Code::NotWellFormed, format!("bad attribute: {err}")));
-                    }
-                }
+                check_attributes(e, limits, &mut namespaces).map_err(|(code, msg)| at(pos, code, msg))?;
                 let namespace = match ns {
                     ResolveResult::Bound(n) => {
                         if n.as_ref() == XINCLUDE_NS {
@@ -263,6 +191,95 @@ pub fn prescan(bytes: &[u8], limits: &Limits) -> Result<Scan, Problem> {
         }
         Some(root) => Ok(Scan { root, elements }),
     }
+}
+
+/// A check's finding before it is placed: its code and message.
+type Finding = (Code, String);
+
+/// The XML declaration: version 1.0, UTF-8 only.
+fn check_decl(d: &BytesDecl<'_>) -> Result<(), Finding> {
+    if let Ok(v) = d.version()
+        && v.as_ref() != b"1.0"
+    {
+        return Err((Code::ForbiddenConstruct, "only XML 1.0 is supported".into()));
+    }
+    if let Some(Ok(enc)) = d.encoding() {
+        let enc = String::from_utf8_lossy(&enc).to_ascii_lowercase();
+        if enc != "utf-8" && enc != "utf8" {
+            return Err((
+                Code::UnsupportedEncoding,
+                format!("declared encoding {enc} is not supported; send UTF-8"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Processing instructions that would fetch something are refused.
+fn check_pi(pi: &BytesPI<'_>) -> Result<(), Finding> {
+    let target = pi.target();
+    if target.eq_ignore_ascii_case(b"xml-stylesheet") || target.eq_ignore_ascii_case(b"xml-model") {
+        return Err((
+            Code::ForbiddenConstruct,
+            format!(
+                "processing instruction {} refers to an external resource",
+                String::from_utf8_lossy(target)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Character references must resolve; entity references other than the five predefined ones
+/// are refused (there are no declarations to resolve them with).
+fn check_ref(r: &BytesRef<'_>) -> Result<(), Finding> {
+    let name: &[u8] = r;
+    let predefined = matches!(name, b"amp" | b"lt" | b"gt" | b"quot" | b"apos");
+    if r.is_char_ref() {
+        if let Err(e) = r.resolve_char_ref() {
+            return Err((Code::NotWellFormed, format!("bad character reference: {e}")));
+        }
+    } else if !predefined {
+        return Err((
+            Code::ForbiddenConstruct,
+            format!("entity reference &{}; is not allowed", String::from_utf8_lossy(name)),
+        ));
+    }
+    Ok(())
+}
+
+/// An element's attributes: at most `max_attributes`, namespace declarations counted towards
+/// the document's `max_namespaces`, each attribute well-formed.
+fn check_attributes(e: &BytesStart<'_>, limits: &Limits, namespaces: &mut usize) -> Result<(), Finding> {
+    // Count first without duplicate checks (quadratic on hostile input), then check.
+    let mut count = 0usize;
+    for a in e.attributes().with_checks(false) {
+        count += 1;
+        if count > limits.max_attributes {
+            return Err((
+                Code::LimitExceeded,
+                format!("more than {} attributes on one element", limits.max_attributes),
+            ));
+        }
+        if let Ok(a) = a {
+            let key = a.key.as_ref();
+            if key == b"xmlns" || key.starts_with(b"xmlns:") {
+                *namespaces += 1;
+                if *namespaces > limits.max_namespaces {
+                    return Err((
+                        Code::LimitExceeded,
+                        format!("more than {} namespace declarations", limits.max_namespaces),
+                    ));
+                }
+            }
+        }
+    }
+    for a in e.attributes() {
+        if let Err(err) = a {
+            return Err((Code::NotWellFormed, format!("bad attribute: {err}")));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses byte-order marks and byte patterns of encodings other than UTF-8, and invalid UTF-8.
