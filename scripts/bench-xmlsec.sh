@@ -8,4 +8,4 @@ openssl version
 openssl speed -seconds 3 rsa3072 ecdsap256 2>/dev/null | grep -E "^(rsa|ecdsa|  *[0-9]+ bits)|sign/s|verify/s" || true
 openssl speed -seconds 2 -evp aes-256-gcm -bytes 1048576 2>/dev/null | tail -2
 echo "== poststelle xmlsec (criterion)"
-cargo bench -p gateway --bench xmlsec -- --noplot 2>&1 | grep -E "^xmlsec|time:"
+cargo bench -p poststelle-tests --bench xmlsec -- --noplot 2>&1 | grep -E "^xmlsec|time:"

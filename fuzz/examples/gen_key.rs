@@ -3,49 +3,19 @@
 //! The targets embed both with `include_bytes!`, so a seed signed or encrypted with them stays
 //! valid for the fuzzer. Test material only; it protects nothing.
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::BigNum;
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
-use openssl::x509::{X509Builder, X509NameBuilder};
+use poststelle_tests::pki::{Cert, Profile, Usage};
 
 fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
     std::fs::create_dir_all(&dir).unwrap();
-    let key = PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("O", "Poststelle fuzzing").unwrap();
-    name.append_entry_by_text("CN", "fuzz signer and recipient").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::from_str("20000101000000Z").unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_str("20991231235959Z").unwrap())
-        .unwrap();
-    b.append_extension(BasicConstraints::new().build().unwrap()).unwrap();
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .key_encipherment()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(ski).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    std::fs::write(dir.join("fuzz.pem"), b.build().to_pem().unwrap()).unwrap();
+    let key = poststelle_tests::pki::rsa(3072);
+    let cert = Cert::new("fuzz signer and recipient")
+        .org(Some("Poststelle fuzzing"))
+        // 2000-01-01T00:00:00Z to 2099-12-31T23:59:59Z.
+        .valid(946_684_800, 4_102_444_799)
+        .profile(Profile::Leaf(Usage::SIGN_AND_TRANSPORT))
+        .build(&key, &key);
+    std::fs::write(dir.join("fuzz.pem"), cert.to_pem().unwrap()).unwrap();
     std::fs::write(dir.join("fuzz.key"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     println!("wrote {}/fuzz.{{pem,key}}", dir.display());
 }

@@ -11,7 +11,8 @@ use std::sync::LazyLock;
 
 use gateway::xml::prescan::Limits;
 use gateway::xmlsec::verify::{self, Expect};
-use gateway::xmlsec::{Policy, dom, seal};
+use gateway::envelope::seal;
+use gateway::xmlsec::{Policy, dom};
 use libfuzzer_sys::fuzz_target;
 use openssl::x509::X509;
 

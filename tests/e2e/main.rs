@@ -6,6 +6,7 @@ mod adapters;
 mod amqp;
 mod audit;
 mod bad_input;
+mod certificates;
 mod cli;
 mod crash;
 mod differential;

@@ -15,16 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
-};
-use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use openssl::x509::X509;
+use poststelle_tests::pki::{self, Cert, Profile, Usage, load_cert, load_key, rsa, write_pem};
 
 use crate::harness::{Net, bin, fixture, node_dir};
 
@@ -38,100 +33,26 @@ enum Kind {
     Authority,
 }
 
-fn load_key(path: &Path) -> PKey<Private> {
-    PKey::private_key_from_pem(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn load_cert(path: &Path) -> X509 {
-    X509::from_pem(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn rsa(bits: u32) -> PKey<Private> {
-    PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap()
-}
-
 /// A certificate for `key` with subject `cn`, issued by `issuer` and signed with `digest`.
 fn issue(cn: &str, key: &PKey<Private>, issuer: (&X509, &PKey<Private>), kind: Kind, digest: MessageDigest) -> X509 {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("O", "Poststelle weak-certificate tests")
-        .unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(127, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.0.subject_name()).unwrap();
-    b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    match kind {
-        Kind::Ca => {
-            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-                .unwrap();
-            b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-                .unwrap();
-        }
-        Kind::Node => {
-            b.append_extension(BasicConstraints::new().build().unwrap()).unwrap();
-            b.append_extension(
-                KeyUsage::new()
-                    .critical()
-                    .digital_signature()
-                    .key_encipherment()
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap();
-            b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build().unwrap())
-                .unwrap();
-            let san = SubjectAlternativeName::new()
-                .dns("localhost")
-                .ip("127.0.0.1")
-                .build(&b.x509v3_context(Some(issuer.0), None))
-                .unwrap();
-            b.append_extension(san).unwrap();
-        }
-        Kind::Authority => {
-            b.append_extension(BasicConstraints::new().build().unwrap()).unwrap();
-            b.append_extension(
-                KeyUsage::new()
-                    .critical()
-                    .digital_signature()
-                    .non_repudiation()
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap();
-        }
-    }
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(Some(issuer.0), None))
-        .unwrap();
-    b.append_extension(ski).unwrap();
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(issuer.0), None))
-        .unwrap();
-    b.append_extension(aki).unwrap();
-    b.sign(issuer.1, digest).unwrap();
-    b.build()
+    let profile = match kind {
+        Kind::Ca => Profile::Ca,
+        Kind::Node => Profile::Node,
+        Kind::Authority => Profile::Leaf(Usage::SIGN),
+    };
+    let now = pki::now();
+    Cert::new(cn)
+        .org(Some("Poststelle weak-certificate tests"))
+        .issued_by(issuer.0)
+        .valid(now, now + 30 * pki::DAY)
+        .profile(profile)
+        .digest(digest)
+        .build(key, issuer.1)
 }
 
 /// A node certificate "poststelle node b" for `key`, issued by the network's transport CA.
 fn node_b_cert(key: &PKey<Private>, ca: &(X509, PKey<Private>), digest: MessageDigest) -> X509 {
     issue("poststelle node b", key, (&ca.0, &ca.1), Kind::Node, digest)
-}
-
-fn write_pem(path: &Path, certs: &[&X509]) -> PathBuf {
-    let mut pem = Vec::new();
-    for c in certs {
-        pem.extend(c.to_pem().unwrap());
-    }
-    std::fs::write(path, pem).unwrap();
-    path.to_path_buf()
 }
 
 /// `poststelle xml verify --trust TRUST FILE`: (exit code, stderr).

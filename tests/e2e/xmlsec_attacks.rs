@@ -27,15 +27,10 @@ use gateway::xml::prescan::Limits;
 use gateway::xmlsec::profile::{self, DSIG_NS};
 use gateway::xmlsec::verify::{self, Covered, Expect};
 use gateway::xmlsec::{Identity, Policy, dom, encrypt, sign, splice};
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::{MessageDigest, hash};
-use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, CrlNumber, KeyUsage, SubjectKeyIdentifier};
-use openssl::x509::{X509, X509Builder, X509CrlBuilder, X509NameBuilder, X509RevokedBuilder};
+use openssl::x509::X509;
+use poststelle_tests::pki::{self, Cert, DAY, Profile, Usage, now, rsa};
 
 use crate::harness::bin;
 
@@ -122,19 +117,6 @@ pub fn pki() -> &'static Pki {
     PKI.get_or_init(make_pki)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-const DAY: i64 = 86_400;
-
-fn rsa(bits: u32) -> PKey<Private> {
-    PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap()
-}
-
 /// A certificate for `key`: a CA (`ca`) or a signing/encryption leaf, issued by `issuer` or
 /// self-signed, valid from `from` to `to` (Unix seconds).
 fn make_cert(
@@ -145,79 +127,18 @@ fn make_cert(
     to: i64,
     ca: bool,
 ) -> X509 {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("O", "Poststelle attack tests").unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(127, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    match issuer {
-        Some((c, _)) => b.set_issuer_name(c.subject_name()).unwrap(),
-        None => b.set_issuer_name(&name).unwrap(),
+    let mut c = Cert::new(cn)
+        .org(Some("Poststelle attack tests"))
+        .valid(from, to)
+        .profile(if ca {
+            Profile::Ca
+        } else {
+            Profile::Leaf(Usage::SIGN_AND_ENCRYPT)
+        });
+    if let Some((cert, _)) = issuer {
+        c = c.issued_by(cert);
     }
-    b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(from).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::from_unix(to).unwrap()).unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-            .unwrap();
-    } else {
-        b.append_extension(BasicConstraints::new().build().unwrap()).unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .non_repudiation()
-                .key_encipherment()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-    }
-    let issuer_cert = issuer.map(|(c, _)| c.as_ref());
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(issuer_cert, None))
-        .unwrap();
-    b.append_extension(ski).unwrap();
-    if issuer.is_some() {
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(issuer_cert, None))
-            .unwrap();
-        b.append_extension(aki).unwrap();
-    }
-    b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256()).unwrap();
-    b.build()
-}
-
-/// A CRL of `issuer`, PEM.
-fn make_crl(issuer: &X509, key: &PKey<Private>, last: i64, next: i64, revoked: &[&X509]) -> Vec<u8> {
-    let mut b = X509CrlBuilder::new().unwrap();
-    b.set_issuer_name(issuer.subject_name()).unwrap();
-    b.set_last_update(&Asn1Time::from_unix(last).unwrap()).unwrap();
-    b.set_next_update(&Asn1Time::from_unix(next).unwrap()).unwrap();
-    for c in revoked {
-        let mut r = X509RevokedBuilder::new().unwrap();
-        r.set_serial_number(c.serial_number()).unwrap();
-        r.set_revocation_date(&Asn1Time::from_unix(last).unwrap()).unwrap();
-        b.add_revoked(r.build()).unwrap();
-    }
-    let tmp = X509Builder::new().unwrap();
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&tmp.x509v3_context(Some(issuer), None))
-        .unwrap();
-    b.append_extension(aki).unwrap();
-    b.append_extension(CrlNumber::new(BigNum::from_u32(1).unwrap()).unwrap().build().unwrap())
-        .unwrap();
-    b.sign(key, MessageDigest::sha256()).unwrap();
-    b.build().unwrap().to_pem().unwrap()
+    c.build(key, issuer.map_or(key, |(_, k)| k))
 }
 
 fn make_pki() -> Pki {
@@ -267,15 +188,15 @@ fn make_pki() -> Pki {
     let crl = dir.join("content-ca.crl.pem");
     std::fs::write(
         &crl,
-        make_crl(&ca.cert, &ca.key, t - DAY, t + 7 * DAY, &[&revoked.cert]),
+        pki::crl(&ca.cert, &ca.key, t - DAY, t + 7 * DAY, &[&revoked.cert]),
     )
     .unwrap();
     let crl_stale = dir.join("content-ca-stale.crl.pem");
-    std::fs::write(&crl_stale, make_crl(&ca.cert, &ca.key, t - 10 * DAY, t - DAY, &[])).unwrap();
+    std::fs::write(&crl_stale, pki::crl(&ca.cert, &ca.key, t - 10 * DAY, t - DAY, &[])).unwrap();
     let crl_rogue = dir.join("rogue-ca.crl.pem");
     std::fs::write(
         &crl_rogue,
-        make_crl(&rogue_ca_cert, &rogue_key, t - DAY, t + 7 * DAY, &[]),
+        pki::crl(&rogue_ca_cert, &rogue_key, t - DAY, t + 7 * DAY, &[]),
     )
     .unwrap();
 
@@ -1537,8 +1458,7 @@ fn every_decryption_failure_is_one_and_the_same_problem() {
         );
     }
     // Wrong keys: another RSA-3072 key, an RSA-2048 key, an EC key.
-    let ec =
-        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap()).unwrap();
+    let ec = pki::ec_p256();
     for (what, key) in [
         ("other RSA-3072", &p.x.key),
         ("RSA-2048", &p.weak.key),

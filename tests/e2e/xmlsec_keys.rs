@@ -6,16 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
-use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier};
-use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use poststelle_tests::pki::{self, Cert, Issued, Profile, Usage, ec_p256, rsa};
 use tempfile::TempDir;
+
+/// The subject organisation of every certificate here.
+const ORG: &str = "Poststelle interop tests";
 
 /// One certificate with its private key, as files.
 #[derive(Debug, Clone)]
@@ -42,77 +38,23 @@ pub struct TestKeys {
     pub other: KeyFiles,
 }
 
-struct Issued {
-    cert: X509,
-    key: PKey<Private>,
-}
-
-fn builder(cn: &str, key: &PKey<Private>) -> X509Builder {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("O", "Poststelle interop tests").unwrap();
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(127, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_pubkey(key).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - 3600).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b
-}
-
-fn rsa_key() -> PKey<Private> {
-    PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap()
-}
-
-fn ec_key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
 fn new_ca() -> Issued {
-    let key = rsa_key();
-    let mut b = builder("Interop Test CA", &key);
-    let subject = b.x509v3_context(None, None);
-    let ski = SubjectKeyIdentifier::new().build(&subject).unwrap();
-    // The CA is self-signed: issuer = subject.
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("O", "Poststelle interop tests").unwrap();
-    name.append_entry_by_text("CN", "Interop Test CA").unwrap();
-    b.set_issuer_name(&name.build()).unwrap();
-    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-        .unwrap();
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-        .unwrap();
-    b.append_extension(ski).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    Issued { cert: b.build(), key }
+    let key = rsa(3072);
+    let cert = Cert::new("Interop Test CA")
+        .org(Some(ORG))
+        .profile(Profile::Ca)
+        .build(&key, &key);
+    Issued { cert, key }
 }
 
-fn new_leaf(ca: &Issued, cn: &str, key: PKey<Private>, usage: &KeyUsage) -> Issued {
-    let mut b = builder(cn, &key);
-    b.set_issuer_name(ca.cert.subject_name()).unwrap();
-    b.append_extension(BasicConstraints::new().critical().build().unwrap())
-        .unwrap();
-    b.append_extension(usage.build().unwrap()).unwrap();
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(Some(&ca.cert), None))
-        .unwrap();
-    b.append_extension(ski).unwrap();
-    let aki = AuthorityKeyIdentifier::new()
-        .keyid(true)
-        .build(&b.x509v3_context(Some(&ca.cert), None))
-        .unwrap();
-    b.append_extension(aki).unwrap();
-    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
-    Issued { cert: b.build(), key }
+fn new_leaf(ca: &Issued, cn: &str, key: PKey<Private>, usage: Usage) -> Issued {
+    let cert = Cert::new(cn)
+        .org(Some(ORG))
+        .issued_by(&ca.cert)
+        .critical_constraints()
+        .profile(Profile::Leaf(usage))
+        .build(&key, &ca.key);
+    Issued { cert, key }
 }
 
 fn write(dir: &Path, name: &str, issued: &Issued) -> KeyFiles {
@@ -134,14 +76,9 @@ pub fn test_keys() -> TestKeys {
     let ca_path = dir.path().join("CA.pem");
     std::fs::write(&ca_path, ca.cert.to_pem().unwrap()).unwrap();
 
-    let mut sign_and_encrypt = KeyUsage::new();
-    sign_and_encrypt.critical().digital_signature().key_encipherment();
-    let mut sign_only = KeyUsage::new();
-    sign_only.critical().digital_signature();
-
-    let rsa = new_leaf(&ca, "Interop RSA", rsa_key(), &sign_and_encrypt);
-    let ec = new_leaf(&ca, "Interop EC", ec_key(), &sign_only);
-    let other = new_leaf(&ca, "Interop other RSA", rsa_key(), &sign_and_encrypt);
+    let rsa = new_leaf(&ca, "Interop RSA", pki::rsa(3072), Usage::SIGN_AND_TRANSPORT);
+    let ec = new_leaf(&ca, "Interop EC", ec_p256(), Usage::SIGN_ONLY);
+    let other = new_leaf(&ca, "Interop other RSA", pki::rsa(3072), Usage::SIGN_AND_TRANSPORT);
     TestKeys {
         ca: ca_path,
         rsa: write(dir.path(), "rsa", &rsa),

@@ -16,10 +16,8 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::{BigNum, BigNumContext, MsbOption};
+use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::encrypt::Encrypter;
 use openssl::hash::MessageDigest;
@@ -27,8 +25,8 @@ use openssl::nid::Nid;
 use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private, Public};
 use openssl::rsa::{Padding, Rsa};
-use openssl::x509::extension::{BasicConstraints, KeyUsage};
-use openssl::x509::{X509, X509Builder, X509NameBuilder};
+use openssl::x509::X509;
+use poststelle_tests::pki::{self, Cert, Profile, Usage};
 
 use crate::harness::{bin, shared};
 
@@ -1198,7 +1196,7 @@ impl Material {
     /// A certificate for `key`, issued now by a throwaway CA: only a container for `--cert`.
     fn pin_cert(&mut self, key: &PKey<Public>, label: &str) -> X509 {
         let (ca_cert, ca_key) = &*self.ca.get_or_insert_with(|| {
-            let key = PKey::from_ec_key(EcKey::generate(&p256()).unwrap()).unwrap();
+            let key = pki::ec_p256();
             let cert = build_cert("poststelle test CA for vector keys", None, &key, &key, true);
             (cert, key)
         });
@@ -1264,10 +1262,6 @@ impl Material {
     }
 }
 
-fn p256() -> EcGroup {
-    EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()
-}
-
 fn build_cert(
     cn: &str,
     issuer: Option<&X509>,
@@ -1275,40 +1269,17 @@ fn build_cert(
     signer: &PKey<Private>,
     ca: bool,
 ) -> X509 {
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(63, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&Asn1Integer::from_bn(&serial).unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.map_or(&*name, |c| c.subject_name())).unwrap();
-    b.set_pubkey(key).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - 86_400).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(365).unwrap()).unwrap();
-    if ca {
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
-            .unwrap();
-    } else {
-        b.append_extension(BasicConstraints::new().critical().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .non_repudiation()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
+    let now = pki::now();
+    let mut c = Cert::new(cn)
+        .org(None)
+        .valid(now - pki::DAY, now + 365 * pki::DAY)
+        .critical_constraints()
+        .without_key_ids()
+        .profile(if ca { Profile::Ca } else { Profile::Leaf(Usage::SIGN) });
+    if let Some(issuer) = issuer {
+        c = c.issued_by(issuer);
     }
-    b.sign(signer, MessageDigest::sha256()).unwrap();
-    b.build()
+    c.build(key, signer)
 }
 
 /// The public key a vector carries in `DEREncodedKeyValue`, `RSAKeyValue`, `ECKeyValue` (XMLDSig

@@ -1,6 +1,6 @@
 //! Throughput of the XML security layer: sign, verify, encrypt, decrypt for a 5 KB and a 1 MB
 //! document with RSA-3072 (RSA-PSS, RSA-OAEP) and ECDSA P-256. Run with
-//! `cargo bench -p gateway --bench xmlsec`; `bench/xmlsec.sh` adds `openssl speed` for the same
+//! `cargo bench -p poststelle-tests --bench xmlsec`; `bench/xmlsec.sh` adds `openssl speed` for the same
 //! key types in the same run (BENCHMARKS.md).
 
 use std::hint::black_box;
@@ -8,6 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gateway::xml::prescan::Limits;
 use gateway::xmlsec::{Expect, Identity, Policy, dom, encrypt, profile, sign, verify};
+use poststelle_tests::pki::{self, Cert};
 
 /// A document of about `size` bytes: a header and repeated person records with umlauts.
 fn document(size: usize) -> Vec<u8> {
@@ -25,31 +26,11 @@ fn document(size: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// A self-signed identity from the test PKI: ECDSA P-256 or RSA-3072.
 fn identity(ec: bool) -> Identity {
-    use openssl::asn1::Asn1Time;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-    let key = if ec {
-        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap()).unwrap()
-    } else {
-        PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap()
-    };
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "bench").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    Identity { key, cert: b.build() }
+    let key = if ec { pki::ec_p256() } else { pki::rsa(3072) };
+    let cert = Cert::new("bench").org(None).build(&key, &key);
+    Identity { key, cert }
 }
 
 fn bench(c: &mut Criterion) {

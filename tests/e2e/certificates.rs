@@ -1,0 +1,40 @@
+//! The operators' certificate view (`gateway::certs::certificates`, behind
+//! `/admin/api/certificates` and the expiry metric) over certificates from the test PKI.
+
+use gateway::certs::{LoadedCertificate, certificates};
+use openssl::x509::X509;
+use poststelle_tests::pki::{self, Cert, DAY};
+
+/// A self-signed certificate valid until `now + seconds` (negative: already expired).
+fn cert(cn: &str, seconds: i64) -> X509 {
+    let key = pki::ec_p256();
+    let now = pki::now();
+    Cert::new(cn)
+        .org(None)
+        .valid(now - 10 * DAY, now + seconds)
+        .build(&key, &key)
+}
+
+#[test]
+fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
+    let loaded = |role, name: &str, cert| LoadedCertificate {
+        role,
+        name: name.into(),
+        cert,
+    };
+    let views = certificates(&[
+        loaded("ca", "a", cert("far", 400 * 86_400 + 3600)),
+        loaded("ca", "a", cert("soon", 5 * 86_400 + 3600)),
+        loaded("partner", "b", cert("gone", -(3600 * 20))),
+    ]);
+    let got: Vec<(&str, &str, i64)> = views
+        .iter()
+        .map(|v| (v.subject.as_str(), v.name.as_str(), v.days_left))
+        .collect();
+    assert_eq!(
+        got,
+        [("CN=gone", "b", -1), ("CN=soon", "a", 5), ("CN=far", "a", 400)],
+        "expired 20 h ago is -1 days; both certificates of the bundle are listed, soonest first"
+    );
+    assert!(views[1].not_after.ends_with('Z'), "{}", views[1].not_after);
+}
