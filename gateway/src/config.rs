@@ -238,13 +238,39 @@ impl Server {
     }
 }
 
-/// The store's own bounds.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+/// Where the store lives, and its own bounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// Largest size of the database in MiB (0: as large as the disk allows). When it is
     /// reached, new work is refused with `503 overloaded` and nothing stored is touched.
     pub max_size_mb: u64,
+    /// A PostgreSQL database (`postgres://user@host:port/db`, `sslmode` as a parameter);
+    /// absent: SQLite in `data_dir`. A password belongs in `PGPASSWORD` or `password_file`,
+    /// not here; it is never logged.
+    pub url: Option<String>,
+    /// The PostgreSQL schema of this node's tables.
+    pub schema: String,
+    /// Connections to PostgreSQL this process keeps at most.
+    pub pool_size: usize,
+    /// A file holding the PostgreSQL password (used when the URL names none).
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) the database server's certificate must chain to (default: the
+    /// system's roots). Whether TLS is used is the URL's `sslmode`; when it is, it is verified.
+    pub ca: Option<PathBuf>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            max_size_mb: 0,
+            url: None,
+            schema: "poststelle".into(),
+            pool_size: 16,
+            password_file: None,
+            ca: None,
+        }
+    }
 }
 
 /// How long data is kept once a message has ended (privacy by design).
@@ -579,7 +605,11 @@ impl RawConfig {
                 validation_queue: r.validation_queue,
             },
             server: self.server,
-            store: self.store,
+            store: StoreSettings {
+                password_file: self.store.password_file.as_deref().map(abs),
+                ca: self.store.ca.as_deref().map(abs),
+                ..self.store
+            },
             retention: self.retention,
             schema_root: self.schemas.root.as_deref().map(abs),
             xoev_root: self.adapters.xoev_root.as_deref().map(abs),
@@ -766,8 +796,33 @@ impl RawConfig {
         partners
     }
 
-    /// The broker URL and the adapter folders.
+    /// The store, the broker URL and the adapter folders.
     fn check_amqp_and_adapters(&self, abs: &dyn Fn(&Path) -> PathBuf, errs: &mut Vec<String>) {
+        let st = &self.store;
+        if let Some(url) = &st.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            errs.push(format!(
+                "store.url: {} is not a postgres:// URL",
+                crate::store::pg::redact(url)
+            ));
+        }
+        if !crate::store::pg::is_identifier(&st.schema) {
+            errs.push(format!(
+                "store.schema: {:?} must be lower-case letters, digits and '_'",
+                st.schema
+            ));
+        }
+        if st.pool_size == 0 {
+            errs.push("store.pool_size: must be at least 1".into());
+        }
+        for (field, f) in [("password_file", &st.password_file), ("ca", &st.ca)] {
+            if let Some(f) = f
+                && !abs(f).is_file()
+            {
+                errs.push(format!("store.{field}: {} does not exist", abs(f).display()));
+            }
+        }
         if let Some(a) = &self.amqp {
             if !(a.url.starts_with("amqp://") || a.url.starts_with("amqps://")) {
                 errs.push("amqp.url: must be an amqp:// or amqps:// URL".into());

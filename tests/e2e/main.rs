@@ -15,6 +15,7 @@ mod faults;
 mod offline_schemas;
 mod operators;
 mod partner_auth;
+mod postgres;
 mod push;
 mod relay;
 mod routers;

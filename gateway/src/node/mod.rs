@@ -163,6 +163,37 @@ impl RunningNode {
     }
 }
 
+/// The configured store: PostgreSQL at `[store] url`, else SQLite in the data folder.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let st = &config.store;
+    let Some(url) = &st.url else {
+        let sqlite = SqliteStore::open_with_limit(&config.data_dir, st.max_size_mb).map_err(start_error)?;
+        return Ok(Arc::new(sqlite));
+    };
+    let password = match &st.password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .because(|| format!("cannot read store.password_file {}", f.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        None => std::env::var("PGPASSWORD").ok(),
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let settings = crate::store::pg::PgSettings {
+        url: url.clone(),
+        schema: st.schema.clone(),
+        pool_size: st.pool_size,
+        password,
+        // This node's leases, on this machine: what a restart of this process takes back.
+        holder: format!("{}@{}", config.node_name, host.trim()),
+        max_size_mb: st.max_size_mb,
+        ca: st.ca.clone(),
+    };
+    let pg = crate::store::pg::PgStore::open(&settings).await.map_err(start_error)?;
+    Ok(Arc::new(pg))
+}
+
 /// What `start` builds before it binds anything.
 struct Prepared {
     ctx: Ctx,
@@ -193,8 +224,7 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     warm.extend(registry.adapters().map(|a| a.schema().clone()));
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
         .map_err(StartError)?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(start_error)?);
+    let store = open_store(&config).await?;
     let audit = crate::audit::AuditLog::open(&config.data_dir.join("audit.log"))
         .because(|| "cannot open the audit log".into())?;
     // Committed status changes are counted; with a broker they also become status events.

@@ -1,6 +1,7 @@
 //! The store: durable messages, their event timelines, and the jobs that move them on.
 //!
-//! Design constraints (every implementation — SQLite now, PostgreSQL later — keeps them):
+//! Design constraints (every implementation — SQLite in `sqlite.rs`, PostgreSQL in `pg.rs` —
+//! keeps them; `conformance.rs` runs one suite against both):
 //! 1. **Durable before acknowledged.** A method returns only after its write is committed and
 //!    synced (`synchronous=FULL` for SQLite); callers acknowledge (HTTP 2xx, receipts) after that.
 //! 2. **One transition = one atomic write.** A status change, its timeline event, the blobs it
@@ -16,9 +17,11 @@
 //!    retention can purge payloads while the timeline stays.
 //! 6. **Conditional transitions.** A [`Change`] may name the states it expects; if the message is
 //!    elsewhere (an operator cancelled it, a duplicate worker got there first) nothing is written.
-//! 7. **One process per store.** The node holds an exclusive lock on its data folder, so at start
-//!    every lease is stale and is released at once ([`Store::release_leases`]); crash recovery
-//!    does not wait for leases to run out.
+//! 7. **A restarted process takes its own work back at once.** [`Store::release_leases`] frees
+//!    the leases the previous run of this process held: with SQLite (one process per data
+//!    folder, under an exclusive lock) that is every lease; with PostgreSQL, the leases named
+//!    with this process's holder name. Leases of other processes run out and are taken over;
+//!    crash recovery of a restarted process does not wait for its own leases to run out.
 //! 8. **Bounded.** A size limit refuses *new* work ([`StoreError::Full`], 503 to the caller)
 //!    when it could take the store past 90 % of the limit once every message in flight has
 //!    grown (sealed, opened), so messages already accepted keep the room they need to move on;
@@ -26,6 +29,9 @@
 //! 9. **Deadlines.** Every outbound message carries the end of its retry time-box; after it,
 //!    [`Store::expire`] moves it to `failed` unless a worker holds it right now.
 
+#[cfg(test)]
+mod conformance;
+pub mod pg;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -363,7 +369,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Claims the next due job of `kind` whose lease is free, leasing it for `lease`; jobs of
     /// messages for the partner nodes in `skip` are left alone (open circuit, concurrency cap).
     async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError>;
-    /// Frees every lease (at start: the previous process is gone).
+    /// Frees the leases this process's previous run held (at start; see constraint 7).
     async fn release_leases(&self) -> Result<u64, StoreError>;
     /// Applies a change; `Ok(false)` if the message was not in an expected state (nothing written,
     /// but `finish_job` is still removed so a stale job does not spin).

@@ -1,0 +1,461 @@
+//! One conformance suite for [`Store`], run against every implementation: SQLite in a temporary
+//! folder, and PostgreSQL in a schema of its own on the database at `POSTSTELLE_TEST_PG_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test?sslmode=disable`, which `scripts/test` makes sure runs),
+//! dropped afterwards. A missing PostgreSQL fails the suite: it is never skipped silently.
+
+use std::sync::Arc;
+
+use super::pg::{PgSettings, PgStore};
+use super::sqlite::SqliteStore;
+use super::*;
+
+/// Where a test's store lives; `open` gives another handle on the same store (a new process).
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Pg { url: String, schema: String },
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn pg() -> Backend {
+        let url = std::env::var("POSTSTELLE_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into());
+        let schema = format!("poststelle_test_{}", uuid::Uuid::new_v4().simple());
+        Backend::Pg { url, schema }
+    }
+
+    async fn open(&self) -> Arc<dyn Store> {
+        self.open_limited(0).await
+    }
+
+    async fn open_limited(&self, max_mb: u64) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open_with_limit(dir.path(), max_mb).unwrap()),
+            Backend::Pg { url, schema } => Arc::new(
+                PgStore::open(&PgSettings {
+                    url: url.clone(),
+                    schema: schema.clone(),
+                    pool_size: 8,
+                    password: None,
+                    holder: "conformance".into(),
+                    max_size_mb: max_mb,
+                    ca: None,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL for the store tests ({url}): {e}")),
+            ),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Pg { url, schema } = self {
+            let (url, schema) = (url.clone(), schema.clone());
+            // Drop runs inside the test's runtime: drop the schema from a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+fn outbound(uuid: &str, digest: &str) -> NewOutbound {
+    NewOutbound {
+        id: None,
+        client: "c".into(),
+        xoev_uuid: uuid.into(),
+        digest: digest.into(),
+        message_type: "t".into(),
+        author: "psw:1".into(),
+        reader: "psw:2".into(),
+        partner_node: "b".into(),
+        payload: b"<x/>".to_vec(),
+        keep: Vec::new(),
+        deadline: now_millis() + 60_000,
+    }
+}
+
+fn inbound(remote_id: &str, digest: &str) -> NewInbound {
+    NewInbound {
+        sender_node: "b".into(),
+        remote_id: remote_id.into(),
+        xoev_uuid: "u".into(),
+        digest: digest.into(),
+        message_type: "t".into(),
+        author: "psw:2".into(),
+        reader: "psw:1".into(),
+        envelope: b"<e/>".to_vec(),
+        receipt: format!("<receipt for='{remote_id}'/>").into_bytes(),
+    }
+}
+
+/// Runs one conformance test against both stores.
+macro_rules! conformance {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::sqlite()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::pg()).await;
+            }
+        }
+    };
+}
+
+conformance!(accept_is_idempotent_per_client_and_uuid);
+async fn accept_is_idempotent_per_client_and_uuid(b: Backend) {
+    let s = b.open().await;
+    let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d1")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        s.accept(outbound("u1", "d1")).await.unwrap(),
+        AcceptOutcome::Existing(id.clone())
+    );
+    assert_eq!(
+        s.accept(outbound("u1", "d2")).await.unwrap(),
+        AcceptOutcome::Conflict(id.clone())
+    );
+    let m = s.message(&id).await.unwrap().unwrap();
+    assert_eq!(m.status, Status::Accepted);
+    assert_eq!(s.blob(&id, Blob::Payload).await.unwrap().unwrap(), b"<x/>");
+}
+
+conformance!(a_chosen_id_is_idempotent_and_never_reused_for_other_content);
+async fn a_chosen_id_is_idempotent_and_never_reused_for_other_content(b: Backend) {
+    let s = b.open().await;
+    let chosen = NewOutbound {
+        id: Some("0190f2a4-0000-7000-8000-000000000001".into()),
+        ..outbound("u1", "d1")
+    };
+    assert_eq!(
+        s.accept(chosen.clone()).await.unwrap(),
+        AcceptOutcome::Created("0190f2a4-0000-7000-8000-000000000001".into())
+    );
+    assert_eq!(
+        s.accept(chosen.clone()).await.unwrap(),
+        AcceptOutcome::Existing("0190f2a4-0000-7000-8000-000000000001".into())
+    );
+    // The same id with another message, even from another client, is a conflict.
+    let other = NewOutbound {
+        client: "other".into(),
+        ..NewOutbound {
+            xoev_uuid: "u2".into(),
+            ..chosen.clone()
+        }
+    };
+    assert!(matches!(s.accept(other).await.unwrap(), AcceptOutcome::Conflict(_)));
+    // The same content under another chosen id is a conflict too.
+    let moved = NewOutbound {
+        id: Some("0190f2a4-0000-7000-8000-000000000002".into()),
+        ..chosen
+    };
+    assert!(matches!(s.accept(moved).await.unwrap(), AcceptOutcome::Conflict(_)));
+}
+
+conformance!(a_resend_gets_the_original_receipt_and_other_content_is_a_conflict);
+async fn a_resend_gets_the_original_receipt_and_other_content_is_a_conflict(b: Backend) {
+    let s = b.open().await;
+    let ReceiveOutcome::Created(id) = s.receive(inbound("r1", "d1")).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        s.receive(inbound("r1", "d1")).await.unwrap(),
+        ReceiveOutcome::Duplicate(b"<receipt for='r1'/>".to_vec())
+    );
+    assert_eq!(s.receive(inbound("r1", "d2")).await.unwrap(), ReceiveOutcome::Conflict);
+    let m = s.message(&id).await.unwrap().unwrap();
+    assert_eq!((m.direction, m.status), (Direction::Inbound, Status::Received));
+    assert_eq!(m.remote_id.as_deref(), Some("r1"));
+    let job = s
+        .claim(JobKind::Open, Duration::from_secs(30), &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.message_id, id);
+}
+
+conformance!(jobs_are_leased_and_survive_reopen);
+async fn jobs_are_leased_and_survive_reopen(b: Backend) {
+    let id = {
+        let s = b.open().await;
+        let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d1")).await.unwrap() else {
+            panic!()
+        };
+        let job = s
+            .claim(JobKind::Relay, Duration::from_millis(1), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.attempts, 1);
+        id
+    };
+    // A new process: the lease has expired, the job is claimable again.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let s = b.open().await;
+    let job = s
+        .claim(JobKind::Relay, Duration::from_secs(30), &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.message_id, id);
+    assert_eq!(job.attempts, 2);
+    assert!(
+        s.claim(JobKind::Relay, Duration::from_secs(30), &[])
+            .await
+            .unwrap()
+            .is_none(),
+        "leased"
+    );
+    let applied = s
+        .apply(Change {
+            message_id: id.clone(),
+            expect: vec![Status::Accepted],
+            status: Some(Status::Sealed),
+            finish_job: Some(job.id),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    assert!(applied);
+    let stale = s
+        .apply(Change {
+            message_id: id.clone(),
+            expect: vec![Status::Accepted],
+            status: Some(Status::Cancelled),
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+    assert!(!stale, "conditional transition must not apply");
+    let ev: Vec<Status> = s.events(&id).await.unwrap().iter().map(|e| e.status).collect();
+    assert_eq!(ev, vec![Status::Accepted, Status::Sealed]);
+}
+
+conformance!(concurrent_writes_are_all_committed_and_answered);
+async fn concurrent_writes_are_all_committed_and_answered(b: Backend) {
+    let s = b.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(
+            async move { s.accept(outbound(&format!("u{i}"), "d")).await },
+        ));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap().unwrap(), AcceptOutcome::Created(_)));
+    }
+    let counts = s.counts().await.unwrap();
+    assert_eq!(counts, vec![(Direction::Outbound, Status::Accepted, 200)]);
+}
+
+conformance!(the_same_submission_racing_on_two_handles_is_stored_once);
+async fn the_same_submission_racing_on_two_handles_is_stored_once(b: Backend) {
+    let (one, two) = (b.open().await, b.open().await);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move { s.accept(outbound("same", "d")).await }));
+    }
+    let mut created = Vec::new();
+    let mut existing = Vec::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            AcceptOutcome::Created(id) => created.push(id),
+            AcceptOutcome::Existing(id) => existing.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "one writer wins");
+    assert!(
+        existing.iter().all(|id| *id == created[0]),
+        "the losers answer with its id"
+    );
+    assert_eq!(
+        one.counts().await.unwrap(),
+        vec![(Direction::Outbound, Status::Accepted, 1)]
+    );
+}
+
+conformance!(no_job_is_handed_out_twice_while_its_lease_runs);
+async fn no_job_is_handed_out_twice_while_its_lease_runs(b: Backend) {
+    let (one, two) = (b.open().await, b.open().await);
+    for i in 0..40 {
+        one.accept(outbound(&format!("u{i}"), "d")).await.unwrap();
+    }
+    let claimer = |s: Arc<dyn Store>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(j) = s.claim(JobKind::Relay, Duration::from_secs(60), &[]).await.unwrap() {
+                got.push(j.id);
+            }
+            got
+        })
+    };
+    let (a, b2) = (claimer(one.clone()), claimer(two.clone()));
+    let (a, b2) = (a.await.unwrap(), b2.await.unwrap());
+    let mut all: Vec<i64> = a.iter().chain(&b2).copied().collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a job was handed out twice");
+    assert_eq!(all.len(), 40, "every job was handed out");
+}
+
+conformance!(claims_skip_partners_and_a_process_releases_its_own_leases);
+async fn claims_skip_partners_and_a_process_releases_its_own_leases(b: Backend) {
+    let s = b.open().await;
+    s.accept(outbound("u1", "d")).await.unwrap();
+    let mut other = outbound("u2", "d");
+    other.partner_node = "c".into();
+    s.accept(other).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let job = s.claim(JobKind::Relay, lease, &["b".into()]).await.unwrap().unwrap();
+    assert_eq!(job.partner_node, "c", "b is skipped although its job is older");
+    assert!(s.claim(JobKind::Relay, lease, &["b".into()]).await.unwrap().is_none());
+    assert_eq!(s.release_leases().await.unwrap(), 1);
+    let again = s.claim(JobKind::Relay, lease, &[]).await.unwrap().unwrap();
+    assert_eq!(again.partner_node, "b");
+}
+
+conformance!(expired_messages_fail_unless_leased_and_purge_keeps_dead_letters);
+async fn expired_messages_fail_unless_leased_and_purge_keeps_dead_letters(b: Backend) {
+    let s = b.open().await;
+    let AcceptOutcome::Created(free) = s.accept(outbound("u1", "d")).await.unwrap() else {
+        panic!()
+    };
+    let AcceptOutcome::Created(held) = s.accept(outbound("u2", "d")).await.unwrap() else {
+        panic!()
+    };
+    // Claim jobs until the second message's job is leased; release the first's.
+    loop {
+        let j = s
+            .claim(JobKind::Relay, Duration::from_secs(600), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        if j.message_id == held {
+            break;
+        }
+        s.retry_later(j.id, now_millis() + 600_000, "partner b unreachable")
+            .await
+            .unwrap();
+    }
+    let later = now_millis() + 120_000;
+    assert_eq!(s.expire(later).await.unwrap(), vec![free.clone()]);
+    let m = s.message(&free).await.unwrap().unwrap();
+    assert_eq!(m.status, Status::Failed);
+    assert_eq!(m.error_code.as_deref(), Some("retries-exhausted"));
+    assert!(m.error_detail.unwrap().contains("partner b unreachable"));
+    assert_eq!(s.message(&held).await.unwrap().unwrap().status, Status::Accepted);
+    // Retention never removes a dead letter.
+    let p = s.purge(later + 1, later + 1).await.unwrap();
+    assert_eq!(p, Purged::default());
+    assert!(s.blob(&free, Blob::Payload).await.unwrap().is_some());
+}
+
+conformance!(retention_purges_payloads_then_ended_messages);
+async fn retention_purges_payloads_then_ended_messages(b: Backend) {
+    let s = b.open().await;
+    let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d")).await.unwrap() else {
+        panic!()
+    };
+    s.apply(Change {
+        message_id: id.clone(),
+        status: Some(Status::Delivered),
+        drop_jobs: true,
+        ..Change::default()
+    })
+    .await
+    .unwrap();
+    let later = now_millis() + 1000;
+    let p = s.purge(later, 0).await.unwrap();
+    assert_eq!(p, Purged { blobs: 1, messages: 0 });
+    assert!(s.blob(&id, Blob::Payload).await.unwrap().is_none());
+    assert_eq!(s.events(&id).await.unwrap().len(), 2, "the timeline stays");
+    let p = s.purge(later, later).await.unwrap();
+    assert_eq!(p.messages, 1);
+    assert!(s.message(&id).await.unwrap().is_none());
+}
+
+conformance!(listing_queues_and_minutes_agree);
+async fn listing_queues_and_minutes_agree(b: Backend) {
+    let s = b.open().await;
+    for i in 0..3 {
+        s.accept(outbound(&format!("u{i}"), "d")).await.unwrap();
+    }
+    let ReceiveOutcome::Created(rid) = s.receive(inbound("r1", "d")).await.unwrap() else {
+        panic!()
+    };
+    let newest = s
+        .list(Filter {
+            direction: Some(Direction::Outbound),
+            limit: 2,
+            newest_first: true,
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 2);
+    assert_eq!(newest[0].xoev_uuid, "u2");
+    let received = s
+        .list(Filter {
+            status: vec![Status::Received],
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        received.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [rid.as_str()]
+    );
+    let queues = s.queues().await.unwrap();
+    let depth = |d: Direction| queues.iter().find(|q| q.direction == d).map(|q| q.depth);
+    assert_eq!(depth(Direction::Outbound), Some(3));
+    assert_eq!(depth(Direction::Inbound), Some(1));
+    let minutes = s.minutes(0).await.unwrap();
+    assert_eq!(minutes.iter().map(|m| m.received).sum::<u64>(), 1);
+}
+
+conformance!(a_size_limit_refuses_new_work_as_full);
+async fn a_size_limit_refuses_new_work_as_full(b: Backend) {
+    let s = b.open_limited(1).await;
+    let mut big = outbound("u0", "d");
+    big.payload = vec![b'x'; 100 * 1024];
+    let mut accepted = 0;
+    let err = loop {
+        big.xoev_uuid = format!("u{accepted}");
+        match s.accept(big.clone()).await {
+            Ok(AcceptOutcome::Created(_)) => accepted += 1,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => break e,
+        }
+        assert!(accepted < 100, "the limit never applied");
+    };
+    assert!(matches!(err, StoreError::Full), "{err:?}");
+    assert!(accepted >= 1);
+    // What was accepted is intact.
+    assert_eq!(
+        s.counts().await.unwrap(),
+        vec![(Direction::Outbound, Status::Accepted, accepted)]
+    );
+}

@@ -1,0 +1,677 @@
+//! The `Store` methods on PostgreSQL: each one transaction (or one statement), with the
+//! same semantics as `sqlite.rs`, statement by statement.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::*;
+
+fn row_to_message(r: &Row) -> Message {
+    let direction: String = r.get(1);
+    let status: String = r.get(2);
+    Message {
+        id: r.get(0),
+        direction: if direction == "inbound" {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        },
+        status: Status::parse(&status).unwrap_or(Status::Failed),
+        client: r.get(3),
+        xoev_uuid: r.get(4),
+        digest: r.get(5),
+        message_type: r.get(6),
+        author: r.get(7),
+        reader: r.get(8),
+        partner_node: r.get(9),
+        remote_id: r.get(10),
+        error_code: r.get(11),
+        error_detail: r.get(12),
+        created_at: r.get(13),
+        updated_at: r.get(14),
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "id, direction, status, client, xoev_uuid, digest, message_type, author, reader, \
+     partner_node, remote_id, error_code, error_detail, created_at, updated_at";
+const IN_RELAY: &str = "('accepted', 'sealed', 'sent')";
+const PURGEABLE: &str = "('delivered', 'rejected', 'refused', 'cancelled')";
+
+fn blob_name(b: Blob) -> &'static str {
+    match b {
+        Blob::Payload => "payload",
+        Blob::Envelope => "envelope",
+        Blob::Receipt => "receipt",
+        Blob::Notice => "notice",
+        Blob::XtaMetadata => "xta-metadata",
+        Blob::Attachments => "attachments",
+    }
+}
+
+async fn insert_event(
+    c: &impl GenericClient,
+    id: &str,
+    at: Millis,
+    status: Status,
+    detail: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO events(message_id, at, status, detail) VALUES ($1, $2, $3, $4)",
+        &[&id, &at, &status.as_str(), &detail],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_job(c: &impl GenericClient, id: &str, kind: JobKind, due: Millis) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO jobs(kind, message_id, due_at) VALUES ($1, $2, $3)",
+        &[&kind.as_str(), &id, &due],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_blob(c: &impl GenericClient, id: &str, kind: Blob, data: &[u8]) -> Result<(), tokio_postgres::Error> {
+    c.execute(
+        "INSERT INTO blobs(message_id, kind, data) VALUES ($1, $2, $3)
+         ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data",
+        &[&id, &blob_name(kind), &data],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether `incoming` more bytes of new work could take the schema past `soft` bytes once every
+/// message in flight has grown (as `sqlite::over_soft_limit`, over the tables' sizes).
+async fn over_soft_limit(c: &impl GenericClient, soft: i64, incoming: usize) -> Result<bool, tokio_postgres::Error> {
+    if soft == 0 {
+        return Ok(false);
+    }
+    let r = c
+        .query_one(
+            "SELECT
+               (SELECT COALESCE(SUM(pg_total_relation_size(t.oid)), 0)::BIGINT FROM pg_class t
+                  JOIN pg_namespace n ON n.oid = t.relnamespace
+                  WHERE n.nspname = current_schema() AND t.relkind = 'r'),
+               (SELECT COUNT(DISTINCT m.id)::BIGINT FROM messages m JOIN blobs b ON b.message_id = m.id
+                  AND b.kind IN ('payload', 'envelope') WHERE m.status NOT IN ('delivered', 'rejected', 'refused', 'cancelled', 'failed')),
+               (SELECT COALESCE(SUM(octet_length(b.data)), 0)::BIGINT FROM messages m JOIN blobs b ON b.message_id = m.id
+                  AND b.kind IN ('payload', 'envelope') WHERE m.status NOT IN ('delivered', 'rejected', 'refused', 'cancelled', 'failed'))",
+            &[],
+        )
+        .await?;
+    let (size, n, bytes): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    let reserve = bytes * 2 + n * 32 * 1024;
+    let incoming = incoming as i64 * 3 + 32 * 1024;
+    Ok(size + reserve + incoming > soft)
+}
+
+/// Runs `f` in one transaction and commits it; any error rolls it back.
+macro_rules! transaction {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut client = $store.client().await?;
+        let $tx = client.transaction().await.map_err(store_error)?;
+        let result = async { $body }.await;
+        match result {
+            Ok(v) => {
+                $tx.commit().await.map_err(store_error)?;
+                Ok(v)
+            }
+            Err(e) => Err(e),
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
+        let soft = self.soft_bytes;
+        transaction!(self, |tx| {
+            if over_soft_limit(&tx, soft, m.payload.len()).await.map_err(store_error)? {
+                return Err(StoreError::Full);
+            }
+            let id = m.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let now = now_millis();
+            // A unique index decides a race between two writers: the loser inserts nothing and
+            // reads the winner's row below.
+            let inserted = tx
+                .execute(
+                    "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author,
+                        reader, partner_node, deadline, created_at, updated_at)
+                     VALUES ($1, 'outbound', 'accepted', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &id,
+                        &m.client,
+                        &m.xoev_uuid,
+                        &m.digest,
+                        &m.message_type,
+                        &m.author,
+                        &m.reader,
+                        &m.partner_node,
+                        &m.deadline,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(store_error)?;
+            if inserted == 0 {
+                let existing = tx
+                    .query_opt(
+                        "SELECT id, digest FROM messages WHERE direction = 'outbound' AND client = $1 AND xoev_uuid = $2",
+                        &[&m.client, &m.xoev_uuid],
+                    )
+                    .await
+                    .map_err(store_error)?;
+                return Ok(match existing {
+                    Some(r) => {
+                        let (eid, digest): (String, String) = (r.get(0), r.get(1));
+                        if digest == m.digest && m.id.as_ref().is_none_or(|wanted| wanted == &eid) {
+                            AcceptOutcome::Existing(eid)
+                        } else {
+                            AcceptOutcome::Conflict(eid)
+                        }
+                    }
+                    // The chosen id is another message's.
+                    None => AcceptOutcome::Conflict(id),
+                });
+            }
+            put_blob(&tx, &id, Blob::Payload, &m.payload)
+                .await
+                .map_err(store_error)?;
+            for (blob, bytes) in &m.keep {
+                put_blob(&tx, &id, *blob, bytes).await.map_err(store_error)?;
+            }
+            insert_event(&tx, &id, now, Status::Accepted, None)
+                .await
+                .map_err(store_error)?;
+            insert_job(&tx, &id, JobKind::Relay, now).await.map_err(store_error)?;
+            Ok(AcceptOutcome::Created(id))
+        })
+    }
+
+    async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
+        let soft = self.soft_bytes;
+        transaction!(self, |tx| {
+            if over_soft_limit(&tx, soft, m.envelope.len())
+                .await
+                .map_err(store_error)?
+            {
+                return Err(StoreError::Full);
+            }
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = now_millis();
+            let inserted = tx
+                .execute(
+                    "INSERT INTO messages(id, direction, status, xoev_uuid, digest, message_type, author, reader,
+                        partner_node, remote_id, created_at, updated_at)
+                     VALUES ($1, 'inbound', 'received', $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &id,
+                        &m.xoev_uuid,
+                        &m.digest,
+                        &m.message_type,
+                        &m.author,
+                        &m.reader,
+                        &m.sender_node,
+                        &m.remote_id,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(store_error)?;
+            if inserted == 0 {
+                let r = tx
+                    .query_one(
+                        "SELECT m.digest, b.data FROM messages m
+                         LEFT JOIN blobs b ON b.message_id = m.id AND b.kind = 'receipt'
+                         WHERE m.direction = 'inbound' AND m.partner_node = $1 AND m.remote_id = $2",
+                        &[&m.sender_node, &m.remote_id],
+                    )
+                    .await
+                    .map_err(store_error)?;
+                let (digest, receipt): (String, Option<Vec<u8>>) = (r.get(0), r.get(1));
+                return Ok(if digest == m.digest {
+                    ReceiveOutcome::Duplicate(receipt.unwrap_or_default())
+                } else {
+                    ReceiveOutcome::Conflict
+                });
+            }
+            put_blob(&tx, &id, Blob::Envelope, &m.envelope)
+                .await
+                .map_err(store_error)?;
+            put_blob(&tx, &id, Blob::Receipt, &m.receipt)
+                .await
+                .map_err(store_error)?;
+            insert_event(&tx, &id, now, Status::Received, None)
+                .await
+                .map_err(store_error)?;
+            insert_job(&tx, &id, JobKind::Open, now).await.map_err(store_error)?;
+            Ok(ReceiveOutcome::Created(id))
+        })
+    }
+
+    async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError> {
+        let client = self.client().await?;
+        let now = now_millis();
+        let until = now + lease.as_millis() as i64;
+        let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
+        let row = client
+            .query_opt(
+                "WITH next AS (
+                    SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message_id
+                    WHERE j.kind = $1 AND j.due_at <= $2 AND (j.lease_until IS NULL OR j.lease_until < $2)
+                      AND NOT (m.partner_node = ANY($5))
+                    ORDER BY j.due_at, j.id LIMIT 1
+                    FOR UPDATE OF j SKIP LOCKED)
+                 UPDATE jobs j SET lease_until = $3, leased_by = $4, attempts = j.attempts + 1
+                 FROM next, messages m
+                 WHERE j.id = next.id AND m.id = j.message_id
+                 RETURNING j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at",
+                &[&kind.as_str(), &now, &until, &self.holder, &skip],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(row.map(|r| Job {
+            id: r.get(0),
+            kind,
+            message_id: r.get(1),
+            attempts: r.get::<_, i32>(2) as u32,
+            partner_node: r.get(3),
+            deadline: r.get(4),
+            created_at: r.get(5),
+        }))
+    }
+
+    async fn release_leases(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE jobs SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
+                &[&self.holder],
+            )
+            .await
+            .map_err(store_error)
+    }
+
+    async fn apply(&self, c: Change) -> Result<bool, StoreError> {
+        transaction!(self, |tx| {
+            if let Some(job) = c.finish_job {
+                tx.execute("DELETE FROM jobs WHERE id = $1", &[&job])
+                    .await
+                    .map_err(store_error)?;
+            }
+            // The row lock orders concurrent transitions of one message.
+            let status: Option<String> = tx
+                .query_opt("SELECT status FROM messages WHERE id = $1 FOR UPDATE", &[&c.message_id])
+                .await
+                .map_err(store_error)?
+                .map(|r| r.get(0));
+            let Some(status) = status else { return Ok(false) };
+            let current = Status::parse(&status);
+            if !c.expect.is_empty() && !current.is_some_and(|s| c.expect.contains(&s)) {
+                return Ok(false);
+            }
+            let now = now_millis();
+            if c.unless_leased {
+                let leased: bool = tx
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM jobs WHERE message_id = $1 AND lease_until >= $2)",
+                        &[&c.message_id, &now],
+                    )
+                    .await
+                    .map_err(store_error)?
+                    .get(0);
+                if leased {
+                    return Ok(false);
+                }
+            }
+            apply_writes(&tx, &c, now).await.map_err(store_error)?;
+            Ok(true)
+        })
+    }
+
+    async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE jobs SET lease_until = NULL, leased_by = NULL, due_at = $1, last_error = $2 WHERE id = $3",
+                &[&due, &error, &job_id],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"), &[&id])
+            .await
+            .map_err(store_error)?;
+        Ok(row.as_ref().map(row_to_message))
+    }
+
+    async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT at, status, detail FROM events WHERE message_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| Event {
+                at: r.get(0),
+                status: Status::parse(r.get(1)).unwrap_or(Status::Failed),
+                detail: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT data FROM blobs WHERE message_id = $1 AND kind = $2",
+                &[&id, &blob_name(blob)],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
+        self.messages(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE direction = 'inbound' AND reader = $1 AND status = 'opened' ORDER BY created_at LIMIT 1000"
+            ),
+            &[&authority],
+        )
+        .await
+    }
+
+    async fn inbound_by_remote_id(&self, reader: &str, remote_id: &str) -> Result<Vec<Message>, StoreError> {
+        self.messages(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE direction = 'inbound' AND reader = $1
+                 AND remote_id = $2 AND status IN ('opened', 'delivered') LIMIT 10"
+            ),
+            &[&reader, &remote_id],
+        )
+        .await
+    }
+
+    async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status ORDER BY direction, status",
+                &[],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let d: &str = r.get(0);
+                let direction = if d == "inbound" {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                let n: i64 = r.get(2);
+                (direction, Status::parse(r.get(1)).unwrap_or(Status::Failed), n as u64)
+            })
+            .collect())
+    }
+
+    async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT direction, partner_node, status, COUNT(*), MIN(updated_at) FROM messages
+                 WHERE status IN ('accepted', 'sealed', 'sent', 'received', 'opened', 'failed')
+                 GROUP BY direction, partner_node, status ORDER BY direction DESC, partner_node, status",
+                &[],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let d: &str = r.get(0);
+                let n: i64 = r.get(3);
+                Queue {
+                    direction: if d == "inbound" {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
+                    partner_node: r.get(1),
+                    status: Status::parse(r.get(2)).unwrap_or(Status::Failed),
+                    depth: n as u64,
+                    oldest: r.get(4),
+                }
+            })
+            .collect())
+    }
+
+    async fn minutes(&self, since: Millis) -> Result<Vec<Minute>, StoreError> {
+        let client = self.client().await?;
+        let delivered = "e.status = 'delivered' AND m.direction = 'outbound'";
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT e.at / 60000 AS minute,
+                       COUNT(*) FILTER (WHERE {delivered}),
+                       COUNT(*) FILTER (WHERE e.status = 'failed'),
+                       COUNT(*) FILTER (WHERE e.status = 'received' AND m.direction = 'inbound'),
+                       AVG(e.at - m.created_at) FILTER (WHERE {delivered})::FLOAT8,
+                       MAX(e.at - m.created_at) FILTER (WHERE {delivered})
+                     FROM events e JOIN messages m ON m.id = e.message_id
+                     WHERE e.status IN ('delivered', 'failed', 'received') AND e.at >= $1
+                     GROUP BY minute ORDER BY minute"
+                ),
+                &[&since],
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let minute: i64 = r.get(0);
+                let (d, f, rcv): (i64, i64, i64) = (r.get(1), r.get(2), r.get(3));
+                Minute {
+                    start: minute * 60_000,
+                    delivered: d as u64,
+                    failed: f as u64,
+                    received: rcv as u64,
+                    latency_avg_ms: r.get(4),
+                    latency_max_ms: r.get(5),
+                }
+            })
+            .collect())
+    }
+
+    async fn list(&self, f: Filter) -> Result<Vec<Message>, StoreError> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        if !f.status.is_empty() {
+            let list: Vec<String> = f.status.iter().map(|s| format!("'{}'", s.as_str())).collect();
+            clauses.push(format!("status IN ({})", list.join(", ")));
+        }
+        let mut bind = |clause: &str, v: Box<dyn ToSql + Sync + Send>| {
+            values.push(v);
+            clauses.push(clause.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(d) = f.direction {
+            bind("direction = ?", Box::new(d.as_str()));
+        }
+        if let Some(p) = f.partner_node {
+            bind("partner_node = ?", Box::new(p));
+        }
+        if let Some(t) = f.message_type {
+            bind("message_type = ?", Box::new(t));
+        }
+        if let Some(u) = f.xoev_uuid {
+            bind("xoev_uuid = ?", Box::new(u));
+        }
+        if let Some(t) = f.since {
+            bind("created_at >= ?", Box::new(t));
+        }
+        if let Some(t) = f.until {
+            bind("created_at < ?", Box::new(t));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let limit = if f.limit == 0 { 1000 } else { f.limit };
+        let order = if f.newest_first { "DESC" } else { "ASC" };
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect();
+        self.messages(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages {filter} ORDER BY created_at {order}, id {order} LIMIT {limit}"
+            ),
+            &params,
+        )
+        .await
+    }
+
+    async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        transaction!(self, |tx| {
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT m.id, (SELECT last_error FROM jobs j WHERE j.message_id = m.id ORDER BY j.id LIMIT 1)
+                         FROM messages m
+                         WHERE m.direction = 'outbound' AND m.status IN {IN_RELAY} AND m.deadline IS NOT NULL
+                           AND m.deadline < $1
+                           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id AND j.lease_until >= $1)
+                         LIMIT 1000 FOR UPDATE OF m SKIP LOCKED"
+                    ),
+                    &[&now],
+                )
+                .await
+                .map_err(store_error)?;
+            let mut ids = Vec::with_capacity(rows.len());
+            for r in rows {
+                let (id, last): (String, Option<String>) = (r.get(0), r.get(1));
+                let detail = format!(
+                    "retry time-box ended; last error: {}",
+                    last.as_deref().unwrap_or("none recorded")
+                );
+                tx.execute("DELETE FROM jobs WHERE message_id = $1", &[&id])
+                    .await
+                    .map_err(store_error)?;
+                tx.execute(
+                    "UPDATE messages SET status = 'failed', error_code = 'retries-exhausted', error_detail = $1,
+                        updated_at = $2 WHERE id = $3",
+                    &[&detail, &now, &id],
+                )
+                .await
+                .map_err(store_error)?;
+                insert_event(&tx, &id, now, Status::Failed, Some(&detail))
+                    .await
+                    .map_err(store_error)?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+    }
+
+    async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
+        transaction!(self, |tx| {
+            let blobs = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata', 'attachments')
+                         AND message_id IN (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1)"
+                    ),
+                    &[&payload_before],
+                )
+                .await
+                .map_err(store_error)?;
+            let old = format!("SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1");
+            for table in ["blobs", "events", "jobs"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE message_id IN ({old})"),
+                    &[&metadata_before],
+                )
+                .await
+                .map_err(store_error)?;
+            }
+            let messages = tx
+                .execute(
+                    &format!("DELETE FROM messages WHERE id IN ({old})"),
+                    &[&metadata_before],
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(Purged {
+                blobs: blobs as usize,
+                messages: messages as usize,
+            })
+        })
+    }
+}
+
+impl PgStore {
+    async fn messages(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Message>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(sql, params).await.map_err(store_error)?;
+        Ok(rows.iter().map(row_to_message).collect())
+    }
+}
+
+/// The writes of a change whose expectation held (the same order as SQLite's).
+async fn apply_writes(tx: &impl GenericClient, c: &Change, now: Millis) -> Result<(), tokio_postgres::Error> {
+    if c.drop_jobs {
+        tx.execute("DELETE FROM jobs WHERE message_id = $1", &[&c.message_id])
+            .await?;
+    }
+    if c.clear_error {
+        tx.execute(
+            "UPDATE messages SET error_code = NULL, error_detail = NULL WHERE id = $1",
+            &[&c.message_id],
+        )
+        .await?;
+    }
+    if let Some(d) = c.deadline {
+        tx.execute("UPDATE messages SET deadline = $1 WHERE id = $2", &[&d, &c.message_id])
+            .await?;
+    }
+    for (s, d) in &c.events_before {
+        insert_event(tx, &c.message_id, now, *s, d.as_deref()).await?;
+    }
+    if let Some(s) = c.status {
+        tx.execute(
+            "UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3",
+            &[&s.as_str(), &now, &c.message_id],
+        )
+        .await?;
+        insert_event(tx, &c.message_id, now, s, c.detail.as_deref()).await?;
+    }
+    if let Some((code, detail)) = &c.error {
+        tx.execute(
+            "UPDATE messages SET error_code = $1, error_detail = $2, updated_at = $3 WHERE id = $4",
+            &[code, detail, &now, &c.message_id],
+        )
+        .await?;
+    }
+    for (kind, data) in &c.blobs {
+        put_blob(tx, &c.message_id, *kind, data).await?;
+    }
+    for (kind, due) in &c.enqueue {
+        insert_job(tx, &c.message_id, *kind, *due).await?;
+    }
+    Ok(())
+}
