@@ -8,6 +8,8 @@
 #   4. open loop at half that rate (`--rate`, latency from each message's scheduled time,
 #      receiving client polling every 5 ms) → p50 / p99 submit → fetched by b's client;
 #   5. the time per stage from both nodes' /metrics (poststelle_job_seconds, intake_seconds).
+# STORE_URL=postgres://… puts both nodes' stores in that PostgreSQL (schemas poststelle_a and
+# poststelle_b, dropped before and after the run); unset: SQLite in each data folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3000}
@@ -19,13 +21,19 @@ limit=$(awk -v o="$ops" 'BEGIN {printf "%.0f", 2 * o / 5}')
 echo "rsa3072 sign/s per core: $ops; limit 2 x $ops / 5 = $limit messages/s"
 work=$(mktemp -d)
 pids=()
+drop_schemas() {
+    [[ -n ${STORE_URL:-} ]] || return 0
+    psql "$STORE_URL" -qc "DROP SCHEMA IF EXISTS poststelle_a CASCADE; DROP SCHEMA IF EXISTS poststelle_b CASCADE" 2>/dev/null || true
+}
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$work"
+    drop_schemas
 }
 trap cleanup EXIT
-"$bin" network init "$work/net" >/dev/null
+drop_schemas
+"$bin" network init "$work/net" ${STORE_URL:+--store-url "$STORE_URL"} >/dev/null
 # Optional overrides of [relay] settings for both nodes, e.g. RELAY="workers = 8
 # per_partner_concurrency = 8".
 if [[ -n ${RELAY:-} ]]; then

@@ -153,7 +153,41 @@ enum NetworkCommand {
         /// free; without it they are picked at random outside the kernel's ephemeral range.
         #[arg(long)]
         base_port: Option<u16>,
+        /// A PostgreSQL database (postgres://…) for every node's store, one schema per node
+        /// (`poststelle_<node>`); without it each node keeps SQLite in its data folder.
+        #[arg(long)]
+        store_url: Option<String>,
     },
+}
+
+/// `check-config` on a PostgreSQL store: connects and reports the schema's version.
+fn check_store(config: &Config) -> anyhow::Result<ExitCode> {
+    let Some(settings) = crate::node::pg_settings(config)? else {
+        println!("store: SQLite in {}", config.data_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let url = crate::store::pg::redact(&settings.url);
+    match runtime()?.block_on(crate::store::pg::schema_version(&settings)) {
+        Ok(v) => {
+            let known = crate::store::pg::SCHEMA_VERSION;
+            let state = match v {
+                0 => "not created yet (the node creates it at start)".to_owned(),
+                v if v > known => format!("version {v}, newer than this binary's {known}: it will not start"),
+                v if v < known => format!("version {v}; the node migrates it to {known} at start"),
+                v => format!("version {v}, current"),
+            };
+            println!("store: PostgreSQL {url}, schema {}: {state}", settings.schema);
+            Ok(if v > known {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(e) => {
+            eprintln!("store: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn init_tracing(default: &str) {
@@ -197,10 +231,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     nodes,
                     amqp,
                     base_port,
+                    store_url,
                 },
         } => {
             let ports = base_port.map_or(crate::network::Ports::Free, crate::network::Ports::From);
-            let net = crate::network::init_with(&dir, nodes, ports, amqp.as_deref())?;
+            let net = crate::network::init_with(&dir, nodes, ports, amqp.as_deref(), store_url.as_deref())?;
             for n in &net.nodes {
                 println!(
                     "node {}: api {}  admin {}  config {}",
@@ -227,7 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         c.clients.len(),
                         c.partners.len()
                     );
-                    Ok(ExitCode::SUCCESS)
+                    check_store(&c)
                 }
                 Err(errs) => {
                     for e in &errs.0 {

@@ -175,29 +175,13 @@ fn ports(n: usize, choice: Ports) -> anyhow::Result<Vec<[u16; 3]>> {
     Ok(out)
 }
 
-/// Writes a network of `n` nodes into `dir` and returns its description.
-pub fn init(dir: &Path, n: usize, ports: Ports) -> anyhow::Result<NetworkFile> {
-    init_with(dir, n, ports, None)
-}
-
-/// Like [`init`]; with a broker URL every node gets an `[amqp]` section, and each client an
-/// intake queue and an inbox queue (a publish confirmed by the broker counts as delivered).
-/// Queue names carry a random network id, so that networks sharing a broker stay apart.
-pub fn init_with(dir: &Path, n: usize, port_choice: Ports, amqp_url: Option<&str>) -> anyhow::Result<NetworkFile> {
-    let net_id = {
-        let mut b = [0u8; 4];
-        openssl::rand::rand_bytes(&mut b)?;
-        crate::envelope::hex(&b)
-    };
-    anyhow::ensure!(n >= 1, "a network has at least one node");
-    std::fs::create_dir_all(dir)?;
-    let dir = std::path::absolute(dir)?;
+/// The development PKI of a network: the transport CA and the content CA in `dir`, and for
+/// each node its node certificate and its authority's certificate.
+fn write_pki(dir: &Path, names: &[String]) -> anyhow::Result<()> {
     let ca = crate::pki::new_ca("Poststelle development CA")?;
-    ca.write(&dir, "ca")?;
+    ca.write(dir, "ca")?;
     let content_ca = crate::pki::new_ca("Poststelle development content CA")?;
-    content_ca.write(&dir, "content-ca")?;
-    let ports = ports(n, port_choice)?;
-    let names: Vec<String> = (0..n).map(node_name).collect();
+    content_ca.write(dir, "content-ca")?;
     for (i, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);
         std::fs::create_dir_all(node_dir.join("authorities"))?;
@@ -208,6 +192,50 @@ pub fn init_with(dir: &Path, n: usize, port_choice: Ports, amqp_url: Option<&str
             &crate::pki::authority_file_name(&authority),
         )?;
     }
+    Ok(())
+}
+
+/// A node's `[store]`: SQLite in its data folder, or PostgreSQL at `store_url` in a schema of
+/// its own.
+fn store_settings(store_url: Option<&str>, node: &str) -> crate::config::StoreSettings {
+    let default = crate::config::StoreSettings::default();
+    match store_url {
+        Some(url) => crate::config::StoreSettings {
+            url: Some(url.to_owned()),
+            schema: format!("poststelle_{node}"),
+            ..default
+        },
+        None => default,
+    }
+}
+
+/// Writes a network of `n` nodes into `dir` and returns its description.
+pub fn init(dir: &Path, n: usize, ports: Ports) -> anyhow::Result<NetworkFile> {
+    init_with(dir, n, ports, None, None)
+}
+
+/// Like [`init`]; with a broker URL every node gets an `[amqp]` section, and each client an
+/// intake queue and an inbox queue (a publish confirmed by the broker counts as delivered).
+/// Queue names carry a random network id, so that networks sharing a broker stay apart. With a
+/// PostgreSQL URL every node keeps its store there, in a schema of its own (`poststelle_<node>`).
+pub fn init_with(
+    dir: &Path,
+    n: usize,
+    port_choice: Ports,
+    amqp_url: Option<&str>,
+    store_url: Option<&str>,
+) -> anyhow::Result<NetworkFile> {
+    let net_id = {
+        let mut b = [0u8; 4];
+        openssl::rand::rand_bytes(&mut b)?;
+        crate::envelope::hex(&b)
+    };
+    anyhow::ensure!(n >= 1, "a network has at least one node");
+    std::fs::create_dir_all(dir)?;
+    let dir = std::path::absolute(dir)?;
+    let ports = ports(n, port_choice)?;
+    let names: Vec<String> = (0..n).map(node_name).collect();
+    write_pki(&dir, &names)?;
     let authority_cert = |node: &str, authority: &str| {
         PathBuf::from(format!(
             "../{node}/authorities/{}.pem",
@@ -297,6 +325,7 @@ pub fn init_with(dir: &Path, n: usize, port_choice: Ports, amqp_url: Option<&str
                 delivery_limit: 5,
                 transport_queue: Some(format!("poststelle.{net_id}.{name}.transport")),
             }),
+            store: store_settings(store_url, name),
             ..RawConfig::default()
         };
         let config_path = node_dir.join("poststelle.toml");

@@ -69,6 +69,33 @@ fn next_ports(n: usize) -> u16 {
 pub struct Net {
     pub dir: tempfile::TempDir,
     pub file: NetworkFile,
+    /// With a PostgreSQL store: the schemas of its nodes, dropped with the network.
+    _pg: Option<PgSchemas>,
+}
+
+/// The database every test network's store lives in when the suite runs on PostgreSQL
+/// (`POSTSTELLE_TEST_STORE_URL`, as `scripts/test`'s second pass sets it); unset: SQLite.
+pub fn test_store_url() -> Option<String> {
+    std::env::var("POSTSTELLE_TEST_STORE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The local PostgreSQL (`scripts/test` makes sure it runs), for tests that need it always.
+pub fn local_pg_url() -> String {
+    test_store_url().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into())
+}
+
+/// Schemas of one network on PostgreSQL, dropped when it goes (also when a test fails).
+struct PgSchemas {
+    url: String,
+    schemas: Vec<String>,
+}
+
+impl Drop for PgSchemas {
+    fn drop(&mut self) {
+        let _ = gateway::store::pg::drop_schemas(&self.url, &self.schemas);
+    }
 }
 
 /// The local RabbitMQ every AMQP test uses (`.ci/run` makes sure it is running).
@@ -76,15 +103,20 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 impl Net {
     pub fn init(nodes: usize) -> Net {
-        Self::init_with(nodes, &[])
+        Self::init_with(nodes, &[], test_store_url())
     }
 
     /// A network whose clients submit and receive through queues on the local broker.
     pub fn init_amqp(nodes: usize) -> Net {
-        Self::init_with(nodes, &["--amqp", AMQP_URL])
+        Self::init_with(nodes, &["--amqp", AMQP_URL], test_store_url())
     }
 
-    fn init_with(nodes: usize, extra: &[&str]) -> Net {
+    /// A network whose nodes keep their stores in PostgreSQL, whatever the suite runs on.
+    pub fn init_on_postgres(nodes: usize) -> Net {
+        Self::init_with(nodes, &[], Some(local_pg_url()))
+    }
+
+    fn init_with(nodes: usize, extra: &[&str], store_url: Option<String>) -> Net {
         let dir = tempfile::tempdir().unwrap();
         // Ports come from this process's own block outside the ephemeral range, each handed
         // out once per test run, so no test's node finds its port taken by another test's
@@ -97,6 +129,7 @@ impl Net {
                 .args(["--nodes", &nodes.to_string()])
                 .args(["--base-port", &next_ports(3 * nodes).to_string()])
                 .args(extra)
+                .args(store_url.iter().flat_map(|u| ["--store-url", u.as_str()]))
                 .output()
                 .unwrap();
             let taken = String::from_utf8_lossy(&out.stderr).contains("is not free");
@@ -112,7 +145,23 @@ impl Net {
         );
         let file: NetworkFile =
             serde_json::from_slice(&std::fs::read(dir.path().join("network.json")).unwrap()).unwrap();
-        Net { dir, file }
+        // Networks share the database: each node's schema gets this network's own name.
+        let pg = store_url.map(|url| {
+            let run = uuid().replace('-', "");
+            let mut schemas = Vec::new();
+            for n in &file.nodes {
+                let schema = format!("t{run}_{}", n.name);
+                let text = std::fs::read_to_string(&n.config).unwrap();
+                let text = text.replace(
+                    &format!("schema = \"poststelle_{}\"", n.name),
+                    &format!("schema = \"{schema}\""),
+                );
+                std::fs::write(&n.config, text).unwrap();
+                schemas.push(schema);
+            }
+            PgSchemas { url, schemas }
+        });
+        Net { dir, file, _pg: pg }
     }
 
     pub fn node(&self, i: usize) -> &NetworkNode {

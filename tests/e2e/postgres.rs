@@ -1,70 +1,15 @@
-//! Two real nodes whose store is PostgreSQL (`[store] url`, one schema per node), on the
-//! database at `POSTSTELLE_TEST_PG_URL` (default: the local one `scripts/test` makes sure
-//! runs): a message accepted by a node that is then killed with SIGKILL is delivered exactly
-//! once, and nothing is written to SQLite.
+//! Two real nodes whose store is PostgreSQL (`network init --store-url`, one schema per node,
+//! renamed per network by the harness) on the local database `scripts/test` makes sure runs: a
+//! message accepted by a node that is then killed with SIGKILL is delivered exactly once, and
+//! nothing is written to SQLite; a database that cannot be reached stops the start.
 
 use std::time::Duration;
 
 use crate::harness::{Net, fixture, node_dir};
 
-fn pg_url() -> String {
-    std::env::var("POSTSTELLE_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into())
-}
-
-/// The schemas of one test, dropped when it ends (also when it fails).
-struct Schemas(Vec<String>);
-
-impl Drop for Schemas {
-    fn drop(&mut self) {
-        let (url, schemas) = (pg_url(), self.0.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
-                    return;
-                };
-                tokio::spawn(conn);
-                for s in schemas {
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// Points every node of `net` at PostgreSQL, each in a schema of its own.
-fn on_postgres(net: &Net, nodes: usize) -> Schemas {
-    let run = uuid_simple();
-    let mut schemas = Vec::new();
-    for i in 0..nodes {
-        let schema = format!("pst_e2e_{run}_{i}");
-        let url = pg_url();
-        net.edit_config(i, |text| {
-            text.replace(
-                "schema = \"poststelle\"\n",
-                &format!("url = \"{url}\"\nschema = \"{schema}\"\n"),
-            )
-        });
-        schemas.push(schema);
-    }
-    Schemas(schemas)
-}
-
-fn uuid_simple() -> String {
-    crate::harness::uuid().replace('-', "")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn nodes_on_postgres_deliver_once_through_kill_9_and_write_no_sqlite() {
-    let net = Net::init(2);
-    let _schemas = on_postgres(&net, 2);
+    let net = Net::init_on_postgres(2);
     // The partner is down: the message can only be in a's store when a dies.
     let mut a = net.start(0).await;
     let ca = net.client(0);
@@ -105,9 +50,10 @@ async fn an_unreachable_database_stops_the_start_and_names_the_url_without_its_p
     let net = Net::init(2);
     // Nothing listens on port 1; the password must not appear anywhere.
     net.edit_config(0, |text| {
-        text.replace(
-            "schema = \"poststelle\"\n",
-            "schema = \"poststelle\"\nurl = \"postgres://postgres:s3cret-pw@127.0.0.1:1/test?sslmode=disable\"\n",
+        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("url = \"postgres")).collect();
+        kept.join("\n").replace(
+            "[store]\n",
+            "[store]\nurl = \"postgres://postgres:s3cret-pw@127.0.0.1:1/test?sslmode=disable\"\n",
         )
     });
     let mut child = std::process::Command::new(crate::harness::bin())
@@ -133,4 +79,27 @@ async fn an_unreachable_database_stops_the_start_and_names_the_url_without_its_p
         "the error names the URL: {stderr}"
     );
     assert!(!stderr.contains("s3cret-pw"), "the password leaked: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_connects_and_reports_the_schema_version() {
+    let net = Net::init_on_postgres(2);
+    let check = || {
+        let out = std::process::Command::new(crate::harness::bin())
+            .arg("check-config")
+            .arg(&net.node(0).config)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, before) = check();
+    assert!(ok, "{before}");
+    assert!(before.contains("not created yet"), "{before}");
+    let _a = net.start(0).await;
+    let (ok, after) = check();
+    assert!(ok, "{after}");
+    assert!(
+        after.contains(&format!("version {}, current", gateway::store::pg::SCHEMA_VERSION)),
+        "{after}"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gateway::envelope::seal;
 use gateway::problem::Code;
-use gateway::store::{Blob, Store};
+use gateway::store::Blob;
 use gateway::xml::prescan::Limits;
 use gateway::xmlsec::{Policy, trust};
 
@@ -56,7 +56,8 @@ async fn traffic_is_signed_and_encrypted_and_receipts_are_signed() {
 
     // What a sent is what travelled: read the envelope from a's store after a stops.
     a.terminate();
-    let store = gateway::store::sqlite::SqliteStore::open(&node_dir(&net, 0).join("data")).unwrap();
+    let config = gateway::config::Config::load(&net.node(0).config).unwrap();
+    let store = gateway::node::open_store(&config).await.unwrap();
     let envelope = store
         .blob(&id, Blob::Envelope)
         .await

@@ -50,13 +50,9 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
             gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
         }
     }
-    let dir = &ctx.config.data_dir;
-    let bytes: u64 = ["poststelle.db", "poststelle.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
-    gauge!(STORE_BYTES).set(bytes as f64);
+    if let Ok(bytes) = ctx.store.size().await {
+        gauge!(STORE_BYTES).set(bytes as f64);
+    }
     for p in &ctx.config.partners {
         let open = ctx.partners.health_of(&p.node).circuit != crate::health::Circuit::Closed;
         gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });

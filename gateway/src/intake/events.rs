@@ -121,6 +121,9 @@ impl Store for Evented {
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
         self.inner.purge(payload_before, metadata_before).await
     }
+    async fn size(&self) -> Result<u64, StoreError> {
+        self.inner.size().await
+    }
 }
 
 /// Publishes a status event for every committed status change to the events exchange, routing

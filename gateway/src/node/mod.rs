@@ -163,13 +163,22 @@ impl RunningNode {
     }
 }
 
-/// The configured store: PostgreSQL at `[store] url`, else SQLite in the data folder.
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let st = &config.store;
-    let Some(url) = &st.url else {
-        let sqlite = SqliteStore::open_with_limit(&config.data_dir, st.max_size_mb).map_err(start_error)?;
+/// The configured store: PostgreSQL at `[store] url`, else SQLite in the data folder. (Also
+/// for tools and tests that read a stopped node's store.)
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let Some(settings) = pg_settings(config)? else {
+        let sqlite = SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(start_error)?;
         return Ok(Arc::new(sqlite));
     };
+    let pg = crate::store::pg::PgStore::open(&settings).await.map_err(start_error)?;
+    Ok(Arc::new(pg))
+}
+
+/// The PostgreSQL settings of a config with `[store] url` (the password from `password_file`
+/// or `PGPASSWORD`; the lease holder `node@host`).
+pub fn pg_settings(config: &Config) -> Result<Option<crate::store::pg::PgSettings>, StartError> {
+    let st = &config.store;
+    let Some(url) = &st.url else { return Ok(None) };
     let password = match &st.password_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -180,7 +189,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         None => std::env::var("PGPASSWORD").ok(),
     };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let settings = crate::store::pg::PgSettings {
+    Ok(Some(crate::store::pg::PgSettings {
         url: url.clone(),
         schema: st.schema.clone(),
         pool_size: st.pool_size,
@@ -189,9 +198,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         holder: format!("{}@{}", config.node_name, host.trim()),
         max_size_mb: st.max_size_mb,
         ca: st.ca.clone(),
-    };
-    let pg = crate::store::pg::PgStore::open(&settings).await.map_err(start_error)?;
-    Ok(Arc::new(pg))
+    }))
 }
 
 /// What `start` builds before it binds anything.

@@ -1,5 +1,5 @@
 //! One conformance suite for [`Store`], run against every implementation: SQLite in a temporary
-//! folder, and PostgreSQL in a schema of its own on the database at `POSTSTELLE_TEST_PG_URL`
+//! folder, and PostgreSQL in a schema of its own on the database at `POSTSTELLE_TEST_STORE_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test?sslmode=disable`, which `scripts/test` makes sure runs),
 //! dropped afterwards. A missing PostgreSQL fails the suite: it is never skipped silently.
 
@@ -21,8 +21,10 @@ impl Backend {
     }
 
     fn pg() -> Backend {
-        let url = std::env::var("POSTSTELLE_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into());
+        let url = std::env::var("POSTSTELLE_TEST_STORE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into());
         let schema = format!("poststelle_test_{}", uuid::Uuid::new_v4().simple());
         Backend::Pg { url, schema }
     }
@@ -54,23 +56,7 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         if let Backend::Pg { url, schema } = self {
-            let (url, schema) = (url.clone(), schema.clone());
-            // Drop runs inside the test's runtime: drop the schema from a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-                        tokio::spawn(conn);
-                        let _ = client
-                            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .await;
-                    }
-                });
-            })
-            .join();
+            let _ = super::pg::drop_schemas(url, std::slice::from_ref(schema));
         }
     }
 }
@@ -434,6 +420,23 @@ async fn listing_queues_and_minutes_agree(b: Backend) {
     assert_eq!(depth(Direction::Inbound), Some(1));
     let minutes = s.minutes(0).await.unwrap();
     assert_eq!(minutes.iter().map(|m| m.received).sum::<u64>(), 1);
+    assert!(s.size().await.unwrap() > 0, "the store reports its size");
+    // A lookup with a value no message can hold finds nothing (an operator's search with a
+    // NUL byte, as a fuzzer sends it), never a store failure.
+    let nul = "x\0y".to_owned();
+    let found = s
+        .list(Filter {
+            partner_node: Some(nul.clone()),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    assert!(s.message(&nul).await.unwrap().is_none());
+    assert!(s.events(&nul).await.unwrap().is_empty());
+    assert!(s.blob(&nul, Blob::Payload).await.unwrap().is_none());
+    assert!(s.inbox(&nul).await.unwrap().is_empty());
+    assert!(s.inbound_by_remote_id(&nul, &nul).await.unwrap().is_empty());
 }
 
 conformance!(a_size_limit_refuses_new_work_as_full);

@@ -401,7 +401,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Deletes payloads of ended messages last changed before `payload_before`, and ended
     /// messages entirely last changed before `metadata_before`.
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError>;
+    /// How many bytes the store takes (SQLite: its files; PostgreSQL: its schema's tables).
+    async fn size(&self) -> Result<u64, StoreError>;
 }
+
+/// A blob kind's name in the stores' tables.
+fn blob_name(b: Blob) -> &'static str {
+    match b {
+        Blob::Payload => "payload",
+        Blob::Envelope => "envelope",
+        Blob::Receipt => "receipt",
+        Blob::Notice => "notice",
+        Blob::XtaMetadata => "xta-metadata",
+        Blob::Attachments => "attachments",
+    }
+}
+
+/// The columns of a [`Message`], in the order both stores read them.
+const MESSAGE_COLUMNS: &str = "id, direction, status, client, xoev_uuid, digest, message_type, author, reader, \
+     partner_node, remote_id, error_code, error_detail, created_at, updated_at";
+
+/// States an outbound message is in while the relay still works on it.
+const IN_RELAY: &str = "('accepted', 'sealed', 'sent')";
+/// Ended states whose data retention removes (dead letters wait for an operator).
+const PURGEABLE: &str = "('delivered', 'rejected', 'refused', 'cancelled')";
 
 /// States in which a message has ended (nothing more will happen without an operator).
 pub const ENDED: [Status; 5] = [

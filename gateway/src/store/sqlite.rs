@@ -89,6 +89,8 @@ pub struct SqliteStore {
     writes: mpsc::SyncSender<Op>,
     reader: Arc<Mutex<Connection>>,
     soft: SoftLimit,
+    /// The database file (its WAL beside it).
+    path: std::path::PathBuf,
 }
 
 /// New work is refused when it would take the store past `bytes` (90 % of the size limit),
@@ -206,6 +208,7 @@ impl SqliteStore {
             writes: tx,
             reader: Arc::new(Mutex::new(reader)),
             soft,
+            path,
         })
     }
 
@@ -324,25 +327,6 @@ fn put_blob(conn: &Connection, id: &str, kind: Blob, data: &[u8]) -> rusqlite::R
     )?;
     Ok(())
 }
-
-fn blob_name(b: Blob) -> &'static str {
-    match b {
-        Blob::Payload => "payload",
-        Blob::Envelope => "envelope",
-        Blob::Receipt => "receipt",
-        Blob::Notice => "notice",
-        Blob::XtaMetadata => "xta-metadata",
-        Blob::Attachments => "attachments",
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "id, direction, status, client, xoev_uuid, digest, message_type, author, reader, \
-     partner_node, remote_id, error_code, error_detail, created_at, updated_at";
-
-/// States an outbound message is in while the relay still works on it.
-const IN_RELAY: &str = "('accepted', 'sealed', 'sent')";
-/// Ended states whose data retention removes (dead letters wait for an operator).
-const PURGEABLE: &str = "('delivered', 'rejected', 'refused', 'cancelled')";
 
 fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let direction: String = row.get(1)?;
@@ -845,5 +829,14 @@ impl Store for SqliteStore {
             Ok(Purged { blobs, messages })
         })
         .await
+    }
+
+    async fn size(&self) -> Result<u64, StoreError> {
+        let wal = self.path.with_extension("db-wal");
+        Ok([&self.path, &wal]
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum())
     }
 }

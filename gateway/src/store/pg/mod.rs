@@ -214,48 +214,7 @@ impl PgStore {
     /// error names the URL without its password.
     pub async fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
         let where_ = redact(&settings.url);
-        if !is_identifier(&settings.schema) {
-            return Err(StoreError::Failed(format!(
-                "store schema {:?} is not a plain SQL identifier",
-                settings.schema
-            )));
-        }
-        let mut config: tokio_postgres::Config = settings
-            .url
-            .parse()
-            .map_err(|e| StoreError::Failed(format!("store URL {where_}: {e}")))?;
-        if config.get_password().is_none()
-            && let Some(p) = &settings.password
-        {
-            config.password(p.as_str());
-        }
-        config.options(format!(
-            "-c search_path={} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}",
-            settings.schema
-        ));
-        config.application_name("poststelle");
-        config.connect_timeout(POOL_WAIT);
-        let manager = Manager::from_config(
-            config,
-            tls(settings.ca.as_deref())?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .build()
-            .map_err(|e| StoreError::Failed(format!("store {where_}: {e}")))?;
-        let mut client = pool.get().await.map_err(|e| {
-            let reason = match e {
-                deadpool_postgres::PoolError::Backend(e) => e.to_string(),
-                other => other.to_string(),
-            };
-            StoreError::Failed(format!("cannot connect to the store {where_}: {reason}"))
-        })?;
+        let (pool, mut client) = connect(settings).await?;
         migrate(&mut client, &settings.schema)
             .await
             .map_err(|e| StoreError::Failed(format!("store {where_}: {e}")))?;
@@ -269,6 +228,107 @@ impl PgStore {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
+}
+
+/// Drops these schemas and everything in them (tests and tools that clean up after
+/// themselves). Blocking, from a thread of its own, so it works inside a runtime and in `Drop`.
+pub fn drop_schemas(url: &str, schemas: &[String]) -> Result<(), String> {
+    let (url, schemas) = (url.to_owned(), schemas.to_vec());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tls(None).map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            for s in schemas.iter().filter(|s| is_identifier(s)) {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "the cleanup thread panicked".to_owned())?
+}
+
+/// A pool for `settings` and its first connection (which proves the database answers).
+async fn connect(settings: &PgSettings) -> Result<(Pool, deadpool_postgres::Object), StoreError> {
+    let where_ = redact(&settings.url);
+    if !is_identifier(&settings.schema) {
+        return Err(StoreError::Failed(format!(
+            "store schema {:?} is not a plain SQL identifier",
+            settings.schema
+        )));
+    }
+    let mut config: tokio_postgres::Config = settings
+        .url
+        .parse()
+        .map_err(|e| StoreError::Failed(format!("store URL {where_}: {e}")))?;
+    if config.get_password().is_none()
+        && let Some(p) = &settings.password
+    {
+        config.password(p.as_str());
+    }
+    config.options(format!(
+        "-c search_path={} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}",
+        settings.schema
+    ));
+    config.application_name("poststelle");
+    config.connect_timeout(POOL_WAIT);
+    let manager = Manager::from_config(
+        config,
+        tls(settings.ca.as_deref())?,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(settings.pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|e| StoreError::Failed(format!("store {where_}: {e}")))?;
+    let client = pool.get().await.map_err(|e| {
+        let reason = match e {
+            deadpool_postgres::PoolError::Backend(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        StoreError::Failed(format!("cannot connect to the store {where_}: {reason}"))
+    })?;
+    Ok((pool, client))
+}
+
+/// The version of the schema `settings` names (0: not created yet), read without changing
+/// anything (`poststelle check-config`).
+pub async fn schema_version(settings: &PgSettings) -> Result<i32, StoreError> {
+    let (_, client) = connect(settings).await?;
+    let schema = &settings.schema;
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'schema_version')",
+            &[schema],
+        )
+        .await
+        .map_err(store_error)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {schema}.schema_version"),
+            &[],
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(row.get(0))
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction under an advisory lock.
