@@ -58,7 +58,7 @@ pub struct PeerCert {
     pub fingerprint: Option<[u8; 32]>,
 }
 
-pub use crate::xmlsec::trust::{fingerprint, fingerprint_of_pem_file};
+use crate::xmlsec::trust::fingerprint;
 
 /// What a TLS peer's certificate chain must satisfy beyond the chain to the CA, checked in the
 /// handshake (leaf first, each intermediate, the anchor's key): signatures with SHA-256/384/512

@@ -1,4 +1,4 @@
-//! A running node: the shared context, and the start/stop sequence.
+//! A running node: the start/stop sequence (the shared context it builds is `crate::ctx`).
 //!
 //! Start: schemas compile and the store opens before any port is bound; then the three
 //! listeners (client API over TLS, partner transport over mutual TLS, admin over plain HTTP)
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-pub use crate::ctx::Ctx;
+use crate::ctx::Ctx;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{JobKind, Store};
 use crate::xml::validate::ValidatorPool;

@@ -74,6 +74,15 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// The direction a store column names (`inbound`, else outbound).
+    fn from_column(d: &str) -> Direction {
+        if d == "inbound" {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::Inbound => "inbound",

@@ -166,14 +166,6 @@ fn over_soft_limit(conn: &Connection, soft: SoftLimit, incoming: usize) -> rusql
     Ok((pages - free) * soft.page_size + reserve + incoming > soft.bytes)
 }
 
-fn direction_of(d: &str) -> Direction {
-    if d == "inbound" {
-        Direction::Inbound
-    } else {
-        Direction::Outbound
-    }
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/poststelle.db` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
@@ -333,7 +325,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let status: String = row.get(2)?;
     Ok(Message {
         id: row.get(0)?,
-        direction: direction_of(&direction),
+        direction: Direction::from_column(&direction),
         status: Status::parse(&status).unwrap_or(Status::Failed),
         client: row.get(3)?,
         xoev_uuid: row.get(4)?,
@@ -662,7 +654,11 @@ impl Store for SqliteStore {
                 let d: String = r.get(0)?;
                 let s: String = r.get(1)?;
                 let n: i64 = r.get(2)?;
-                Ok((direction_of(&d), Status::parse(&s).unwrap_or(Status::Failed), n as u64))
+                Ok((
+                    Direction::from_column(&d),
+                    Status::parse(&s).unwrap_or(Status::Failed),
+                    n as u64,
+                ))
             })?;
             rows.collect()
         })
@@ -681,7 +677,7 @@ impl Store for SqliteStore {
                 let s: String = r.get(2)?;
                 let n: i64 = r.get(3)?;
                 Ok(Queue {
-                    direction: direction_of(&d),
+                    direction: Direction::from_column(&d),
                     partner_node: r.get(1)?,
                     status: Status::parse(&s).unwrap_or(Status::Failed),
                     depth: n as u64,

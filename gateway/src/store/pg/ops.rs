@@ -12,11 +12,7 @@ fn row_to_message(r: &Row) -> Message {
     let status: String = r.get(2);
     Message {
         id: r.get(0),
-        direction: if direction == "inbound" {
-            Direction::Inbound
-        } else {
-            Direction::Outbound
-        },
+        direction: Direction::from_column(&direction),
         status: Status::parse(&status).unwrap_or(Status::Failed),
         client: r.get(3),
         xoev_uuid: r.get(4),
@@ -426,11 +422,7 @@ impl Store for PgStore {
             .iter()
             .map(|r| {
                 let d: &str = r.get(0);
-                let direction = if d == "inbound" {
-                    Direction::Inbound
-                } else {
-                    Direction::Outbound
-                };
+                let direction = Direction::from_column(d);
                 let n: i64 = r.get(2);
                 (direction, Status::parse(r.get(1)).unwrap_or(Status::Failed), n as u64)
             })
@@ -454,11 +446,7 @@ impl Store for PgStore {
                 let d: &str = r.get(0);
                 let n: i64 = r.get(3);
                 Queue {
-                    direction: if d == "inbound" {
-                        Direction::Inbound
-                    } else {
-                        Direction::Outbound
-                    },
+                    direction: Direction::from_column(d),
                     partner_node: r.get(1),
                     status: Status::parse(r.get(2)).unwrap_or(Status::Failed),
                     depth: n as u64,
