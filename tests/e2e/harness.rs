@@ -28,7 +28,7 @@ pub fn fixture(rel: &str) -> Vec<u8> {
 /// runs, nor to another test process running at the same time (say, under cargo-nextest):
 /// the range `network::port_ranges().1` is cut into blocks, and a process owns a block while it
 /// holds a lock on the block's file (released by the kernel when the process exits).
-fn next_ports(n: usize) -> u16 {
+pub fn next_ports(n: usize) -> u16 {
     use std::sync::Mutex;
     const BLOCK: usize = 64;
     struct Owned {
@@ -116,33 +116,42 @@ impl Net {
         Self::init_with(nodes, &[], Some(local_pg_url()))
     }
 
+    /// A network whose nodes keep their stores in the PostgreSQL at `url`.
+    pub fn init_on(nodes: usize, url: &str) -> Net {
+        Self::init_with(nodes, &[], Some(url.to_owned()))
+    }
+
     fn init_with(nodes: usize, extra: &[&str], store_url: Option<String>) -> Net {
         let dir = tempfile::tempdir().unwrap();
         // Ports come from this process's own block outside the ephemeral range, each handed
         // out once per test run, so no test's node finds its port taken by another test's
         // outbound connection or by another test's network (`network::port_ranges`).
-        let mut tries = 0;
-        let out = loop {
-            let out = Command::new(bin())
-                .args(["network", "init"])
-                .arg(dir.path())
-                .args(["--nodes", &nodes.to_string()])
-                .args(["--base-port", &next_ports(3 * nodes).to_string()])
-                .args(extra)
-                .args(store_url.iter().flat_map(|u| ["--store-url", u.as_str()]))
-                .output()
-                .unwrap();
-            let taken = String::from_utf8_lossy(&out.stderr).contains("is not free");
-            tries += 1;
-            if !(taken && tries < 20) {
-                break out;
+        let mut base = next_ports(3 * nodes);
+        if extra.is_empty() {
+            // Key generation is most of `network init` (six RSA-3072 keys, 3.7 s of CPU for
+            // two nodes): the networks of one test process are copies of one template per
+            // shape, each at its own folder and ports. AMQP networks carry a network id in
+            // their queue names and are made afresh.
+            let (template, template_base) = template(nodes, store_url.as_deref());
+            // A port of the block may be taken by a service outside the tests (PostgreSQL's
+            // 5432, RabbitMQ's 5672 lie in the range): then the next block, as `network init`
+            // would refuse it.
+            let free = |base: u16| {
+                (base..base + 3 * nodes as u16).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            };
+            while !free(base) {
+                base = next_ports(3 * nodes);
             }
-        };
-        assert!(
-            out.status.success(),
-            "network init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            copy_network(&template, dir.path(), template_base, base, 3 * nodes);
+        } else {
+            let mut tries = 0;
+            while let Err(e) = network_init(dir.path(), nodes, base, extra, store_url.as_deref()) {
+                // A port of the block is taken by something outside the tests: the next block.
+                tries += 1;
+                assert!(e.contains("is not free") && tries < 20, "{e}");
+                base = next_ports(3 * nodes);
+            }
+        }
         let file: NetworkFile =
             serde_json::from_slice(&std::fs::read(dir.path().join("network.json")).unwrap()).unwrap();
         // Networks share the database: each node's schema gets this network's own name.
@@ -709,4 +718,107 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `poststelle network init DIR` with `nodes` nodes from port `base`.
+fn network_init(dir: &Path, nodes: usize, base: u16, extra: &[&str], store_url: Option<&str>) -> Result<(), String> {
+    let out = Command::new(bin())
+        .args(["network", "init"])
+        .arg(dir)
+        .args(["--nodes", &nodes.to_string()])
+        .args(["--base-port", &base.to_string()])
+        .args(extra)
+        .args(store_url.iter().flat_map(|u| ["--store-url", u]))
+        .output()
+        .unwrap();
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("network init failed: {}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
+/// This process's template network of `nodes` nodes (made on first use), and its base port.
+/// Templates live under the target folder, one folder per test process; those of processes
+/// that are gone are removed.
+fn template(nodes: usize, store_url: Option<&str>) -> (PathBuf, u16) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static TEMPLATES: Mutex<Option<HashMap<String, (PathBuf, u16)>>> = Mutex::new(None);
+    let mut templates = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("network-templates");
+    let templates = templates.get_or_insert_with(|| {
+        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let pid = old.file_name().to_string_lossy().into_owned();
+            if !Path::new("/proc").join(&pid).exists() {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        HashMap::new()
+    });
+    let key = format!("{nodes}-{}", store_url.unwrap_or("sqlite"));
+    if let Some(t) = templates.get(&key) {
+        return t.clone();
+    }
+    let dir = root
+        .join(std::process::id().to_string())
+        .join(templates.len().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut tries = 0;
+    let base = loop {
+        let base = next_ports(3 * nodes);
+        match network_init(&dir, nodes, base, &[], store_url) {
+            Ok(()) => break base,
+            // A port of the block is taken by something outside the tests: the next block.
+            Err(e) if e.contains("is not free") && tries < 20 => tries += 1,
+            Err(e) => panic!("{e}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    };
+    templates.insert(key, (dir.clone(), base));
+    (dir, base)
+}
+
+/// Copies the network in `from` (ports from `from_base`) to `to` with its ports from
+/// `to_base`: files as they are (keys keep their modes), the configurations and
+/// `network.json` with the new folder and ports.
+fn copy_network(from: &Path, to: &Path, from_base: u16, to_base: u16, ports: usize) {
+    fn walk(dir: &Path, from: &Path, to: &Path, rewrite: &dyn Fn(&str) -> String) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let target = to.join(path.strip_prefix(from).unwrap());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                walk(&path, from, to, rewrite);
+            } else if name.ends_with(".toml") || name.ends_with(".json") {
+                std::fs::write(&target, rewrite(&std::fs::read_to_string(&path).unwrap())).unwrap();
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+    let (old, new) = (from.display().to_string(), to.display().to_string());
+    walk(from, from, to, &|text| {
+        readdress(&text.replace(&old, &new), from_base, to_base, ports)
+    });
+}
+
+/// `text` with every `127.0.0.1:PORT` of the `ports` ports from `from` moved to the same
+/// place from `to`.
+fn readdress(text: &str, from: u16, to: u16, ports: usize) -> String {
+    const HOST: &str = "127.0.0.1:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(HOST) {
+        out.push_str(&rest[..at + HOST.len()]);
+        rest = &rest[at + HOST.len()..];
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        match rest[..digits].parse::<u16>() {
+            Ok(p) if p >= from && usize::from(p - from) < ports => out.push_str(&(to + (p - from)).to_string()),
+            _ => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }

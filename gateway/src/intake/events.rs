@@ -124,6 +124,9 @@ impl Store for Evented {
     async fn size(&self) -> Result<u64, StoreError> {
         self.inner.size().await
     }
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
+        self.inner.wakeups()
+    }
 }
 
 /// Publishes a status event for every committed status change to the events exchange, routing

@@ -103,6 +103,29 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
 
 /// Retention and the retry time-box: every `retention.sweep_seconds`, ended messages' payloads
 /// and old metadata are purged and outbound messages past their deadline go to `failed`.
+/// Wakes this process's workers for jobs that other processes sharing the store enqueued.
+async fn forward_wakeups(
+    ctx: Arc<Ctx>,
+    mut wakeups: tokio::sync::broadcast::Receiver<JobKind>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            r = wakeups.recv() => match r {
+                Ok(kind) => ctx.wake(kind),
+                Err(RecvError::Lagged(_)) => {
+                    for kind in JobKind::ALL {
+                        ctx.wake(kind);
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 async fn maintenance(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs(ctx.config.retention.sweep_seconds);
     loop {
@@ -349,6 +372,9 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         rx.clone(),
     ));
     tasks.spawn(maintenance(ctx.clone(), rx.clone()));
+    if let Some(wakeups) = ctx.store.wakeups() {
+        tasks.spawn(forward_wakeups(ctx.clone(), wakeups, rx.clone()));
+    }
     tasks.spawn(amqp::supervise(ctx.clone(), rx.clone()));
     if let Some(events) = status_events {
         tasks.spawn(crate::intake::events::publish_status_events(
@@ -364,7 +390,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     ));
     // Every kind of job gets `relay.workers` workers: opening (decrypt, verify, validate) is as
     // CPU-bound as sealing, and notices and pushes wait on the network like relays do.
-    for kind in [JobKind::Relay, JobKind::Open, JobKind::Notice, JobKind::Push] {
+    for kind in JobKind::ALL {
         for _ in 0..ctx.config.relay.workers {
             tasks.spawn(crate::pipeline::worker::run(ctx.clone(), kind, rx.clone()));
         }

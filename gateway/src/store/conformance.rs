@@ -362,25 +362,41 @@ async fn expired_messages_fail_unless_leased_and_purge_keeps_dead_letters(b: Bac
 conformance!(retention_purges_payloads_then_ended_messages);
 async fn retention_purges_payloads_then_ended_messages(b: Backend) {
     let s = b.open().await;
-    let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d")).await.unwrap() else {
+    // More messages than one retention batch holds (PostgreSQL purges in batches, two under test).
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let AcceptOutcome::Created(id) = s.accept(outbound(&format!("u{i}"), "d")).await.unwrap() else {
+            panic!()
+        };
+        s.apply(Change {
+            message_id: id.clone(),
+            status: Some(Status::Delivered),
+            drop_jobs: true,
+            ..Change::default()
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let AcceptOutcome::Created(open) = s.accept(outbound("u-open", "d")).await.unwrap() else {
         panic!()
     };
-    s.apply(Change {
-        message_id: id.clone(),
-        status: Some(Status::Delivered),
-        drop_jobs: true,
-        ..Change::default()
-    })
-    .await
-    .unwrap();
     let later = now_millis() + 1000;
     let p = s.purge(later, 0).await.unwrap();
-    assert_eq!(p, Purged { blobs: 1, messages: 0 });
-    assert!(s.blob(&id, Blob::Payload).await.unwrap().is_none());
-    assert_eq!(s.events(&id).await.unwrap().len(), 2, "the timeline stays");
+    assert_eq!(p, Purged { blobs: 5, messages: 0 });
+    for id in &ids {
+        assert!(s.blob(id, Blob::Payload).await.unwrap().is_none());
+        assert_eq!(s.events(id).await.unwrap().len(), 2, "the timeline stays");
+    }
     let p = s.purge(later, later).await.unwrap();
-    assert_eq!(p.messages, 1);
-    assert!(s.message(&id).await.unwrap().is_none());
+    assert_eq!(p, Purged { blobs: 0, messages: 5 });
+    for id in &ids {
+        assert!(s.message(id).await.unwrap().is_none());
+    }
+    assert!(
+        s.blob(&open, Blob::Payload).await.unwrap().is_some(),
+        "a message in flight stays whole"
+    );
 }
 
 conformance!(listing_queues_and_minutes_agree);
@@ -461,4 +477,33 @@ async fn a_size_limit_refuses_new_work_as_full(b: Backend) {
         s.counts().await.unwrap(),
         vec![(Direction::Outbound, Status::Accepted, accepted)]
     );
+}
+
+/// Processes sharing a PostgreSQL store wake each other for new jobs (LISTEN/NOTIFY), and a
+/// process is not woken by its own jobs (its workers are woken in-process already).
+#[tokio::test]
+async fn postgres_wakes_the_other_processes_for_new_jobs_not_the_one_that_enqueued() {
+    let b = Backend::pg();
+    let (one, two) = (b.open().await, b.open().await);
+    let mut woken = two.wakeups().expect("PostgreSQL announces new jobs");
+    // The listener connects in the background: a notification sent before it listens is
+    // lost, so enqueue until one arrives.
+    let mut n = 0;
+    loop {
+        n += 1;
+        one.accept(outbound(&format!("warm-{n}"), "d")).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(200), woken.recv()).await {
+            Ok(kind) => {
+                assert_eq!(kind.unwrap(), JobKind::Relay);
+                break;
+            }
+            Err(_) => assert!(n < 50, "no wake-up within 10 s"),
+        }
+    }
+    while woken.try_recv().is_ok() {}
+    // Its own relay job wakes nobody; the other process's open job does, and comes first.
+    two.accept(outbound("own", "d")).await.unwrap();
+    one.receive(inbound("r-other", "d")).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), woken.recv()).await;
+    assert_eq!(next.expect("woken for the other's job").unwrap(), JobKind::Open);
 }

@@ -157,6 +157,12 @@ impl JobKind {
             JobKind::Push => "push",
         }
     }
+
+    pub const ALL: [JobKind; 4] = [JobKind::Relay, JobKind::Open, JobKind::Notice, JobKind::Push];
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 /// A message's metadata (no payloads).
@@ -412,6 +418,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError>;
     /// How many bytes the store takes (SQLite: its files; PostgreSQL: its schema's tables).
     async fn size(&self) -> Result<u64, StoreError>;
+    /// The kinds of jobs that *other processes* sharing this store enqueue, as they commit
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`), so that this process's workers claim them at once
+    /// rather than at their next poll. `None` where no other process can enqueue (SQLite:
+    /// one process per store). A hint only: workers keep polling.
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
+        None
+    }
 }
 
 /// A blob kind's name in the stores' tables.

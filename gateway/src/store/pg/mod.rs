@@ -21,13 +21,17 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 
 use super::*;
 
+mod listen;
 mod ops;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migrations by version: migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [r#"
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [TABLES, listen::MIGRATION];
+
+/// Version 1: the tables.
+const TABLES: &str = r#"
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
     direction TEXT NOT NULL,
@@ -78,7 +82,7 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_due ON jobs(kind, due_at);
 CREATE INDEX jobs_message ON jobs(message_id);
-"#];
+"#;
 
 /// How long one statement may run, and how long it may wait for a lock.
 const STATEMENT_TIMEOUT_MS: u64 = 30_000;
@@ -110,6 +114,13 @@ pub struct PgSettings {
 pub struct PgStore {
     pool: Pool,
     holder: String,
+    /// This process's id among all that share the schema (new at every open): notifications
+    /// carry it so a process does not wake itself twice.
+    instance: String,
+    /// How to open the listening connection, and its channel (the schema's name).
+    listen: (tokio_postgres::Config, postgres_openssl::MakeTlsConnector, String),
+    /// Wake-ups from other processes, once [`Store::wakeups`] started listening.
+    wake: std::sync::OnceLock<tokio::sync::broadcast::Sender<JobKind>>,
     /// New work is refused past this many bytes (0: no limit); see `SOFT_SHARE` in sqlite.rs.
     soft_bytes: i64,
 }
@@ -214,13 +225,18 @@ impl PgStore {
     /// error names the URL without its password.
     pub async fn open(settings: &PgSettings) -> Result<PgStore, StoreError> {
         let where_ = redact(&settings.url);
-        let (pool, mut client) = connect(settings).await?;
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let (config, tls) = pg_config(settings, &instance)?;
+        let (pool, mut client) = connect(settings, config.clone(), tls.clone()).await?;
         migrate(&mut client, &settings.schema)
             .await
             .map_err(|e| StoreError::Failed(format!("store {where_}: {e}")))?;
         Ok(PgStore {
             pool,
             holder: settings.holder.clone(),
+            instance,
+            listen: (config, tls, settings.schema.clone()),
+            wake: std::sync::OnceLock::new(),
             soft_bytes: (settings.max_size_mb as f64 * 1024.0 * 1024.0 * 0.9) as i64,
         })
     }
@@ -257,8 +273,13 @@ pub fn drop_schemas(url: &str, schemas: &[String]) -> Result<(), String> {
     .map_err(|_| "the cleanup thread panicked".to_owned())?
 }
 
-/// A pool for `settings` and its first connection (which proves the database answers).
-async fn connect(settings: &PgSettings) -> Result<(Pool, deadpool_postgres::Object), StoreError> {
+/// The connection settings of `settings` for the process `instance`: every connection runs
+/// in the node's schema with the statement and lock timeouts, and names its instance (which
+/// the job trigger puts into its notifications).
+fn pg_config(
+    settings: &PgSettings,
+    instance: &str,
+) -> Result<(tokio_postgres::Config, postgres_openssl::MakeTlsConnector), StoreError> {
     let where_ = redact(&settings.url);
     if !is_identifier(&settings.schema) {
         return Err(StoreError::Failed(format!(
@@ -276,14 +297,25 @@ async fn connect(settings: &PgSettings) -> Result<(Pool, deadpool_postgres::Obje
         config.password(p.as_str());
     }
     config.options(format!(
-        "-c search_path={} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}",
+        "-c search_path={} -c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS} \
+         -c poststelle.instance={instance}",
         settings.schema
     ));
     config.application_name("poststelle");
     config.connect_timeout(POOL_WAIT);
+    Ok((config, tls(settings.ca.as_deref())?))
+}
+
+/// A pool and its first connection (which proves the database answers).
+async fn connect(
+    settings: &PgSettings,
+    config: tokio_postgres::Config,
+    tls: postgres_openssl::MakeTlsConnector,
+) -> Result<(Pool, deadpool_postgres::Object), StoreError> {
+    let where_ = redact(&settings.url);
     let manager = Manager::from_config(
         config,
-        tls(settings.ca.as_deref())?,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -308,7 +340,8 @@ async fn connect(settings: &PgSettings) -> Result<(Pool, deadpool_postgres::Obje
 /// The version of the schema `settings` names (0: not created yet), read without changing
 /// anything (`poststelle check-config`).
 pub async fn schema_version(settings: &PgSettings) -> Result<i32, StoreError> {
-    let (_, client) = connect(settings).await?;
+    let (config, tls) = pg_config(settings, "check")?;
+    let (_, client) = connect(settings, config, tls).await?;
     let schema = &settings.schema;
     let exists: bool = client
         .query_one(

@@ -95,6 +95,11 @@ async fn over_soft_limit(c: &impl GenericClient, soft: i64, incoming: usize) -> 
 }
 
 /// Runs `f` in one transaction and commits it; any error rolls it back.
+/// Messages per retention transaction.
+const PURGE_BATCH: i64 = if cfg!(test) { 2 } else { 500 };
+/// The blob kinds that retention purges first (the timeline and receipts stay longer).
+const PAYLOADS: &str = "('payload', 'envelope', 'xta-metadata', 'attachments')";
+
 macro_rules! transaction {
     ($store:expr, |$tx:ident| $body:expr) => {{
         let mut client = $store.client().await?;
@@ -584,39 +589,62 @@ impl Store for PgStore {
         })
     }
 
+    /// In batches of [`PURGE_BATCH`] messages, each its own short transaction: a retention
+    /// sweep over a large backlog never holds many row locks at once, never runs into the
+    /// statement timeout, and leaves autovacuum room to reclaim the dead rows between batches.
+    /// Messages a worker or operator holds right now (`SKIP LOCKED`) wait for the next sweep.
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
-        transaction!(self, |tx| {
-            let blobs = tx
-                .execute(
-                    &format!(
-                        "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata', 'attachments')
-                         AND message_id IN (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1)"
-                    ),
-                    &[&payload_before],
-                )
-                .await
-                .map_err(store_error)?;
-            let old = format!("SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1");
-            for table in ["blobs", "events", "jobs"] {
+        let mut purged = Purged::default();
+        loop {
+            let n = transaction!(self, |tx| {
                 tx.execute(
-                    &format!("DELETE FROM {table} WHERE message_id IN ({old})"),
-                    &[&metadata_before],
+                    &format!(
+                        "WITH batch AS (
+                            SELECT id FROM messages m WHERE status IN {PURGEABLE} AND updated_at < $1
+                            AND EXISTS (SELECT 1 FROM blobs b WHERE b.message_id = m.id AND b.kind IN {PAYLOADS})
+                            LIMIT $2 FOR UPDATE SKIP LOCKED)
+                         DELETE FROM blobs WHERE kind IN {PAYLOADS} AND message_id IN (SELECT id FROM batch)"
+                    ),
+                    &[&payload_before, &PURGE_BATCH],
                 )
                 .await
-                .map_err(store_error)?;
+                .map_err(store_error)
+            })?;
+            if n == 0 {
+                break;
             }
-            let messages = tx
-                .execute(
-                    &format!("DELETE FROM messages WHERE id IN ({old})"),
-                    &[&metadata_before],
-                )
-                .await
-                .map_err(store_error)?;
-            Ok(Purged {
-                blobs: blobs as usize,
-                messages: messages as usize,
-            })
-        })
+            purged.blobs += n as usize;
+        }
+        loop {
+            let n = transaction!(self, |tx| {
+                let ids: Vec<String> = tx
+                    .query(
+                        &format!(
+                            "SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1
+                             LIMIT $2 FOR UPDATE SKIP LOCKED"
+                        ),
+                        &[&metadata_before, &PURGE_BATCH],
+                    )
+                    .await
+                    .map_err(store_error)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                for table in ["blobs", "events", "jobs"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE message_id = ANY($1)"), &[&ids])
+                        .await
+                        .map_err(store_error)?;
+                }
+                tx.execute("DELETE FROM messages WHERE id = ANY($1)", &[&ids])
+                    .await
+                    .map_err(store_error)
+            })?;
+            if n == 0 {
+                break;
+            }
+            purged.messages += n as usize;
+        }
+        Ok(purged)
     }
 
     async fn size(&self) -> Result<u64, StoreError> {
@@ -631,6 +659,25 @@ impl Store for PgStore {
             .await
             .map_err(store_error)?;
         Ok(r.get::<_, i64>(0) as u64)
+    }
+
+    fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
+        // The first receiver exists before the listener starts (it ends when none is left).
+        let mut first = None;
+        let sender = self.wake.get_or_init(|| {
+            let (tx, rx) = tokio::sync::broadcast::channel(64);
+            first = Some(rx);
+            let (config, tls, channel) = self.listen.clone();
+            tokio::spawn(super::listen::listen(
+                config,
+                tls,
+                channel,
+                self.instance.clone(),
+                tx.clone(),
+            ));
+            tx
+        });
+        Some(first.unwrap_or_else(|| sender.subscribe()))
     }
 }
 
