@@ -1,18 +1,25 @@
-//! The audit log: append-only JSON lines in `<data_dir>/audit.log`, hash-chained. Each entry
-//! carries its sequence number, the previous entry's hash (`prev`) and its own `hash`, the
-//! SHA-256 of `prev` and the entry without `hash`; `audit.log.head` holds the last sequence
-//! number and hash, so that deleting the newest entries is detected too. Every entry is written
-//! and synced before the action it records is answered. Entries hold ids, codes and names,
-//! never message content.
+//! The audit log: append-only JSON entries, hash-chained. Each entry carries its sequence
+//! number, the previous entry's hash (`prev`) and its own `hash`, the SHA-256 of `prev` and the
+//! entry without `hash`; a head (last sequence number and hash) is kept beside the entries, so
+//! that deleting the newest entries is detected too. Every entry is durable before the action
+//! it records is answered. Entries hold ids, codes and names, never message content.
 //!
-//! `poststelle audit verify FILE` recomputes the chain and names the first line that was
-//! edited, inserted or deleted.
+//! Where it lives: with an embedded store, as JSON lines in `<data_dir>/audit.log` with the
+//! head in `audit.log.head`; with a store that keeps an audit log ([`Store::keeps_audit`],
+//! PostgreSQL), in the store, so that every process of a logical node appends to one chain
+//! (appends are serialised in the database; each is its own transaction).
+//!
+//! `poststelle audit verify FILE` (a file) and `audit verify --config FILE` (the node's log,
+//! wherever it lives) recompute the chain and name the first entry that was edited, inserted
+//! or deleted.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
+
+use crate::store::Store;
 
 /// The hash the first entry chains to.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -25,10 +32,22 @@ struct Tail {
 }
 
 /// An open audit log.
-#[derive(Debug)]
 pub struct AuditLog {
-    path: PathBuf,
-    tail: Mutex<Tail>,
+    backend: Backend,
+}
+
+enum Backend {
+    File { path: PathBuf, tail: Mutex<Tail> },
+    Store(Arc<dyn Store>),
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.backend {
+            Backend::File { path, .. } => write!(f, "AuditLog({})", path.display()),
+            Backend::Store(_) => f.write_str("AuditLog(store)"),
+        }
+    }
 }
 
 fn head_path(log: &Path) -> PathBuf {
@@ -61,17 +80,38 @@ impl AuditLog {
         };
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(AuditLog {
-            path: path.to_path_buf(),
-            tail: Mutex::new(Tail { file, seq, hash }),
+            backend: Backend::File {
+                path: path.to_path_buf(),
+                tail: Mutex::new(Tail { file, seq, hash }),
+            },
         })
     }
 
-    /// The newest `n` entries, oldest first (read from the last MiB of the file).
-    pub fn tail(&self, n: usize) -> std::io::Result<Vec<Value>> {
+    /// The audit log kept in `store` (which [`Store::keeps_audit`]).
+    pub fn in_store(store: Arc<dyn Store>) -> AuditLog {
+        AuditLog {
+            backend: Backend::Store(store),
+        }
+    }
+
+    /// The newest `n` entries, oldest first (of a file: read from its last MiB).
+    pub async fn tail(&self, n: usize) -> std::io::Result<Vec<Value>> {
+        let (path, tail) = match &self.backend {
+            Backend::File { path, tail } => (path, tail),
+            Backend::Store(store) => {
+                let head = store.audit_head().await.map_err(std::io::Error::other)?;
+                let after = head.map_or(0, |(seq, _)| seq.saturating_sub(n as u64));
+                let entries = store.audit_read(after, n).await.map_err(std::io::Error::other)?;
+                return Ok(entries
+                    .iter()
+                    .filter_map(|(_, e)| serde_json::from_str(e).ok())
+                    .collect());
+            }
+        };
         use std::io::{Read, Seek, SeekFrom};
         // Holding the writer's lock: no entry is half-written while we read.
-        let _tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-        let mut file = std::fs::File::open(&self.path)?;
+        let _tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = std::fs::File::open(path)?;
         let len = file.metadata()?.len();
         let start = len.saturating_sub(1 << 20);
         file.seek(SeekFrom::Start(start))?;
@@ -90,43 +130,62 @@ impl AuditLog {
             .collect())
     }
 
-    /// Appends an entry (`actor` did `action`; `fields` are ids, codes, names) and syncs it.
-    pub fn record(&self, actor: &str, action: &str, fields: Value) -> std::io::Result<()> {
-        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+    /// Appends an entry (`actor` did `action`; `fields` are ids, codes, names), durably.
+    pub async fn record(&self, actor: &str, action: &str, fields: Value) -> std::io::Result<()> {
         let mut entry = Map::new();
-        entry.insert("seq".into(), json!(tail.seq + 1));
         entry.insert("time".into(), json!(crate::store::rfc3339(crate::store::now_millis())));
         entry.insert("actor".into(), json!(actor));
         entry.insert("action".into(), json!(action));
         if let Value::Object(f) = fields {
             for (k, v) in f {
-                entry.entry(k).or_insert(v);
+                if k != "seq" && k != "prev" && k != "hash" {
+                    entry.entry(k).or_insert(v);
+                }
             }
         }
-        entry.insert("prev".into(), json!(tail.hash));
-        let hash = entry_hash(&tail.hash, &entry);
-        entry.insert("hash".into(), json!(hash));
-        let mut line = serde_json::to_vec(&Value::Object(entry))?;
-        line.push(b'\n');
-        tail.file.write_all(&line)?;
-        tail.file.sync_data()?;
-        let head = head_path(&self.path);
-        let tmp = head.with_extension("head.tmp");
-        std::fs::write(&tmp, format!("{} {hash}\n", tail.seq + 1))?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &head)?;
-        tail.seq += 1;
-        tail.hash = hash;
-        Ok(())
+        match &self.backend {
+            Backend::File { path, tail } => append_to_file(path, tail, entry),
+            Backend::Store(store) => {
+                let chain = move |seq: u64, prev: Option<&str>| chained(&entry, seq, prev.unwrap_or(GENESIS));
+                store.audit_append(&chain).await.map_err(std::io::Error::other)
+            }
+        }
     }
 
     /// Records, and logs instead of failing when the log cannot be written (the action itself
     /// already happened; the node's logs then say that its audit entry is missing).
-    pub fn note(&self, actor: &str, action: &str, fields: Value) {
-        if let Err(e) = self.record(actor, action, fields) {
+    pub async fn note(&self, actor: &str, action: &str, fields: Value) {
+        if let Err(e) = self.record(actor, action, fields).await {
             tracing::error!(action, error = %e, "cannot write the audit log");
         }
     }
+}
+
+/// `entry` as the chain's entry number `seq` after the entry whose hash is `prev`: its JSON
+/// text (`seq` first, `prev` and `hash` last) and its hash.
+fn chained(entry: &Map<String, Value>, seq: u64, prev: &str) -> (String, String) {
+    let mut full = Map::new();
+    full.insert("seq".into(), json!(seq));
+    full.extend(entry.clone());
+    full.insert("prev".into(), json!(prev));
+    let hash = entry_hash(prev, &full);
+    full.insert("hash".into(), json!(hash));
+    (serde_json::to_string(&Value::Object(full)).unwrap_or_default(), hash)
+}
+
+fn append_to_file(path: &Path, tail: &Mutex<Tail>, entry: Map<String, Value>) -> std::io::Result<()> {
+    let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+    let (line, hash) = chained(&entry, tail.seq + 1, &tail.hash);
+    tail.file.write_all(format!("{line}\n").as_bytes())?;
+    tail.file.sync_data()?;
+    let head = head_path(path);
+    let tmp = head.with_extension("head.tmp");
+    std::fs::write(&tmp, format!("{} {hash}\n", tail.seq + 1))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &head)?;
+    tail.seq += 1;
+    tail.hash = hash;
+    Ok(())
 }
 
 fn last_entry(path: &Path) -> Option<(u64, String)> {
@@ -151,7 +210,6 @@ pub struct Broken {
 
 /// Recomputes the chain of the log at `path` and checks it against its head file.
 pub fn verify(path: &Path) -> Result<Verified, Broken> {
-    let broken = |line: u64, reason: String| Broken { line, reason };
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !head_path(path).exists() => {
@@ -160,11 +218,55 @@ pub fn verify(path: &Path) -> Result<Verified, Broken> {
                 last_hash: GENESIS.to_owned(),
             });
         }
-        Err(e) => return Err(broken(0, format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Broken {
+                line: 0,
+                reason: format!("cannot read {}: {e}", path.display()),
+            });
+        }
     };
+    let head = std::fs::read_to_string(head_path(path)).unwrap_or_default();
+    let mut parts = head.split_whitespace();
+    let head = (
+        parts.next().and_then(|s| s.parse::<u64>().ok()),
+        parts.next().map(str::to_owned),
+    );
+    let lines = std::io::BufReader::new(file)
+        .lines()
+        .map(|l| l.map_err(|e| e.to_string()));
+    verify_chain(lines, head)
+}
+
+/// Recomputes the chain of the audit log kept in `store` and checks it against its head;
+/// `line` of a break is the entry's position in the chain.
+pub async fn verify_store(store: &dyn Store) -> Result<Verified, Broken> {
+    let unreadable = |e: crate::store::StoreError| Broken {
+        line: 0,
+        reason: format!("cannot read the audit log from the store: {e}"),
+    };
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_read(after, 1000).await.map_err(unreadable)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        entries.extend(page.into_iter().map(|(_, e)| Ok(e)));
+    }
+    let head = store.audit_head().await.map_err(unreadable)?;
+    let head = head.map_or((None, None), |(seq, hash)| (Some(seq), Some(hash)));
+    verify_chain(entries.into_iter(), head)
+}
+
+/// Checks the chain of `lines` (entries in order) against the head (last sequence number and
+/// hash).
+fn verify_chain(
+    lines: impl Iterator<Item = Result<String, String>>,
+    head: (Option<u64>, Option<String>),
+) -> Result<Verified, Broken> {
+    let broken = |line: u64, reason: String| Broken { line, reason };
     let mut prev = GENESIS.to_owned();
     let mut n = 0u64;
-    for line in std::io::BufReader::new(file).lines() {
+    for line in lines {
         let line = line.map_err(|e| broken(n + 1, format!("cannot read: {e}")))?;
         n += 1;
         let Ok(Value::Object(entry)) = serde_json::from_str::<Value>(&line) else {
@@ -188,10 +290,7 @@ pub fn verify(path: &Path) -> Result<Verified, Broken> {
         }
         prev = hash;
     }
-    let head = std::fs::read_to_string(head_path(path)).unwrap_or_default();
-    let mut parts = head.split_whitespace();
-    let (head_seq, head_hash) = (parts.next().and_then(|s| s.parse::<u64>().ok()), parts.next());
-    match (head_seq, head_hash) {
+    match head {
         (Some(seq), Some(hash)) if seq == n && hash == prev => Ok(Verified {
             entries: n,
             last_hash: prev,
@@ -204,7 +303,7 @@ pub fn verify(path: &Path) -> Result<Verified, Broken> {
             entries: 0,
             last_hash: prev,
         }),
-        _ => Err(broken(n, "the head file does not match the last entry".into())),
+        _ => Err(broken(n, "the head does not match the last entry".into())),
     }
 }
 
@@ -212,13 +311,14 @@ pub fn verify(path: &Path) -> Result<Verified, Broken> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn detects_edits_insertions_and_deletions_by_line() {
+    #[tokio::test]
+    async fn detects_edits_insertions_and_deletions_by_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         let log = AuditLog::open(&path).unwrap();
         for i in 0..4 {
             log.record("admin", "retry", json!({"message_id": format!("m{i}")}))
+                .await
                 .unwrap();
         }
         drop(log);
@@ -227,6 +327,7 @@ mod tests {
         AuditLog::open(&path)
             .unwrap()
             .record("admin", "cancel", json!({}))
+            .await
             .unwrap();
         assert_eq!(verify(&path).unwrap().entries, 5);
         let original = std::fs::read_to_string(&path).unwrap();
@@ -252,5 +353,56 @@ mod tests {
 
         write(own(&lines));
         assert!(verify(&path).is_ok());
+    }
+
+    /// Two processes on one PostgreSQL store append to one chain, one after the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_sharing_a_postgres_store_append_to_one_chain() {
+        use crate::store::pg::{PgSettings, PgStore, drop_schemas};
+        struct Dropped(String, String);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                let _ = drop_schemas(&self.0, std::slice::from_ref(&self.1));
+            }
+        }
+        let url = std::env::var("POSTSTELLE_TEST_STORE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test?sslmode=disable".into());
+        let settings = PgSettings {
+            url: url.clone(),
+            schema: format!("audit_test_{}", uuid::Uuid::new_v4().simple()),
+            pool_size: 4,
+            password: None,
+            holder: "audit-test".into(),
+            max_size_mb: 0,
+            ca: None,
+        };
+        let _dropped = Dropped(url, settings.schema.clone());
+        let open = || async { Arc::new(PgStore::open(&settings).await.unwrap()) as Arc<dyn Store> };
+        let (one, two) = (open().await, open().await);
+        assert!(one.keeps_audit());
+        let logs = Arc::new([AuditLog::in_store(one.clone()), AuditLog::in_store(two)]);
+        // Thirty appends at once, half through each process's handle.
+        let mut appends = tokio::task::JoinSet::new();
+        for p in 0..2 {
+            for i in 0..15 {
+                let logs = logs.clone();
+                appends.spawn(async move {
+                    logs[p]
+                        .record("admin", "retry", json!({"message_id": format!("p{p}-{i}")}))
+                        .await
+                });
+            }
+        }
+        while let Some(r) = appends.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let v = verify_store(one.as_ref()).await.unwrap();
+        assert_eq!(v.entries, 30);
+        let tail = logs[0].tail(4).await.unwrap();
+        let seqs: Vec<u64> = tail.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [27, 28, 29, 30]);
+        assert_eq!(tail[3]["hash"], json!(v.last_hash));
     }
 }

@@ -103,7 +103,8 @@ enum Command {
         #[command(flatten)]
         target: crate::ops::Target,
     },
-    /// The audit log: `audit verify FILE` recomputes its hash chain (exit 0 intact, 1 broken).
+    /// The audit log: `audit verify FILE` or `audit verify --config FILE` recomputes its hash
+    /// chain (exit 0 intact, 1 broken, 2 unreadable).
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -114,8 +115,16 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify a node's audit log (`<data_dir>/audit.log`); names the first edited or deleted line.
-    Verify { file: PathBuf },
+    /// Verify a node's audit log; names the first edited or deleted entry. Either a log file
+    /// (`<data_dir>/audit.log`), or `--config` for the node's log wherever it lives (its data
+    /// folder, or its PostgreSQL store).
+    Verify {
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The node's configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,20 +323,56 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Messages { command, target } => runtime()?.block_on(crate::ops::messages(target, command)),
         Command::Dlq { command, target } => runtime()?.block_on(crate::ops::dlq(target, command)),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => match crate::audit::verify(&file) {
-            Ok(v) => {
-                println!("{}: intact, {} entries", file.display(), v.entries);
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(b) => {
-                println!("{}:{}: broken: {}", file.display(), b.line, b.reason);
-                Ok(ExitCode::from(1))
-            }
-        },
+            command: AuditCommand::Verify { file, config },
+        } => audit_verify(file, config),
         Command::Bench(args) => {
             init_tracing("error");
             runtime()?.block_on(crate::bench::run(args))
+        }
+    }
+}
+
+/// `audit verify`: a log file, or the log of the node that `config` describes.
+fn audit_verify(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (name, result) = match (file, config) {
+        (Some(file), _) => (file.display().to_string(), crate::audit::verify(&file)),
+        (None, Some(config)) => {
+            let c = Config::load(&config)?;
+            match crate::node::pg_settings(&c)? {
+                None => {
+                    let file = c.data_dir.join("audit.log");
+                    (file.display().to_string(), crate::audit::verify(&file))
+                }
+                Some(settings) => {
+                    let name = format!(
+                        "{} (schema {})",
+                        crate::store::pg::redact(&settings.url),
+                        settings.schema
+                    );
+                    let result = runtime()?.block_on(async {
+                        let store = crate::store::pg::PgStore::open(&settings).await?;
+                        Ok::<_, crate::store::StoreError>(crate::audit::verify_store(&store).await)
+                    });
+                    match result {
+                        Ok(r) => (name, r),
+                        Err(e) => {
+                            eprintln!("{name}: cannot open the store: {e}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
+            }
+        }
+        (None, None) => anyhow::bail!("name a log file or --config"),
+    };
+    match result {
+        Ok(v) => {
+            println!("{name}: intact, {} entries", v.entries);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            println!("{name}:{}: broken: {}", b.line, b.reason);
+            Ok(ExitCode::from(1))
         }
     }
 }

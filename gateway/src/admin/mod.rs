@@ -112,12 +112,12 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
     }
 }
 
-fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
+async fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
     let token = crate::wire::bearer(headers, "ADMIN_TOKEN")?;
     if crate::wire::same_secret(token, &ctx.config.admin_token) {
         Ok(())
     } else {
-        ctx.audit.note("anonymous", "admin-unauthorized", json!({}));
+        ctx.audit.note("anonymous", "admin-unauthorized", json!({})).await;
         Err(Problem::new(Code::Unauthorized, "wrong admin token"))
     }
 }
@@ -258,7 +258,7 @@ pub struct StatusView {
 #[utoipa::path(get, path = "/admin/api/status", tag = "overview",
     responses((status = 200, body = StatusView), (status = 401, response = Problem)))]
 async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let counts = ctx.store.counts().await.map_err(store_problem)?;
     let mut by_direction = json!({"outbound": {}, "inbound": {}});
     let (mut dead, mut in_flight, mut pending, mut rejected) = (0, 0, 0, 0);
@@ -309,7 +309,7 @@ pub struct QueueList {
 #[utoipa::path(get, path = "/admin/api/queues", tag = "overview",
     responses((status = 200, body = QueueList), (status = 401, response = Problem)))]
 async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let now = now_millis();
     let queues = ctx.store.queues().await.map_err(store_problem)?;
     let queues = queues
@@ -360,7 +360,7 @@ async fn stats(
     headers: HeaderMap,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let q = query(q)?;
     let minutes = within("minutes", q.minutes.unwrap_or(60), 1..=1440)?;
     let since = now_millis() - i64::from(minutes) * 60_000;
@@ -453,7 +453,7 @@ async fn list(
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let q = query(q)?;
     let items = ctx.store.list(filter_of(&q)?).await.map_err(store_problem)?;
     let messages = items.iter().map(MessageView::from).collect();
@@ -464,7 +464,7 @@ async fn list(
     params(("id" = String, Path, description = "The node's message id")),
     responses((status = 200, body = MessageDetail), (status = 401, response = Problem), (status = 404, response = Problem)))]
 async fn show(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let m = find_message(&ctx, &id).await?;
     let events = ctx.store.events(&id).await.map_err(store_problem)?;
     let timeline = events
@@ -510,7 +510,7 @@ async fn payload(
     Path(id): Path<String>,
     body: Result<axum::Json<PayloadRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let axum::Json(req) = body.map_err(|e| Problem::new(Code::InvalidRequest, e.body_text()))?;
     let reason = req.reason.as_str();
     let chars = reason.chars().count();
@@ -530,6 +530,7 @@ async fn payload(
             "payload-viewed",
             json!({"message_id": id, "reason": reason, "outcome": outcome}),
         )
+        .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot write the audit log; payload not shown");
             Problem::new(
@@ -563,9 +564,9 @@ pub struct Action {
     params(("id" = String, Path, description = "The node's message id")),
     responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn retry(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let result = retry_message(&ctx, &id).await;
-    ctx.audit.note("admin", "retry", outcome(&id, &result));
+    ctx.audit.note("admin", "retry", outcome(&id, &result)).await;
     let status = result?;
     Ok(axum::Json(Action { id, status }).into_response())
 }
@@ -583,9 +584,9 @@ fn outcome<T>(id: &str, result: &Result<T, Problem>) -> Value {
     params(("id" = String, Path, description = "The node's message id")),
     responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let result = cancel_message(&ctx, &id, "cancelled by an operator").await;
-    ctx.audit.note("admin", "cancel", outcome(&id, &result));
+    ctx.audit.note("admin", "cancel", outcome(&id, &result)).await;
     result?;
     Ok(axum::Json(Action {
         id,
@@ -627,7 +628,7 @@ pub struct Replayed {
     request_body(content = Option<ReplayFilter>),
     responses((status = 200, body = Replayed), (status = 400, response = Problem), (status = 401, response = Problem)))]
 async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let f: ReplayFilter = if body.is_empty() {
         ReplayFilter::default()
     } else {
@@ -660,11 +661,13 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
             }),
         }
     }
-    ctx.audit.note(
-        "admin",
-        "dlq-replay",
-        json!({"replayed": replayed.len(), "skipped": skipped.len()}),
-    );
+    ctx.audit
+        .note(
+            "admin",
+            "dlq-replay",
+            json!({"replayed": replayed.len(), "skipped": skipped.len()}),
+        )
+        .await;
     Ok(axum::Json(Replayed { replayed, skipped }).into_response())
 }
 
@@ -684,7 +687,7 @@ pub struct PartnerList {
 #[utoipa::path(get, path = "/admin/api/partners", tag = "overview",
     responses((status = 200, body = PartnerList), (status = 401, response = Problem)))]
 async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     Ok(axum::Json(PartnerList {
         partners: partner_health(&ctx),
     })
@@ -699,7 +702,7 @@ pub struct CertificateList {
 #[utoipa::path(get, path = "/admin/api/certificates", tag = "overview",
     responses((status = 200, body = CertificateList), (status = 401, response = Problem)))]
 async fn certificates_route(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     Ok(axum::Json(CertificateList {
         certificates: certificates(&ctx.certificates),
     })
@@ -729,9 +732,9 @@ async fn audit_tail(
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers)?;
+    authorize(&ctx, &headers).await?;
     let limit = within("limit", query(q)?.limit.unwrap_or(100), 1..=1000)?;
-    let entries = ctx.audit.tail(limit).map_err(|e| {
+    let entries = ctx.audit.tail(limit).await.map_err(|e| {
         tracing::error!(error = %e, "cannot read the audit log");
         Problem::new(Code::Internal, "cannot read the audit log")
     })?;

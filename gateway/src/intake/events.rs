@@ -127,6 +127,18 @@ impl Store for Evented {
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
         self.inner.wakeups()
     }
+    fn keeps_audit(&self) -> bool {
+        self.inner.keeps_audit()
+    }
+    async fn audit_append(&self, entry: crate::store::AuditEntry<'_>) -> Result<(), StoreError> {
+        self.inner.audit_append(entry).await
+    }
+    async fn audit_read(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        self.inner.audit_read(after, limit).await
+    }
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.inner.audit_head().await
+    }
 }
 
 /// Publishes a status event for every committed status change to the events exchange, routing

@@ -255,8 +255,13 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
         .map_err(StartError)?;
     let store = open_store(&config).await?;
-    let audit = crate::audit::AuditLog::open(&config.data_dir.join("audit.log"))
-        .because(|| "cannot open the audit log".into())?;
+    // A shared store keeps the audit chain of the whole logical node; else it is a file.
+    let audit = if store.keeps_audit() {
+        crate::audit::AuditLog::in_store(store.clone())
+    } else {
+        crate::audit::AuditLog::open(&config.data_dir.join("audit.log"))
+            .because(|| "cannot open the audit log".into())?
+    };
     // Committed status changes are counted; with a broker they also become status events.
     let (store, status_events) = crate::intake::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
     // This process holds the data folder's lock: every lease in the store is a dead process's.

@@ -36,12 +36,14 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 }
 
 /// A refusal: a signed receipt with outcome `refused`, under the code's HTTP status.
-fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
-    ctx.audit.note(
-        "partner-transport",
-        "refused",
-        serde_json::json!({"message_id": message_id, "code": problem.code.as_str()}),
-    );
+async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
+    ctx.audit
+        .note(
+            "partner-transport",
+            "refused",
+            serde_json::json!({"message_id": message_id, "code": problem.code.as_str()}),
+        )
+        .await;
     tracing::warn!(message_id = %message_id, code = %problem.code, "envelope refused");
     let r = Receipt {
         message_id: message_id.to_owned(),
@@ -74,12 +76,12 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
             Code::SenderMismatch,
             "the TLS client certificate is not a partner's in the directory",
         );
-        return refusal(&ctx, UNKNOWN_ID, &p, None);
+        return refusal(&ctx, UNKNOWN_ID, &p, None).await;
     };
     let limits = ctx.config.limits.for_envelopes();
     let bytes = match read_body(&ctx, req.into_body(), limits.max_bytes).await {
         Ok(b) => b,
-        Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None),
+        Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None).await,
     };
     handle(&ctx, partner, bytes.to_vec()).await
 }
@@ -93,12 +95,12 @@ pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Respo
             Code::SenderMismatch,
             "the sending node is not a partner in the directory",
         );
-        return refusal(ctx, UNKNOWN_ID, &p, None);
+        return refusal(ctx, UNKNOWN_ID, &p, None).await;
     };
     let limits = ctx.config.limits.for_envelopes();
     if bytes.len() > limits.max_bytes {
         let p = Problem::new(Code::LimitExceeded, "the envelope exceeds the size limit");
-        return refusal(ctx, UNKNOWN_ID, &p, None);
+        return refusal(ctx, UNKNOWN_ID, &p, None).await;
     }
     handle(ctx, partner, bytes).await
 }
@@ -115,14 +117,14 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
     let digest = envelope::sha256(&bytes);
     let scan = match prescan(&bytes, &limits) {
         Ok(s) => s,
-        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
     };
     if scan.root.namespace.as_deref() != Some(envelope::NS) {
         let p = Problem::new(
             Code::EnvelopeInvalid,
             format!("{} is not an envelope or receipt", scan.root),
         );
-        return refusal(ctx, UNKNOWN_ID, &p, Some(digest));
+        return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
     }
     let shared: Arc<[u8]> = Arc::from(bytes.as_ref());
     match ctx.validator.validate(ctx.envelope_schema.clone(), shared).await {
@@ -130,7 +132,7 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
         Ok(Err(f)) => {
             let mut p = f.into_problem();
             p.code = Code::EnvelopeInvalid;
-            return refusal(ctx, UNKNOWN_ID, &p, Some(digest));
+            return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
         }
         Err(p) => return p.into_response(),
     }
@@ -140,7 +142,7 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
             Code::SenderMismatch,
             "the partner's certificate is not in the directory",
         );
-        return refusal(ctx, UNKNOWN_ID, &p, Some(digest));
+        return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
     };
     let policy = ctx.keys.transport_for(&partner.node);
     let checked = {
@@ -153,7 +155,7 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
             let id = envelope::parse_header(&bytes)
                 .map(|h| h.message_id)
                 .unwrap_or_else(|_| UNKNOWN_ID.into());
-            return refusal(ctx, &id, &p, Some(digest));
+            return refusal(ctx, &id, &p, Some(digest)).await;
         }
         Err(_) => return Problem::new(Code::Internal, "signature check failed to run").into_response(),
     }
@@ -168,7 +170,7 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
         "Receipt" => receive_notice(ctx, partner, &bytes, digest).await,
         other => {
             let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
-            refusal(ctx, UNKNOWN_ID, &p, Some(digest))
+            refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await
         }
     }
 }
@@ -204,10 +206,10 @@ fn too_far_ahead(ctx: &Ctx, created: &str) -> Option<String> {
 async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
     let h = match envelope::parse_header(bytes) {
         Ok(x) => x,
-        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
     };
     if let Some(detail) = too_far_ahead(ctx, &h.created) {
-        return refusal(ctx, &h.message_id, &Problem::new(Code::ClockSkew, detail), Some(digest));
+        return refusal(ctx, &h.message_id, &Problem::new(Code::ClockSkew, detail), Some(digest)).await;
     }
     crate::failpoint!("transport.before_store");
     if h.sender_node != partner.node || !partner.authorities.contains(&h.sender) {
@@ -218,14 +220,14 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
                 h.sender, h.sender_node, partner.node
             ),
         );
-        return refusal(ctx, &h.message_id, &p, Some(digest));
+        return refusal(ctx, &h.message_id, &p, Some(digest)).await;
     }
     if !ctx.config.authorities.contains_key(&h.recipient) {
         let p = Problem::new(
             Code::UnknownRecipient,
             format!("{} is not served by this node", h.recipient),
         );
-        return refusal(ctx, &h.message_id, &p, Some(digest));
+        return refusal(ctx, &h.message_id, &p, Some(digest)).await;
     }
     let receipt = match seal::signed_receipt(
         &Receipt {
@@ -272,7 +274,7 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
                 Code::DuplicateConflict,
                 "an envelope with this message id but different content was received before",
             );
-            refusal(ctx, &h.message_id, &p, Some(digest))
+            refusal(ctx, &h.message_id, &p, Some(digest)).await
         }
         Err(e) => store_problem(e).into_response(),
     }
@@ -283,13 +285,13 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
 async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
     let notice = match envelope::parse_receipt(bytes) {
         Ok(n) => n,
-        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)),
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
     };
     let message = match ctx.store.message(&notice.message_id).await {
         Ok(Some(m)) if m.direction == Direction::Outbound && m.partner_node == partner.node => m,
         Ok(_) => {
             let p = Problem::new(Code::NotFound, "no message of ours sent to this partner has that id");
-            return refusal(ctx, &notice.message_id, &p, Some(digest));
+            return refusal(ctx, &notice.message_id, &p, Some(digest)).await;
         }
         Err(e) => return store_problem(e).into_response(),
     };

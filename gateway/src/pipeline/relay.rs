@@ -50,11 +50,11 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     let receipt = match read_receipt(ctx, &partner.node, &body).await? {
         Ok(r) => match answers(&r, &m.id, &expected_digest) {
             Ok(()) => r,
-            Err(p) => return Err(bad_receipt(ctx, m, &partner.node, &p)),
+            Err(p) => return Err(bad_receipt(ctx, m, &partner.node, &p).await),
         },
-        Err(p) if status.is_success() => return Err(bad_receipt(ctx, m, &partner.node, &p)),
+        Err(p) if status.is_success() => return Err(bad_receipt(ctx, m, &partner.node, &p).await),
         Err(p) => {
-            audit_receipt(ctx, m, &partner.node, &p);
+            audit_receipt(ctx, m, &partner.node, &p).await;
             // A 4xx without a readable refusal is still permanent.
             return apply(
                 ctx,
@@ -155,20 +155,22 @@ fn answers(r: &Receipt, id: &str, digest: &[u8]) -> Result<(), Problem> {
 }
 
 /// An answer refused as a receipt is a security event: audited with its code.
-fn audit_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) {
+async fn audit_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) {
     tracing::warn!(message_id = %m.id, partner, code = %p.code, "receipt refused");
-    ctx.audit.note(
-        "partner-transport",
-        "receipt-refused",
-        serde_json::json!({"message_id": m.id, "partner": partner, "code": p.code.as_str()}),
-    );
+    ctx.audit
+        .note(
+            "partner-transport",
+            "receipt-refused",
+            serde_json::json!({"message_id": m.id, "partner": partner, "code": p.code.as_str()}),
+        )
+        .await;
 }
 
 /// A 2xx answer that is not a receipt for our envelope: the message stays unreceived and the
 /// same envelope is sent again later (the partner answers a resend with its original receipt).
-fn bad_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) -> Failure {
+async fn bad_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) -> Failure {
     crate::telemetry::relay_error("bad-receipt");
-    audit_receipt(ctx, m, partner, p);
+    audit_receipt(ctx, m, partner, p).await;
     Failure::Transient(format!(
         "the answer of {partner} is not a receipt for this envelope: {p}"
     ))

@@ -425,6 +425,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
         None
     }
+    /// Whether the node's audit log lives in this store (PostgreSQL: one chain for all the
+    /// processes of a node); otherwise the node keeps it in a file in its data folder.
+    fn keeps_audit(&self) -> bool {
+        false
+    }
+    /// Appends the next entry of the audit chain in a transaction of its own; appends are
+    /// serialised across processes, and the chain's head is written with the entry.
+    async fn audit_append(&self, _entry: AuditEntry<'_>) -> Result<(), StoreError> {
+        Err(no_audit())
+    }
+    /// Audit entries (sequence number, text) after sequence number `after`, at most `limit`,
+    /// in order.
+    async fn audit_read(&self, _after: u64, _limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        Err(no_audit())
+    }
+    /// The audit chain's head: its last sequence number and hash (`None`: no entry yet).
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Err(no_audit())
+    }
+}
+
+/// Builds audit entry number `seq` after the entry whose hash is `prev` (`None`: the first):
+/// its text and its hash.
+pub type AuditEntry<'a> = &'a (dyn Fn(u64, Option<&str>) -> (String, String) + Send + Sync);
+
+fn no_audit() -> StoreError {
+    StoreError::Failed("this store keeps no audit log (it is a file in the data folder)".into())
 }
 
 /// A blob kind's name in the stores' tables.

@@ -18,14 +18,16 @@ pub(super) async fn management(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> An
             crate::actions::own_message(ctx, &call.client, &id).await?;
             let who = format!("cancelled by client {} (XTA)", call.client.name);
             let result = crate::actions::cancel_message(ctx, &id, &who).await;
-            ctx.audit.note(
-                &format!("client:{}", call.client.name),
-                "cancel",
-                serde_json::json!({
-                    "message_id": id,
-                    "outcome": result.as_ref().map_or_else(|p| p.code.as_str(), |_| "ok"),
-                }),
-            );
+            ctx.audit
+                .note(
+                    &format!("client:{}", call.client.name),
+                    "cancel",
+                    serde_json::json!({
+                        "message_id": id,
+                        "outcome": result.as_ref().map_or_else(|p| p.code.as_str(), |_| "ok"),
+                    }),
+                )
+                .await;
             result?;
             String::new()
         }

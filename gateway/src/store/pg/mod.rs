@@ -21,14 +21,15 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 
 use super::*;
 
+mod audit;
 mod listen;
 mod ops;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Migrations by version: migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [TABLES, listen::MIGRATION];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [TABLES, listen::MIGRATION, audit::MIGRATION];
 
 /// Version 1: the tables.
 const TABLES: &str = r#"

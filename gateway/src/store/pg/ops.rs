@@ -661,6 +661,22 @@ impl Store for PgStore {
         Ok(r.get::<_, i64>(0) as u64)
     }
 
+    fn keeps_audit(&self) -> bool {
+        true
+    }
+
+    async fn audit_append(&self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
+        self.append_audit(entry).await
+    }
+
+    async fn audit_read(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        self.read_audit(after, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.audit_chain_head().await
+    }
+
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
         // The first receiver exists before the listener starts (it ends when none is left).
         let mut first = None;
