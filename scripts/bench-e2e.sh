@@ -9,7 +9,10 @@
 #      receiving client polling every 5 ms) → p50 / p99 submit → fetched by b's client;
 #   5. the time per stage from both nodes' /metrics (poststelle_job_seconds, intake_seconds).
 # STORE_URL=postgres://… puts both nodes' stores in that PostgreSQL (schemas poststelle_a and
-# poststelle_b, dropped before and after the run); unset: SQLite in each data folder.
+# poststelle_b, dropped before and after the run); unset: SQLite in each data folder. With
+# PostgreSQL the closed loop also reports the database's committed transactions per message and
+# the CPU time of the PostgreSQL processes per message (beside the nodes'); NOTIFY=off disables
+# the job trigger's notifications, to measure what they cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3000}
@@ -46,9 +49,38 @@ for node in a b; do
     (cd "$work/net/$node" && POSTSTELLE_LOG=error exec "$bin" serve --config poststelle.toml) &
     pids+=($!)
 done
+# CPU seconds (user + system) of the processes with these pids, from /proc.
+cpu() {
+    local ticks=0 pid
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
+}
+pg_pids() { pgrep -x postgres || pgrep -f 'postgres:' || true; }
+pg_xacts() { psql "$STORE_URL" -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
+pg_syncs() { psql "$STORE_URL" -Atc "SELECT wal_sync FROM pg_stat_wal"; }
+# TCP segments the nodes' pooled connections sent to the database: about one per round trip.
+pg_addr=$(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print("%s:%d" % (p.hostname or "127.0.0.1", p.port or 5432))' "${STORE_URL:-postgres://x}")
+pg_segs() { ss -tinH dst "$pg_addr" | grep -o 'segs_out:[0-9]*' | awk -F: '{s += $2} END {print s + 0}'; }
 # `poststelle bench` waits until both nodes answer /readyz.
+if [[ -n ${STORE_URL:-} ]]; then
+    "$bin" bench --network "$work/net/network.json" --messages 16 --clients 4 --timeout 120 >/dev/null
+    if [[ ${NOTIFY:-on} == off ]]; then
+        psql "$STORE_URL" -qc "ALTER TABLE poststelle_a.jobs DISABLE TRIGGER jobs_notify; ALTER TABLE poststelle_b.jobs DISABLE TRIGGER jobs_notify"
+    fi
+    xacts0=$(pg_xacts); syncs0=$(pg_syncs); segs0=$(pg_segs); pgcpu0=$(cpu $(pg_pids)); nodecpu0=$(cpu "${pids[@]}")
+fi
 echo "== closed loop: poststelle bench --messages $N --clients 16"
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
+if [[ -n ${STORE_URL:-} ]]; then
+    xacts1=$(pg_xacts); syncs1=$(pg_syncs); segs1=$(pg_segs); pgcpu1=$(cpu $(pg_pids)); nodecpu1=$(cpu "${pids[@]}")
+    awk -v n="$N" -v x="$(( xacts1 - xacts0 ))" -v s="$(( syncs1 - syncs0 ))" -v r="$(( segs1 - segs0 ))" -v p0="$pgcpu0" -v p1="$pgcpu1" -v c0="$nodecpu0" -v c1="$nodecpu1" -v notify="${NOTIFY:-on}" \
+        'BEGIN {printf "PostgreSQL (notify %s), per message: %.1f transactions, %.1f WAL syncs, %.0f round trips (segments sent); CPU: PostgreSQL %.2f ms, both nodes %.2f ms\n", notify, x / n, s / n, r / n, 1000 * (p1 - p0) / n, 1000 * (c1 - c0) / n}'
+    echo "job tables after the run (live rows, dead rows, autovacuum runs):"
+    psql "$STORE_URL" -Atc "SELECT schemaname || '.jobs', n_live_tup, n_dead_tup, autovacuum_count FROM pg_stat_user_tables WHERE relname = 'jobs' AND schemaname IN ('poststelle_a', 'poststelle_b') ORDER BY 1"
+fi
 max=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["end_to_end_per_second"]))' "$out")
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("intake %.0f/s, end to end %.0f/s (%.0f %% of the limit %s/s), lost %d duplicated %d" % (r["intake_per_second"], r["end_to_end_per_second"], 100*r["end_to_end_per_second"]/float(sys.argv[2]), sys.argv[2], r["lost"], r["duplicated"]))' "$out" "$limit"
 half=$(( max / 2 ))

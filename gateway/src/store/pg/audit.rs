@@ -23,23 +23,24 @@ impl PgStore {
     pub(super) async fn append_audit(&self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
-        tx.execute(
+        cached::execute(
+            &tx,
             "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':audit'))",
             &[],
         )
         .await
         .map_err(store_error)?;
-        let head = tx
-            .query_opt("SELECT seq, hash FROM audit_head", &[])
+        let head = cached::query_opt(&tx, "SELECT seq, hash FROM audit_head", &[])
             .await
             .map_err(store_error)?
             .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
         let seq = head.as_ref().map_or(0, |(s, _)| *s) + 1;
         let (text, hash) = entry(seq as u64, head.as_ref().map(|(_, h)| h.as_str()));
-        tx.execute("INSERT INTO audit(seq, entry) VALUES ($1, $2)", &[&seq, &text])
+        cached::execute(&tx, "INSERT INTO audit(seq, entry) VALUES ($1, $2)", &[&seq, &text])
             .await
             .map_err(store_error)?;
-        tx.execute(
+        cached::execute(
+            &tx,
             "INSERT INTO audit_head(seq, hash) VALUES ($1, $2)
              ON CONFLICT (one) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
             &[&seq, &hash],
@@ -51,20 +52,19 @@ impl PgStore {
 
     pub(super) async fn read_audit(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&(after as i64), &(limit as i64)],
-            )
-            .await
-            .map_err(store_error)?;
+        let rows = cached::query(
+            &client,
+            "SELECT seq, entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&(after as i64), &(limit as i64)],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1))).collect())
     }
 
     pub(super) async fn audit_chain_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_opt("SELECT seq, hash FROM audit_head", &[])
+        let row = cached::query_opt(&client, "SELECT seq, hash FROM audit_head", &[])
             .await
             .map_err(store_error)?;
         Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))

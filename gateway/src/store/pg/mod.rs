@@ -22,6 +22,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use super::*;
 
 mod audit;
+mod cached;
 mod listen;
 mod ops;
 

@@ -42,7 +42,8 @@ async fn insert_event(
     status: Status,
     detail: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
-    c.execute(
+    cached::execute(
+        c,
         "INSERT INTO events(message_id, at, status, detail) VALUES ($1, $2, $3, $4)",
         &[&id, &at, &status.as_str(), &detail],
     )
@@ -51,7 +52,8 @@ async fn insert_event(
 }
 
 async fn insert_job(c: &impl GenericClient, id: &str, kind: JobKind, due: Millis) -> Result<(), tokio_postgres::Error> {
-    c.execute(
+    cached::execute(
+        c,
         "INSERT INTO jobs(kind, message_id, due_at) VALUES ($1, $2, $3)",
         &[&kind.as_str(), &id, &due],
     )
@@ -60,7 +62,8 @@ async fn insert_job(c: &impl GenericClient, id: &str, kind: JobKind, due: Millis
 }
 
 async fn put_blob(c: &impl GenericClient, id: &str, kind: Blob, data: &[u8]) -> Result<(), tokio_postgres::Error> {
-    c.execute(
+    cached::execute(
+        c,
         "INSERT INTO blobs(message_id, kind, data) VALUES ($1, $2, $3)
          ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data",
         &[&id, &blob_name(kind), &data],
@@ -75,8 +78,7 @@ async fn over_soft_limit(c: &impl GenericClient, soft: i64, incoming: usize) -> 
     if soft == 0 {
         return Ok(false);
     }
-    let r = c
-        .query_one(
+    let r = cached::query_one(c,
             "SELECT
                (SELECT COALESCE(SUM(pg_total_relation_size(t.oid)), 0)::BIGINT FROM pg_class t
                   JOIN pg_namespace n ON n.oid = t.relnamespace
@@ -127,35 +129,35 @@ impl Store for PgStore {
             let now = now_millis();
             // A unique index decides a race between two writers: the loser inserts nothing and
             // reads the winner's row below.
-            let inserted = tx
-                .execute(
-                    "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author,
+            let inserted = cached::execute(
+                &tx,
+                "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author,
                         reader, partner_node, deadline, created_at, updated_at)
                      VALUES ($1, 'outbound', 'accepted', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
                      ON CONFLICT DO NOTHING",
-                    &[
-                        &id,
-                        &m.client,
-                        &m.xoev_uuid,
-                        &m.digest,
-                        &m.message_type,
-                        &m.author,
-                        &m.reader,
-                        &m.partner_node,
-                        &m.deadline,
-                        &now,
-                    ],
+                &[
+                    &id,
+                    &m.client,
+                    &m.xoev_uuid,
+                    &m.digest,
+                    &m.message_type,
+                    &m.author,
+                    &m.reader,
+                    &m.partner_node,
+                    &m.deadline,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+            if inserted == 0 {
+                let existing = cached::query_opt(
+                    &tx,
+                    "SELECT id, digest FROM messages WHERE direction = 'outbound' AND client = $1 AND xoev_uuid = $2",
+                    &[&m.client, &m.xoev_uuid],
                 )
                 .await
                 .map_err(store_error)?;
-            if inserted == 0 {
-                let existing = tx
-                    .query_opt(
-                        "SELECT id, digest FROM messages WHERE direction = 'outbound' AND client = $1 AND xoev_uuid = $2",
-                        &[&m.client, &m.xoev_uuid],
-                    )
-                    .await
-                    .map_err(store_error)?;
                 return Ok(match existing {
                     Some(r) => {
                         let (eid, digest): (String, String) = (r.get(0), r.get(1));
@@ -194,36 +196,36 @@ impl Store for PgStore {
             }
             let id = uuid::Uuid::now_v7().to_string();
             let now = now_millis();
-            let inserted = tx
-                .execute(
-                    "INSERT INTO messages(id, direction, status, xoev_uuid, digest, message_type, author, reader,
+            let inserted = cached::execute(
+                &tx,
+                "INSERT INTO messages(id, direction, status, xoev_uuid, digest, message_type, author, reader,
                         partner_node, remote_id, created_at, updated_at)
                      VALUES ($1, 'inbound', 'received', $2, $3, $4, $5, $6, $7, $8, $9, $9)
                      ON CONFLICT DO NOTHING",
-                    &[
-                        &id,
-                        &m.xoev_uuid,
-                        &m.digest,
-                        &m.message_type,
-                        &m.author,
-                        &m.reader,
-                        &m.sender_node,
-                        &m.remote_id,
-                        &now,
-                    ],
+                &[
+                    &id,
+                    &m.xoev_uuid,
+                    &m.digest,
+                    &m.message_type,
+                    &m.author,
+                    &m.reader,
+                    &m.sender_node,
+                    &m.remote_id,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+            if inserted == 0 {
+                let r = cached::query_one(
+                    &tx,
+                    "SELECT m.digest, b.data FROM messages m
+                         LEFT JOIN blobs b ON b.message_id = m.id AND b.kind = 'receipt'
+                         WHERE m.direction = 'inbound' AND m.partner_node = $1 AND m.remote_id = $2",
+                    &[&m.sender_node, &m.remote_id],
                 )
                 .await
                 .map_err(store_error)?;
-            if inserted == 0 {
-                let r = tx
-                    .query_one(
-                        "SELECT m.digest, b.data FROM messages m
-                         LEFT JOIN blobs b ON b.message_id = m.id AND b.kind = 'receipt'
-                         WHERE m.direction = 'inbound' AND m.partner_node = $1 AND m.remote_id = $2",
-                        &[&m.sender_node, &m.remote_id],
-                    )
-                    .await
-                    .map_err(store_error)?;
                 let (digest, receipt): (String, Option<Vec<u8>>) = (r.get(0), r.get(1));
                 return Ok(if digest == m.digest {
                     ReceiveOutcome::Duplicate(receipt.unwrap_or_default())
@@ -250,9 +252,9 @@ impl Store for PgStore {
         let now = now_millis();
         let until = now + lease.as_millis() as i64;
         let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
-        let row = client
-            .query_opt(
-                "WITH next AS (
+        let row = cached::query_opt(
+            &client,
+            "WITH next AS (
                     SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message_id
                     WHERE j.kind = $1 AND j.due_at <= $2 AND (j.lease_until IS NULL OR j.lease_until < $2)
                       AND NOT (m.partner_node = ANY($5))
@@ -262,10 +264,10 @@ impl Store for PgStore {
                  FROM next, messages m
                  WHERE j.id = next.id AND m.id = j.message_id
                  RETURNING j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at",
-                &[&kind.as_str(), &now, &until, &self.holder, &skip],
-            )
-            .await
-            .map_err(store_error)?;
+            &[&kind.as_str(), &now, &until, &self.holder, &skip],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(row.map(|r| Job {
             id: r.get(0),
             kind,
@@ -279,28 +281,31 @@ impl Store for PgStore {
 
     async fn release_leases(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE jobs SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
-                &[&self.holder],
-            )
-            .await
-            .map_err(store_error)
+        cached::execute(
+            &client,
+            "UPDATE jobs SET lease_until = NULL, leased_by = NULL WHERE leased_by = $1",
+            &[&self.holder],
+        )
+        .await
+        .map_err(store_error)
     }
 
     async fn apply(&self, c: Change) -> Result<bool, StoreError> {
         transaction!(self, |tx| {
             if let Some(job) = c.finish_job {
-                tx.execute("DELETE FROM jobs WHERE id = $1", &[&job])
+                cached::execute(&tx, "DELETE FROM jobs WHERE id = $1", &[&job])
                     .await
                     .map_err(store_error)?;
             }
             // The row lock orders concurrent transitions of one message.
-            let status: Option<String> = tx
-                .query_opt("SELECT status FROM messages WHERE id = $1 FOR UPDATE", &[&c.message_id])
-                .await
-                .map_err(store_error)?
-                .map(|r| r.get(0));
+            let status: Option<String> = cached::query_opt(
+                &tx,
+                "SELECT status FROM messages WHERE id = $1 FOR UPDATE",
+                &[&c.message_id],
+            )
+            .await
+            .map_err(store_error)?
+            .map(|r| r.get(0));
             let Some(status) = status else { return Ok(false) };
             let current = Status::parse(&status);
             if !c.expect.is_empty() && !current.is_some_and(|s| c.expect.contains(&s)) {
@@ -308,14 +313,14 @@ impl Store for PgStore {
             }
             let now = now_millis();
             if c.unless_leased {
-                let leased: bool = tx
-                    .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM jobs WHERE message_id = $1 AND lease_until >= $2)",
-                        &[&c.message_id, &now],
-                    )
-                    .await
-                    .map_err(store_error)?
-                    .get(0);
+                let leased: bool = cached::query_one(
+                    &tx,
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE message_id = $1 AND lease_until >= $2)",
+                    &[&c.message_id, &now],
+                )
+                .await
+                .map_err(store_error)?
+                .get(0);
                 if leased {
                     return Ok(false);
                 }
@@ -327,13 +332,13 @@ impl Store for PgStore {
 
     async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE jobs SET lease_until = NULL, leased_by = NULL, due_at = $1, last_error = $2 WHERE id = $3",
-                &[&due, &error, &job_id],
-            )
-            .await
-            .map_err(store_error)?;
+        cached::execute(
+            &client,
+            "UPDATE jobs SET lease_until = NULL, leased_by = NULL, due_at = $1, last_error = $2 WHERE id = $3",
+            &[&due, &error, &job_id],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(())
     }
 
@@ -342,10 +347,13 @@ impl Store for PgStore {
             return Ok(None);
         }
         let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"), &[&id])
-            .await
-            .map_err(store_error)?;
+        let row = cached::query_opt(
+            &client,
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(row.as_ref().map(row_to_message))
     }
 
@@ -354,13 +362,13 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT at, status, detail FROM events WHERE message_id = $1 ORDER BY seq",
-                &[&id],
-            )
-            .await
-            .map_err(store_error)?;
+        let rows = cached::query(
+            &client,
+            "SELECT at, status, detail FROM events WHERE message_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(rows
             .iter()
             .map(|r| Event {
@@ -376,13 +384,13 @@ impl Store for PgStore {
             return Ok(None);
         }
         let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT data FROM blobs WHERE message_id = $1 AND kind = $2",
-                &[&id, &blob_name(blob)],
-            )
-            .await
-            .map_err(store_error)?;
+        let row = cached::query_opt(
+            &client,
+            "SELECT data FROM blobs WHERE message_id = $1 AND kind = $2",
+            &[&id, &blob_name(blob)],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -416,13 +424,13 @@ impl Store for PgStore {
 
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status ORDER BY direction, status",
-                &[],
-            )
-            .await
-            .map_err(store_error)?;
+        let rows = cached::query(
+            &client,
+            "SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status ORDER BY direction, status",
+            &[],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -436,15 +444,15 @@ impl Store for PgStore {
 
     async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT direction, partner_node, status, COUNT(*), MIN(updated_at) FROM messages
+        let rows = cached::query(
+            &client,
+            "SELECT direction, partner_node, status, COUNT(*), MIN(updated_at) FROM messages
                  WHERE status IN ('accepted', 'sealed', 'sent', 'received', 'opened', 'failed')
                  GROUP BY direction, partner_node, status ORDER BY direction DESC, partner_node, status",
-                &[],
-            )
-            .await
-            .map_err(store_error)?;
+            &[],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -464,10 +472,10 @@ impl Store for PgStore {
     async fn minutes(&self, since: Millis) -> Result<Vec<Minute>, StoreError> {
         let client = self.client().await?;
         let delivered = "e.status = 'delivered' AND m.direction = 'outbound'";
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT e.at / 60000 AS minute,
+        let rows = cached::query(
+            &client,
+            &format!(
+                "SELECT e.at / 60000 AS minute,
                        COUNT(*) FILTER (WHERE {delivered}),
                        COUNT(*) FILTER (WHERE e.status = 'failed'),
                        COUNT(*) FILTER (WHERE e.status = 'received' AND m.direction = 'inbound'),
@@ -476,11 +484,11 @@ impl Store for PgStore {
                      FROM events e JOIN messages m ON m.id = e.message_id
                      WHERE e.status IN ('delivered', 'failed', 'received') AND e.at >= $1
                      GROUP BY minute ORDER BY minute"
-                ),
-                &[&since],
-            )
-            .await
-            .map_err(store_error)?;
+            ),
+            &[&since],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -549,20 +557,20 @@ impl Store for PgStore {
 
     async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError> {
         transaction!(self, |tx| {
-            let rows = tx
-                .query(
-                    &format!(
-                        "SELECT m.id, (SELECT last_error FROM jobs j WHERE j.message_id = m.id ORDER BY j.id LIMIT 1)
+            let rows = cached::query(
+                &tx,
+                &format!(
+                    "SELECT m.id, (SELECT last_error FROM jobs j WHERE j.message_id = m.id ORDER BY j.id LIMIT 1)
                          FROM messages m
                          WHERE m.direction = 'outbound' AND m.status IN {IN_RELAY} AND m.deadline IS NOT NULL
                            AND m.deadline < $1
                            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id AND j.lease_until >= $1)
                          LIMIT 1000 FOR UPDATE OF m SKIP LOCKED"
-                    ),
-                    &[&now],
-                )
-                .await
-                .map_err(store_error)?;
+                ),
+                &[&now],
+            )
+            .await
+            .map_err(store_error)?;
             let mut ids = Vec::with_capacity(rows.len());
             for r in rows {
                 let (id, last): (String, Option<String>) = (r.get(0), r.get(1));
@@ -570,10 +578,11 @@ impl Store for PgStore {
                     "retry time-box ended; last error: {}",
                     last.as_deref().unwrap_or("none recorded")
                 );
-                tx.execute("DELETE FROM jobs WHERE message_id = $1", &[&id])
+                cached::execute(&tx, "DELETE FROM jobs WHERE message_id = $1", &[&id])
                     .await
                     .map_err(store_error)?;
-                tx.execute(
+                cached::execute(
+                    &tx,
                     "UPDATE messages SET status = 'failed', error_code = 'retries-exhausted', error_detail = $1,
                         updated_at = $2 WHERE id = $3",
                     &[&detail, &now, &id],
@@ -597,7 +606,8 @@ impl Store for PgStore {
         let mut purged = Purged::default();
         loop {
             let n = transaction!(self, |tx| {
-                tx.execute(
+                cached::execute(
+                    &tx,
                     &format!(
                         "WITH batch AS (
                             SELECT id FROM messages m WHERE status IN {PURGEABLE} AND updated_at < $1
@@ -617,25 +627,25 @@ impl Store for PgStore {
         }
         loop {
             let n = transaction!(self, |tx| {
-                let ids: Vec<String> = tx
-                    .query(
-                        &format!(
-                            "SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1
+                let ids: Vec<String> = cached::query(
+                    &tx,
+                    &format!(
+                        "SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < $1
                              LIMIT $2 FOR UPDATE SKIP LOCKED"
-                        ),
-                        &[&metadata_before, &PURGE_BATCH],
-                    )
-                    .await
-                    .map_err(store_error)?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
+                    ),
+                    &[&metadata_before, &PURGE_BATCH],
+                )
+                .await
+                .map_err(store_error)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
                 for table in ["blobs", "events", "jobs"] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE message_id = ANY($1)"), &[&ids])
+                    cached::execute(&tx, &format!("DELETE FROM {table} WHERE message_id = ANY($1)"), &[&ids])
                         .await
                         .map_err(store_error)?;
                 }
-                tx.execute("DELETE FROM messages WHERE id = ANY($1)", &[&ids])
+                cached::execute(&tx, "DELETE FROM messages WHERE id = ANY($1)", &[&ids])
                     .await
                     .map_err(store_error)
             })?;
@@ -649,15 +659,15 @@ impl Store for PgStore {
 
     async fn size(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let r = client
-            .query_one(
-                "SELECT COALESCE(SUM(pg_total_relation_size(t.oid)), 0)::BIGINT FROM pg_class t
+        let r = cached::query_one(
+            &client,
+            "SELECT COALESCE(SUM(pg_total_relation_size(t.oid)), 0)::BIGINT FROM pg_class t
                  JOIN pg_namespace n ON n.oid = t.relnamespace
                  WHERE n.nspname = current_schema() AND t.relkind = 'r'",
-                &[],
-            )
-            .await
-            .map_err(store_error)?;
+            &[],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(r.get::<_, i64>(0) as u64)
     }
 
@@ -700,7 +710,7 @@ impl Store for PgStore {
 impl PgStore {
     async fn messages(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Message>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query(sql, params).await.map_err(store_error)?;
+        let rows = cached::query(&client, sql, params).await.map_err(store_error)?;
         Ok(rows.iter().map(row_to_message).collect())
     }
 }
@@ -708,25 +718,30 @@ impl PgStore {
 /// The writes of a change whose expectation held (the same order as SQLite's).
 async fn apply_writes(tx: &impl GenericClient, c: &Change, now: Millis) -> Result<(), tokio_postgres::Error> {
     if c.drop_jobs {
-        tx.execute("DELETE FROM jobs WHERE message_id = $1", &[&c.message_id])
-            .await?;
+        cached::execute(tx, "DELETE FROM jobs WHERE message_id = $1", &[&c.message_id]).await?;
     }
     if c.clear_error {
-        tx.execute(
+        cached::execute(
+            tx,
             "UPDATE messages SET error_code = NULL, error_detail = NULL WHERE id = $1",
             &[&c.message_id],
         )
         .await?;
     }
     if let Some(d) = c.deadline {
-        tx.execute("UPDATE messages SET deadline = $1 WHERE id = $2", &[&d, &c.message_id])
-            .await?;
+        cached::execute(
+            tx,
+            "UPDATE messages SET deadline = $1 WHERE id = $2",
+            &[&d, &c.message_id],
+        )
+        .await?;
     }
     for (s, d) in &c.events_before {
         insert_event(tx, &c.message_id, now, *s, d.as_deref()).await?;
     }
     if let Some(s) = c.status {
-        tx.execute(
+        cached::execute(
+            tx,
             "UPDATE messages SET status = $1, updated_at = $2 WHERE id = $3",
             &[&s.as_str(), &now, &c.message_id],
         )
@@ -734,7 +749,8 @@ async fn apply_writes(tx: &impl GenericClient, c: &Change, now: Millis) -> Resul
         insert_event(tx, &c.message_id, now, s, c.detail.as_deref()).await?;
     }
     if let Some((code, detail)) = &c.error {
-        tx.execute(
+        cached::execute(
+            tx,
             "UPDATE messages SET error_code = $1, error_detail = $2, updated_at = $3 WHERE id = $4",
             &[code, detail, &now, &c.message_id],
         )
