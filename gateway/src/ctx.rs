@@ -31,10 +31,14 @@ pub struct Ctx {
     pub intake_permits: Arc<tokio::sync::Semaphore>,
     /// The AMQP broker connection's publishing side (idle without `[amqp]`).
     pub broker: Arc<crate::amqp::Broker>,
-    /// The hash-chained audit log (`<data_dir>/audit.log`).
+    /// The hash-chained audit log (`<data_dir>/audit.log`, or in a shared store).
     pub audit: crate::audit::AuditLog,
-    /// When this node started (milliseconds).
+    /// When this process started (milliseconds).
     pub started: crate::store::Millis,
+    /// This process among the node's processes: its lease holder name (`node@host`, with
+    /// `#slot` on a shared store) and host.
+    pub instance: String,
+    pub host: String,
     /// Every configured certificate, as loaded at start (operators' expiry views).
     pub certificates: Vec<crate::certs::LoadedCertificate>,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.

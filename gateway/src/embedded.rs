@@ -19,7 +19,7 @@ pub fn write_schemas(dir: &Path) -> std::io::Result<PathBuf> {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&target, bytes)?;
+            replace(&target, bytes)?;
         }
     }
     Ok(dir.to_path_buf())
@@ -39,11 +39,20 @@ pub fn write_builtin_adapters(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
                 }
             }
             if std::fs::read(&target).ok().as_deref() != Some(*bytes) {
-                std::fs::write(&target, bytes)?;
+                replace(&target, bytes)?;
             }
         }
     }
     Ok(dirs)
+}
+
+/// Writes `bytes` to `target` through a temporary file and a rename, so that another process
+/// of the node starting at the same moment reads the old file or the new one, never half.
+fn replace(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, target)
 }
 
 /// Embedded demo fixtures below `prefix` (e.g. `fixtures/messages/xumzug/valid/`), sorted by path.

@@ -16,6 +16,7 @@ mod offline_schemas;
 mod operators;
 mod partner_auth;
 mod postgres;
+mod processes;
 mod push;
 mod relay;
 mod routers;

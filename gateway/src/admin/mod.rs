@@ -253,6 +253,50 @@ pub struct StatusView {
     pub partners: Vec<Health>,
     /// The configured certificate that expires first.
     pub next_certificate_expiry: Option<CertificateView>,
+    /// The process that answered (its id among `processes`).
+    pub instance: String,
+    /// The node's processes: with a shared store every one that sent a heartbeat in the last
+    /// day, alive if within the last 15 s; with SQLite this process alone.
+    pub processes: Vec<ProcessView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessView {
+    /// Lease holder name: `node@host`, on a shared store `node@host#slot`.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// RFC 3339.
+    pub started: String,
+    /// The last heartbeat (RFC 3339).
+    pub last_seen: String,
+    pub alive: bool,
+}
+
+/// The node's processes as its store's heartbeat rows show them (this one alone without).
+async fn processes(ctx: &Ctx) -> Result<Vec<ProcessView>, Problem> {
+    let now = now_millis();
+    let mut rows = ctx.store.processes().await.map_err(store_problem)?;
+    if rows.is_empty() {
+        rows.push(crate::store::Process {
+            id: ctx.instance.clone(),
+            host: ctx.host.clone(),
+            pid: std::process::id(),
+            started: ctx.started,
+            last_seen: now,
+        });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|p| ProcessView {
+            alive: now - p.last_seen < crate::store::PROCESS_STALE_MS,
+            id: p.id,
+            host: p.host,
+            pid: p.pid,
+            started: rfc3339(p.started),
+            last_seen: rfc3339(p.last_seen),
+        })
+        .collect())
 }
 
 #[utoipa::path(get, path = "/admin/api/status", tag = "overview",
@@ -285,6 +329,8 @@ async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
         rejected,
         partners: partner_health(&ctx),
         next_certificate_expiry: certificates(&ctx.certificates).into_iter().next(),
+        instance: ctx.instance.clone(),
+        processes: processes(&ctx).await?,
     })
     .into_response())
 }

@@ -139,6 +139,12 @@ impl Store for Evented {
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         self.inner.audit_head().await
     }
+    async fn heartbeat(&self, process: &Process) -> Result<(), StoreError> {
+        self.inner.heartbeat(process).await
+    }
+    async fn processes(&self) -> Result<Vec<Process>, StoreError> {
+        self.inner.processes().await
+    }
 }
 
 /// Publishes a status event for every committed status change to the events exchange, routing

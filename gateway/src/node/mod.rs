@@ -82,22 +82,69 @@ pub fn registry(config: &Config) -> Result<(Registry, SchemaSet), StartError> {
     Ok((registry, envelope))
 }
 
-/// Takes the exclusive lock on the data folder: two processes on one store would share leases.
+/// Takes the exclusive lock on the data folder: two processes on one SQLite store would share
+/// its leases. (With a shared store, see [`lock_slot`].)
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
-    let path = dir.join("poststelle.lock");
+    try_lock(&dir.join("poststelle.lock"))?
+        .ok_or_else(|| StartError(format!("another node process uses the data folder {}", dir.display())))
+}
+
+/// The lock file at `path`, locked exclusively; `None` while another process holds it.
+fn try_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, StartError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .because(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StartError(format!(
-            "another node process uses the data folder {}",
-            dir.display()
-        ))),
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e).because(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// With a shared store several processes of a node may run on one machine from one
+/// configuration: each takes the first free slot (`poststelle.slot-N.lock` in the data folder,
+/// held until it exits, released by the kernel when it dies). The slot names the process's
+/// leases (`node@host#N`), so a process restarted after a crash takes its predecessor's slot
+/// and frees that one's leases at once, and never those of a sibling that is alive.
+fn lock_slot(dir: &std::path::Path) -> Result<(std::fs::File, u32), StartError> {
+    for slot in 0..MAX_SLOTS {
+        if let Some(file) = try_lock(&dir.join(format!("poststelle.slot-{slot}.lock")))? {
+            return Ok((file, slot));
+        }
+    }
+    Err(StartError(format!(
+        "{MAX_SLOTS} processes of this node already run from the data folder {}",
+        dir.display()
+    )))
+}
+
+/// Processes of one node per machine (per data folder).
+const MAX_SLOTS: u32 = 64;
+
+/// How often a process refreshes its heartbeat row (gone after `store::PROCESS_STALE_MS`).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Keeps this process's heartbeat row fresh (a shared store lists the node's processes).
+async fn heartbeat(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut process = crate::store::Process {
+        id: ctx.instance.clone(),
+        host: ctx.host.clone(),
+        pid: std::process::id(),
+        started: ctx.started,
+        last_seen: 0,
+    };
+    loop {
+        process.last_seen = crate::store::now_millis();
+        if let Err(e) = ctx.store.heartbeat(&process).await {
+            tracing::warn!(error = %e, "heartbeat not recorded");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -189,10 +236,18 @@ impl RunningNode {
 /// The configured store: PostgreSQL at `[store] url`, else SQLite in the data folder. (Also
 /// for tools and tests that read a stopped node's store.)
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    let Some(settings) = pg_settings(config)? else {
+    open_store_as(config, None).await
+}
+
+/// The configured store, for the process in `slot` (which names its leases).
+async fn open_store_as(config: &Config, slot: Option<u32>) -> Result<Arc<dyn Store>, StartError> {
+    let Some(mut settings) = pg_settings(config)? else {
         let sqlite = SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(start_error)?;
         return Ok(Arc::new(sqlite));
     };
+    if let Some(slot) = slot {
+        settings.holder = format!("{}#{slot}", settings.holder);
+    }
     let pg = crate::store::pg::PgStore::open(&settings).await.map_err(start_error)?;
     Ok(Arc::new(pg))
 }
@@ -211,17 +266,38 @@ pub fn pg_settings(config: &Config) -> Result<Option<crate::store::pg::PgSetting
         ),
         None => std::env::var("PGPASSWORD").ok(),
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     Ok(Some(crate::store::pg::PgSettings {
         url: url.clone(),
         schema: st.schema.clone(),
         pool_size: st.pool_size,
         password,
         // This node's leases, on this machine: what a restart of this process takes back.
-        holder: format!("{}@{}", config.node_name, host.trim()),
+        holder: format!("{}@{}", config.node_name, hostname()),
         max_size_mb: st.max_size_mb,
         ca: st.ca.clone(),
     }))
+}
+
+/// A listening socket on `addr`, shared with other processes when `reuse_port`.
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// This machine's name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// What `start` builds before it binds anything.
@@ -246,7 +322,13 @@ pub async fn context(config: Config) -> Result<Ctx, StartError> {
 async fn prepare(config: Config) -> Result<Prepared, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .because(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let lock = lock_data_dir(&config.data_dir)?;
+    // One process per data folder on SQLite; with a shared store, one slot per process.
+    let (lock, slot) = if config.store.url.is_some() {
+        let (lock, slot) = lock_slot(&config.data_dir)?;
+        (lock, Some(slot))
+    } else {
+        (lock_data_dir(&config.data_dir)?, None)
+    };
     let keys = crate::certs::NodeKeys::load(&config)
         .map_err(|errs| StartError(format!("keys and certificates:\n{}", errs.join("\n"))))?;
     let (registry, envelope_schema) = registry(&config)?;
@@ -254,7 +336,11 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     warm.extend(registry.adapters().map(|a| a.schema().clone()));
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
         .map_err(StartError)?;
-    let store = open_store(&config).await?;
+    let store = open_store_as(&config, slot).await?;
+    let instance = match slot {
+        Some(slot) => format!("{}@{}#{slot}", config.node_name, hostname()),
+        None => format!("{}@{}", config.node_name, hostname()),
+    };
     // A shared store keeps the audit chain of the whole logical node; else it is a file.
     let audit = if store.keeps_audit() {
         crate::audit::AuditLog::in_store(store.clone())
@@ -264,7 +350,8 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     };
     // Committed status changes are counted; with a broker they also become status events.
     let (store, status_events) = crate::intake::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
-    // This process holds the data folder's lock: every lease in the store is a dead process's.
+    // This process holds the data folder's lock (SQLite: every lease in the store is a dead
+    // process's) or its slot's (a shared store: the leases of the slot's previous process).
     let released = store.release_leases().await.map_err(start_error)?;
     if released > 0 {
         tracing::info!(jobs = released, "resuming jobs of the previous run");
@@ -323,6 +410,8 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
         keys: Arc::new(keys),
         partners,
         started: crate::store::now_millis(),
+        instance,
+        host: hostname(),
         certificates,
         intake_permits,
         broker: Arc::default(),
@@ -347,10 +436,11 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         transport_acceptor,
         lock,
     } = prepare(config).await?;
+    // With a shared store the node's processes on one machine share its addresses
+    // (SO_REUSEPORT: the kernel spreads the connections over them).
+    let shared = ctx.config.store.url.is_some();
     let bind = |what: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .because(|| format!("cannot bind the {what} listener {addr}"))
+        listen(addr, shared).because(|| format!("cannot bind the {what} listener {addr}"))
     };
     let api = bind("API", ctx.config.api_addr).await?;
     let transport = bind("transport", ctx.config.transport_addr).await?;
@@ -377,6 +467,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         rx.clone(),
     ));
     tasks.spawn(maintenance(ctx.clone(), rx.clone()));
+    tasks.spawn(heartbeat(ctx.clone(), rx.clone()));
     if let Some(wakeups) = ctx.store.wakeups() {
         tasks.spawn(forward_wakeups(ctx.clone(), wakeups, rx.clone()));
     }

@@ -444,6 +444,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         Err(no_audit())
     }
+    /// Records that a process of the node is alive: inserts or refreshes its heartbeat row.
+    /// A store that serves one process only (SQLite) keeps none.
+    async fn heartbeat(&self, _process: &Process) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The node's processes by their heartbeat rows, by id; empty where the store keeps none.
+    /// Rows not refreshed for a day are dropped.
+    async fn processes(&self) -> Result<Vec<Process>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A process whose heartbeat row is older than this counts as gone (it refreshes it every 5 s).
+pub const PROCESS_STALE_MS: Millis = 15_000;
+
+/// One process of a node, as its heartbeat row shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// The process's lease holder name (`node@host#slot`).
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started: Millis,
+    pub last_seen: Millis,
 }
 
 /// Builds audit entry number `seq` after the entry whose hash is `prev` (`None`: the first):

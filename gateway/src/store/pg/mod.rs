@@ -27,10 +27,10 @@ mod listen;
 mod ops;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Migrations by version: migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [TABLES, listen::MIGRATION, audit::MIGRATION];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [TABLES, listen::MIGRATION, audit::MIGRATION, audit::PROCESSES];
 
 /// Version 1: the tables.
 const TABLES: &str = r#"

@@ -687,6 +687,14 @@ impl Store for PgStore {
         self.audit_chain_head().await
     }
 
+    async fn heartbeat(&self, process: &Process) -> Result<(), StoreError> {
+        self.beat(process).await
+    }
+
+    async fn processes(&self) -> Result<Vec<Process>, StoreError> {
+        self.heartbeats().await
+    }
+
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
         // The first receiver exists before the listener starts (it ends when none is left).
         let mut first = None;
