@@ -12,8 +12,9 @@
 //! - **not ended**: accepted but not in a terminal state at the sender when the run ends.
 //!
 //! With `--spawn` the bench runs the nodes itself (`poststelle serve --config`, logs beside
-//! network.json); `--chaos` then kills a random node with SIGKILL every few seconds and starts
-//! it again, at least `--kills` times per node. Exit code 0 only if lost, duplicated,
+//! network.json), `--procs A,B` processes of each (a PostgreSQL store for more than one);
+//! `--chaos` then kills a random node process with SIGKILL every few seconds and starts it
+//! again, at least `--kills` times per node. Exit code 0 only if lost, duplicated,
 //! unexpected and not-ended are all zero.
 
 use std::collections::{HashMap, HashSet};
@@ -48,7 +49,11 @@ pub struct BenchArgs {
     /// Run the network's nodes as child processes of the bench.
     #[arg(long)]
     spawn: bool,
-    /// With --spawn: kill -9 and restart nodes at random during the run.
+    /// With --spawn: processes per node, in the network's order (`--procs 3,2`: three of a,
+    /// two of b; default one each). More than one needs a PostgreSQL store.
+    #[arg(long, value_delimiter = ',')]
+    procs: Vec<usize>,
+    /// With --spawn: kill -9 and restart node processes at random during the run.
     #[arg(long)]
     chaos: bool,
     /// With --chaos: at least this many kills per node.
@@ -161,13 +166,19 @@ struct Counters {
 struct Nodes {
     bin: PathBuf,
     dir: PathBuf,
+    /// Running processes by node name and number (`a#0`).
     procs: Mutex<HashMap<String, Child>>,
     peak_rss_kib: Mutex<HashMap<String, u64>>,
     kills: Mutex<HashMap<String, usize>>,
 }
 
+/// A node process's key in [`Nodes::procs`].
+fn proc_key(node: &str, i: usize) -> String {
+    format!("{node}#{i}")
+}
+
 impl Nodes {
-    fn start(&self, n: &NetworkNode) -> anyhow::Result<()> {
+    fn start(&self, n: &NetworkNode, i: usize) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -181,12 +192,17 @@ impl Nodes {
         self.procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(n.name.clone(), child);
+            .insert(proc_key(&n.name, i), child);
         Ok(())
     }
 
-    fn kill9(&self, name: &str) {
-        if let Some(mut c) = self.procs.lock().unwrap_or_else(|e| e.into_inner()).remove(name) {
+    fn kill9(&self, name: &str, i: usize) {
+        let removed = self
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&proc_key(name, i));
+        if let Some(mut c) = removed {
             let _ = c.kill();
             let _ = c.wait();
             *self
@@ -201,9 +217,10 @@ impl Nodes {
     fn sample_rss(&self) {
         let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         let mut peak = self.peak_rss_kib.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, c) in procs.iter() {
+        for (key, c) in procs.iter() {
             if let Some(kib) = rss_kib(c.id()) {
-                let e = peak.entry(name.clone()).or_default();
+                let node = key.split('#').next().unwrap_or(key);
+                let e = peak.entry(node.to_owned()).or_default();
                 *e = (*e).max(kib);
             }
         }
@@ -239,7 +256,7 @@ async fn wait_delivered(ledger: &Mutex<Ledger>, deadline: Instant) {
 async fn end_chaos(
     c: tokio::task::JoinHandle<()>,
     nodes: &Nodes,
-    all: &[NetworkNode],
+    all: &[(NetworkNode, usize)],
     plain: &reqwest::Client,
     deadline: Instant,
 ) -> anyhow::Result<()> {
@@ -247,14 +264,14 @@ async fn end_chaos(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.abort();
-    for n in all {
-        if !nodes
+    for (n, i) in all {
+        let down = !nodes
             .procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&n.name)
-        {
-            nodes.start(n)?;
+            .contains_key(&proc_key(&n.name, *i));
+        if down {
+            nodes.start(n, *i)?;
         }
         wait_ready(plain, n, Duration::from_secs(60)).await;
     }
@@ -313,12 +330,12 @@ fn summarize(
     (report, lat)
 }
 
-/// Chaos: kill -9 a random node, restart it, pause; until every node was killed `min_kills`
-/// times and the run is over.
+/// Chaos: kill -9 a random node process, restart it, pause; until every node was killed
+/// `min_kills` times and the run is over.
 fn chaos(
     nodes: Arc<Nodes>,
     finished: Arc<AtomicBool>,
-    all: Vec<NetworkNode>,
+    all: Vec<(NetworkNode, usize)>,
     plain: reqwest::Client,
     min_kills: usize,
 ) -> tokio::task::JoinHandle<()> {
@@ -326,17 +343,18 @@ fn chaos(
         loop {
             let enough = {
                 let k = nodes.kills.lock().unwrap_or_else(|e| e.into_inner());
-                all.iter().all(|n| k.get(&n.name).copied().unwrap_or(0) >= min_kills)
+                all.iter()
+                    .all(|(n, _)| k.get(&n.name).copied().unwrap_or(0) >= min_kills)
             };
             if finished.load(Ordering::Relaxed) || (enough && random_below(4) == 0) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500 + random_below(2500))).await;
-            let victim = &all[random_below(all.len() as u64) as usize];
-            nodes.kill9(&victim.name);
+            let (victim, i) = &all[random_below(all.len() as u64) as usize];
+            nodes.kill9(&victim.name, *i);
             tokio::time::sleep(Duration::from_millis(random_below(1000))).await;
-            if nodes.start(victim).is_err() || !wait_ready(&plain, victim, Duration::from_secs(60)).await {
-                eprintln!("bench: node {} did not come back", victim.name);
+            if nodes.start(victim, *i).is_err() || !wait_ready(&plain, victim, Duration::from_secs(60)).await {
+                eprintln!("bench: node {} process {i} did not come back", victim.name);
             }
         }
     })
@@ -635,6 +653,46 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// With `--spawn`, starts the network's node processes (`--procs` per node); waits until every
+/// node answers. Returns the processes' owner and the list of (node, number) it runs.
+async fn start_nodes(
+    args: &BenchArgs,
+    net: &NetworkFile,
+    plain: &reqwest::Client,
+) -> anyhow::Result<(Arc<Nodes>, Vec<(NetworkNode, usize)>)> {
+    let nodes = Arc::new(Nodes {
+        bin: match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?,
+        },
+        dir: args.network.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        procs: Mutex::new(HashMap::new()),
+        peak_rss_kib: Mutex::new(HashMap::new()),
+        kills: Mutex::new(HashMap::new()),
+    });
+    // Every node process the bench runs: (node, number).
+    let processes: Vec<(NetworkNode, usize)> = net
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(k, n)| (0..args.procs.get(k).copied().unwrap_or(1).max(1)).map(move |i| (n.clone(), i)))
+        .collect();
+    if args.spawn {
+        for (n, i) in &processes {
+            nodes.start(n, *i)?;
+        }
+    }
+    for n in &net.nodes {
+        anyhow::ensure!(
+            wait_ready(plain, n, Duration::from_secs(60)).await,
+            "node {} is not ready at {}",
+            n.name,
+            n.admin
+        );
+    }
+    Ok((nodes, processes))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !args.chaos || args.spawn,
@@ -656,29 +714,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .pool_max_idle_per_host(args.clients)
         .build()?;
 
-    let nodes = Arc::new(Nodes {
-        bin: match &args.binary {
-            Some(b) => b.clone(),
-            None => std::env::current_exe()?,
-        },
-        dir: args.network.parent().unwrap_or(Path::new(".")).to_path_buf(),
-        procs: Mutex::new(HashMap::new()),
-        peak_rss_kib: Mutex::new(HashMap::new()),
-        kills: Mutex::new(HashMap::new()),
-    });
-    if args.spawn {
-        for n in &net.nodes {
-            nodes.start(n)?;
-        }
-    }
-    for n in &net.nodes {
-        anyhow::ensure!(
-            wait_ready(&plain, n, Duration::from_secs(60)).await,
-            "node {} is not ready at {}",
-            n.name,
-            n.admin
-        );
-    }
+    let (nodes, processes) = start_nodes(&args, &net, &plain).await?;
 
     if let Some(r) = args.rate {
         anyhow::ensure!(r > 0.0, "--rate must be positive");
@@ -699,13 +735,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         })
     };
 
-    // Chaos: kill -9 a random node, restart it, pause; until every node was killed often
-    // enough and the run is over.
+    // Chaos: kill -9 a random node process, restart it, pause; until every node was killed
+    // often enough and the run is over.
     let chaos = args.chaos.then(|| {
         chaos(
             nodes.clone(),
             finished.clone(),
-            net.nodes.clone(),
+            processes.clone(),
             plain.clone(),
             args.kills,
         )
@@ -745,7 +781,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     wait_delivered(&ledger, deadline).await;
     let delivered_in = started.elapsed();
     if let Some(c) = chaos {
-        end_chaos(c, &nodes, &net.nodes, &plain, deadline).await?;
+        end_chaos(c, &nodes, &processes, &plain, deadline).await?;
     }
 
     // Every accepted message must end in a terminal state at the sender (delivery notices
