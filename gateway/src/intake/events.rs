@@ -145,6 +145,9 @@ impl Store for Evented {
     async fn processes(&self) -> Result<Vec<Process>, StoreError> {
         self.inner.processes().await
     }
+    async fn lead(&self, task: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+        self.inner.lead(task, holder, lease).await
+    }
 }
 
 /// Publishes a status event for every committed status change to the events exchange, routing

@@ -180,6 +180,15 @@ async fn maintenance(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
+        // One process of the node sweeps at a time; another takes over when it is gone.
+        match ctx.store.lead("maintenance", &ctx.instance, every * 3).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell which process sweeps");
+                continue;
+            }
+        }
         let now = crate::store::now_millis();
         match ctx.store.expire(now).await {
             Ok(ids) => {

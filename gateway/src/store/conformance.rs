@@ -507,3 +507,27 @@ async fn postgres_wakes_the_other_processes_for_new_jobs_not_the_one_that_enqueu
     let next = tokio::time::timeout(Duration::from_secs(10), woken.recv()).await;
     assert_eq!(next.expect("woken for the other's job").unwrap(), JobKind::Open);
 }
+
+/// A periodic sweep runs in one process of a node at a time; its holder renews the lease,
+/// another process takes it over once it ran out.
+#[tokio::test]
+async fn postgres_hands_a_sweep_to_one_process_at_a_time() {
+    let b = Backend::pg();
+    let (one, two) = (b.open().await, b.open().await);
+    let minute = Duration::from_secs(60);
+    assert!(one.lead("maintenance", "a@h#0", minute).await.unwrap());
+    assert!(!two.lead("maintenance", "a@h#1", minute).await.unwrap());
+    assert!(
+        one.lead("maintenance", "a@h#0", minute).await.unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        two.lead("other-task", "a@h#1", minute).await.unwrap(),
+        "tasks are apart"
+    );
+    // The holder's lease runs out (it stopped renewing): the other process takes over.
+    assert!(one.lead("maintenance", "a@h#0", Duration::ZERO).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(two.lead("maintenance", "a@h#1", minute).await.unwrap());
+    assert!(!one.lead("maintenance", "a@h#0", minute).await.unwrap());
+}

@@ -454,6 +454,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn processes(&self) -> Result<Vec<Process>, StoreError> {
         Ok(Vec::new())
     }
+    /// Whether `holder` runs the periodic sweep `task` now: a shared store hands each task to
+    /// one process at a time for `lease`, renewed by its holder each time it asks, taken over
+    /// by another once it ran out (its holder died). Always true where one process uses the
+    /// store.
+    async fn lead(&self, _task: &str, _holder: &str, _lease: Duration) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 /// A process whose heartbeat row is older than this counts as gone (it refreshes it every 5 s).

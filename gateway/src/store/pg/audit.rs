@@ -1,4 +1,4 @@
-//! The node's audit log in the database (and the processes' heartbeat rows, migration 4) (see `audit.rs`): one hash chain per schema, entries
+//! The node's audit log in the database (see `audit.rs`): one hash chain per schema, entries
 //! by sequence number beside a one-row head. Appends take a transaction-scoped advisory lock
 //! first, so the processes of a node append one after the other and the chain has a single
 //! sequence; each append is its own transaction, committed before the action it records is
@@ -19,57 +19,7 @@ CREATE TABLE audit_head (
 );
 "#;
 
-/// Version 4: one heartbeat row per process of the node.
-pub(super) const PROCESSES: &str = r#"
-CREATE TABLE processes (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid BIGINT NOT NULL,
-    started BIGINT NOT NULL,
-    last_seen BIGINT NOT NULL
-);
-"#;
-
 impl PgStore {
-    pub(super) async fn beat(&self, p: &Process) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        cached::execute(
-            &client,
-            "INSERT INTO processes(id, host, pid, started, last_seen) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,
-                 started = EXCLUDED.started, last_seen = EXCLUDED.last_seen",
-            &[&p.id, &p.host, &i64::from(p.pid), &p.started, &p.last_seen],
-        )
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    pub(super) async fn heartbeats(&self) -> Result<Vec<Process>, StoreError> {
-        let client = self.client().await?;
-        let day_ago = now_millis() - 86_400_000;
-        cached::execute(&client, "DELETE FROM processes WHERE last_seen < $1", &[&day_ago])
-            .await
-            .map_err(store_error)?;
-        let rows = cached::query(
-            &client,
-            "SELECT id, host, pid, started, last_seen FROM processes ORDER BY id",
-            &[],
-        )
-        .await
-        .map_err(store_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| Process {
-                id: r.get(0),
-                host: r.get(1),
-                pid: r.get::<_, i64>(2) as u32,
-                started: r.get(3),
-                last_seen: r.get(4),
-            })
-            .collect())
-    }
-
     pub(super) async fn append_audit(&self, entry: AuditEntry<'_>) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;

@@ -25,12 +25,19 @@ mod audit;
 mod cached;
 mod listen;
 mod ops;
+mod processes;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Migrations by version: migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [TABLES, listen::MIGRATION, audit::MIGRATION, audit::PROCESSES];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
+    TABLES,
+    listen::MIGRATION,
+    audit::MIGRATION,
+    processes::PROCESSES,
+    processes::LEADERS,
+];
 
 /// Version 1: the tables.
 const TABLES: &str = r#"

@@ -695,6 +695,10 @@ impl Store for PgStore {
         self.heartbeats().await
     }
 
+    async fn lead(&self, task: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
+        self.take_lead(task, holder, lease).await
+    }
+
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
         // The first receiver exists before the listener starts (it ends when none is left).
         let mut first = None;
