@@ -244,17 +244,28 @@ pub async fn verify_store(store: &dyn Store) -> Result<Verified, Broken> {
         line: 0,
         reason: format!("cannot read the audit log from the store: {e}"),
     };
-    let mut entries = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_read(after, 1000).await.map_err(unreadable)?;
-        let Some((last, _)) = page.last() else { break };
-        after = *last;
-        entries.extend(page.into_iter().map(|(_, e)| Ok(e)));
+    // The node may append while we read: a read is consistent when the head is the same
+    // before and after it (an append commits its entry and the head together).
+    for _ in 0..5 {
+        let before = store.audit_head().await.map_err(unreadable)?;
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.audit_read(after, 1000).await.map_err(unreadable)?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            entries.extend(page.into_iter().map(|(_, e)| Ok(e)));
+        }
+        if store.audit_head().await.map_err(unreadable)? != before {
+            continue;
+        }
+        let head = before.map_or((None, None), |(seq, hash)| (Some(seq), Some(hash)));
+        return verify_chain(entries.into_iter(), head);
     }
-    let head = store.audit_head().await.map_err(unreadable)?;
-    let head = head.map_or((None, None), |(seq, hash)| (Some(seq), Some(hash)));
-    verify_chain(entries.into_iter(), head)
+    Err(Broken {
+        line: 0,
+        reason: "the log kept growing while it was read; try again".into(),
+    })
 }
 
 /// Checks the chain of `lines` (entries in order) against the head (last sequence number and

@@ -350,6 +350,16 @@ fn audit_verify(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Resul
                         settings.schema
                     );
                     let result = runtime()?.block_on(async {
+                        // Verify only what is there: a missing or other schema version is
+                        // named, never created or migrated by a check.
+                        let version = crate::store::pg::schema_version(&settings).await?;
+                        if version != crate::store::pg::SCHEMA_VERSION {
+                            return Err(crate::store::StoreError::Failed(format!(
+                                "schema {} is at version {version}, this binary reads version {}",
+                                settings.schema,
+                                crate::store::pg::SCHEMA_VERSION
+                            )));
+                        }
                         let store = crate::store::pg::PgStore::open(&settings).await?;
                         Ok::<_, crate::store::StoreError>(crate::audit::verify_store(&store).await)
                     });

@@ -25,11 +25,12 @@ async fn processes(net: &Net) -> BTreeMap<String, bool> {
 async fn wait_processes(net: &Net, alive: &[&str], gone: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(40);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let folder = std::fs::read_to_string(node_dir(net, 0).join("data/poststelle.id")).unwrap();
     let want: BTreeMap<String, bool> = alive
         .iter()
         .map(|s| (*s, true))
         .chain(gone.iter().map(|s| (*s, false)))
-        .map(|(slot, a)| (format!("a@{}#{slot}", host.trim()), a))
+        .map(|(slot, a)| (format!("a@{}:{}#{slot}", host.trim(), folder.trim()), a))
         .collect();
     loop {
         let seen = processes(net).await;

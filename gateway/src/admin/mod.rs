@@ -262,7 +262,7 @@ pub struct StatusView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProcessView {
-    /// Lease holder name: `node@host`, on a shared store `node@host#slot`.
+    /// Lease holder name: `node@host`, on a shared store `node@host:FOLDER#slot` (FOLDER: the data folder's id).
     pub id: String,
     pub host: String,
     pub pid: u32,

@@ -107,7 +107,7 @@ fn try_lock(path: &std::path::Path) -> Result<Option<std::fs::File>, StartError>
 /// With a shared store several processes of a node may run on one machine from one
 /// configuration: each takes the first free slot (`poststelle.slot-N.lock` in the data folder,
 /// held until it exits, released by the kernel when it dies). The slot names the process's
-/// leases (`node@host#N`), so a process restarted after a crash takes its predecessor's slot
+/// leases (`node@host:FOLDER#N`), so a process restarted after a crash takes its predecessor's slot
 /// and frees that one's leases at once, and never those of a sibling that is alive.
 fn lock_slot(dir: &std::path::Path) -> Result<(std::fs::File, u32), StartError> {
     for slot in 0..MAX_SLOTS {
@@ -119,6 +119,26 @@ fn lock_slot(dir: &std::path::Path) -> Result<(std::fs::File, u32), StartError> 
         "{MAX_SLOTS} processes of this node already run from the data folder {}",
         dir.display()
     )))
+}
+
+/// The data folder's own id (made once, kept in `poststelle.id`): the slots of two data
+/// folders on one host (two containers with the host's name, say) never share a name.
+fn folder_id(dir: &std::path::Path) -> Result<String, StartError> {
+    let path = dir.join("poststelle.id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let tmp = dir.join(format!("poststelle.id.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, &id)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .because(|| format!("cannot write {}", path.display()))?;
+    // Two processes starting at once: the file that won the rename is the id.
+    Ok(std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or(id))
 }
 
 /// Processes of one node per machine (per data folder).
@@ -248,14 +268,15 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     open_store_as(config, None).await
 }
 
-/// The configured store, for the process in `slot` (which names its leases).
-async fn open_store_as(config: &Config, slot: Option<u32>) -> Result<Arc<dyn Store>, StartError> {
+/// The configured store, for the process named `holder` (which names its leases; `None`:
+/// `node@host`).
+async fn open_store_as(config: &Config, holder: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
     let Some(mut settings) = pg_settings(config)? else {
         let sqlite = SqliteStore::open_with_limit(&config.data_dir, config.store.max_size_mb).map_err(start_error)?;
         return Ok(Arc::new(sqlite));
     };
-    if let Some(slot) = slot {
-        settings.holder = format!("{}#{slot}", settings.holder);
+    if let Some(holder) = holder {
+        settings.holder = holder.to_owned();
     }
     let pg = crate::store::pg::PgStore::open(&settings).await.map_err(start_error)?;
     Ok(Arc::new(pg))
@@ -345,11 +366,17 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     warm.extend(registry.adapters().map(|a| a.schema().clone()));
     let validator = ValidatorPool::start(config.relay.validation_threads, config.relay.validation_queue, &warm)
         .map_err(StartError)?;
-    let store = open_store_as(&config, slot).await?;
+    // The process's name: its lease holder and heartbeat id.
     let instance = match slot {
-        Some(slot) => format!("{}@{}#{slot}", config.node_name, hostname()),
+        Some(slot) => format!(
+            "{}@{}:{}#{slot}",
+            config.node_name,
+            hostname(),
+            folder_id(&config.data_dir)?
+        ),
         None => format!("{}@{}", config.node_name, hostname()),
     };
+    let store = open_store_as(&config, slot.map(|_| instance.as_str())).await?;
     // A shared store keeps the audit chain of the whole logical node; else it is a file.
     let audit = if store.keeps_audit() {
         crate::audit::AuditLog::in_store(store.clone())

@@ -469,7 +469,7 @@ pub const PROCESS_STALE_MS: Millis = 15_000;
 /// One process of a node, as its heartbeat row shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
-    /// The process's lease holder name (`node@host#slot`).
+    /// The process's lease holder name (`node@host:FOLDER#slot`, FOLDER the data folder's id).
     pub id: String,
     pub host: String,
     pub pid: u32,

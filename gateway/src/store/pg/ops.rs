@@ -722,7 +722,9 @@ impl Store for PgStore {
 impl PgStore {
     async fn messages(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Message>, StoreError> {
         let client = self.client().await?;
-        let rows = cached::query(&client, sql, params).await.map_err(store_error)?;
+        // Not through the statement cache: the filter's shape and limit are part of the text,
+        // so every search would leave a prepared statement on the connection for good.
+        let rows = client.query(sql, params).await.map_err(store_error)?;
         Ok(rows.iter().map(row_to_message).collect())
     }
 }

@@ -66,14 +66,16 @@ impl PgStore {
     /// Takes or renews the lease on `task` unless another holder's lease still runs.
     pub(super) async fn take_lead(&self, task: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let now = now_millis();
-        let until = now + lease.as_millis() as i64;
+        // The database's clock, not the processes': they may run on machines whose clocks differ.
+        let lease = lease.as_millis() as i64;
         let n = cached::execute(
             &client,
-            "INSERT INTO leaders(task, holder, until_ms) VALUES ($1, $2, $3)
+            "INSERT INTO leaders(task, holder, until_ms)
+             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT + $3)
              ON CONFLICT (task) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms
-             WHERE leaders.holder = EXCLUDED.holder OR leaders.until_ms < $4",
-            &[&task, &holder, &until, &now],
+             WHERE leaders.holder = EXCLUDED.holder
+                OR leaders.until_ms < (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT",
+            &[&task, &holder, &lease],
         )
         .await
         .map_err(store_error)?;
