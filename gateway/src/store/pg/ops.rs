@@ -601,7 +601,8 @@ impl Store for PgStore {
     /// In batches of [`PURGE_BATCH`] messages, each its own short transaction: a retention
     /// sweep over a large backlog never holds many row locks at once, never runs into the
     /// statement timeout, and leaves autovacuum room to reclaim the dead rows between batches.
-    /// Messages a worker or operator holds right now (`SKIP LOCKED`) wait for the next sweep.
+    /// Messages whose rows another transaction has locked right now (`SKIP LOCKED`) wait for
+    /// the next sweep.
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
         loop {
