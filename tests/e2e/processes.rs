@@ -2,7 +2,8 @@
 //! the same configuration runs again beside a running process, shares its addresses
 //! (SO_REUSEPORT), takes the next slot of the data folder and its own lease holder name; the
 //! admin status lists the node's processes and which are alive; a process killed with SIGKILL
-//! loses nothing, and its restart takes its slot back.
+//! loses nothing, and its restart takes its slot back; one stopped with SIGTERM under load
+//! loses and doubles nothing either.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -57,6 +58,32 @@ async fn submit_ten(net: &Net) -> Vec<String> {
     ids
 }
 
+/// Node b's client fetches and acknowledges until every one of `ids` (a's message ids) is
+/// delivered; each arrives once and nothing else does.
+async fn receive_exactly(net: &Net, ids: &[String]) {
+    let cb = net.client(1);
+    let mut fetched = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while fetched < ids.len() {
+        assert!(Instant::now() < deadline, "{fetched} of {} arrived", ids.len());
+        for id in cb.wait_inbox(1, Duration::from_secs(60)).await {
+            assert_eq!(cb.ack(&id).await, 200);
+            fetched += 1;
+        }
+    }
+    let ca = net.client(0);
+    for id in ids {
+        ca.wait_status(id, "delivered", Duration::from_secs(60)).await;
+    }
+    assert!(
+        cb.get_json("/v1/inbox").await.1["messages"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "each message once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_of_one_node_share_its_addresses_list_each_other_and_lose_nothing() {
     let net = Net::init_on_postgres(2);
@@ -70,30 +97,42 @@ async fn processes_of_one_node_share_its_addresses_list_each_other_and_lose_noth
     // One process dies; the other goes on serving the node's addresses and its work.
     first.kill9();
     ids.extend(submit_ten(&net).await);
-    let cb = net.client(1);
-    let mut fetched = 0;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while fetched < ids.len() {
-        assert!(Instant::now() < deadline, "{fetched} of {} arrived", ids.len());
-        for id in cb.wait_inbox(1, Duration::from_secs(60)).await {
-            assert_eq!(cb.ack(&id).await, 200);
-            fetched += 1;
-        }
-    }
-    let ca = net.client(0);
-    for id in &ids {
-        ca.wait_status(id, "delivered", Duration::from_secs(60)).await;
-    }
-    assert!(
-        cb.get_json("/v1/inbox").await.1["messages"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "each message once"
-    );
+    receive_exactly(&net, &ids).await;
     // The dead process's heartbeat goes stale; a restart takes its slot (and leases) back.
     wait_processes(&net, &["1"], &["0"]).await;
     let _again = net.start(0).await;
     wait_processes(&net, &["0", "1"], &[]).await;
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_of_one_process_under_load_loses_and_doubles_nothing() {
+    let net = Net::init_on_postgres(2);
+    let mut first = net.start(0).await;
+    let _second = net.start(0).await;
+    let _b = net.start(1).await;
+    wait_processes(&net, &["0", "1"], &[]).await;
+    // Four senders, each message on a client (connection) of its own, while one process of
+    // a is stopped gracefully; the other goes on.
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let load: Vec<_> = (0..10).map(|_| (net.client(0), net.message(0, 1).1)).collect();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for (client, body) in load {
+                    ids.push(client.submit_until_accepted(&body, Duration::from_secs(60)).await);
+                }
+                ids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = first.terminate();
+    assert!(stopped.success(), "a graceful stop: {stopped}");
+    let mut ids = Vec::new();
+    for s in senders {
+        ids.extend(s.await.unwrap());
+    }
+    assert_eq!(ids.len(), 40);
+    receive_exactly(&net, &ids).await;
 }
