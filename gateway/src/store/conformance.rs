@@ -479,19 +479,14 @@ async fn a_size_limit_refuses_new_work_as_full(b: Backend) {
     );
 }
 
-/// Processes sharing a PostgreSQL store wake each other for new jobs (LISTEN/NOTIFY), and a
-/// process is not woken by its own jobs (its workers are woken in-process already).
-#[tokio::test]
-async fn postgres_wakes_the_other_processes_for_new_jobs_not_the_one_that_enqueued() {
-    let b = Backend::pg();
-    let (one, two) = (b.open().await, b.open().await);
-    let mut woken = two.wakeups().expect("PostgreSQL announces new jobs");
-    // The listener connects in the background: a notification sent before it listens is
-    // lost, so enqueue until one arrives.
+/// Waits until `woken` hears of jobs `enqueuer` enqueues: the listener connects in the
+/// background, and a notification sent before it listens is lost, so enqueue until one
+/// arrives. Leaves nothing queued in `woken`.
+async fn listening(enqueuer: &Arc<dyn Store>, woken: &mut tokio::sync::broadcast::Receiver<JobKind>) {
     let mut n = 0;
     loop {
         n += 1;
-        one.accept(outbound(&format!("warm-{n}"), "d")).await.unwrap();
+        enqueuer.accept(outbound(&format!("warm-{n}"), "d")).await.unwrap();
         match tokio::time::timeout(Duration::from_millis(200), woken.recv()).await {
             Ok(kind) => {
                 assert_eq!(kind.unwrap(), JobKind::Relay);
@@ -501,6 +496,16 @@ async fn postgres_wakes_the_other_processes_for_new_jobs_not_the_one_that_enqueu
         }
     }
     while woken.try_recv().is_ok() {}
+}
+
+/// Processes sharing a PostgreSQL store wake each other for new jobs (LISTEN/NOTIFY), and a
+/// process is not woken by its own jobs (its workers are woken in-process already).
+#[tokio::test]
+async fn postgres_wakes_the_other_processes_for_new_jobs_not_the_one_that_enqueued() {
+    let b = Backend::pg();
+    let (one, two) = (b.open().await, b.open().await);
+    let mut woken = two.wakeups().expect("PostgreSQL announces new jobs");
+    listening(&one, &mut woken).await;
     // Its own relay job wakes nobody; the other process's open job does, and comes first.
     two.accept(outbound("own", "d")).await.unwrap();
     one.receive(inbound("r-other", "d")).await.unwrap();
@@ -530,4 +535,31 @@ async fn postgres_hands_a_sweep_to_one_process_at_a_time() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(two.lead("maintenance", "a@h#1", minute).await.unwrap());
     assert!(!one.lead("maintenance", "a@h#0", minute).await.unwrap());
+}
+
+/// Notifications cost a lock at commit: the store sends them only while more than one process
+/// of the node is alive by its heartbeat.
+#[tokio::test]
+async fn postgres_notifies_only_while_another_process_is_alive() {
+    let b = Backend::pg();
+    let (one, two) = (b.open().await, b.open().await);
+    let mut woken = two.wakeups().expect("PostgreSQL announces new jobs");
+    listening(&one, &mut woken).await;
+    let process = |id: &str| Process {
+        id: id.into(),
+        host: "h".into(),
+        pid: 1,
+        started: now_millis(),
+        last_seen: now_millis(),
+    };
+    // One live process: no notifications.
+    one.heartbeat(&process("a@h:f#0")).await.unwrap();
+    one.accept(outbound("alone", "d")).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_secs(1), woken.recv()).await;
+    assert!(quiet.is_err(), "notified with one process alive: {quiet:?}");
+    // A second one comes alive: notifications again.
+    two.heartbeat(&process("a@h:f#1")).await.unwrap();
+    one.accept(outbound("together", "d")).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), woken.recv()).await;
+    assert_eq!(next.expect("woken with two processes alive").unwrap(), JobKind::Relay);
 }

@@ -28,7 +28,7 @@ mod ops;
 mod processes;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Migrations by version: migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -37,6 +37,7 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     audit::MIGRATION,
     processes::PROCESSES,
     processes::LEADERS,
+    processes::WAKE_SWITCH,
 ];
 
 /// Version 1: the tables.

@@ -23,7 +23,28 @@ CREATE TABLE leaders (
 );
 "#;
 
+/// Version 6: the job trigger notifies only while the node has more than one live process
+/// (a node of one process wakes its workers in-process, and a NOTIFY costs a lock at commit).
+/// Every heartbeat sets the switch from the processes it sees alive.
+pub(super) const WAKE_SWITCH: &str = r#"
+CREATE TABLE wake_switch (
+    one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    notify BOOLEAN NOT NULL
+);
+INSERT INTO wake_switch(notify) VALUES (true);
+CREATE OR REPLACE FUNCTION jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT notify FROM wake_switch) THEN
+        PERFORM pg_notify(TG_TABLE_SCHEMA, NEW.kind || ' ' || COALESCE(current_setting('poststelle.instance', true), ''));
+    END IF;
+    RETURN NULL;
+END
+$$;
+"#;
+
 impl PgStore {
+    /// Refreshes `p`'s heartbeat row, and turns job notifications on exactly while another
+    /// process of the node is alive too.
     pub(super) async fn beat(&self, p: &Process) -> Result<(), StoreError> {
         let client = self.client().await?;
         cached::execute(
@@ -32,6 +53,16 @@ impl PgStore {
              ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,
                  started = EXCLUDED.started, last_seen = EXCLUDED.last_seen",
             &[&p.id, &p.host, &i64::from(p.pid), &p.started, &p.last_seen],
+        )
+        .await
+        .map_err(store_error)?;
+        let alive_since = p.last_seen - PROCESS_STALE_MS;
+        cached::execute(
+            &client,
+            "UPDATE wake_switch SET notify = n.alive > 1
+             FROM (SELECT count(*) AS alive FROM processes WHERE last_seen > $1) n
+             WHERE notify IS DISTINCT FROM (n.alive > 1)",
+            &[&alive_since],
         )
         .await
         .map_err(store_error)?;
