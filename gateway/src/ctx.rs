@@ -63,6 +63,17 @@ fn waker_index(kind: JobKind) -> usize {
 }
 
 impl Ctx {
+    /// This process as a heartbeat row shows it, seen at `last_seen`.
+    pub fn process(&self, last_seen: crate::store::Millis) -> crate::store::Process {
+        crate::store::Process {
+            id: self.instance.clone(),
+            host: self.host.clone(),
+            pid: std::process::id(),
+            started: self.started,
+            last_seen,
+        }
+    }
+
     pub fn wake(&self, kind: JobKind) {
         self.wakers[waker_index(kind)].notify_one();
     }

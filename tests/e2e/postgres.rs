@@ -153,16 +153,20 @@ impl OwnPostgres {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// A server tool, run as the postgres user when the tests run as root.
+    fn tool(&self, tool: &str) -> std::process::Command {
         let exe = self.bin.join(tool);
-        let mut cmd = if Self::as_root() {
+        if Self::as_root() {
             let mut c = std::process::Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(exe);
             c
         } else {
             std::process::Command::new(exe)
-        };
-        let out = cmd.args(args).output().unwrap();
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.tool(tool).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{tool} {args:?}: {}{}",
@@ -196,16 +200,10 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(self.bin.join("pg_ctl"))
+        let _ = self
+            .tool("pg_ctl")
             .args(["-D", &self.data(), "-m", "immediate", "stop"])
             .output();
-        if Self::as_root() {
-            let _ = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"))
-                .args(["-D", &self.data(), "-m", "immediate", "stop"])
-                .output();
-        }
     }
 }
 

@@ -278,13 +278,7 @@ async fn processes(ctx: &Ctx) -> Result<Vec<ProcessView>, Problem> {
     let now = now_millis();
     let mut rows = ctx.store.processes().await.map_err(store_problem)?;
     if rows.is_empty() {
-        rows.push(crate::store::Process {
-            id: ctx.instance.clone(),
-            host: ctx.host.clone(),
-            pid: std::process::id(),
-            started: ctx.started,
-            last_seen: now,
-        });
+        rows.push(ctx.process(now));
     }
     Ok(rows
         .into_iter()

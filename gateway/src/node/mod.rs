@@ -149,15 +149,8 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Keeps this process's heartbeat row fresh (a shared store lists the node's processes).
 async fn heartbeat(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let mut process = crate::store::Process {
-        id: ctx.instance.clone(),
-        host: ctx.host.clone(),
-        pid: std::process::id(),
-        started: ctx.started,
-        last_seen: 0,
-    };
     loop {
-        process.last_seen = crate::store::now_millis();
+        let process = ctx.process(crate::store::now_millis());
         if let Err(e) = ctx.store.heartbeat(&process).await {
             tracing::warn!(error = %e, "heartbeat not recorded");
         }
