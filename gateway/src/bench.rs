@@ -170,6 +170,12 @@ struct Nodes {
     procs: Mutex<HashMap<String, Child>>,
     peak_rss_kib: Mutex<HashMap<String, u64>>,
     kills: Mutex<HashMap<String, usize>>,
+    /// Admin addresses of processes past the first of their node (`serve --admin`), so that
+    /// readiness is asked of the process itself, not of a sibling sharing the node's address.
+    admins: Mutex<HashMap<String, String>>,
+    /// CPU seconds (user + system) of the node processes by node, summed over every process
+    /// as it is killed or stopped.
+    cpu_seconds: Mutex<HashMap<String, f64>>,
 }
 
 /// A node process's key in [`Nodes::procs`].
@@ -178,17 +184,33 @@ fn proc_key(node: &str, i: usize) -> String {
 }
 
 impl Nodes {
+    /// The admin address of process `i` of node `n` (the node's own for the first).
+    fn admin(&self, n: &NetworkNode, i: usize) -> anyhow::Result<String> {
+        if i == 0 {
+            return Ok(n.admin.clone());
+        }
+        let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = admins.get(&proc_key(&n.name, i)) {
+            return Ok(a.clone());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let a = format!("http://127.0.0.1:{port}");
+        admins.insert(proc_key(&n.name, i), a.clone());
+        Ok(a)
+    }
+
     fn start(&self, n: &NetworkNode, i: usize) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{}.bench.log", n.name)))?;
-        let child = Command::new(&self.bin)
-            .args(["serve", "--config"])
-            .arg(&n.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let mut command = Command::new(&self.bin);
+        command.args(["serve", "--config"]).arg(&n.config);
+        if i > 0 {
+            let admin = self.admin(n, i)?;
+            command.arg("--admin").arg(admin.trim_start_matches("http://"));
+        }
+        let child = command.stdout(Stdio::null()).stderr(log).spawn()?;
         self.procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -203,6 +225,7 @@ impl Nodes {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&proc_key(name, i));
         if let Some(mut c) = removed {
+            self.count_cpu(name, c.id());
             let _ = c.kill();
             let _ = c.wait();
             *self
@@ -226,9 +249,32 @@ impl Nodes {
         }
     }
 
+    /// Adds a process's CPU time so far to its node's.
+    fn count_cpu(&self, node: &str, pid: u32) {
+        if let Some(s) = cpu_seconds(pid) {
+            *self
+                .cpu_seconds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(node.to_owned())
+                .or_default() += s;
+        }
+    }
+
+    /// Counts CPU from now on: the processes' start-up is not the messages' cost.
+    fn start_cpu_clock(&self) {
+        let procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cpu = self.cpu_seconds.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, c) in procs.iter() {
+            let node = key.split('#').next().unwrap_or(key).to_owned();
+            *cpu.entry(node).or_default() -= cpu_seconds(c.id()).unwrap_or(0.0);
+        }
+    }
+
     fn stop_all(&self) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, c) in procs.iter_mut() {
+        for (key, c) in procs.iter_mut() {
+            self.count_cpu(key.split('#').next().unwrap_or(key), c.id());
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         }
         for (_, c) in procs.iter_mut() {
@@ -273,7 +319,7 @@ async fn end_chaos(
         if down {
             nodes.start(n, *i)?;
         }
-        wait_ready(plain, n, Duration::from_secs(60)).await;
+        wait_ready(plain, &nodes.admin(n, *i)?, Duration::from_secs(60)).await;
     }
     Ok(())
 }
@@ -353,7 +399,11 @@ fn chaos(
             let (victim, i) = &all[random_below(all.len() as u64) as usize];
             nodes.kill9(&victim.name, *i);
             tokio::time::sleep(Duration::from_millis(random_below(1000))).await;
-            if nodes.start(victim, *i).is_err() || !wait_ready(&plain, victim, Duration::from_secs(60)).await {
+            let ready = match (nodes.start(victim, *i), nodes.admin(victim, *i)) {
+                (Ok(()), Ok(admin)) => wait_ready(&plain, &admin, Duration::from_secs(60)).await,
+                _ => false,
+            };
+            if !ready {
                 eprintln!("bench: node {} process {i} did not come back", victim.name);
             }
         }
@@ -612,6 +662,18 @@ fn print_report(
     println!("lost {lost}  duplicated {duplicated}  unexpected {unexpected}  not ended {not_ended}");
 }
 
+/// CPU time (user + system) of a process so far (Linux `/proc`), in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime and
+    // stime the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ, which Linux fixes at 100 for user space (`getconf CLK_TCK`).
+    Some(ticks as f64 / 100.0)
+}
+
 /// Resident set size of a process (Linux `/proc`), in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -632,10 +694,10 @@ fn find<'a>(net: &'a NetworkFile, name: &str) -> anyhow::Result<&'a NetworkNode>
         .ok_or_else(|| anyhow::anyhow!("the network has no node {name}"))
 }
 
-async fn wait_ready(http: &reqwest::Client, n: &NetworkNode, within: Duration) -> bool {
+async fn wait_ready(http: &reqwest::Client, admin: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{}/readyz", n.admin)).send().await
+        if let Ok(r) = http.get(format!("{admin}/readyz")).send().await
             && r.status().is_success()
         {
             return true;
@@ -669,6 +731,8 @@ async fn start_nodes(
         procs: Mutex::new(HashMap::new()),
         peak_rss_kib: Mutex::new(HashMap::new()),
         kills: Mutex::new(HashMap::new()),
+        admins: Mutex::new(HashMap::new()),
+        cpu_seconds: Mutex::new(HashMap::new()),
     });
     // Every node process the bench runs: (node, number).
     let processes: Vec<(NetworkNode, usize)> = net
@@ -682,14 +746,15 @@ async fn start_nodes(
             nodes.start(n, *i)?;
         }
     }
-    for n in &net.nodes {
+    for (n, i) in processes.iter().filter(|(_, i)| args.spawn || *i == 0) {
+        let admin = nodes.admin(n, *i)?;
         anyhow::ensure!(
-            wait_ready(plain, n, Duration::from_secs(60)).await,
-            "node {} is not ready at {}",
+            wait_ready(plain, &admin, Duration::from_secs(60)).await,
+            "node {} process {i} is not ready at {admin}",
             n.name,
-            n.admin
         );
     }
+    nodes.start_cpu_clock();
     Ok((nodes, processes))
 }
 
@@ -802,7 +867,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let rss = nodes.peak_rss_kib.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let l = ledger.lock().unwrap_or_else(|e| e.into_inner());
     let times = (sent_in, delivered_in);
-    let (report, lat) = summarize(&args, &counters, &l, &final_states, &kills, &rss, times);
+    let (mut report, lat) = summarize(&args, &counters, &l, &final_states, &kills, &rss, times);
+    // The nodes' CPU per delivered message: what decides how far more cores carry.
+    let cpu = nodes.cpu_seconds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let per_message = |s: f64| 1000.0 * s / (l.delivered.len().max(1) as f64);
+    report["node_cpu_ms_per_message"] =
+        Value::Object(cpu.iter().map(|(k, s)| (k.clone(), json!(per_message(*s)))).collect());
+    if !cpu.is_empty() && !args.json {
+        let mut c: Vec<_> = cpu
+            .iter()
+            .map(|(k, s)| format!("{k} {:.2} ms", per_message(*s)))
+            .collect();
+        c.sort();
+        println!("node CPU per message (all its processes): {}", c.join(", "));
+    }
     if args.json {
         println!("{report:#}");
     } else {

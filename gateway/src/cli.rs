@@ -32,6 +32,10 @@ enum Command {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// This process's own admin address instead of `[listen] admin` (several processes of
+        /// a node on one machine: one each, so that Prometheus scrapes every process).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Check a config file and print every problem at once.
     CheckConfig { file: PathBuf },
@@ -281,14 +285,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Serve { config } => {
+        Command::Serve { config, admin } => {
             init_tracing("info");
             crate::failpoints::setup();
             let path = match config {
                 Some(p) => p,
                 None => default_config()?,
             };
-            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+            let mut config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+            if let Some(admin) = admin {
+                config.admin_addr = admin;
+            }
             runtime()?.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -386,9 +386,10 @@ fn all_types() -> Vec<String> {
 pub struct RawPartner {
     /// The partner node's name (informational; identity is its certificate).
     pub node: String,
-    /// `https://HOST:PORT/v1/transport` of the partner's transport listener.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub transport_url: String,
+    /// `https://HOST:PORT/v1/transport` of the partner's transport listener, or a list of
+    /// them (the partner node run on several machines): the relay fails over between them.
+    #[serde(default, skip_serializing_if = "Urls::is_empty")]
+    pub transport_url: Urls,
     /// Instead of `transport_url`: the partner's transport queue on our broker (`[amqp]`);
     /// envelopes and notices are published to it, answers come back on our reply queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -490,10 +491,47 @@ impl Client {
     }
 }
 
+/// One address or several: `"https://…"` or `["https://…", …]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for Urls {
+    fn default() -> Urls {
+        Urls::One(String::new())
+    }
+}
+
+impl From<String> for Urls {
+    fn from(url: String) -> Urls {
+        Urls::One(url)
+    }
+}
+
+impl Urls {
+    /// The addresses, in order (none for an empty string or list).
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Urls::One(u) if u.is_empty() => Vec::new(),
+            Urls::One(u) => vec![u.clone()],
+            Urls::Many(v) => v.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list().is_empty()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Partner {
     pub node: String,
-    pub transport_url: String,
+    /// The partner's transport addresses, the relay's first choice first (empty: reached
+    /// through the broker).
+    pub transport_urls: Vec<String>,
     /// The partner's transport queue, when it is reached through the broker.
     pub amqp_queue: Option<String>,
     /// SHA-256 of the partner certificate's DER encoding.
@@ -745,15 +783,21 @@ impl RawConfig {
         let mut partners = Vec::new();
         let mut partner_authorities = BTreeSet::new();
         for (i, p) in self.partners.iter().enumerate() {
-            match (&p.amqp_queue, p.transport_url.is_empty()) {
-                (Some(_), _) if self.amqp.is_none() => {
+            let urls = p.transport_url.list();
+            match &p.amqp_queue {
+                Some(_) if self.amqp.is_none() => {
                     errs.push(format!("partners[{i}].amqp_queue: needs an [amqp] section"));
                 }
-                (Some(_), _) => {}
-                (None, _) if !p.transport_url.starts_with("https://") => {
+                Some(_) => {}
+                None if urls.is_empty() => {
                     errs.push(format!("partners[{i}].transport_url: must be an https URL"));
                 }
-                (None, _) => {}
+                None => {}
+            }
+            for u in &urls {
+                if !u.starts_with("https://") || u.parse::<hyper::Uri>().is_err() {
+                    errs.push(format!("partners[{i}].transport_url: {u:?} must be an https URL"));
+                }
             }
             let certificate = abs(&p.certificate);
             let fingerprint = match crate::xmlsec::trust::fingerprint_of_pem_file(&certificate) {
@@ -785,7 +829,7 @@ impl RawConfig {
             }
             partners.push(Partner {
                 node: p.node.clone(),
-                transport_url: p.transport_url.clone(),
+                transport_urls: urls,
                 amqp_queue: p.amqp_queue.clone(),
                 fingerprint,
                 certificate,

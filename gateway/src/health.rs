@@ -7,6 +7,13 @@
 //! that partner is claimed, so no attempt of its messages is spent. After `circuit_open` one
 //! probe goes through (half-open); its success closes the circuit, its failure opens it again.
 //! The state lives in memory: after a restart every circuit starts closed.
+//!
+//! With several processes of one node (a shared store) each process keeps its own breaker,
+//! and `per_partner_concurrency` is the node's bound, split evenly over its live processes
+//! ([`Partners::set_processes`], from the heartbeats; each at least one slot): a dead partner
+//! costs each process its own `circuit_failures` attempts before that process stops trying.
+//! A partner run on several machines is reached at each of its addresses in turn: the one
+//! that answered last is tried first ([`Partners::address`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +42,8 @@ struct State {
     last_error: Option<String>,
     successes: u64,
     failures: u64,
+    /// Which of the partner's transport addresses to try first.
+    address: usize,
 }
 
 impl State {
@@ -68,6 +77,8 @@ pub struct Health {
 pub struct Partners {
     states: Mutex<HashMap<String, State>>,
     concurrency: usize,
+    /// The node's live processes (1 without a shared store).
+    processes: std::sync::atomic::AtomicUsize,
     threshold: u32,
     open_for: Duration,
     /// Serialises skip → claim → take, so two workers cannot both take a partner's last slot.
@@ -95,6 +106,7 @@ impl Partners {
         Partners {
             states: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
+            processes: std::sync::atomic::AtomicUsize::new(1),
             threshold: threshold.max(1),
             open_for,
             claim_lock: tokio::sync::Mutex::new(()),
@@ -105,16 +117,38 @@ impl Partners {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How many processes the node runs now (from the heartbeats): this process's share of
+    /// each partner's concurrency bound becomes `bound / processes`, at least 1.
+    pub fn set_processes(&self, n: usize) {
+        self.processes.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This process's concurrency slots per partner.
+    pub fn slots(&self) -> usize {
+        (self.concurrency / self.processes.load(std::sync::atomic::Ordering::Relaxed)).max(1)
+    }
+
+    /// The index of the partner's address to try first (of `n` addresses).
+    pub fn address(&self, partner: &str, n: usize) -> usize {
+        self.lock().get(partner).map_or(0, |s| s.address) % n.max(1)
+    }
+
+    /// Try the partner's address `i` first from now on.
+    pub fn prefer_address(&self, partner: &str, i: usize) {
+        self.lock().entry(partner.to_owned()).or_default().address = i;
+    }
+
     /// Partners no worker should take a job for now: circuit open, or every slot taken
     /// (half-open: one probe at a time).
     pub fn skip(&self) -> Vec<String> {
         let now = Instant::now();
+        let slots = self.slots();
         self.lock()
             .iter()
             .filter(|(_, s)| match s.circuit(now) {
                 Circuit::Open => true,
                 Circuit::HalfOpen => s.in_flight >= 1,
-                Circuit::Closed => s.in_flight >= self.concurrency,
+                Circuit::Closed => s.in_flight >= slots,
             })
             .map(|(p, _)| p.clone())
             .collect()
@@ -225,5 +259,25 @@ mod tests {
         drop(b);
         drop(c);
         assert!(p.skip().is_empty());
+    }
+
+    #[test]
+    fn the_bound_is_split_over_the_live_processes() {
+        let p = Arc::new(Partners::new(4, 5, Duration::from_secs(1)));
+        p.set_processes(3);
+        assert_eq!(p.slots(), 1);
+        let a = p.take("b");
+        assert_eq!(
+            p.skip(),
+            vec!["b".to_owned()],
+            "one of four slots each for three processes"
+        );
+        p.set_processes(2);
+        assert!(p.skip().is_empty(), "two each once a process is gone");
+        let b = p.take("b");
+        assert_eq!(p.skip(), vec!["b".to_owned()]);
+        p.set_processes(9);
+        assert_eq!(p.slots(), 1, "at least one slot each");
+        drop((a, b));
     }
 }

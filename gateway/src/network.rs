@@ -265,7 +265,7 @@ pub fn init_with(
             .filter(|(j, _)| *j != i)
             .map(|(j, other)| RawPartner {
                 node: other.clone(),
-                transport_url: format!("https://127.0.0.1:{}/v1/transport", ports[j][1]),
+                transport_url: format!("https://127.0.0.1:{}/v1/transport", ports[j][1]).into(),
                 // With a broker, partners are reached through their transport queues.
                 amqp_queue: amqp_url.map(|_| format!("poststelle.{net_id}.{other}.transport")),
                 certificate: PathBuf::from(format!("../{other}/node.pem")),

@@ -11,7 +11,7 @@ use crate::harness::{Net, NodeProc, repo};
 const T: Duration = Duration::from_secs(60);
 
 /// The broker-restart test stops the broker every AMQP test uses: they take turns.
-static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs the pika client; returns what it printed.
 fn pika(args: &[&str]) -> Value {

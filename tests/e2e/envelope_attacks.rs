@@ -133,13 +133,7 @@ fn read_request(s: &mut impl Read) -> Option<Vec<u8>> {
 fn transport_url(net: &Net, from: usize, to: usize) -> String {
     let config = gateway::config::Config::load(&net.node(from).config).unwrap();
     let to = &net.node(to).name;
-    config
-        .partners
-        .iter()
-        .find(|p| &p.node == to)
-        .unwrap()
-        .transport_url
-        .clone()
+    config.partners.iter().find(|p| &p.node == to).unwrap().transport_urls[0].clone()
 }
 
 /// Points node `from`'s directory entry of node `to` at `url`.

@@ -685,3 +685,42 @@ async fn a_message_that_crashes_the_receiver_is_set_aside_after_the_poison_limit
     assert!(v["error"]["detail"].as_str().unwrap().contains("set aside"), "{v}");
     assert!(b.log_text().contains("received message refused"));
 }
+
+/// A partner run on several machines has several transport addresses: the relay fails over
+/// from one that takes no connection to the next, and goes on at the one that answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_with_several_addresses_is_reached_at_the_one_that_answers() {
+    let net = Net::init(2);
+    // b's real address second, behind a closed port.
+    net.edit_config(0, |c| {
+        c.lines()
+            .map(|l| match l.strip_prefix("transport_url = ") {
+                Some(real) => format!("transport_url = [\"https://127.0.0.1:9/v1/transport\", {real}]"),
+                None => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    });
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let (uuid, body) = net.message(0, 1);
+    let id = net
+        .client(0)
+        .submit_until_accepted(&body, Duration::from_secs(30))
+        .await;
+    let at_b = Consumer::start(&net, 1);
+    at_b.wait_for(std::slice::from_ref(&uuid), LONG).await;
+    all_delivered(&net, 0, std::slice::from_ref(&id)).await;
+    // Failed over within the attempt: no attempt was spent, the circuit saw no failure.
+    let (_, v) = net.admin(0).get("/admin/api/partners").await;
+    let b = v["partners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["partner"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(b["failures"], 0, "{b}");
+    assert!(b["successes"].as_u64().unwrap() >= 1, "{b}");
+}

@@ -116,6 +116,11 @@ impl Net {
         Self::init_with(nodes, &[], Some(local_pg_url()))
     }
 
+    /// A network on the local broker whose nodes keep their stores in PostgreSQL.
+    pub fn init_amqp_on_postgres(nodes: usize) -> Net {
+        Self::init_with(nodes, &["--amqp", AMQP_URL], Some(local_pg_url()))
+    }
+
     /// A network whose nodes keep their stores in the PostgreSQL at `url`.
     pub fn init_on(nodes: usize, url: &str) -> Net {
         Self::init_with(nodes, &[], Some(url.to_owned()))

@@ -14,9 +14,26 @@ use crate::harness::{Consumer, Counts, Net, node_dir, repo};
 const LONG: Duration = Duration::from_secs(120);
 
 /// The value of one sample in Prometheus text, e.g. `poststelle_intake_total{outcome="accepted"}`.
+/// (Every sample carries the process's `instance` label, left out of `series`.)
 fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        without_instance(l)
+            .strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A sample line without its `instance` label.
+fn without_instance(line: &str) -> String {
+    let Some(start) = line.find("instance=\"") else {
+        return line.to_owned();
+    };
+    let end = start + "instance=\"".len() + line[start + 10..].find('"').unwrap() + 1;
+    let rest = &line[end..];
+    format!("{}{}", &line[..start], rest.strip_prefix(',').unwrap_or(rest)).replacen("{}", "", 1)
 }
 
 async fn metrics_text(net: &Net, i: usize) -> String {
@@ -169,6 +186,12 @@ async fn operators_see_the_queues_and_retry_a_dead_letter_from_the_dashboard() {
     // Metrics agree with what happened.
     let text = metrics_text(&net, 0).await;
     let m = |s: &str| metric(&text, s).unwrap_or_else(|| panic!("no sample {s} in\n{text}"));
+    // Each sample names the process it comes from, for sums over a node's processes.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let instance = format!("instance=\"a@{}\"", host.trim());
+    let samples = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty());
+    assert!(samples.clone().count() > 10);
+    assert!(samples.clone().all(|l| l.contains(&instance)), "{text}");
     assert_eq!(m("poststelle_intake_total{outcome=\"accepted\"}"), 4.0);
     assert_eq!(m("poststelle_messages_total{status=\"delivered\"}"), 3.0);
     assert_eq!(m("poststelle_messages_total{status=\"failed\"}"), 2.0);
@@ -178,7 +201,13 @@ async fn operators_see_the_queues_and_retry_a_dead_letter_from_the_dashboard() {
     );
     assert!(m("poststelle_relay_errors_total{class=\"unreachable\"}") >= 2.0);
     assert!(m("poststelle_job_seconds_count{kind=\"relay\",outcome=\"done\"}") >= 3.0);
-    assert!(text.contains("poststelle_job_seconds_bucket{kind=\"relay\",outcome=\"done\",le=\"0.005\"}"));
+    assert!(
+        metric(
+            &text,
+            "poststelle_job_seconds_bucket{kind=\"relay\",outcome=\"done\",le=\"0.005\"}"
+        )
+        .is_some()
+    );
     assert!(m("poststelle_store_bytes") > 0.0);
     assert_eq!(m("poststelle_partner_circuit_open{partner=\"b\"}"), 0.0);
     let (_, certs) = admin.get("/admin/api/certificates").await;

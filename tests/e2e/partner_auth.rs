@@ -6,7 +6,7 @@ use crate::harness::{Net, https_client, sealed_envelope as envelope};
 
 fn transport_url_of_b(net: &Net) -> String {
     let a = gateway::config::Config::load(&net.node(0).config).unwrap();
-    a.partners.iter().find(|p| p.node == "b").unwrap().transport_url.clone()
+    a.partners.iter().find(|p| p.node == "b").unwrap().transport_urls[0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread")]

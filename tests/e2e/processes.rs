@@ -3,7 +3,9 @@
 //! (SO_REUSEPORT), takes the next slot of the data folder and its own lease holder name; the
 //! admin status lists the node's processes and which are alive; a process killed with SIGKILL
 //! loses nothing, and its restart takes its slot back; one stopped with SIGTERM under load
-//! loses and doubles nothing either.
+//! loses and doubles nothing either. With a broker, the processes share the node's queues and
+//! its status events go out once per transition, through the store's outbox, even when the
+//! process that committed a transition is killed before it published it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -135,4 +137,142 @@ async fn sigterm_of_one_process_under_load_loses_and_doubles_nothing() {
     }
     assert_eq!(ids.len(), 40);
     receive_exactly(&net, &ids).await;
+}
+
+/// Status events of node a, read off the real broker: (message id, status) → the event
+/// numbers seen (a number twice would be a resend, which consumers drop by it).
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Published>>);
+
+/// (message id, status) → event numbers.
+type Published = BTreeMap<(String, String), Vec<u64>>;
+
+impl Events {
+    /// Binds a queue of its own to the events exchange (shared with other networks' nodes,
+    /// whose message ids differ) and collects node a's events in the background.
+    async fn listen() -> Events {
+        use lapin::options::*;
+        let conn = lapin::Connection::connect(crate::harness::AMQP_URL, Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        // The exchange `network init --amqp` configures.
+        ch.queue_bind(
+            q.name().clone(),
+            "poststelle.events".into(),
+            "status.#".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                q.name().clone(),
+                "events".into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let events = Events::default();
+        let into = events.clone();
+        tokio::spawn(async move {
+            let _keep = conn;
+            use futures_lite::StreamExt;
+            while let Some(Ok(d)) = consumer.next().await {
+                let _ = d.ack(Default::default()).await;
+                let e: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+                if e["node"] != "a" {
+                    continue;
+                }
+                let key = (
+                    e["message_id"].as_str().unwrap().to_owned(),
+                    e["status"].as_str().unwrap().to_owned(),
+                );
+                into.0
+                    .lock()
+                    .unwrap()
+                    .entry(key)
+                    .or_default()
+                    .push(e["event"].as_u64().unwrap());
+            }
+        });
+        events
+    }
+
+    /// The statuses published for `id`, each with its event numbers.
+    fn of(&self, id: &str) -> BTreeMap<String, Vec<u64>> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|((m, _), _)| m == id)
+            .map(|((_, s), n)| (s.clone(), n.clone()))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_events_go_out_once_per_transition_from_several_processes() {
+    let _broker = crate::amqp::BROKER.lock().await;
+    let net = Net::init_amqp_on_postgres(2);
+    let first = net.start(0).await;
+    let mut second = net.start(0).await;
+    let _b = net.start(1).await;
+    wait_processes(&net, &["0", "1"], &[]).await;
+    // (The nodes declare the exchange.)
+    let events = Events::listen().await;
+    let mut ids = submit_ten(&net).await;
+    // One process dies, perhaps between committing transitions and publishing them: the
+    // rows wait in the outbox and the other process publishes them once their lease is out.
+    second.kill9();
+    ids.extend(submit_ten(&net).await);
+    let ca = net.client(0);
+    // b's client takes its messages on its inbox queue (delivered on the broker's confirm).
+    for id in &ids {
+        ca.wait_status(id, "delivered", Duration::from_secs(90)).await;
+    }
+    // Every transition in each message's timeline is published, each exactly once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        let (_, view) = ca.get_json(&format!("/v1/messages/{id}")).await;
+        let timeline: std::collections::BTreeSet<String> = view["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["status"].as_str().unwrap().to_owned())
+            .collect();
+        loop {
+            let published = events.of(id);
+            let statuses: std::collections::BTreeSet<String> = published.keys().cloned().collect();
+            if statuses == timeline {
+                for (status, numbers) in &published {
+                    numbers
+                        .iter()
+                        .for_each(|n| assert_eq!(*n, numbers[0], "{id} {status}: {published:?}"));
+                }
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: timeline {timeline:?}, published {published:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(first);
+    let _ = std::process::Command::new("python3")
+        .arg(crate::harness::repo().join("tests/amqp/client.py"))
+        .args(["cleanup", &net.dir.path().join("network.json").display().to_string()])
+        .output();
 }

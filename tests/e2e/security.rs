@@ -101,9 +101,7 @@ async fn a_tampered_envelope_gets_a_signed_refusal() {
     let _b = net.start(1).await;
     let d = node_dir(&net, 0);
     let as_a = https_client(&net.node(0).ca, Some((&d.join("node.pem"), &d.join("node.key"))));
-    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0]
-        .transport_url
-        .clone();
+    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0].transport_urls[0].clone();
     let sender = net.node(0).authorities[0].clone();
 
     // Untouched: received.

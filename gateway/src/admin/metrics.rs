@@ -57,5 +57,43 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
         let open = ctx.partners.health_of(&p.node).circuit != crate::health::Circuit::Closed;
         gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });
     }
-    handle.render()
+    with_instance(&handle.render(), &ctx.instance)
+}
+
+/// Adds `instance="…"` (the process's name) to every sample of an exposition text, so the
+/// processes of one node are told apart and their counters summed. (The recorder is shared
+/// by every node of an OS process, as in `demo`, so the label is added here, per node.)
+fn with_instance(text: &str, instance: &str) -> String {
+    let value = instance.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut out = String::with_capacity(text.len() + text.len() / 2);
+    for line in text.lines() {
+        let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else if line[name_end..].starts_with('{') {
+            out.push_str(&line[..=name_end]);
+            out.push_str(&format!("instance=\"{value}\","));
+            out.push_str(&line[name_end + 1..]);
+        } else {
+            out.push_str(&line[..name_end]);
+            out.push_str(&format!("{{instance=\"{value}\"}}"));
+            out.push_str(&line[name_end..]);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_sample_gets_the_instance_label() {
+        let text = "# HELP x A.\n# TYPE x counter\nx 3\ny{a=\"1\"} 2\nz_bucket{le=\"+Inf\"} 1\n";
+        assert_eq!(
+            super::with_instance(text, "a@h:f#1"),
+            "# HELP x A.\n# TYPE x counter\nx{instance=\"a@h:f#1\"} 3\ny{instance=\"a@h:f#1\",a=\"1\"} 2\n\
+             z_bucket{instance=\"a@h:f#1\",le=\"+Inf\"} 1\n"
+        );
+        assert!(super::with_instance("x 1\n", "q\"").contains(r#"x{instance="q\""} 1"#));
+    }
 }

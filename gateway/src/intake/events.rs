@@ -1,46 +1,47 @@
-//! Status events for clients: a store decorator ([`Evented`]) that reports status changes —
-//! every committed transition that sets a status is counted in the metrics and, with a broker,
-//! sends the message id and the new status to a bounded channel — and the AMQP publisher that
-//! reads that channel ([`publish_status_events`]). At most once: when the channel is full (the
-//! broker is away) events are dropped, never the transition.
+//! Status events for clients: a store decorator ([`Evented`]) that counts every committed
+//! transition that sets a status in the metrics and wakes the publisher, and the AMQP
+//! publisher ([`publish_status_events`]), which drains the store's status-event outbox: the
+//! rows a transition commits with itself ([`Store::status_outbox`]), claimed in batches by
+//! whichever process of the node gets them (`SKIP LOCKED`), published with confirms, deleted
+//! once confirmed. So each transition goes out once — not once per process, and not lost when
+//! a process dies between commit and publish or the broker is away; only a process dying
+//! between the broker's confirm and the delete sends one again (after the claim's lease runs
+//! out), with the same `event` number, by which consumers drop it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lapin::BasicProperties;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::ctx::Ctx;
 use crate::store::*;
-
-/// Where status events arrive: (message id, new status).
-pub type StatusEvents = mpsc::Receiver<(String, Status)>;
 
 /// Wraps a store; see the module documentation.
 #[derive(Debug)]
 pub struct Evented {
     inner: Arc<dyn Store>,
-    tx: Option<mpsc::Sender<(String, Status)>>,
+    wake: Option<Arc<Notify>>,
 }
 
 impl Evented {
-    /// With `events`, also returns the receiving end of a channel of that capacity.
-    pub fn wrap(inner: Arc<dyn Store>, events: Option<usize>) -> (Arc<dyn Store>, Option<StatusEvents>) {
-        let (tx, rx) = match events {
-            Some(capacity) => {
-                let (tx, rx) = mpsc::channel(capacity);
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
-        (Arc::new(Evented { inner, tx }), rx)
+    /// With `publish`, also returns what wakes the publisher when a status change commits.
+    pub fn wrap(inner: Arc<dyn Store>, publish: bool) -> (Arc<dyn Store>, Option<Arc<Notify>>) {
+        let wake = publish.then(|| Arc::new(Notify::new()));
+        (
+            Arc::new(Evented {
+                inner,
+                wake: wake.clone(),
+            }),
+            wake,
+        )
     }
 
-    fn changed(&self, id: &str, status: Status) {
+    fn changed(&self, _id: &str, status: Status) {
         crate::telemetry::transition(status);
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send((id.to_owned(), status));
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
         }
     }
 }
@@ -148,51 +149,105 @@ impl Store for Evented {
     async fn lead(&self, task: &str, holder: &str, lease: Duration) -> Result<bool, StoreError> {
         self.inner.lead(task, holder, lease).await
     }
+    async fn status_outbox(&self, on: bool) -> Result<(), StoreError> {
+        self.inner.status_outbox(on).await
+    }
+    async fn outbox_claim(&self, holder: &str, lease: Duration, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.inner.outbox_claim(holder, lease, limit).await
+    }
+    async fn outbox_done(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.inner.outbox_done(seqs).await
+    }
 }
 
-/// Publishes a status event for every committed status change to the events exchange, routing
-/// key `status.<state>`, JSON with metadata only (never the message, never an error's detail,
-/// which may quote it). At most once: without a connection, events are dropped.
-pub async fn publish_status_events(
-    ctx: Arc<Ctx>,
-    mut changes: tokio::sync::mpsc::Receiver<(String, crate::store::Status)>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// How long a claimed batch of outbox rows is this process's to publish.
+const OUTBOX_LEASE: Duration = Duration::from_secs(30);
+/// Outbox rows claimed at once.
+const OUTBOX_BATCH: usize = 200;
+/// How often the outbox is looked at without a wake-up (rows another process committed).
+const OUTBOX_POLL: Duration = Duration::from_millis(500);
+
+/// Publishes the status events in the store's outbox to the events exchange, routing key
+/// `status.<state>`, JSON with metadata only (never the message, never an error's detail,
+/// which may quote it); see the module documentation. Without a broker the rows wait.
+pub async fn publish_status_events(ctx: Arc<Ctx>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let Some(settings) = ctx.config.amqp.clone() else {
         return;
     };
+    let mut pause = None;
     loop {
-        let (id, status) = tokio::select! {
-            c = changes.recv() => match c { Some(c) => c, None => return },
-            _ = shutdown.changed() => return,
+        if let Some(p) = pause.take() {
+            tokio::select! {
+                _ = tokio::time::sleep(p) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let batch = match ctx.store.outbox_claim(&ctx.instance, OUTBOX_LEASE, OUTBOX_BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "status events: cannot read the outbox");
+                pause = Some(Duration::from_secs(1));
+                continue;
+            }
         };
-        // The status is the transition's; the rest is read now (it does not change).
-        let Ok(Some(m)) = ctx.store.message(&id).await else {
+        if batch.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(OUTBOX_POLL) => {}
+                _ = shutdown.changed() => return,
+            }
             continue;
-        };
-        let event = serde_json::json!({
-            "node": ctx.config.node_name,
-            "message_id": m.id,
-            "status": status.as_str(),
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        for event in &batch {
+            match publish_one(&ctx, &settings.events_exchange, event).await {
+                Ok(()) => done.push(event.seq),
+                Err(e) => {
+                    // The rest of the batch is claimed again when its lease runs out.
+                    tracing::debug!(error = %e, "status events wait for the broker");
+                    pause = Some(Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
+        if let Err(e) = ctx.store.outbox_done(&done).await {
+            tracing::debug!(error = %e, "status events: outbox rows not deleted (sent again later)");
+        }
+    }
+}
+
+/// One status event, confirmed by the broker.
+async fn publish_one(ctx: &Ctx, exchange: &str, e: &OutboxEvent) -> Result<(), String> {
+    // The status and time are the transition's; the rest of the metadata does not change (a
+    // message already purged goes out with what the outbox row holds).
+    let m = ctx.store.message(&e.message_id).await.map_err(|e| e.to_string())?;
+    let mut event = serde_json::json!({
+        "node": ctx.config.node_name,
+        "event": e.seq,
+        "message_id": e.message_id,
+        "status": e.status.as_str(),
+        "time": crate::store::rfc3339(e.at),
+    });
+    if let Some(m) = m {
+        let more = serde_json::json!({
             "direction": m.direction,
             "message_type": m.message_type,
             "xoev_uuid": m.xoev_uuid,
             "author": m.author,
             "reader": m.reader,
             "partner": m.partner_node,
-            "time": crate::store::rfc3339(crate::store::now_millis()),
         });
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(m.id.as_str().into());
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        let key = format!("status.{}", status.as_str());
-        if let Err(e) = ctx
-            .broker
-            .publish_with(&settings.events_exchange, &key, &body, properties, false)
-            .await
-        {
-            tracing::debug!(error = %e, "status event dropped");
+        if let (Some(event), serde_json::Value::Object(more)) = (event.as_object_mut(), more) {
+            event.extend(more);
         }
     }
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id(e.message_id.as_str().into());
+    let body = serde_json::to_vec(&event).unwrap_or_default();
+    let key = format!("status.{}", e.status.as_str());
+    ctx.broker.publish_with(exchange, &key, &body, properties, false).await
 }

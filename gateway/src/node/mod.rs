@@ -150,9 +150,18 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Keeps this process's heartbeat row fresh (a shared store lists the node's processes).
 async fn heartbeat(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let process = ctx.process(crate::store::now_millis());
+        let now = crate::store::now_millis();
+        let process = ctx.process(now);
         if let Err(e) = ctx.store.heartbeat(&process).await {
             tracing::warn!(error = %e, "heartbeat not recorded");
+        }
+        // The node's per-partner bound is split over its live processes.
+        if let Ok(all) = ctx.store.processes().await {
+            let alive = all
+                .iter()
+                .filter(|p| p.last_seen > now - crate::store::PROCESS_STALE_MS)
+                .count();
+            ctx.partners.set_processes(alive);
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -326,7 +335,7 @@ fn hostname() -> String {
 /// What `start` builds before it binds anything.
 struct Prepared {
     ctx: Ctx,
-    status_events: Option<crate::intake::events::StatusEvents>,
+    status_events: Option<Arc<tokio::sync::Notify>>,
     api_acceptor: openssl::ssl::SslAcceptor,
     transport_acceptor: openssl::ssl::SslAcceptor,
     lock: std::fs::File,
@@ -378,7 +387,9 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
             .because(|| "cannot open the audit log".into())?
     };
     // Committed status changes are counted; with a broker they also become status events.
-    let (store, status_events) = crate::intake::events::Evented::wrap(store, config.amqp.as_ref().map(|_| 10_000));
+    // The outbox they wait in is on exactly while a broker is configured.
+    store.status_outbox(config.amqp.is_some()).await.map_err(start_error)?;
+    let (store, status_events) = crate::intake::events::Evented::wrap(store, config.amqp.is_some());
     // This process holds the data folder's lock (SQLite: every lease in the store is a dead
     // process's) or its slot's (a shared store: the leases of the slot's previous process).
     let released = store.release_leases().await.map_err(start_error)?;
@@ -404,7 +415,7 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let partner_certs: Vec<(String, [u8; 32])> = config
         .partners
         .iter()
-        .map(|p| (p.transport_url.clone(), p.fingerprint))
+        .flat_map(|p| p.transport_urls.iter().map(|u| (u.clone(), p.fingerprint)))
         .collect();
     let relay_client = crate::tls::relay_client(
         &tls.cert,

@@ -6,8 +6,9 @@
 use crate::ctx::Ctx;
 
 /// One request to a partner's transport and its answer (status and body): an HTTPS POST over
-/// mutual TLS, or, for a partner reached through the broker, a request/reply over its
-/// transport queue. `Err` means no answer (unreachable, timed out).
+/// mutual TLS (to one of its addresses, failing over between them), or, for a partner
+/// reached through the broker, a request/reply over its transport queue. `Err` means no
+/// answer (unreachable, timed out).
 pub async fn post(
     ctx: &Ctx,
     partner: &crate::config::Partner,
@@ -21,26 +22,66 @@ pub async fn post(
         let status = hyper::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
         return Ok((status, answer));
     }
-    let request = hyper::Request::post(&partner.transport_url)
+    // A partner on several machines: its addresses in turn, the one that answered last first.
+    // The next address is tried at once only when this one took no connection; after a
+    // timeout or a broken exchange the next attempt starts there (the partner may have stored
+    // the envelope: a resend to any of its addresses gets the original receipt).
+    let urls = &partner.transport_urls;
+    let first = ctx.partners.address(&partner.node, urls.len());
+    let mut failed = Vec::new();
+    for k in 0..urls.len() {
+        let i = (first + k) % urls.len();
+        match post_https(ctx, &urls[i], body.clone()).await {
+            Ok(answer) => {
+                if k > 0 {
+                    ctx.partners.prefer_address(&partner.node, i);
+                }
+                return Ok(answer);
+            }
+            Err((e, connected)) => {
+                failed.push(if urls.len() > 1 { format!("{}: {e}", urls[i]) } else { e });
+                if connected {
+                    ctx.partners.prefer_address(&partner.node, (i + 1) % urls.len());
+                    break;
+                }
+            }
+        }
+    }
+    Err(if failed.is_empty() {
+        "the partner has no transport address".into()
+    } else {
+        failed.join("; ")
+    })
+}
+
+/// One HTTPS exchange with a partner's transport address; an error says whether a
+/// connection was made (the request may have arrived).
+async fn post_https(ctx: &Ctx, url: &str, body: Vec<u8>) -> Result<(hyper::StatusCode, Vec<u8>), (String, bool)> {
+    let request = hyper::Request::post(url)
         .header(hyper::header::CONTENT_TYPE, "application/xml")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| format!("bad transport URL: {e}"))?;
+        .map_err(|e| (format!("bad transport URL: {e}"), false))?;
     let exchange = async {
-        let response = ctx.relay_client.request(request).await.map_err(|e| error_chain(&e))?;
+        let response = ctx
+            .relay_client
+            .request(request)
+            .await
+            .map_err(|e| (error_chain(&e), !e.is_connect()))?;
         let status = response.status();
         // Receipts are small: a partner cannot make us buffer more than this.
         let answer = http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), MAX_ANSWER))
             .await
-            .map_err(|e| format!("reading the answer failed: {e}"))?;
+            .map_err(|e| (format!("reading the answer failed: {e}"), true))?;
         Ok((status, answer.to_bytes().to_vec()))
     };
     tokio::time::timeout(ctx.config.relay.request_timeout, exchange)
         .await
         .map_err(|_| {
-            format!(
+            let e = format!(
                 "request timed out: no answer within {} ms",
                 ctx.config.relay.request_timeout.as_millis()
-            )
+            );
+            (e, true)
         })?
 }
 

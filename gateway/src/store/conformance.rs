@@ -479,6 +479,49 @@ async fn a_size_limit_refuses_new_work_as_full(b: Backend) {
     );
 }
 
+conformance!(the_status_outbox_keeps_each_transition_until_done_and_hands_it_out_once);
+async fn the_status_outbox_keeps_each_transition_until_done_and_hands_it_out_once(b: Backend) {
+    let lease = Duration::from_secs(30);
+    let (s, other) = (b.open().await, b.open().await);
+    // Off: transitions leave nothing behind.
+    s.accept(outbound("u0", "d")).await.unwrap();
+    assert!(s.outbox_claim("p1", lease, 100).await.unwrap().is_empty());
+    s.status_outbox(true).await.unwrap();
+    let AcceptOutcome::Created(id) = s.accept(outbound("u1", "d")).await.unwrap() else {
+        panic!()
+    };
+    let change = Change {
+        message_id: id.clone(),
+        status: Some(Status::Sealed),
+        ..Change::default()
+    };
+    assert!(s.apply(change).await.unwrap());
+    // Two claimers get disjoint rows, oldest first.
+    let first = s.outbox_claim("p1", lease, 1).await.unwrap();
+    let second = other.outbox_claim("p2", Duration::from_millis(1), 100).await.unwrap();
+    let seen = |v: &[OutboxEvent]| v.iter().map(|e| (e.message_id.clone(), e.status)).collect::<Vec<_>>();
+    assert_eq!(seen(&first), vec![(id.clone(), Status::Accepted)]);
+    assert_eq!(seen(&second), vec![(id.clone(), Status::Sealed)]);
+    assert!(first[0].seq < second[0].seq);
+    s.outbox_done(&[first[0].seq]).await.unwrap();
+    // p2 died before it was done: once its lease ran out, its row is handed out again; a row
+    // done is not.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = s.outbox_claim("p1", lease, 100).await.unwrap();
+    assert_eq!(again, second);
+    assert!(other.outbox_claim("p2", lease, 100).await.unwrap().is_empty());
+    // Off again: emptied, and nothing new is written.
+    s.status_outbox(false).await.unwrap();
+    s.accept(outbound("u2", "d")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        s.outbox_claim("p1", Duration::from_millis(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Waits until `woken` hears of jobs `enqueuer` enqueues: the listener connects in the
 /// background, and a notification sent before it listens is lost, so enqueue until one
 /// arrives. Leaves nothing queued in `woken`.

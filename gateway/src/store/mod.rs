@@ -461,6 +461,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn lead(&self, _task: &str, _holder: &str, _lease: Duration) -> Result<bool, StoreError> {
         Ok(true)
     }
+    /// Turns the status-event outbox on or off. While it is on, every timeline event written
+    /// also writes an outbox row in the same transaction (a trigger on the events table), so a
+    /// status event can be lost neither by a crash after the commit nor by a broker away;
+    /// turning it off empties it. (On with `[amqp]`, whose publisher drains it.)
+    async fn status_outbox(&self, on: bool) -> Result<(), StoreError>;
+    /// Claims up to `limit` outbox rows, oldest first, whose lease is free, leasing them to
+    /// `holder` for `lease` (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so the node's processes
+    /// claim disjoint batches); a claimed row not done before its lease runs out is claimed
+    /// again (its publisher died).
+    async fn outbox_claim(&self, holder: &str, lease: Duration, limit: usize) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Deletes outbox rows whose events went out.
+    async fn outbox_done(&self, seqs: &[i64]) -> Result<(), StoreError>;
+}
+
+/// One committed status transition in the outbox, waiting to go out as a status event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// The timeline event's sequence number (increasing with commits of one process).
+    pub seq: i64,
+    pub message_id: String,
+    pub status: Status,
+    /// When the transition was committed.
+    pub at: Millis,
 }
 
 /// A process whose heartbeat row is older than this counts as gone (it refreshes it every 5 s).

@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 
 use super::*;
 
+mod outbox;
+
 /// Most writes committed together. Bounded so one commit's latency stays small.
 const MAX_BATCH: usize = 128;
 /// Writes waiting for the writer thread; when full, callers get `Busy` (→ 503 overloaded).
@@ -82,6 +84,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(kind, due_at);
 CREATE INDEX IF NOT EXISTS jobs_message ON jobs(message_id);
+CREATE TABLE IF NOT EXISTS status_outbox (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL DEFAULT 0
+);
 "#;
 
 /// The SQLite store. Cheap to clone behind an `Arc`.
@@ -834,5 +843,17 @@ impl Store for SqliteStore {
             .filter_map(|f| std::fs::metadata(f).ok())
             .map(|m| m.len())
             .sum())
+    }
+
+    async fn status_outbox(&self, on: bool) -> Result<(), StoreError> {
+        self.switch_outbox(on).await
+    }
+
+    async fn outbox_claim(&self, _holder: &str, lease: Duration, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.claim_outbox(lease, limit).await
+    }
+
+    async fn outbox_done(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.outbox_delete(seqs).await
     }
 }

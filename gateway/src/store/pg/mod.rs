@@ -25,10 +25,11 @@ mod audit;
 mod cached;
 mod listen;
 mod ops;
+mod outbox;
 mod processes;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Migrations by version: migration `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
@@ -38,6 +39,7 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     processes::PROCESSES,
     processes::LEADERS,
     processes::WAKE_SWITCH,
+    outbox::MIGRATION,
 ];
 
 /// Version 1: the tables.

@@ -700,6 +700,18 @@ impl Store for PgStore {
         self.take_lead(task, holder, lease).await
     }
 
+    async fn status_outbox(&self, on: bool) -> Result<(), StoreError> {
+        self.switch_outbox(on).await
+    }
+
+    async fn outbox_claim(&self, holder: &str, lease: Duration, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        self.claim_outbox(holder, lease, limit).await
+    }
+
+    async fn outbox_done(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.outbox_delete(seqs).await
+    }
+
     fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<JobKind>> {
         // The first receiver exists before the listener starts (it ends when none is left).
         let mut first = None;
