@@ -18,11 +18,13 @@ drop_schemas() {
     psql "$STORE_URL" -qc "DROP SCHEMA IF EXISTS poststelle_a CASCADE; DROP SCHEMA IF EXISTS poststelle_b CASCADE" 2>/dev/null || true
 }
 trap 'rm -rf "$work"; drop_schemas' EXIT
+# CPU seconds of these processes and of their children that ended (PostgreSQL's backends end
+# with the bench's connections; the postmaster's cutime and cstime keep their CPU).
 cpu() {
     local ticks=0 pid
     for pid in "$@"; do
         [[ -r /proc/$pid/stat ]] || continue
-        ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+        ticks=$(( ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat") ))
     done
     awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
 }

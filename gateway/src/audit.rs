@@ -37,15 +37,19 @@ pub struct AuditLog {
 }
 
 enum Backend {
-    File { path: PathBuf, tail: Mutex<Tail> },
-    Store(Arc<dyn Store>),
+    File {
+        path: PathBuf,
+        tail: Mutex<Tail>,
+    },
+    /// The store, and the name of this process (each entry names the process that wrote it).
+    Store(Arc<dyn Store>, String),
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.backend {
             Backend::File { path, .. } => write!(f, "AuditLog({})", path.display()),
-            Backend::Store(_) => f.write_str("AuditLog(store)"),
+            Backend::Store(..) => f.write_str("AuditLog(store)"),
         }
     }
 }
@@ -87,10 +91,11 @@ impl AuditLog {
         })
     }
 
-    /// The audit log kept in `store` (which [`Store::keeps_audit`]).
-    pub fn in_store(store: Arc<dyn Store>) -> AuditLog {
+    /// The audit log kept in `store` (which [`Store::keeps_audit`]), written by the process
+    /// named `process` (one of the node's processes sharing the chain).
+    pub fn in_store(store: Arc<dyn Store>, process: &str) -> AuditLog {
         AuditLog {
-            backend: Backend::Store(store),
+            backend: Backend::Store(store, process.to_owned()),
         }
     }
 
@@ -98,7 +103,7 @@ impl AuditLog {
     pub async fn tail(&self, n: usize) -> std::io::Result<Vec<Value>> {
         let (path, tail) = match &self.backend {
             Backend::File { path, tail } => (path, tail),
-            Backend::Store(store) => {
+            Backend::Store(store, _) => {
                 let head = store.audit_head().await.map_err(std::io::Error::other)?;
                 let after = head.map_or(0, |(seq, _)| seq.saturating_sub(n as u64));
                 let entries = store.audit_read(after, n).await.map_err(std::io::Error::other)?;
@@ -136,6 +141,9 @@ impl AuditLog {
         entry.insert("time".into(), json!(crate::store::rfc3339(crate::store::now_millis())));
         entry.insert("actor".into(), json!(actor));
         entry.insert("action".into(), json!(action));
+        if let Backend::Store(_, process) = &self.backend {
+            entry.insert("process".into(), json!(process));
+        }
         if let Value::Object(f) = fields {
             for (k, v) in f {
                 if k != "seq" && k != "prev" && k != "hash" {
@@ -145,7 +153,7 @@ impl AuditLog {
         }
         match &self.backend {
             Backend::File { path, tail } => append_to_file(path, tail, entry),
-            Backend::Store(store) => {
+            Backend::Store(store, _) => {
                 let chain = move |seq: u64, prev: Option<&str>| chained(&entry, seq, prev.unwrap_or(GENESIS));
                 store.audit_append(&chain).await.map_err(std::io::Error::other)
             }
@@ -199,6 +207,8 @@ fn last_entry(path: &Path) -> Option<(u64, String)> {
 pub struct Verified {
     pub entries: u64,
     pub last_hash: String,
+    /// Entries per process that wrote them (a chain in the store of several processes).
+    pub by_process: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where the chain breaks: the 1-based line and why.
@@ -216,6 +226,7 @@ pub fn verify(path: &Path) -> Result<Verified, Broken> {
             return Ok(Verified {
                 entries: 0,
                 last_hash: GENESIS.to_owned(),
+                by_process: Default::default(),
             });
         }
         Err(e) => {
@@ -277,6 +288,7 @@ fn verify_chain(
     let broken = |line: u64, reason: String| Broken { line, reason };
     let mut prev = GENESIS.to_owned();
     let mut n = 0u64;
+    let mut by_process = std::collections::BTreeMap::new();
     for line in lines {
         let line = line.map_err(|e| broken(n + 1, format!("cannot read: {e}")))?;
         n += 1;
@@ -300,11 +312,15 @@ fn verify_chain(
             return Err(broken(n, "its hash does not match its content (edited)".into()));
         }
         prev = hash;
+        if let Some(p) = entry.get("process").and_then(Value::as_str) {
+            *by_process.entry(p.to_owned()).or_default() += 1;
+        }
     }
     match head {
         (Some(seq), Some(hash)) if seq == n && hash == prev => Ok(Verified {
             entries: n,
             last_hash: prev,
+            by_process,
         }),
         (Some(seq), _) if seq > n => Err(broken(
             n + 1,
@@ -313,6 +329,7 @@ fn verify_chain(
         (None, _) if n == 0 => Ok(Verified {
             entries: 0,
             last_hash: prev,
+            by_process,
         }),
         _ => Err(broken(n, "the head does not match the last entry".into())),
     }
@@ -393,7 +410,7 @@ mod tests {
         let open = || async { Arc::new(PgStore::open(&settings).await.unwrap()) as Arc<dyn Store> };
         let (one, two) = (open().await, open().await);
         assert!(one.keeps_audit());
-        let logs = Arc::new([AuditLog::in_store(one.clone()), AuditLog::in_store(two)]);
+        let logs = Arc::new([AuditLog::in_store(one.clone(), "p0"), AuditLog::in_store(two, "p1")]);
         // Thirty appends at once, half through each process's handle.
         let mut appends = tokio::task::JoinSet::new();
         for p in 0..2 {
@@ -411,6 +428,8 @@ mod tests {
         }
         let v = verify_store(one.as_ref()).await.unwrap();
         assert_eq!(v.entries, 30);
+        let by: Vec<(&str, u64)> = v.by_process.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+        assert_eq!(by, [("p0", 15), ("p1", 15)], "each entry names its process");
         let tail = logs[0].tail(4).await.unwrap();
         let seqs: Vec<u64> = tail.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, [27, 28, 29, 30]);

@@ -195,6 +195,7 @@ impl Nodes {
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let a = format!("http://127.0.0.1:{port}");
+        eprintln!("bench: node {} process {i}: admin {a}", n.name);
         admins.insert(proc_key(&n.name, i), a.clone());
         Ok(a)
     }

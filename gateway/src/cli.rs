@@ -384,7 +384,11 @@ fn audit_verify(file: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Resul
     };
     match result {
         Ok(v) => {
-            println!("{name}: intact, {} entries", v.entries);
+            let by: Vec<String> = v.by_process.iter().map(|(p, n)| format!("{p} {n}")).collect();
+            match by.is_empty() {
+                true => println!("{name}: intact, {} entries", v.entries),
+                false => println!("{name}: intact, {} entries; by process: {}", v.entries, by.join(", ")),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(b) => {

@@ -104,6 +104,9 @@ fn verify_peer(
         .map(|c| c.iter().map(|x| x.to_owned()).collect())
         .unwrap_or_default();
     let Some(leaf) = chain.first() else {
+        // Returning false without an error would make OpenSSL answer "internal error".
+        tracing::warn!(reason = "no certificate chain", "TLS peer certificate refused");
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
         return false;
     };
     let leaf_fingerprint = fingerprint(leaf).ok();

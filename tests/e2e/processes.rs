@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Net, node_dir};
 
-/// The node's processes from its admin status: id → alive.
-async fn processes(net: &Net) -> BTreeMap<String, bool> {
-    let (status, v) = net.admin(0).get("/admin/api/status").await;
+/// Node `i`'s processes from its admin status: id → alive.
+async fn processes(net: &Net, i: usize) -> BTreeMap<String, bool> {
+    let (status, v) = net.admin(i).get("/admin/api/status").await;
     assert_eq!(status, 200, "{v}");
     v["processes"]
         .as_array()
@@ -24,19 +24,24 @@ async fn processes(net: &Net) -> BTreeMap<String, bool> {
         .collect()
 }
 
-/// Waits until the status lists exactly these processes as alive and those as gone.
+/// Waits until node a's status lists exactly these processes (slots) as alive and those as gone.
 async fn wait_processes(net: &Net, alive: &[&str], gone: &[&str]) {
+    wait_processes_of(net, 0, alive, gone).await
+}
+
+async fn wait_processes_of(net: &Net, i: usize, alive: &[&str], gone: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(40);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let folder = std::fs::read_to_string(node_dir(net, 0).join("data/poststelle.id")).unwrap();
+    let folder = std::fs::read_to_string(node_dir(net, i).join("data/poststelle.id")).unwrap();
+    let name = &net.node(i).name;
     let want: BTreeMap<String, bool> = alive
         .iter()
         .map(|s| (*s, true))
         .chain(gone.iter().map(|s| (*s, false)))
-        .map(|(slot, a)| (format!("a@{}:{}#{slot}", host.trim(), folder.trim()), a))
+        .map(|(slot, a)| (format!("{name}@{}:{}#{slot}", host.trim(), folder.trim()), a))
         .collect();
     loop {
-        let seen = processes(net).await;
+        let seen = processes(net, i).await;
         if seen == want {
             return;
         }
@@ -275,4 +280,54 @@ async fn status_events_go_out_once_per_transition_from_several_processes() {
         .arg(crate::harness::repo().join("tests/amqp/client.py"))
         .args(["cleanup", &net.dir.path().join("network.json").display().to_string()])
         .output();
+}
+
+/// Two processes of node b receive the same envelope at the same instant (each copy on a
+/// connection of its own, which the kernel spreads over both): it is stored once, every answer
+/// is the one receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_envelope_at_two_processes_at_once_is_stored_once_with_one_receipt() {
+    let net = Net::init_on_postgres(2);
+    let _first = net.start(1).await;
+    let _second = net.start(1).await;
+    wait_processes_of(&net, 1, &["0", "1"], &[]).await;
+    let envelope = crate::harness::sealed_envelope(&net, 0, "a", &net.node(0).authorities[0], 1);
+    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0].transport_urls[0].clone();
+    let d = node_dir(&net, 0);
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
+    let copies: Vec<_> = (0..16)
+        .map(|_| {
+            let client =
+                crate::harness::https_client(&net.node(0).ca, Some((&d.join("node.pem"), &d.join("node.key"))));
+            let (url, envelope, barrier) = (url.clone(), envelope.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/xml")
+                    .body(envelope)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in copies {
+        answers.push(c.await.unwrap());
+    }
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    assert!(
+        answers.iter().all(|a| a.1 == answers[0].1),
+        "one receipt for every copy"
+    );
+    // (The helper's envelope is refused when opened, as its content's UUID is not the
+    // header's: what counts here is that it was stored once.)
+    let (_, stored) = net.admin(1).get("/admin/api/messages?direction=inbound").await;
+    assert_eq!(stored["messages"].as_array().unwrap().len(), 1, "stored once: {stored}");
 }

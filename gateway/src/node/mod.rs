@@ -381,7 +381,7 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let store = open_store_as(&config, slot.map(|_| instance.as_str())).await?;
     // A shared store keeps the audit chain of the whole logical node; else it is a file.
     let audit = if store.keeps_audit() {
-        crate::audit::AuditLog::in_store(store.clone())
+        crate::audit::AuditLog::in_store(store.clone(), &instance)
     } else {
         crate::audit::AuditLog::open(&config.data_dir.join("audit.log"))
             .because(|| "cannot open the audit log".into())?

@@ -280,6 +280,21 @@ async fn the_same_submission_racing_on_two_handles_is_stored_once(b: Backend) {
         one.counts().await.unwrap(),
         vec![(Direction::Outbound, Status::Accepted, 1)]
     );
+    // The same envelope received by two processes at once: stored once, one receipt for all.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move { s.receive(inbound("same", "d")).await }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            ReceiveOutcome::Created(_) => created += 1,
+            ReceiveOutcome::Duplicate(receipt) => assert_eq!(receipt, b"<receipt for='same'/>"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 1, "one writer wins");
 }
 
 conformance!(no_job_is_handed_out_twice_while_its_lease_runs);
