@@ -225,6 +225,23 @@ pub async fn status(target: Target) -> anyhow::Result<ExitCode> {
             ]);
         }
         table(&rows);
+        let mut rows = vec![
+            ["process", "host", "pid", "started", "last seen", "state"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for p in v["processes"].as_array().into_iter().flatten() {
+            let me = p["id"] == v["instance"];
+            rows.push(vec![
+                format!("{}{}", s(&p["id"]), if me { " (answered)" } else { "" }),
+                s(&p["host"]),
+                p["pid"].to_string(),
+                s(&p["started"]),
+                s(&p["last_seen"]),
+                if p["alive"] == true { "alive" } else { "gone" }.to_owned(),
+            ]);
+        }
+        table(&rows);
         if let Some(c) = v["next_certificate_expiry"].as_object() {
             println!(
                 "next certificate to expire: {} {} in {} days",

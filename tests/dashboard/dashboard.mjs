@@ -98,6 +98,7 @@ async function main(state) {
       tiles,
       dlqIds: q('#dead-letters [data-testid="dlq-row"]').map((r) => r.dataset.id),
       queueDepths: q('#queues [data-testid="queue-row"] [data-testid="queue-depth"]').map((c) => c.textContent),
+      processes: q('#processes [data-testid="process-row"]').map((r) => r.dataset.id + '=' + r.dataset.alive).sort().join(' '),
       banner: document.querySelector('[data-testid="error-banner"]')?.hidden ? '' : document.querySelector('[data-testid="error-banner"]')?.textContent,
     };
   });
@@ -125,6 +126,7 @@ async function main(state) {
       deadLetters: n(status.dead_letters),
       dlqIds: (dlq.messages || []).map((m) => m.id),
       depth: (queues.queues || []).reduce((a, x) => a + n(x.depth), 0),
+      processes: (status.processes || []).map((p) => p.id + '=' + !!p.alive).sort().join(' '),
     };
   }
   function mismatches(shown, exp) {
@@ -134,6 +136,7 @@ async function main(state) {
     if (shown.dlqIds.length !== exp.dlqIds.length) out.push(`dlq rows: page ${shown.dlqIds.length}, API list ${exp.dlqIds.length}`);
     const depth = shown.queueDepths.reduce((a, x) => a + Number(x), 0);
     if (depth !== exp.depth) out.push(`queue depth sum: page ${depth}, API ${exp.depth}`);
+    if (!exp.processes || shown.processes !== exp.processes) out.push(`processes: page ${shown.processes}, API ${exp.processes}`);
     if (retryId && !shown.dlqIds.includes(retryId)) {
       out.push(`no dlq-row with data-id ${retryId}${exp.dlqIds.includes(retryId) ? '' : ' (nor is it a dead letter in the API)'}`);
     }
@@ -163,7 +166,8 @@ async function main(state) {
   summary.tiles = matched.exp.tiles;
   summary.dead_letters = matched.exp.deadLetters;
   summary.queue_depth = matched.exp.depth;
-  summary.checked.push('tiles', 'dlq-rows', 'queue-depth');
+  summary.processes = matched.exp.processes;
+  summary.checked.push('tiles', 'dlq-rows', 'queue-depth', 'processes');
   if (retryId) summary.checked.push('retry-row-present');
   if (matched.shown.banner) throw new Error(`error banner shown: ${matched.shown.banner}`);
 

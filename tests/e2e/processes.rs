@@ -99,6 +99,14 @@ async fn processes_of_one_node_share_its_addresses_list_each_other_and_lose_noth
     let _b = net.start(1).await;
     wait_processes(&net, &["0", "1"], &[]).await;
     assert!(node_dir(&net, 0).join("data/poststelle.slot-1.lock").exists());
+    // `poststelle status` shows the whole node: both processes, alive.
+    let network = net.dir.path().join("network.json").display().to_string();
+    let (_, out) = crate::faults::cli(&["status", "--network", &network, "--node", "a"]);
+    let alive: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("a@") && l.trim_end().ends_with("alive"))
+        .collect();
+    assert_eq!(alive.len(), 2, "{out}");
 
     let mut ids = submit_ten(&net).await;
     // One process dies; the other goes on serving the node's addresses and its work.
