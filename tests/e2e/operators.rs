@@ -188,7 +188,8 @@ async fn operators_see_the_queues_and_retry_a_dead_letter_from_the_dashboard() {
     let m = |s: &str| metric(&text, s).unwrap_or_else(|| panic!("no sample {s} in\n{text}"));
     // Each sample names the process it comes from, for sums over a node's processes.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let instance = format!("instance=\"a@{}\"", host.trim());
+    // (`a@host`, on a shared store `a@host:FOLDER#slot`.)
+    let instance = format!("instance=\"a@{}", host.trim());
     let samples = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty());
     assert!(samples.clone().count() > 10);
     assert!(samples.clone().all(|l| l.contains(&instance)), "{text}");
