@@ -541,3 +541,77 @@ fn libxmlsec_encrypts_ours_decrypts() {
 fn santuario_encrypts_ours_decrypts() {
     they_encrypt_ours_decrypts("santuario", santuario);
 }
+
+/// `java tests/interop/JdkEcdh.java ...` (ECDH, ConcatKDF by hand over MessageDigest, AESWrap,
+/// AES-GCM: the JDK alone)
+fn jdk_ecdh() -> Command {
+    require_java();
+    let mut c = Command::new(java_exe());
+    c.arg(interop("JdkEcdh.java"));
+    c
+}
+
+const ECDH_ES: &str = "http://www.w3.org/2009/xmlenc11#ECDH-ES";
+const CONCAT_KDF: &str = "http://www.w3.org/2009/xmlenc11#ConcatKDF";
+const KW_AES256: &str = "http://www.w3.org/2001/04/xmlenc#kw-aes256";
+
+/// EC recipients (issue 26): ours encrypts with ECDH-ES (an ephemeral key, ConcatKDF SHA-256,
+/// kw-aes256, AES-256-GCM), and libxmlsec1 and the JDK's own ECDH/AESWrap each open it;
+/// libxmlsec1 encrypts with ECDH-ES (a fresh originator key) and ours opens it, and the wrong
+/// key gives `decryption-failed`.
+#[test]
+fn ecdh_es_ours_to_libxmlsec_and_jdk_and_libxmlsec_to_ours() {
+    let case = Case::new("ecdh-es");
+    let ec = &case.keys.ec;
+    let encrypt = path_cmd(cmd(ours(), &["encrypt"]), &[("--cert", &ec.cert)]);
+    let encrypted = case.produce("ours encrypt (EC)", encrypt, &case.doc(), "ours-encrypted-ec.xml");
+    case.assert_uses(
+        "ours encrypt (EC)",
+        &encrypted,
+        &[AES256_GCM, ECDH_ES, CONCAT_KDF, KW_AES256, SHA256],
+    );
+    let decrypt = path_cmd(cmd(py(), &["decrypt"]), &[("--key", &ec.key), ("--cert", &ec.cert)]);
+    let decrypted = case.produce(
+        "libxmlsec decrypts ours (EC)",
+        decrypt,
+        &encrypted,
+        "libxmlsec-decrypted-ec.xml",
+    );
+    case.assert_same_as_original("libxmlsec decrypts ours (EC)", &decrypted);
+    let decrypt = path_cmd(cmd(jdk_ecdh(), &["decrypt"]), &[("--key", &ec.der)]);
+    let decrypted = case.produce(
+        "the JDK decrypts ours (EC)",
+        decrypt,
+        &encrypted,
+        "jdk-decrypted-ec.xml",
+    );
+    case.assert_same_as_original("the JDK decrypts ours (EC)", &decrypted);
+
+    let encrypt = path_cmd(cmd(py(), &["encrypt"]), &[("--cert", &ec.cert)]);
+    let encrypted = case.produce(
+        "libxmlsec encrypt (EC)",
+        encrypt,
+        &case.doc(),
+        "libxmlsec-encrypted-ec.xml",
+    );
+    case.assert_uses(
+        "libxmlsec encrypt (EC)",
+        &encrypted,
+        &[AES256_GCM, ECDH_ES, CONCAT_KDF, KW_AES256, SHA256],
+    );
+    let decrypt = path_cmd(cmd(ours(), &["decrypt"]), &[("--key", &ec.key)]);
+    let decrypted = case.produce(
+        "ours decrypts libxmlsec (EC)",
+        decrypt,
+        &encrypted,
+        "ours-decrypted-ec.xml",
+    );
+    case.assert_same_as_original("ours decrypts libxmlsec (EC)", &decrypted);
+    let wrong = path_cmd(cmd(ours(), &["decrypt"]), &[("--key", &case.keys.rsa.key)]);
+    case.step(
+        "ours with an RSA key on libxmlsec's EC document",
+        wrong,
+        &encrypted,
+        Expect::Invalid(Some("decryption-failed")),
+    );
+}

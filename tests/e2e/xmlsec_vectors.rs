@@ -45,6 +45,9 @@ enum Src {
     DerKey(&'static str),
     /// A PKCS#12 file and its password; its private key, as PKCS#8 PEM.
     P12(&'static str, &'static str),
+    /// The same, for a file whose certificate bag is RC2-40 encrypted (which OpenSSL 3 reads
+    /// only with its legacy provider): the key bag alone, through `openssl pkcs12 -nocerts`.
+    P12KeyOnly(&'static str, &'static str),
     /// The public key in this vector's `KeyValue` (RSA, `ECKeyValue`, RFC 4050 `ECDSAKeyValue`) or
     /// `DEREncodedKeyValue`, in a certificate issued at test time (to pin that key with `--cert`).
     KeyValueOf(&'static str),
@@ -731,6 +734,93 @@ const DECRYPT_IN_PROFILE: &[Dec] = &[
             "cipherText__RSA-4096__aes256-gcm__rsa-oaep__Sha512-MGF_Sha1_PSource.data"
         )),
     },
+    // ECDH-ES (xmlenc 1.1 interop, issue 26): ephemeral key in the document, ConcatKDF.
+    Dec {
+        path: enc11!("cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF.xml"),
+        key: Src::DerKey(enc11!("EC-P256_SHA256WithECDSA.der")),
+        expect: Valid,
+        plaintext: Some(enc11!(
+            "cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF.data"
+        )),
+    },
+    Dec {
+        path: enc11!("cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF-orig.xml"),
+        key: Src::DerKey(enc11!("EC-P256_SHA256WithECDSA-orig.der")),
+        expect: Valid,
+        plaintext: Some(enc11!(
+            "cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF.data"
+        )),
+    },
+    // ECDH-ES (xmlenc 1.1 interop, issue 26): ephemeral key in the document, ConcatKDF.
+    Dec {
+        path: enc11!("cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF.xml"),
+        key: Src::DerKey(enc11!("EC-P384_SHA256WithECDSA.der")),
+        expect: Valid,
+        plaintext: Some(enc11!(
+            "cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF.data"
+        )),
+    },
+    Dec {
+        path: enc11!("cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF-orig.xml"),
+        key: Src::DerKey(enc11!("EC-P384_SHA256WithECDSA-orig.der")),
+        expect: Valid,
+        plaintext: Some(enc11!(
+            "cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF.data"
+        )),
+    },
+    // ECDH-ES (xmlenc 1.1 interop, issue 26): ephemeral key in the document, ConcatKDF.
+    Dec {
+        path: enc11!("cipherText__EC-P521__aes256-gcm__kw-aes256__ECDH-ES__ConcatKDF.xml"),
+        key: Src::DerKey(enc11!("EC-P521_SHA256WithECDSA.der")),
+        expect: Valid,
+        plaintext: Some(enc11!(
+            "cipherText__EC-P521__aes256-gcm__kw-aes256__ECDH-ES__ConcatKDF.data"
+        )),
+    },
+    Dec {
+        path: enc11!("cipherText__EC-P521__aes256-gcm__kw-aes256__ECDH-ES__ConcatKDF-orig.xml"),
+        key: Src::DerKey(enc11!("EC-P521_SHA256WithECDSA-orig.der")),
+        expect: Valid,
+        plaintext: Some(enc11!(
+            "cipherText__EC-P521__aes256-gcm__kw-aes256__ECDH-ES__ConcatKDF.data"
+        )),
+    },
+    Dec {
+        path: santuario_enc11!("cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF-1.xml"),
+        key: Src::P12(santuario_enc11!("EC-P256_SHA256WithECDSA.p12"), "passwd"),
+        expect: Valid,
+        plaintext: Some(santuario_enc11!("plaintext.xml")),
+    },
+    Dec {
+        path: santuario_enc11!("cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF-4.xml"),
+        key: Src::P12KeyOnly(santuario_enc11!("EC-P256.pfx"), "1234"),
+        expect: Valid,
+        plaintext: None,
+    },
+    Dec {
+        path: santuario_enc11!("cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF-2.xml"),
+        key: Src::P12(santuario_enc11!("EC-P384_SHA256WithECDSA.p12"), "passwd"),
+        expect: Valid,
+        plaintext: Some(santuario_enc11!("plaintext.xml")),
+    },
+    Dec {
+        path: santuario_enc11!("cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF-5.xml"),
+        key: Src::P12KeyOnly(santuario_enc11!("EC-P384.pfx"), "1234"),
+        expect: Valid,
+        plaintext: None,
+    },
+    Dec {
+        path: santuario_enc11!("cipherText__EC-P521__aes256-gcm__kw-aes256__ECDH-ES__ConcatKDF-3.xml"),
+        key: Src::P12(santuario_enc11!("EC-P521_SHA256WithECDSA.p12"), "passwd"),
+        expect: Valid,
+        plaintext: Some(santuario_enc11!("plaintext.xml")),
+    },
+    Dec {
+        path: santuario_enc11!("cipherText__EC-P521__aes256-gcm__kw-aes256__ECDH-ES__ConcatKDF-6.xml"),
+        key: Src::P12KeyOnly(santuario_enc11!("EC-P521.pfx"), "1234"),
+        expect: Valid,
+        plaintext: None,
+    },
     Dec {
         path: santuario_enc11!("cipherText__RSA-2048__aes128-gcm__rsa-oaep-mgf1p.xml"),
         key: Src::P12(santuario_enc11!("RSA-2048_SHA256WithRSA.p12"), "passwd"),
@@ -762,6 +852,27 @@ fn in_profile_encryption_vectors_decrypt() {
     let mut m = Material::new();
     let mut failures = run_decryptions(&mut m, DECRYPT_IN_PROFILE);
     let mut n = DECRYPT_IN_PROFILE.len();
+    // Santuario's AGRMNT.4-6 (ECDH-ES with the W3C suite's .pfx keys) encrypt 16 bytes of
+    // binary data, given as hex beside them: the output must be exactly those bytes.
+    let hex = vector_text(santuario_enc11!("binary-data.hex"));
+    let hex = hex.trim();
+    let binary: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    for case in DECRYPT_IN_PROFILE
+        .iter()
+        .filter(|c| matches!(c.key, Src::P12KeyOnly(..)))
+    {
+        let out = decrypt_cmd(&mut m, &vector(case.path), case.key);
+        if out.stdout != binary {
+            failures.push(format!(
+                "{}: not the binary data of binary-data.hex: {}",
+                case.path,
+                show(&out)
+            ));
+        }
+    }
     // Derived: xmlsec's AES-GCM vectors with a symmetric key (KeyName only), re-keyed at test time
     // with an xmlenc11#rsa-oaep (SHA-256, MGF1-SHA-256) EncryptedKey and placed as Type=Content in
     // a wrapper element. Ciphertext, IV and tag are the vector's.
@@ -813,16 +924,12 @@ const DECRYPT_OUT_OF_PROFILE: &[Dec] = &[
     dec("debian-libxmlsec1-doc-examples/encrypt3-res.xml", NEUTRAL_KEY, NOT_ALLOWED),
     // RSA 1.5 with a RetrievalMethod (origin also has it as "Negative test: missing key").
     dec(phenc!("enc-content-aes256-kt-rsa1_5"), NEUTRAL_KEY, NOT_ALLOWED),
-    // Key agreement: DH (xmlenc 1.0), ECDH-ES / DH-ES / X25519 with AES-GCM data (xmlenc 1.1).
+    // Key agreement: DH (xmlenc 1.0), DH-ES / X25519 with AES-GCM data (xmlenc 1.1).
     dec(phenc!("enc-element-aes256-ka-dh"), NEUTRAL_KEY, NOT_ALLOWED),
     dec(mxenc!("encrypt-content-aes192-cbc-dh-sha512"), NEUTRAL_KEY, NOT_ALLOWED),
-    dec(enc11!("cipherText__EC-P256__aes128-gcm__kw-aes128__ECDH-ES__ConcatKDF.xml"), NEUTRAL_KEY, NOT_ALLOWED),
     dec(enc11!("cipherText__DH-1024__aes128-gcm__kw-aes128__dh-es__ConcatKDF.xml"), NEUTRAL_KEY, NOT_ALLOWED),
-    dec(
-        santuario_enc11!("cipherText__EC-P384__aes192-gcm__kw-aes192__ECDH-ES__ConcatKDF-2.xml"),
-        NEUTRAL_KEY,
-        NOT_ALLOWED,
-    ),
+    // ECDH-ES whose originator key is a static key named by KeyName (not an ephemeral key
+    // in the document).
     dec(aenc!("enc_ecdh_p256_concatkdf_sha256_kw_aes256_aes128gcm"), NEUTRAL_KEY, NOT_ALLOWED),
     dec(aenc!("enc_xdh_x25519_hkdf_sha256_kw_aes256_aes128gcm"), NEUTRAL_KEY, NOT_ALLOWED),
     // Derived keys (PBKDF2 / ConcatKDF) instead of key transport.
@@ -1181,6 +1288,17 @@ impl Material {
                     .and_then(|p| p.parse2(password))
                     .unwrap_or_else(|e| panic!("{rel}: {e}"));
                 let key = parsed.pkey.unwrap_or_else(|| panic!("{rel}: no private key"));
+                self.write("key.pem", &key.private_key_to_pem_pkcs8().unwrap())
+            }
+            Src::P12KeyOnly(rel, password) => {
+                let out = Command::new("openssl")
+                    .args(["pkcs12", "-nocerts", "-nodes", "-passin"])
+                    .arg(format!("pass:{password}"))
+                    .arg("-in")
+                    .arg(vector(rel))
+                    .output()
+                    .unwrap();
+                let key = PKey::private_key_from_pem(&out.stdout).unwrap_or_else(|e| panic!("{rel}: {e}"));
                 self.write("key.pem", &key.private_key_to_pem_pkcs8().unwrap())
             }
             Src::KeyValueOf(rel) => {

@@ -7,18 +7,30 @@ libxmlsec1. Needs `pip install xmlsec lxml` (the PyPI wheels bundle libxmlsec1 >
   pyxmlsec.py sign --key K.pem --cert C.pem [--alg rsa-pss-sha256|rsa-sha256|ecdsa-sha256] IN
   pyxmlsec.py verify --cert C.pem IN            exit 0 valid, 1 invalid
   pyxmlsec.py encrypt --cert C.pem IN           root element -> xenc:EncryptedData (aes256-gcm,
-                                                xmlenc11 rsa-oaep, sha256 digest, mgf1sha256)
+                                                xmlenc11 rsa-oaep, sha256 digest, mgf1sha256; for an
+                                                EC certificate: kw-aes256 with a key agreed by
+                                                ECDH-ES with a fresh key, ConcatKDF sha256)
   pyxmlsec.py decrypt --key K.pem IN            exit 0 ok, 1 cannot decrypt
   pyxmlsec.py c14n IN                           the root element in inclusive C14N 1.0 (with comments),
                                                 for comparing documents independently of our code
 
 IN is a path or `-` for stdin; documents are written to stdout. Exit 2 on usage/setup errors.
-The templates are built by hand with lxml: the python constants lack RSA-PSS and xmlenc11
-rsa-oaep, but libxmlsec1 >= 1.3 resolves those Algorithm URIs from the XML itself.
+The templates are built by hand with lxml: the python constants lack RSA-PSS, xmlenc11
+rsa-oaep and ECDH-ES, but libxmlsec1 >= 1.3 resolves those Algorithm URIs from the XML itself.
+
+ECDH-ES needs the originator's key from `OriginatorKeyInfo/KeyValue`, and libxmlsec1 1.3
+disables KeyValue by default (its command line takes `--enabled-key-data key-value,...`);
+python-xmlsec has no binding for that, so `enable_key_value` calls libxmlsec1 (linked into the
+module, its symbols exported) through ctypes. Without it, libxmlsec1 runs the agreement without
+the originator's key and fails at the key unwrap ("bad magic block").
 """
 
 import argparse
+import ctypes
+import os
+import subprocess
 import sys
+import tempfile
 
 try:
     import xmlsec
@@ -26,6 +38,16 @@ try:
 except ImportError as e:  # pragma: no cover - reported to the Rust test
     sys.stderr.write(f"setup: python module missing ({e}); install with: pip install xmlsec lxml\n")
     sys.exit(3)
+
+def enable_key_value():
+    """Adds the KeyValue key data to libxmlsec1's enabled list (see the module documentation)."""
+    lib = ctypes.CDLL(xmlsec.__file__)
+    lib.xmlSecKeyDataIdsGetEnabled.restype = ctypes.c_void_p
+    lib.xmlSecKeyDataValueGetKlass.restype = ctypes.c_void_p
+    lib.xmlSecPtrListAdd.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    if lib.xmlSecPtrListAdd(lib.xmlSecKeyDataIdsGetEnabled(), lib.xmlSecKeyDataValueGetKlass()) != 0:
+        raise SystemExit("setup: cannot enable KeyValue in libxmlsec1")
+
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XENC = "http://www.w3.org/2001/04/xmlenc#"
@@ -121,7 +143,65 @@ def cmd_verify(a):
     return 0
 
 
+def ec_curve(cert):
+    """The OpenSSL name of an EC certificate's curve, or None for another key type."""
+    text = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-text"], capture_output=True,
+                          text=True, check=True).stdout
+    for line in text.splitlines():
+        if "ASN1 OID:" in line:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cmd_encrypt_ec(a, curve):
+    """ECDH-ES: a fresh originator key for this document (libxmlsec1 takes the originator's
+    private key from the keys manager; it writes its public KeyValue into the document)."""
+    enable_key_value()
+    tree = read_doc(a.input)
+    root = tree.getroot()
+    ed = etree.Element(xenc("EncryptedData"), nsmap={"xenc": XENC}, Type=XENC + "Element")
+    etree.SubElement(ed, xenc("EncryptionMethod"), Algorithm=XENC11 + "aes256-gcm")
+    ki = etree.SubElement(ed, ds("KeyInfo"), nsmap={"ds": DS})
+    ek = etree.SubElement(ki, xenc("EncryptedKey"))
+    etree.SubElement(ek, xenc("EncryptionMethod"), Algorithm=XENC + "kw-aes256")
+    eki = etree.SubElement(ek, ds("KeyInfo"))
+    am = etree.SubElement(eki, xenc("AgreementMethod"), Algorithm=XENC11 + "ECDH-ES")
+    kdm = etree.SubElement(am, f"{{{XENC11}}}KeyDerivationMethod", nsmap={"xenc11": XENC11},
+                           Algorithm=XENC11 + "ConcatKDF")
+    # libxmlsec1 (over OpenSSL's KDF) needs a non-empty FixedInfo: the wrap algorithm's URI.
+    params = etree.SubElement(kdm, f"{{{XENC11}}}ConcatKDFParams",
+                              AlgorithmID="00" + (XENC + "kw-aes256").encode().hex(), PartyUInfo="", PartyVInfo="")
+    etree.SubElement(params, ds("DigestMethod"), Algorithm=SHA256)
+    ok = etree.SubElement(am, xenc("OriginatorKeyInfo"))
+    etree.SubElement(ok, ds("KeyName")).text = "originator"
+    etree.SubElement(ok, ds("KeyValue"))
+    rk = etree.SubElement(am, xenc("RecipientKeyInfo"))
+    etree.SubElement(rk, ds("KeyName")).text = "recipient"
+    for parent in (ek, ed):
+        cd = etree.SubElement(parent, xenc("CipherData"))
+        etree.SubElement(cd, xenc("CipherValue"))
+    with tempfile.TemporaryDirectory() as tmp:
+        originator = os.path.join(tmp, "originator.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}",
+                        "-out", originator], check=True, capture_output=True)
+        manager = xmlsec.KeysManager()
+        key = xmlsec.Key.from_file(originator, xmlsec.constants.KeyDataFormatPem)
+        key.name = "originator"
+        manager.add_key(key)
+    key = xmlsec.Key.from_file(a.cert, xmlsec.constants.KeyDataFormatCertPem)
+    key.name = "recipient"
+    manager.add_key(key)
+    ctx = xmlsec.EncryptionContext(manager)
+    ctx.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, 256, xmlsec.constants.KeyDataTypeSession)
+    out = ctx.encrypt_xml(ed, root)
+    write_doc(out.getroottree())
+    return 0
+
+
 def cmd_encrypt(a):
+    curve = ec_curve(a.cert)
+    if curve:
+        return cmd_encrypt_ec(a, curve)
     tree = read_doc(a.input)
     root = tree.getroot()
     # Template (not yet in the tree; encrypt_xml puts it in place of the root element).
@@ -156,8 +236,15 @@ def cmd_decrypt(a):
     if not eds:
         print("error: no xenc:EncryptedData", file=sys.stderr)
         return 1
+    # ECDH-ES: the originator's key is a KeyValue in the document.
+    enable_key_value()
     manager = xmlsec.KeysManager()
-    manager.add_key(xmlsec.Key.from_file(a.key, xmlsec.constants.KeyDataFormatPem))
+    key = xmlsec.Key.from_file(a.key, xmlsec.constants.KeyDataFormatPem)
+    if a.cert:
+        key.load_cert_from_file(a.cert, xmlsec.constants.KeyDataFormatCertPem)
+    if a.name:
+        key.name = a.name
+    manager.add_key(key)
     out = None
     for ed in eds:
         ctx = xmlsec.EncryptionContext(manager)
@@ -197,6 +284,8 @@ def main(argv):
     e.add_argument("input")
     d = sub.add_parser("decrypt")
     d.add_argument("--key", required=True)
+    d.add_argument("--cert", help="the key's certificate (a RecipientKeyInfo naming it by X509Data)")
+    d.add_argument("--name", help="the key's name (a RecipientKeyInfo naming it by KeyName)")
     d.add_argument("input")
     c = sub.add_parser("c14n")
     c.add_argument("input")

@@ -40,6 +40,11 @@ pub fn ec_p256() -> PKey<Private> {
     PKey::from_ec_key(EcKey::generate(&p256()).unwrap()).unwrap()
 }
 
+/// A fresh EC key on the curve `nid` (P-384, P-521, Brainpool …).
+pub fn ec(nid: Nid) -> PKey<Private> {
+    PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap()).unwrap()
+}
+
 /// The P-256 group.
 fn p256() -> EcGroup {
     EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()

@@ -1,5 +1,7 @@
 //! XML Encryption 1.1: AES-GCM content encryption with a fresh key per document, the key
-//! transported with RSA-OAEP (xmlenc11, SHA-256, MGF1-SHA-256) for the recipient's certificate.
+//! transported with RSA-OAEP (xmlenc11, SHA-256, MGF1-SHA-256) for an RSA recipient, or wrapped
+//! (kw-aes256) with a key agreed by ECDH-ES with an ephemeral key and derived by ConcatKDF
+//! (SHA-256) for an EC recipient (`agree.rs`).
 //!
 //! Decryption checks every algorithm against the allow-list first (that answer reveals nothing
 //! secret), then answers every cryptographic failure — unwrapping, key length, tag, base64 of
@@ -15,8 +17,9 @@ use openssl::rsa::Padding;
 use openssl::symm::{Cipher, decrypt_aead, encrypt_aead};
 use openssl::x509::X509;
 
+use super::agree;
 use super::dom::{self, attr, elements, is};
-use super::profile::{self, DSIG_NS, XENC_NS, XENC11_NS, not_allowed};
+use super::profile::{self, DSIG_NS, DSIG11_NS, XENC_NS, XENC11_NS, not_allowed};
 use super::splice;
 use crate::problem::{Code, Problem};
 use crate::xml::prescan::Limits;
@@ -49,10 +52,10 @@ pub fn encrypted_data(plaintext: &[u8], recipient: &X509, cipher_uri: &str) -> R
     let public = recipient
         .public_key()
         .map_err(|_| Problem::new(Code::CertificateInvalid, "the recipient's key is unreadable"))?;
-    if public.id() != Id::RSA {
+    if public.id() != Id::RSA && public.id() != Id::EC {
         return Err(Problem::new(
             Code::CertificateInvalid,
-            "key transport needs an RSA recipient key",
+            "encryption needs an RSA or EC recipient key",
         ));
     }
     let mut key = vec![0u8; key_len];
@@ -66,33 +69,83 @@ pub fn encrypted_data(plaintext: &[u8], recipient: &X509, cipher_uri: &str) -> R
     value.extend_from_slice(&iv);
     value.extend_from_slice(&ct);
     value.extend_from_slice(&tag);
-
-    let mut enc = Encrypter::new(&public).map_err(internal)?;
-    enc.set_rsa_padding(Padding::PKCS1_OAEP).map_err(internal)?;
-    enc.set_rsa_oaep_md(MessageDigest::sha256()).map_err(internal)?;
-    enc.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(internal)?;
-    let mut wrapped = vec![0u8; enc.encrypt_len(&key).map_err(internal)?];
-    let n = enc.encrypt(&key, &mut wrapped).map_err(internal)?;
-    wrapped.truncate(n);
     let cert = B64.encode(recipient.to_der().map_err(internal)?);
-
+    let key_info = match public.id() {
+        Id::EC => agreed_key(&public, &key, &cert)?,
+        _ => transported_key(&public, &key, &cert)?,
+    };
     Ok(format!(
         "<xenc:EncryptedData xmlns:xenc=\"{XENC_NS}\" Type=\"{ty}\">\
          <xenc:EncryptionMethod Algorithm=\"{cipher_uri}\"/>\
-         <ds:KeyInfo xmlns:ds=\"{DSIG_NS}\"><xenc:EncryptedKey>\
+         <ds:KeyInfo xmlns:ds=\"{DSIG_NS}\">{key_info}</ds:KeyInfo>\
+         <xenc:CipherData><xenc:CipherValue>{value}</xenc:CipherValue></xenc:CipherData>\
+         </xenc:EncryptedData>",
+        ty = profile::TYPE_ELEMENT,
+        value = B64.encode(value),
+    ))
+}
+
+/// The `xenc:EncryptedKey` carrying `key` by RSA-OAEP to `public` (the certificate `cert`,
+/// base64), within a `ds:KeyInfo` that binds the `ds` prefix.
+fn transported_key(public: &PKey<openssl::pkey::Public>, key: &[u8], cert: &str) -> Result<String, Problem> {
+    let mut enc = Encrypter::new(public).map_err(internal)?;
+    enc.set_rsa_padding(Padding::PKCS1_OAEP).map_err(internal)?;
+    enc.set_rsa_oaep_md(MessageDigest::sha256()).map_err(internal)?;
+    enc.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(internal)?;
+    let mut wrapped = vec![0u8; enc.encrypt_len(key).map_err(internal)?];
+    let n = enc.encrypt(key, &mut wrapped).map_err(internal)?;
+    wrapped.truncate(n);
+    Ok(format!(
+        "<xenc:EncryptedKey>\
          <xenc:EncryptionMethod Algorithm=\"{oaep}\"><ds:DigestMethod Algorithm=\"{sha256}\"/>\
          <xenc11:MGF xmlns:xenc11=\"{XENC11_NS}\" Algorithm=\"{mgf}\"/></xenc:EncryptionMethod>\
          <ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>\
          <xenc:CipherData><xenc:CipherValue>{wrapped}</xenc:CipherValue></xenc:CipherData>\
-         </xenc:EncryptedKey></ds:KeyInfo>\
-         <xenc:CipherData><xenc:CipherValue>{value}</xenc:CipherValue></xenc:CipherData>\
-         </xenc:EncryptedData>",
-        ty = profile::TYPE_ELEMENT,
+         </xenc:EncryptedKey>",
         oaep = profile::RSA_OAEP_11,
         sha256 = profile::SHA256,
         mgf = profile::MGF1_SHA256,
         wrapped = B64.encode(wrapped),
-        value = B64.encode(value),
+    ))
+}
+
+/// The `xenc:EncryptedKey` carrying `key` wrapped (kw-aes256) with a key agreed with `public`
+/// (ECDH-ES, an ephemeral key of this document, ConcatKDF with SHA-256 whose AlgorithmID is
+/// the wrap algorithm's URI); the recipient named by its certificate `cert` (base64).
+fn agreed_key(public: &PKey<openssl::pkey::Public>, key: &[u8], cert: &str) -> Result<String, Problem> {
+    let curve = agree::curve_uri(public).ok_or_else(|| {
+        Problem::new(
+            Code::CertificateInvalid,
+            "the recipient's EC key is on a curve key agreement does not use (P-256, P-384, P-521, brainpoolP256r1, brainpoolP384r1)",
+        )
+    })?;
+    let ephemeral = agree::ephemeral_for(public).ok_or_else(|| internal(""))?;
+    let z = agree::shared_secret(&ephemeral, public).ok_or_else(|| internal(""))?;
+    let algorithm_id: Vec<u8> = profile::KW_AES256.bytes().collect();
+    let kek = agree::concat_kdf(MessageDigest::sha256(), &z, &algorithm_id, 32).ok_or_else(|| internal(""))?;
+    let wrapped = agree::wrap(&kek, key).ok_or_else(|| internal(""))?;
+    let point = agree::public_point(&ephemeral).ok_or_else(|| internal(""))?;
+    let algorithm_id: String = algorithm_id.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "<xenc:EncryptedKey>\
+         <xenc:EncryptionMethod Algorithm=\"{kw}\"/>\
+         <ds:KeyInfo><xenc:AgreementMethod Algorithm=\"{ecdh}\">\
+         <xenc11:KeyDerivationMethod xmlns:xenc11=\"{XENC11_NS}\" Algorithm=\"{kdf}\">\
+         <xenc11:ConcatKDFParams AlgorithmID=\"00{algorithm_id}\" PartyUInfo=\"\" PartyVInfo=\"\">\
+         <ds:DigestMethod Algorithm=\"{sha256}\"/></xenc11:ConcatKDFParams></xenc11:KeyDerivationMethod>\
+         <xenc:OriginatorKeyInfo><ds:KeyValue><dsig11:ECKeyValue xmlns:dsig11=\"{DSIG11_NS}\">\
+         <dsig11:NamedCurve URI=\"{curve}\"/><dsig11:PublicKey>{point}</dsig11:PublicKey>\
+         </dsig11:ECKeyValue></ds:KeyValue></xenc:OriginatorKeyInfo>\
+         <xenc:RecipientKeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></xenc:RecipientKeyInfo>\
+         </xenc:AgreementMethod></ds:KeyInfo>\
+         <xenc:CipherData><xenc:CipherValue>{wrapped}</xenc:CipherValue></xenc:CipherData>\
+         </xenc:EncryptedKey>",
+        kw = profile::KW_AES256,
+        ecdh = profile::ECDH_ES,
+        kdf = profile::CONCAT_KDF,
+        sha256 = profile::SHA256,
+        point = B64.encode(point),
+        wrapped = B64.encode(wrapped),
     ))
 }
 
@@ -108,11 +161,28 @@ pub fn encrypt_root(xml: &[u8], recipient: &X509, cipher_uri: &str, limits: &Lim
 struct Plan {
     key_len: usize,
     cipher_value: String,
-    oaep_digest: MessageDigest,
-    mgf_digest: MessageDigest,
-    oaep_label: Option<Vec<u8>>,
+    unwrap: Unwrap,
     wrapped_key: String,
     element_type: bool,
+}
+
+/// How the content key is recovered.
+enum Unwrap {
+    /// RSA-OAEP key transport.
+    Oaep {
+        digest: MessageDigest,
+        mgf: MessageDigest,
+        label: Option<Vec<u8>>,
+    },
+    /// AES key wrap with a key agreed by ECDH-ES with the originator's ephemeral key and
+    /// derived by ConcatKDF.
+    Agreed {
+        kek_len: usize,
+        kdf_digest: MessageDigest,
+        fixed_info: Vec<u8>,
+        curve: openssl::nid::Nid,
+        point: Vec<u8>,
+    },
 }
 
 fn the_child(node: &Node, ns: &str, local: &str) -> Result<Node, Problem> {
@@ -167,16 +237,18 @@ fn plan(data: &Node) -> Result<Plan, Problem> {
         Some(p) => Some(B64.decode(dom::compact_text(&p)).map_err(|_| failed())?),
         None => None,
     };
-    let (oaep_digest, mgf_digest) = match key_alg.as_str() {
-        profile::RSA_OAEP_11 => (
-            profile::oaep_digest(digest_uri.as_deref().unwrap_or(profile::SHA1))?,
-            profile::mgf_digest(mgf_uri.as_deref().unwrap_or(profile::MGF1_SHA1))?,
-        ),
-        profile::RSA_OAEP_MGF1P => (
-            profile::oaep_digest(digest_uri.as_deref().unwrap_or(profile::SHA1))?,
-            MessageDigest::sha1(),
-        ),
-        other => return Err(not_allowed("key transport", other)),
+    let unwrap = match key_alg.as_str() {
+        profile::RSA_OAEP_11 => Unwrap::Oaep {
+            digest: profile::oaep_digest(digest_uri.as_deref().unwrap_or(profile::SHA1))?,
+            mgf: profile::mgf_digest(mgf_uri.as_deref().unwrap_or(profile::MGF1_SHA1))?,
+            label: oaep_label,
+        },
+        profile::RSA_OAEP_MGF1P => Unwrap::Oaep {
+            digest: profile::oaep_digest(digest_uri.as_deref().unwrap_or(profile::SHA1))?,
+            mgf: MessageDigest::sha1(),
+            label: oaep_label,
+        },
+        other => agreement(&ek, other, profile::key_wrap(other)?)?,
     };
     let element_type = match attr(data, "Type").as_deref() {
         None | Some(profile::TYPE_ELEMENT) => true,
@@ -186,27 +258,109 @@ fn plan(data: &Node) -> Result<Plan, Problem> {
     Ok(Plan {
         key_len,
         cipher_value: data_value,
-        oaep_digest,
-        mgf_digest,
-        oaep_label,
+        unwrap,
         wrapped_key: cipher_value(&ek)?,
         element_type,
     })
 }
 
-fn run(plan: &Plan, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
-    let wrapped = B64.decode(&plan.wrapped_key).map_err(|_| failed())?;
-    let value = B64.decode(&plan.cipher_value).map_err(|_| failed())?;
-    let mut dec = Decrypter::new(key).map_err(|_| failed())?;
-    dec.set_rsa_padding(Padding::PKCS1_OAEP).map_err(|_| failed())?;
-    dec.set_rsa_oaep_md(plan.oaep_digest).map_err(|_| failed())?;
-    dec.set_rsa_mgf1_md(plan.mgf_digest).map_err(|_| failed())?;
-    if let Some(label) = &plan.oaep_label {
-        dec.set_rsa_oaep_label(label).map_err(|_| failed())?;
+/// Reads the key agreement of an `EncryptedKey` wrapped (`wrap_uri`) with a `kek_len`-byte AES key: its
+/// `ds:KeyInfo` holds exactly one `xenc:AgreementMethod` — ECDH-ES, ConcatKDF with an
+/// allowed digest, the originator's ephemeral key as an `ECKeyValue` on an allowed named curve.
+/// (The `RecipientKeyInfo` only names the key the caller decrypts with.)
+fn agreement(ek: &Node, wrap_uri: &str, kek_len: usize) -> Result<Unwrap, Problem> {
+    // A key wrapped with a symmetric key from anywhere but an agreement (a KeyName, a
+    // pre-shared key) is not in the profile.
+    let key_info = the_child(ek, DSIG_NS, "KeyInfo").map_err(|_| not_allowed("key transport", wrap_uri))?;
+    let am = the_child(&key_info, XENC_NS, "AgreementMethod").map_err(|_| not_allowed("key transport", wrap_uri))?;
+    if elements(&key_info).len() != 1 {
+        return Err(failed());
     }
-    let mut aes_key = vec![0u8; dec.decrypt_len(&wrapped).map_err(|_| failed())?];
-    let n = dec.decrypt(&wrapped, &mut aes_key).map_err(|_| failed())?;
-    aes_key.truncate(n);
+    match attr(&am, "Algorithm").as_deref() {
+        Some(profile::ECDH_ES) => {}
+        other => return Err(not_allowed("key agreement", other.unwrap_or(""))),
+    }
+    let kdm = the_child(&am, XENC11_NS, "KeyDerivationMethod")?;
+    match attr(&kdm, "Algorithm").as_deref() {
+        Some(profile::CONCAT_KDF) => {}
+        other => return Err(not_allowed("key derivation", other.unwrap_or(""))),
+    }
+    let params = the_child(&kdm, XENC11_NS, "ConcatKDFParams")?;
+    let digest = the_child(&params, DSIG_NS, "DigestMethod")?;
+    let kdf_digest = profile::digest_method(&attr(&digest, "Algorithm").unwrap_or_default())?;
+    let mut fixed_info = Vec::new();
+    for name in ["AlgorithmID", "PartyUInfo", "PartyVInfo", "SuppPubInfo", "SuppPrivInfo"] {
+        fixed_info.extend(agree::bit_string(attr(&params, name).as_deref()).ok_or_else(failed)?);
+    }
+    let originator = the_child(&am, XENC_NS, "OriginatorKeyInfo")?;
+    // Only an ephemeral key carried in the document as a KeyValue (a KeyName beside it is a
+    // hint, ignored): a key referenced instead (X509Data, RetrievalMethod, a KeyName alone)
+    // would be a static key looked up elsewhere.
+    let kinds = elements(&originator);
+    if let Some(other) = kinds
+        .iter()
+        .find(|c| !is(c, DSIG_NS, "KeyValue") && !is(c, DSIG_NS, "KeyName"))
+    {
+        return Err(not_allowed("originator key", &other.get_name()));
+    }
+    if !kinds.iter().any(|c| is(c, DSIG_NS, "KeyValue")) {
+        return Err(not_allowed("originator key", "KeyName"));
+    }
+    let value = the_child(&originator, DSIG_NS, "KeyValue")?;
+    let ec = the_child(&value, DSIG11_NS, "ECKeyValue")?;
+    if elements(&ec).iter().any(|c| is(c, DSIG11_NS, "ECParameters")) {
+        return Err(not_allowed("EC parameters", "explicit curve parameters"));
+    }
+    let named = the_child(&ec, DSIG11_NS, "NamedCurve")?;
+    let uri = attr(&named, "URI").unwrap_or_default();
+    let curve = agree::curve(&uri).ok_or_else(|| not_allowed("elliptic curve", &uri))?;
+    let point = B64
+        .decode(dom::compact_text(&the_child(&ec, DSIG11_NS, "PublicKey")?))
+        .map_err(|_| failed())?;
+    Ok(Unwrap::Agreed {
+        kek_len,
+        kdf_digest,
+        fixed_info,
+        curve,
+        point,
+    })
+}
+
+/// The content key of `plan`, recovered with our private key.
+fn content_key(plan: &Plan, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
+    let wrapped = B64.decode(&plan.wrapped_key).map_err(|_| failed())?;
+    match &plan.unwrap {
+        Unwrap::Oaep { digest, mgf, label } => {
+            let mut dec = Decrypter::new(key).map_err(|_| failed())?;
+            dec.set_rsa_padding(Padding::PKCS1_OAEP).map_err(|_| failed())?;
+            dec.set_rsa_oaep_md(*digest).map_err(|_| failed())?;
+            dec.set_rsa_mgf1_md(*mgf).map_err(|_| failed())?;
+            if let Some(label) = label {
+                dec.set_rsa_oaep_label(label).map_err(|_| failed())?;
+            }
+            let mut aes_key = vec![0u8; dec.decrypt_len(&wrapped).map_err(|_| failed())?];
+            let n = dec.decrypt(&wrapped, &mut aes_key).map_err(|_| failed())?;
+            aes_key.truncate(n);
+            Ok(aes_key)
+        }
+        Unwrap::Agreed {
+            kek_len,
+            kdf_digest,
+            fixed_info,
+            curve,
+            point,
+        } => {
+            let ephemeral = agree::public_key(*curve, point).ok_or_else(failed)?;
+            let z = agree::shared_secret(key, &ephemeral).ok_or_else(failed)?;
+            let kek = agree::concat_kdf(*kdf_digest, &z, fixed_info, *kek_len).ok_or_else(failed)?;
+            agree::unwrap(&kek, &wrapped).ok_or_else(failed)
+        }
+    }
+}
+
+fn run(plan: &Plan, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
+    let value = B64.decode(&plan.cipher_value).map_err(|_| failed())?;
+    let aes_key = content_key(plan, key)?;
     if aes_key.len() != plan.key_len || value.len() < IV_LEN + TAG_LEN {
         return Err(failed());
     }

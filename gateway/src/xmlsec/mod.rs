@@ -1,5 +1,6 @@
 //! XML security, our own implementation over libxml2 (DOM, C14N) and OpenSSL: enveloped XML
-//! Signatures (`sign`, `verify`), XML Encryption 1.1 (`encrypt`), the certificate policy
+//! Signatures (`sign`, `verify`), XML Encryption 1.1 (`encrypt`; ECDH-ES key agreement for EC
+//! recipients in `agree`), the certificate policy
 //! (`trust`) and the allow-lists (`profile`), plus the envelope's two layers (`seal`).
 //!
 //! Rules that hold everywhere in this module:
@@ -10,6 +11,7 @@
 //! - every decryption failure gives the same `decryption-failed`;
 //! - no key material or payload is ever logged or put into an error.
 
+pub mod agree;
 pub mod dom;
 pub mod encrypt;
 pub mod profile;

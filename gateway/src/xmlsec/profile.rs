@@ -45,6 +45,14 @@ pub const MGF1_SHA512: &str = "http://www.w3.org/2009/xmlenc11#mgf1sha512";
 /// Only as the OAEP label digest of `rsa-oaep-mgf1p` (the default there), never for signatures.
 pub const SHA1: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
 
+pub const DSIG11_NS: &str = "http://www.w3.org/2009/xmldsig11#";
+/// Key agreement (xmlenc 1.1) for EC recipients: ECDH-ES, ConcatKDF, AES key wrap.
+pub const ECDH_ES: &str = "http://www.w3.org/2009/xmlenc11#ECDH-ES";
+pub const CONCAT_KDF: &str = "http://www.w3.org/2009/xmlenc11#ConcatKDF";
+pub const KW_AES128: &str = "http://www.w3.org/2001/04/xmlenc#kw-aes128";
+pub const KW_AES192: &str = "http://www.w3.org/2001/04/xmlenc#kw-aes192";
+pub const KW_AES256: &str = "http://www.w3.org/2001/04/xmlenc#kw-aes256";
+
 pub const TYPE_ELEMENT: &str = "http://www.w3.org/2001/04/xmlenc#Element";
 pub const TYPE_CONTENT: &str = "http://www.w3.org/2001/04/xmlenc#Content";
 
@@ -182,6 +190,17 @@ pub fn data_cipher(uri: &str) -> Result<usize, Problem> {
         AES192_GCM => Ok(24),
         AES256_GCM => Ok(32),
         _ => Err(not_allowed("data encryption method", uri)),
+    }
+}
+
+/// Key wrap of a content key with a key from key agreement: the wrapping key's length in
+/// bytes. (We produce kw-aes256; the shorter ones are read from other implementations.)
+pub fn key_wrap(uri: &str) -> Result<usize, Problem> {
+    match uri {
+        KW_AES128 => Ok(16),
+        KW_AES192 => Ok(24),
+        KW_AES256 => Ok(32),
+        _ => Err(not_allowed("key transport", uri)),
     }
 }
 

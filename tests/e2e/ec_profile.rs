@@ -1,0 +1,226 @@
+//! The EC profile's encryption (issue 26): content encrypted for an EC recipient travels with
+//! an ECDH-ES key agreement (an ephemeral key per document, ConcatKDF with SHA-256, kw-aes256,
+//! AES-256-GCM) and opens with the recipient's key on every curve key agreement allows; the
+//! attacks on it — a tampered ephemeral key, a point off the curve, a point of another curve,
+//! a cut wrapped key, changed KDF parameters, the wrong key type — all end in the one generic
+//! decryption error, and what the profile does not allow is refused before any cryptography.
+
+use gateway::problem::{Code, Problem};
+use gateway::xmlsec::{encrypt, profile};
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use poststelle_tests::pki::{self, Cert};
+
+use crate::xmlsec_attacks::{limits, refused, replace_once};
+
+const PLAIN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Geheim xmlns=\"urn:test\"><Wert>Schlüssel &amp; Schloss</Wert></Geheim>\n";
+
+/// A recipient on `nid`: key and (self-signed) certificate.
+fn recipient(nid: Nid) -> (PKey<Private>, X509) {
+    let key = pki::ec(nid);
+    let cert = Cert::new("EC recipient").build(&key, &key);
+    (key, cert)
+}
+
+fn encrypted(cert: &X509) -> String {
+    let out = encrypt::encrypt_root(PLAIN.as_bytes(), cert, profile::AES256_GCM, &limits());
+    String::from_utf8(out.unwrap_or_else(|p| panic!("{:?}: {}", p.code, p.detail))).unwrap()
+}
+
+fn decrypt(xml: &str, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
+    encrypt::decrypt_document(xml.as_bytes(), key, &limits())
+}
+
+/// The text between the first `open` and the next `close`.
+fn inner<'a>(xml: &'a str, open: &str, close: &str) -> &'a str {
+    let start = xml.find(open).unwrap_or_else(|| panic!("no {open}")) + open.len();
+    let end = start + xml[start..].find(close).unwrap();
+    &xml[start..end]
+}
+
+fn b64(bytes: &[u8]) -> String {
+    openssl::base64::encode_block(bytes)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    openssl::base64::decode_block(s).unwrap()
+}
+
+/// The one answer for every cryptographic failure.
+#[track_caller]
+fn generic_failure(r: Result<Vec<u8>, Problem>) {
+    let p = refused(r, Code::DecryptionFailed, "cannot be decrypted");
+    assert_eq!(p.detail, encrypt::failed().detail);
+}
+
+#[test]
+fn ec_recipients_on_every_allowed_curve_get_ecdh_es_and_open_it() {
+    let curves = [
+        (Nid::X9_62_PRIME256V1, "urn:oid:1.2.840.10045.3.1.7"),
+        (Nid::SECP384R1, "urn:oid:1.3.132.0.34"),
+        (Nid::SECP521R1, "urn:oid:1.3.132.0.35"),
+        (Nid::BRAINPOOL_P256R1, "urn:oid:1.3.36.3.3.2.8.1.1.7"),
+        (Nid::BRAINPOOL_P384R1, "urn:oid:1.3.36.3.3.2.8.1.1.11"),
+    ];
+    for (nid, urn) in curves {
+        let (key, cert) = recipient(nid);
+        let doc = encrypted(&cert);
+        for uri in [
+            profile::ECDH_ES,
+            profile::CONCAT_KDF,
+            profile::KW_AES256,
+            profile::AES256_GCM,
+            urn,
+        ] {
+            assert!(doc.contains(uri), "{nid:?}: no {uri} in\n{doc}");
+        }
+        assert!(!doc.contains("Schlüssel"), "plaintext left in the document");
+        assert_eq!(decrypt(&doc, &key).unwrap(), PLAIN.as_bytes(), "{nid:?}");
+        // A fresh ephemeral key per document.
+        let again = encrypted(&cert);
+        let point = |d: &str| inner(d, "<dsig11:PublicKey>", "</dsig11:PublicKey>").to_owned();
+        assert_ne!(point(&doc), point(&again));
+        // Someone else's key of the same curve opens nothing.
+        let (other, _) = recipient(nid);
+        generic_failure(decrypt(&doc, &other));
+    }
+}
+
+#[test]
+fn attacks_on_the_key_agreement_all_end_in_the_one_generic_error() {
+    let (key, cert) = recipient(Nid::X9_62_PRIME256V1);
+    let doc = encrypted(&cert);
+    assert_eq!(decrypt(&doc, &key).unwrap(), PLAIN.as_bytes(), "positive control");
+    let point_b64 = inner(&doc, "<dsig11:PublicKey>", "</dsig11:PublicKey>").to_owned();
+    let point = unb64(&point_b64);
+    assert_eq!((point.len(), point[0]), (65, 4), "uncompressed P-256 point");
+    let with_point = |p: &[u8]| replace_once(&doc, &point_b64, &b64(p));
+
+    // A tampered ephemeral key: a bit of X flipped (off the curve, or another point).
+    let mut t = point.clone();
+    t[5] ^= 0x01;
+    generic_failure(decrypt(&with_point(&t), &key));
+    // A point that is not on the curve (the invalid-curve attack): (1, 1).
+    let mut off = vec![4u8];
+    off.extend([0u8; 31]);
+    off.push(1);
+    off.extend([0u8; 31]);
+    off.push(1);
+    generic_failure(decrypt(&with_point(&off), &key));
+    // The point at infinity, and a point of the wrong length.
+    generic_failure(decrypt(&with_point(&[0u8]), &key));
+    generic_failure(decrypt(&with_point(&point[..40]), &key));
+    // A genuine point of another curve, named as such: not our key's curve.
+    let p384 = pki::ec(Nid::SECP384R1);
+    let p384_point = p384
+        .ec_key()
+        .unwrap()
+        .public_key()
+        .to_bytes(
+            p384.ec_key().unwrap().group(),
+            openssl::ec::PointConversionForm::UNCOMPRESSED,
+            &mut openssl::bn::BigNumContext::new().unwrap(),
+        )
+        .unwrap();
+    let other_curve = replace_once(
+        &with_point(&p384_point),
+        "urn:oid:1.2.840.10045.3.1.7",
+        "urn:oid:1.3.132.0.34",
+    );
+    generic_failure(decrypt(&other_curve, &key));
+    // The P-256 point declared as a P-384 one.
+    generic_failure(decrypt(
+        &replace_once(&doc, "urn:oid:1.2.840.10045.3.1.7", "urn:oid:1.3.132.0.34"),
+        &key,
+    ));
+    // The wrapped key cut short, or a bit of it flipped.
+    let wrapped_b64 = inner(
+        &doc,
+        "</xenc:AgreementMethod></ds:KeyInfo><xenc:CipherData><xenc:CipherValue>",
+        "<",
+    )
+    .to_owned();
+    let wrapped = unb64(&wrapped_b64);
+    assert_eq!(wrapped.len(), 40, "a 256-bit key wrapped");
+    for cut in [&wrapped[..32], &wrapped[..24], &wrapped[..8]] {
+        generic_failure(decrypt(&replace_once(&doc, &wrapped_b64, &b64(cut)), &key));
+    }
+    let mut flipped = wrapped.clone();
+    flipped[17] ^= 0x80;
+    generic_failure(decrypt(&replace_once(&doc, &wrapped_b64, &b64(&flipped)), &key));
+    // Changed KDF parameters derive another wrapping key.
+    let changed = replace_once(&doc, "PartyUInfo=\"\"", "PartyUInfo=\"00ff\"");
+    generic_failure(decrypt(&changed, &key));
+    let bad_bits = replace_once(&doc, "PartyUInfo=\"\"", "PartyUInfo=\"03d8\"");
+    generic_failure(decrypt(&bad_bits, &key));
+    // The wrong kind of key: an RSA key for an EC document, our EC key for an RSA document.
+    generic_failure(decrypt(&doc, &pki::rsa(3072)));
+    let rsa = pki::rsa(3072);
+    let rsa_doc = encrypted(&Cert::new("RSA recipient").build(&rsa, &rsa));
+    generic_failure(decrypt(&rsa_doc, &key));
+}
+
+#[test]
+fn what_the_profile_does_not_allow_is_refused_before_any_cryptography() {
+    let (key, cert) = recipient(Nid::X9_62_PRIME256V1);
+    let doc = encrypted(&cert);
+    let not_allowed = |attacked: String, detail: &str| {
+        // NEUTRAL: an RSA key cannot do ECDH, so only the allow-list can decide.
+        refused(decrypt(&attacked, &pki::rsa(3072)), Code::AlgorithmNotAllowed, detail);
+        refused(decrypt(&attacked, &key), Code::AlgorithmNotAllowed, detail);
+    };
+    not_allowed(
+        replace_once(&doc, profile::ECDH_ES, "http://www.w3.org/2009/xmlenc11#dh-es"),
+        "key agreement",
+    );
+    not_allowed(
+        replace_once(&doc, profile::CONCAT_KDF, "http://www.w3.org/2009/xmlenc11#pbkdf2"),
+        "key derivation",
+    );
+    not_allowed(
+        replace_once(
+            &doc,
+            &format!(
+                "<ds:DigestMethod Algorithm=\"{}\"/></xenc11:ConcatKDFParams>",
+                profile::SHA256
+            ),
+            &format!(
+                "<ds:DigestMethod Algorithm=\"{}\"/></xenc11:ConcatKDFParams>",
+                profile::SHA1
+            ),
+        ),
+        "digest method",
+    );
+    not_allowed(
+        replace_once(
+            &doc,
+            profile::KW_AES256,
+            "http://www.w3.org/2001/04/xmlenc#kw-tripledes",
+        ),
+        "key transport",
+    );
+    // secp256k1 is no curve of the profile.
+    not_allowed(
+        replace_once(&doc, "urn:oid:1.2.840.10045.3.1.7", "urn:oid:1.3.132.0.10"),
+        "elliptic curve",
+    );
+    // A static originator key looked up by name instead of the ephemeral key in the document.
+    let value = format!(
+        "<ds:KeyValue>{}</ds:KeyValue>",
+        inner(&doc, "<ds:KeyValue>", "</ds:KeyValue>")
+    );
+    not_allowed(
+        replace_once(&doc, &value, "<ds:KeyName>originator</ds:KeyName>"),
+        "originator key",
+    );
+    // Explicit curve parameters instead of a named curve.
+    not_allowed(
+        replace_once(
+            &doc,
+            "<dsig11:NamedCurve",
+            "<dsig11:ECParameters><dsig11:FieldID/></dsig11:ECParameters><dsig11:NamedCurve",
+        ),
+        "EC parameters",
+    );
+}
