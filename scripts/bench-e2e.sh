@@ -12,7 +12,8 @@
 # poststelle_b, dropped before and after the run); unset: SQLite in each data folder. With
 # PostgreSQL the closed loop also reports the database's committed transactions per message and
 # the CPU time of the PostgreSQL processes per message (beside the nodes'); NOTIFY=off disables
-# the job trigger's notifications, to measure what they cost.
+# the job trigger's notifications, to measure what they cost. KEY_TYPE=ec makes the network on
+# EC P-256 keys (ECDSA, ECDH-ES) instead of RSA-3072.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3000}
@@ -36,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 drop_schemas
-"$bin" network init "$work/net" ${STORE_URL:+--store-url "$STORE_URL"} >/dev/null
+"$bin" network init "$work/net" ${STORE_URL:+--store-url "$STORE_URL"} ${KEY_TYPE:+--key-type "$KEY_TYPE"} >/dev/null
 # Optional overrides of [relay] settings for both nodes, e.g. RELAY="workers = 8
 # per_partner_concurrency = 8".
 if [[ -n ${RELAY:-} ]]; then
@@ -70,12 +71,15 @@ if [[ -n ${STORE_URL:-} ]]; then
     if [[ ${NOTIFY:-on} == off ]]; then
         psql "$STORE_URL" -qc "ALTER TABLE poststelle_a.jobs DISABLE TRIGGER jobs_notify; ALTER TABLE poststelle_b.jobs DISABLE TRIGGER jobs_notify"
     fi
-    xacts0=$(pg_xacts); syncs0=$(pg_syncs); segs0=$(pg_segs); pgcpu0=$(cpu $(pg_pids)); nodecpu0=$(cpu "${pids[@]}")
+    xacts0=$(pg_xacts); syncs0=$(pg_syncs); segs0=$(pg_segs); pgcpu0=$(cpu $(pg_pids))
 fi
+nodecpu0=$(cpu "${pids[@]}")
 echo "== closed loop: poststelle bench --messages $N --clients 16"
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
+nodecpu1=$(cpu "${pids[@]}")
+awk -v n="$N" -v c0="$nodecpu0" -v c1="$nodecpu1" 'BEGIN {printf "CPU of both nodes per message: %.2f ms\n", 1000 * (c1 - c0) / n}'
 if [[ -n ${STORE_URL:-} ]]; then
-    xacts1=$(pg_xacts); syncs1=$(pg_syncs); segs1=$(pg_segs); pgcpu1=$(cpu $(pg_pids)); nodecpu1=$(cpu "${pids[@]}")
+    xacts1=$(pg_xacts); syncs1=$(pg_syncs); segs1=$(pg_segs); pgcpu1=$(cpu $(pg_pids))
     awk -v n="$N" -v x="$(( xacts1 - xacts0 ))" -v s="$(( syncs1 - syncs0 ))" -v r="$(( segs1 - segs0 ))" -v p0="$pgcpu0" -v p1="$pgcpu1" -v c0="$nodecpu0" -v c1="$nodecpu1" -v notify="${NOTIFY:-on}" \
         'BEGIN {printf "PostgreSQL (notify %s), per message: %.1f transactions, %.1f WAL syncs, %.0f round trips (segments sent); CPU: PostgreSQL %.2f ms, both nodes %.2f ms\n", notify, x / n, s / n, r / n, 1000 * (p1 - p0) / n, 1000 * (c1 - c0) / n}'
     echo "job tables after the run (live rows, dead rows, autovacuum runs):"

@@ -170,6 +170,10 @@ enum NetworkCommand {
         /// (`poststelle_<node>`); without it each node keeps SQLite in its data folder.
         #[arg(long)]
         store_url: Option<String>,
+        /// The keys of the development PKI: RSA-3072 (RSA-PSS, RSA-OAEP) or EC P-256 (ECDSA,
+        /// ECDH-ES).
+        #[arg(long, value_enum, default_value_t = crate::pki::KeyType::Rsa)]
+        key_type: crate::pki::KeyType,
     },
 }
 
@@ -245,10 +249,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     amqp,
                     base_port,
                     store_url,
+                    key_type,
                 },
         } => {
             let ports = base_port.map_or(crate::network::Ports::Free, crate::network::Ports::From);
-            let net = crate::network::init_with(&dir, nodes, ports, amqp.as_deref(), store_url.as_deref())?;
+            let net = crate::network::init_with(&dir, nodes, ports, amqp.as_deref(), store_url.as_deref(), key_type)?;
             for n in &net.nodes {
                 println!(
                     "node {}: api {}  admin {}  config {}",

@@ -6,6 +6,7 @@
 //! and tests. Listener ports on 127.0.0.1 are picked outside the kernel's ephemeral port range
 //! (see [`Ports`]).
 
+use crate::pki::KeyType;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -177,17 +178,17 @@ fn ports(n: usize, choice: Ports) -> anyhow::Result<Vec<[u16; 3]>> {
 
 /// The development PKI of a network: the transport CA and the content CA in `dir`, and for
 /// each node its node certificate and its authority's certificate.
-fn write_pki(dir: &Path, names: &[String]) -> anyhow::Result<()> {
-    let ca = crate::pki::new_ca("Poststelle development CA")?;
+fn write_pki(dir: &Path, names: &[String], kind: KeyType) -> anyhow::Result<()> {
+    let ca = crate::pki::new_ca("Poststelle development CA", kind)?;
     ca.write(dir, "ca")?;
-    let content_ca = crate::pki::new_ca("Poststelle development content CA")?;
+    let content_ca = crate::pki::new_ca("Poststelle development content CA", kind)?;
     content_ca.write(dir, "content-ca")?;
     for (i, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);
         std::fs::create_dir_all(node_dir.join("authorities"))?;
-        crate::pki::new_node_cert(&ca, name)?.write(&node_dir, "node")?;
+        crate::pki::new_node_cert(&ca, name, kind)?.write(&node_dir, "node")?;
         let authority = authority_of(i);
-        crate::pki::new_authority_cert(&content_ca, &authority)?.write(
+        crate::pki::new_authority_cert(&content_ca, &authority, kind)?.write(
             &node_dir.join("authorities"),
             &crate::pki::authority_file_name(&authority),
         )?;
@@ -211,19 +212,21 @@ fn store_settings(store_url: Option<&str>, node: &str) -> crate::config::StoreSe
 
 /// Writes a network of `n` nodes into `dir` and returns its description.
 pub fn init(dir: &Path, n: usize, ports: Ports) -> anyhow::Result<NetworkFile> {
-    init_with(dir, n, ports, None, None)
+    init_with(dir, n, ports, None, None, KeyType::Rsa)
 }
 
 /// Like [`init`]; with a broker URL every node gets an `[amqp]` section, and each client an
 /// intake queue and an inbox queue (a publish confirmed by the broker counts as delivered).
 /// Queue names carry a random network id, so that networks sharing a broker stay apart. With a
 /// PostgreSQL URL every node keeps its store there, in a schema of its own (`poststelle_<node>`).
+/// `kind` chooses the keys: RSA-3072, or EC P-256 (ECDSA signatures, ECDH-ES encryption).
 pub fn init_with(
     dir: &Path,
     n: usize,
     port_choice: Ports,
     amqp_url: Option<&str>,
     store_url: Option<&str>,
+    kind: KeyType,
 ) -> anyhow::Result<NetworkFile> {
     let net_id = {
         let mut b = [0u8; 4];
@@ -235,7 +238,7 @@ pub fn init_with(
     let dir = std::path::absolute(dir)?;
     let ports = ports(n, port_choice)?;
     let names: Vec<String> = (0..n).map(node_name).collect();
-    write_pki(&dir, &names)?;
+    write_pki(&dir, &names, kind)?;
     let authority_cert = |node: &str, authority: &str| {
         PathBuf::from(format!(
             "../{node}/authorities/{}.pem",

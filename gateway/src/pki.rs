@@ -1,13 +1,16 @@
 //! A development PKI for local networks, made with the `openssl` crate: a transport CA with
 //! node certificates, and a content CA with authority certificates (one trust anchor per
-//! role); every end-entity key RSA-3072, signatures SHA-256. Not for production: real deployments use certificates from
+//! role); every key RSA-3072, or EC P-256 with `--key-type ec` (signatures SHA-256: with
+//! RSA or ECDSA). Not for production: real deployments use certificates from
 //! their administration PKI (e.g. the DOI/V-PKI) and only point the config at the files.
 
 use std::path::Path;
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
@@ -49,8 +52,24 @@ impl Issued {
     }
 }
 
-fn new_key() -> anyhow::Result<PKey<Private>> {
-    Ok(PKey::from_rsa(Rsa::generate(RSA_BITS)?)?)
+/// The key type of a development network's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyType {
+    /// RSA-3072: signatures RSA-PSS, encryption RSA-OAEP.
+    #[default]
+    Rsa,
+    /// EC P-256: signatures ECDSA, encryption ECDH-ES.
+    Ec,
+}
+
+fn new_key(kind: KeyType) -> anyhow::Result<PKey<Private>> {
+    Ok(match kind {
+        KeyType::Rsa => PKey::from_rsa(Rsa::generate(RSA_BITS)?)?,
+        KeyType::Ec => {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            PKey::from_ec_key(EcKey::generate(&group)?)?
+        }
+    })
 }
 
 fn base(cn: &str, key: &PKey<Private>) -> anyhow::Result<X509Builder> {
@@ -72,8 +91,8 @@ fn base(cn: &str, key: &PKey<Private>) -> anyhow::Result<X509Builder> {
 }
 
 /// A self-signed CA.
-pub fn new_ca(cn: &str) -> anyhow::Result<Issued> {
-    let key = new_key()?;
+pub fn new_ca(cn: &str, kind: KeyType) -> anyhow::Result<Issued> {
+    let key = new_key(kind)?;
     let mut b = base(cn, &key)?;
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("O", "Poststelle development network")?;
@@ -91,10 +110,10 @@ pub fn new_ca(cn: &str) -> anyhow::Result<Issued> {
 fn new_leaf(
     ca: &Issued,
     cn: &str,
+    key: PKey<Private>,
     usage: &mut KeyUsage,
     extra: impl FnOnce(&mut X509Builder) -> anyhow::Result<()>,
 ) -> anyhow::Result<Issued> {
-    let key = new_key()?;
     let mut b = base(cn, &key)?;
     b.set_issuer_name(ca.cert.subject_name())?;
     b.append_extension(BasicConstraints::new().build()?)?;
@@ -106,26 +125,46 @@ fn new_leaf(
 }
 
 /// A node certificate for TLS server and client use, valid for 127.0.0.1, ::1 and localhost.
-pub fn new_node_cert(ca: &Issued, node: &str) -> anyhow::Result<Issued> {
+pub fn new_node_cert(ca: &Issued, node: &str, kind: KeyType) -> anyhow::Result<Issued> {
     let mut usage = KeyUsage::new();
-    usage.digital_signature().key_encipherment();
-    new_leaf(ca, &format!("poststelle node {node}"), &mut usage, |b| {
-        b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
-        let san = SubjectAlternativeName::new()
-            .dns("localhost")
-            .ip("127.0.0.1")
-            .ip("::1")
-            .build(&b.x509v3_context(Some(&ca.cert), None))?;
-        b.append_extension(san)?;
-        Ok(())
-    })
+    usage.digital_signature();
+    if kind == KeyType::Rsa {
+        usage.key_encipherment();
+    }
+    new_leaf(
+        ca,
+        &format!("poststelle node {node}"),
+        new_key(kind)?,
+        &mut usage,
+        |b| {
+            b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
+            let san = SubjectAlternativeName::new()
+                .dns("localhost")
+                .ip("127.0.0.1")
+                .ip("::1")
+                .build(&b.x509v3_context(Some(&ca.cert), None))?;
+            b.append_extension(san)?;
+            Ok(())
+        },
+    )
 }
 
-/// An authority certificate: content signatures and key transport (RSA-OAEP) for messages to it.
-pub fn new_authority_cert(ca: &Issued, authority: &str) -> anyhow::Result<Issued> {
+/// An authority certificate: content signatures, and the key of messages to it (RSA: key
+/// transport, key encipherment; EC: ECDH-ES, key agreement).
+pub fn new_authority_cert(ca: &Issued, authority: &str, kind: KeyType) -> anyhow::Result<Issued> {
     let mut usage = KeyUsage::new();
-    usage.digital_signature().non_repudiation().key_encipherment();
-    new_leaf(ca, &format!("authority {authority}"), &mut usage, |_| Ok(()))
+    usage.digital_signature().non_repudiation();
+    match kind {
+        KeyType::Rsa => usage.key_encipherment(),
+        KeyType::Ec => usage.key_agreement(),
+    };
+    new_leaf(
+        ca,
+        &format!("authority {authority}"),
+        new_key(kind)?,
+        &mut usage,
+        |_| Ok(()),
+    )
 }
 
 /// Subject and authority key identifiers (RFC 5280 §4.2.1.1–2), so chains build unambiguously.

@@ -4,6 +4,8 @@
 //! attacks on it — a tampered ephemeral key, a point off the curve, a point of another curve,
 //! a cut wrapped key, changed KDF parameters, the wrong key type — all end in the one generic
 //! decryption error, and what the profile does not allow is refused before any cryptography.
+//! A network made with `network init --key-type ec` runs end to end on EC keys alone and loses
+//! and doubles nothing through `kill -9` of both nodes.
 
 use gateway::problem::{Code, Problem};
 use gateway::xmlsec::{encrypt, profile};
@@ -12,6 +14,9 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use poststelle_tests::pki::{self, Cert};
 
+use std::time::Duration;
+
+use crate::harness::{Consumer, Counts, Net, node_dir};
 use crate::xmlsec_attacks::{limits, refused, replace_once};
 
 const PLAIN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Geheim xmlns=\"urn:test\"><Wert>Schlüssel &amp; Schloss</Wert></Geheim>\n";
@@ -223,4 +228,43 @@ fn what_the_profile_does_not_allow_is_refused_before_any_cryptography() {
         ),
         "EC parameters",
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ec_network_delivers_everything_once_through_kill_9_of_both_nodes() {
+    let net = Net::init_ec(2);
+    for (i, file) in [(0, "node.pem"), (1, "node.pem"), (0, "authorities/psw_01003110.pem")] {
+        let cert = X509::from_pem(&std::fs::read(node_dir(&net, i).join(file)).unwrap()).unwrap();
+        let curve = cert.public_key().unwrap().ec_key().unwrap().group().curve_name();
+        assert_eq!(curve, Some(Nid::X9_62_PRIME256V1), "{file} of node {i}");
+    }
+    let mut a = net.start(0).await;
+    let mut b = net.start(1).await;
+    let messages: Vec<(String, Vec<u8>)> = (0..12).map(|_| net.message(0, 1)).collect();
+    let uuids: Vec<String> = messages.iter().map(|m| m.0.clone()).collect();
+    let client = net.client(0);
+    let long = Duration::from_secs(120);
+    let mut ids = Vec::new();
+    for (i, (_, body)) in messages.iter().enumerate() {
+        if i == 6 {
+            // Both nodes die with messages in flight, and come back.
+            a.kill9();
+            b.kill9();
+            a = net.start(0).await;
+            b = net.start(1).await;
+        }
+        ids.push(client.submit_until_accepted(body, long).await);
+    }
+    let at_b = Consumer::start(&net, 1);
+    at_b.wait_for(&uuids, long).await;
+    for id in &ids {
+        assert_eq!(client.wait_ended(id, long).await, "delivered", "{id}");
+    }
+    assert_eq!(at_b.counts(&uuids, &uuids), Counts::default());
+    // The partner's receipt is signed with its EC node key.
+    let (status, receipt) = client.get_bytes(&format!("/v1/messages/{}/receipt", ids[0])).await;
+    assert_eq!(status, 200);
+    let receipt = String::from_utf8(receipt).unwrap();
+    assert!(receipt.contains(profile::ECDSA_SHA256), "{receipt}");
+    drop((a, b));
 }

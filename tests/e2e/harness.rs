@@ -116,6 +116,11 @@ impl Net {
         Self::init_with(nodes, &[], Some(local_pg_url()))
     }
 
+    /// A network whose keys are EC P-256 (`network init --key-type ec`).
+    pub fn init_ec(nodes: usize) -> Net {
+        Self::init_with(nodes, &["--key-type", "ec"], test_store_url())
+    }
+
     /// A network on the local broker whose nodes keep their stores in PostgreSQL.
     pub fn init_amqp_on_postgres(nodes: usize) -> Net {
         Self::init_with(nodes, &["--amqp", AMQP_URL], Some(local_pg_url()))

@@ -56,7 +56,7 @@ async fn certificates_outside_the_directory_are_refused() {
     let other = Net::init(1);
     let dir = tempfile::tempdir().unwrap();
     let ca = load_ca(&net);
-    let stranger = gateway::pki::new_node_cert(&ca, "stranger").unwrap();
+    let stranger = gateway::pki::new_node_cert(&ca, "stranger", gateway::pki::KeyType::Rsa).unwrap();
     stranger.write(dir.path(), "stranger").unwrap();
     let as_stranger = https_client(
         &a.ca,

@@ -31,9 +31,9 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let ca = gateway::pki::new_ca("xmlsec props CA").unwrap();
-        let a = gateway::pki::new_authority_cert(&ca, "psw:01003110").unwrap();
-        let b = gateway::pki::new_authority_cert(&ca, "psw:09162000").unwrap();
+        let ca = gateway::pki::new_ca("xmlsec props CA", gateway::pki::KeyType::Rsa).unwrap();
+        let a = gateway::pki::new_authority_cert(&ca, "psw:01003110", gateway::pki::KeyType::Rsa).unwrap();
+        let b = gateway::pki::new_authority_cert(&ca, "psw:09162000", gateway::pki::KeyType::Rsa).unwrap();
         Keys {
             signer: Identity {
                 key: a.key,

@@ -181,25 +181,23 @@ pub fn check_leaf(cert: &X509Ref, usage: Usage, policy: &Policy) -> Result<(), P
     if cert.not_after() < at {
         return Err(invalid(format!("certificate {} has expired", describe(cert))));
     }
-    if let Some(ku) = cert.key_usage() {
-        let needed = match usage {
-            Usage::Sign => X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION,
-            Usage::Encrypt => X509KeyUsage::KEY_ENCIPHERMENT,
-        };
-        if !ku.intersects(needed) {
-            return Err(invalid(format!(
-                "certificate {} does not allow {}",
-                describe(cert),
-                match usage {
-                    Usage::Sign => "digital signatures",
-                    Usage::Encrypt => "key encipherment",
-                }
-            )));
-        }
-    }
     let key = cert
         .public_key()
         .map_err(|_| invalid("the certificate's key is unreadable"))?;
+    if let Some(ku) = cert.key_usage() {
+        // Encryption to an RSA key transports the content key; to an EC key it agrees one.
+        let (needed, what) = match (usage, key.id()) {
+            (Usage::Sign, _) => (
+                X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION,
+                "digital signatures",
+            ),
+            (Usage::Encrypt, Id::EC) => (X509KeyUsage::KEY_AGREEMENT, "key agreement"),
+            (Usage::Encrypt, _) => (X509KeyUsage::KEY_ENCIPHERMENT, "key encipherment"),
+        };
+        if !ku.intersects(needed) {
+            return Err(invalid(format!("certificate {} does not allow {what}", describe(cert))));
+        }
+    }
     check_key_strength(&key, policy.allow_rsa_2048)
 }
 
