@@ -268,3 +268,51 @@ async fn an_ec_network_delivers_everything_once_through_kill_9_of_both_nodes() {
     assert!(receipt.contains(profile::ECDSA_SHA256), "{receipt}");
     drop((a, b));
 }
+
+/// A mixed network: node a keeps RSA-3072, node b's node and authority keys become EC P-256
+/// (issued by the same CAs, as in a migration). Each direction uses what the partner's
+/// certificate calls for — ECDH-ES to b's authority, RSA-OAEP to a's; receipts are signed
+/// ECDSA by b and RSA-PSS by a — and everything arrives once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_network_uses_each_partners_key_type() {
+    let net = Net::init(2);
+    let root = net.dir.path();
+    let load = |stem: &str| {
+        let cert = X509::from_pem(&std::fs::read(root.join(format!("{stem}.pem"))).unwrap()).unwrap();
+        let key = PKey::private_key_from_pem(&std::fs::read(root.join(format!("{stem}.key"))).unwrap()).unwrap();
+        gateway::pki::Issued { cert, key }
+    };
+    let (ca, content_ca) = (load("ca"), load("content-ca"));
+    let b = node_dir(&net, 1);
+    let authority = net.node(1).authorities[0].clone();
+    let ec = gateway::pki::KeyType::Ec;
+    gateway::pki::new_node_cert(&ca, "b", ec)
+        .unwrap()
+        .write(&b, "node")
+        .unwrap();
+    gateway::pki::new_authority_cert(&content_ca, &authority, ec)
+        .unwrap()
+        .write(&b.join("authorities"), &gateway::pki::authority_file_name(&authority))
+        .unwrap();
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let long = Duration::from_secs(120);
+    for (from, to, signature) in [(0, 1, profile::ECDSA_SHA256), (1, 0, profile::RSA_PSS_SHA256)] {
+        let messages: Vec<(String, Vec<u8>)> = (0..3).map(|_| net.message(from, to)).collect();
+        let uuids: Vec<String> = messages.iter().map(|m| m.0.clone()).collect();
+        let client = net.client(from);
+        let mut ids = Vec::new();
+        for (_, body) in &messages {
+            ids.push(client.submit_until_accepted(body, long).await);
+        }
+        let consumer = Consumer::start(&net, to);
+        consumer.wait_for(&uuids, long).await;
+        for id in &ids {
+            assert_eq!(client.wait_ended(id, long).await, "delivered", "{from} → {to}: {id}");
+        }
+        assert_eq!(consumer.counts(&uuids, &uuids), Counts::default());
+        let (_, receipt) = client.get_bytes(&format!("/v1/messages/{}/receipt", ids[0])).await;
+        let receipt = String::from_utf8(receipt).unwrap();
+        assert!(receipt.contains(signature), "{from} → {to}: {receipt}");
+    }
+}

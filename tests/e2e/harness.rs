@@ -464,8 +464,10 @@ impl Net {
         let id = uuid();
         let text = template
             .replace("dfef3ee4-72a5-465b-9373-a31f18e85d70", &id)
-            .replace(&gateway::network::authority_of(0), &self.node(from).authorities[0])
-            .replace(&gateway::network::authority_of(1), &self.node(to).authorities[0]);
+            // Through a placeholder, so that a message from node 1 to node 0 swaps the two.
+            .replace(&gateway::network::authority_of(0), "\u{0}author\u{0}")
+            .replace(&gateway::network::authority_of(1), &self.node(to).authorities[0])
+            .replace("\u{0}author\u{0}", &self.node(from).authorities[0]);
         (id, text.into_bytes())
     }
 
