@@ -52,14 +52,15 @@ impl NodeKeys {
         };
         let file = |what: &str, path: &std::path::Path| format!("{what} ({})", path.display());
         let node = Identity::load(&config.tls.key, &config.tls.cert);
+        let tls_key = |errs: &mut Vec<String>, what: &str, cert: &X509| {
+            if let Err(p) = trust::check_tls_key(cert) {
+                errs.push(format!("{what}: {}", p.detail));
+            }
+        };
         if let Ok(n) = &node {
-            check(
-                &mut errs,
-                &file("tls.cert", &config.tls.cert),
-                &n.cert,
-                &transport,
-                Usage::Sign,
-            );
+            let what = file("tls.cert", &config.tls.cert);
+            check(&mut errs, &what, &n.cert, &transport, Usage::Sign);
+            tls_key(&mut errs, &what, &n.cert);
         }
         let mut authorities = std::collections::BTreeMap::new();
         for (id, files) in &config.authority_keys {
@@ -92,6 +93,7 @@ impl NodeKeys {
                 Ok(cert) => {
                     let what = file(&format!("partner {}", p.node), &p.certificate);
                     check(&mut errs, &what, &cert, &t, Usage::Sign);
+                    tls_key(&mut errs, &what, &cert);
                     partner_nodes.insert(p.node.clone(), cert);
                 }
                 Err(e) => errs.push(format!("partner {}: {e}", p.node)),

@@ -126,45 +126,43 @@ fn new_leaf(
 
 /// A node certificate for TLS server and client use, valid for 127.0.0.1, ::1 and localhost.
 pub fn new_node_cert(ca: &Issued, node: &str, kind: KeyType) -> anyhow::Result<Issued> {
+    new_node_cert_for(ca, node, new_key(kind)?)
+}
+
+/// [`new_node_cert`] for a key of the caller's (any curve, for tests of the certificate policy).
+pub fn new_node_cert_for(ca: &Issued, node: &str, key: PKey<Private>) -> anyhow::Result<Issued> {
     let mut usage = KeyUsage::new();
     usage.digital_signature();
-    if kind == KeyType::Rsa {
+    if key.rsa().is_ok() {
         usage.key_encipherment();
     }
-    new_leaf(
-        ca,
-        &format!("poststelle node {node}"),
-        new_key(kind)?,
-        &mut usage,
-        |b| {
-            b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
-            let san = SubjectAlternativeName::new()
-                .dns("localhost")
-                .ip("127.0.0.1")
-                .ip("::1")
-                .build(&b.x509v3_context(Some(&ca.cert), None))?;
-            b.append_extension(san)?;
-            Ok(())
-        },
-    )
+    new_leaf(ca, &format!("poststelle node {node}"), key, &mut usage, |b| {
+        b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .ip("::1")
+            .build(&b.x509v3_context(Some(&ca.cert), None))?;
+        b.append_extension(san)?;
+        Ok(())
+    })
 }
 
 /// An authority certificate: content signatures, and the key of messages to it (RSA: key
 /// transport, key encipherment; EC: ECDH-ES, key agreement).
 pub fn new_authority_cert(ca: &Issued, authority: &str, kind: KeyType) -> anyhow::Result<Issued> {
+    new_authority_cert_for(ca, authority, new_key(kind)?)
+}
+
+/// [`new_authority_cert`] for a key of the caller's (e.g. on a Brainpool curve).
+pub fn new_authority_cert_for(ca: &Issued, authority: &str, key: PKey<Private>) -> anyhow::Result<Issued> {
     let mut usage = KeyUsage::new();
     usage.digital_signature().non_repudiation();
-    match kind {
-        KeyType::Rsa => usage.key_encipherment(),
-        KeyType::Ec => usage.key_agreement(),
+    match key.rsa().is_ok() {
+        true => usage.key_encipherment(),
+        false => usage.key_agreement(),
     };
-    new_leaf(
-        ca,
-        &format!("authority {authority}"),
-        new_key(kind)?,
-        &mut usage,
-        |_| Ok(()),
-    )
+    new_leaf(ca, &format!("authority {authority}"), key, &mut usage, |_| Ok(()))
 }
 
 /// Subject and authority key identifiers (RFC 5280 §4.2.1.1–2), so chains build unambiguously.

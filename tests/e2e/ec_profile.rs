@@ -316,3 +316,93 @@ async fn a_mixed_network_uses_each_partners_key_type() {
         assert!(receipt.contains(signature), "{from} → {to}: {receipt}");
     }
 }
+
+/// The certificate policy's EC curves: P-256, P-384 and the Brainpool curves of BSI TR-02102
+/// (brainpoolP256r1, brainpoolP384r1) sign XML that verifies against the pinned certificate;
+/// a key on secp256k1 or P-521 is below the profile (`certificate-invalid`).
+#[test]
+fn xml_signatures_on_the_profiles_curves_verify_and_other_curves_are_refused() {
+    use gateway::xmlsec::{Expect, Identity, Policy, sign, verify};
+    let doc = "<Antrag xmlns=\"urn:test\"><Wert>42</Wert></Antrag>";
+    let sign_with = |nid: Nid| -> Result<(), Problem> {
+        let (key, cert) = recipient(nid);
+        let id = Identity { key, cert };
+        // The hash matches the curve's strength.
+        let bits = id.key.bits();
+        let expected = if bits > 256 {
+            profile::ECDSA_SHA384
+        } else {
+            profile::ECDSA_SHA256
+        };
+        if bits <= 384 {
+            assert_eq!(id.default_method(), expected, "{nid:?}");
+        }
+        let signed = sign::sign_enveloped(doc.as_bytes(), &id, id.default_method(), profile::SHA256, &limits())?;
+        let parsed = gateway::xmlsec::dom::parse(&signed, &limits()).unwrap();
+        verify::verify(&parsed, Expect::Pinned(&id.cert), &Policy::default()).map(|_| ())
+    };
+    for nid in [
+        Nid::X9_62_PRIME256V1,
+        Nid::SECP384R1,
+        Nid::BRAINPOOL_P256R1,
+        Nid::BRAINPOOL_P384R1,
+    ] {
+        sign_with(nid).unwrap_or_else(|p| panic!("{nid:?}: {:?} {}", p.code, p.detail));
+    }
+    for nid in [Nid::SECP256K1, Nid::SECP521R1] {
+        refused(sign_with(nid), Code::CertificateInvalid, "EC keys must be on");
+    }
+}
+
+/// Brainpool (BSI TR-02102), what works: authority keys on brainpoolP256r1 sign content
+/// (ECDSA) and receive it (ECDH-ES) end to end; a node (TLS) certificate on it is refused at
+/// start, naming the file and the reason (OpenSSL 3.0 has no TLS 1.3 signature scheme for
+/// Brainpool curves).
+#[tokio::test(flavor = "multi_thread")]
+async fn brainpool_authority_keys_work_end_to_end_and_brainpool_node_certificates_are_refused() {
+    let net = Net::init_ec(2);
+    let root = net.dir.path();
+    let load = |stem: &str| {
+        let cert = X509::from_pem(&std::fs::read(root.join(format!("{stem}.pem"))).unwrap()).unwrap();
+        let key = PKey::private_key_from_pem(&std::fs::read(root.join(format!("{stem}.key"))).unwrap()).unwrap();
+        gateway::pki::Issued { cert, key }
+    };
+    let content_ca = load("content-ca");
+    for i in 0..2 {
+        let authority = net.node(i).authorities[0].clone();
+        gateway::pki::new_authority_cert_for(&content_ca, &authority, pki::ec(Nid::BRAINPOOL_P256R1))
+            .unwrap()
+            .write(
+                &node_dir(&net, i).join("authorities"),
+                &gateway::pki::authority_file_name(&authority),
+            )
+            .unwrap();
+    }
+    let a = net.start(0).await;
+    let _b = net.start(1).await;
+    let long = Duration::from_secs(120);
+    for (from, to) in [(0, 1), (1, 0)] {
+        let (uuid, body) = net.message(from, to);
+        let client = net.client(from);
+        let id = client.submit_until_accepted(&body, long).await;
+        let consumer = Consumer::start(&net, to);
+        consumer.wait_for(std::slice::from_ref(&uuid), long).await;
+        assert_eq!(client.wait_ended(&id, long).await, "delivered", "{from} → {to}");
+    }
+    drop(a);
+    gateway::pki::new_node_cert_for(&load("ca"), "a", pki::ec(Nid::BRAINPOOL_P256R1))
+        .unwrap()
+        .write(&node_dir(&net, 0), "node")
+        .unwrap();
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["serve", "--config"])
+        .arg(&net.node(0).config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a Brainpool TLS certificate");
+    assert!(
+        stderr.contains("tls.cert") && stderr.contains("TLS certificates must be RSA or on P-256 or P-384"),
+        "{stderr}"
+    );
+}

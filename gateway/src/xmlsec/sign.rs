@@ -44,10 +44,16 @@ impl Identity {
         Ok(id)
     }
 
-    /// The default method for this key: RSA-PSS SHA-256 for RSA, ECDSA SHA-256 for EC.
+    /// The default method for this key: RSA-PSS SHA-256 for RSA; ECDSA with the hash that
+    /// matches the curve's strength for EC (SHA-384 on 384-bit curves, SHA-512 on P-521,
+    /// SHA-256 on the 256-bit ones).
     pub fn default_method(&self) -> &'static str {
         match self.key.id() {
-            Id::EC => profile::ECDSA_SHA256,
+            Id::EC => match self.key.bits() {
+                ..=256 => profile::ECDSA_SHA256,
+                257..=384 => profile::ECDSA_SHA384,
+                _ => profile::ECDSA_SHA512,
+            },
             _ => profile::RSA_PSS_SHA256,
         }
     }

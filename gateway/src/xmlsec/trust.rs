@@ -78,7 +78,8 @@ pub fn describe(cert: &X509Ref) -> String {
 }
 
 /// The key-size floor: RSA ≥ 3072 bits (2048 by exception); EC only on the profile's curves
-/// P-256 and P-384; no other key types.
+/// P-256 and P-384 and the Brainpool curves BSI TR-02102 names beside them, brainpoolP256r1 and
+/// brainpoolP384r1; no other key types.
 pub fn check_key_strength(key: &PKey<Public>, allow_rsa_2048: bool) -> Result<(), Problem> {
     match key.id() {
         Id::RSA => {
@@ -92,14 +93,34 @@ pub fn check_key_strength(key: &PKey<Public>, allow_rsa_2048: bool) -> Result<()
         Id::EC => {
             let curve = key.ec_key().ok().and_then(|k| k.group().curve_name());
             match curve {
-                Some(Nid::X9_62_PRIME256V1) | Some(Nid::SECP384R1) => Ok(()),
+                Some(Nid::X9_62_PRIME256V1 | Nid::SECP384R1 | Nid::BRAINPOOL_P256R1 | Nid::BRAINPOOL_P384R1) => Ok(()),
                 other => Err(invalid(format!(
-                    "EC keys must be on P-256 or P-384, not {}",
+                    "EC keys must be on P-256, P-384, brainpoolP256r1 or brainpoolP384r1, not {}",
                     other.and_then(|n| n.short_name().ok()).unwrap_or("an unnamed curve")
                 ))),
             }
         }
         _ => Err(invalid("only RSA and EC keys are allowed")),
+    }
+}
+
+/// A TLS (node) certificate's key beyond [`check_key_strength`]: not on a Brainpool curve.
+/// OpenSSL 3.0 has no TLS 1.3 signature schemes for them (3.2 added them), and TLS 1.2 would
+/// need the Brainpool groups enabled on both sides; content keys on them work (XML signatures,
+/// ECDH-ES).
+pub fn check_tls_key(cert: &X509Ref) -> Result<(), Problem> {
+    let curve = cert
+        .public_key()
+        .ok()
+        .and_then(|k| k.ec_key().ok())
+        .and_then(|k| k.group().curve_name());
+    match curve {
+        Some(Nid::BRAINPOOL_P256R1 | Nid::BRAINPOOL_P384R1) => Err(invalid(format!(
+            "certificate {}: TLS certificates must be RSA or on P-256 or P-384 (this OpenSSL has no TLS 1.3 \
+             signature scheme for Brainpool curves; they are for authority certificates)",
+            describe(cert)
+        ))),
+        _ => Ok(()),
     }
 }
 
