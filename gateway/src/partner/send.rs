@@ -28,6 +28,8 @@ pub async fn post(
     // the envelope: a resend to any of its addresses gets the original receipt).
     let urls = &partner.transport_urls;
     let first = ctx.partners.address(&partner.node, urls.len());
+    // Shared, not copied, by each address's attempt.
+    let body = bytes::Bytes::from(body);
     let mut failed = Vec::new();
     for k in 0..urls.len() {
         let i = (first + k) % urls.len();
@@ -56,10 +58,10 @@ pub async fn post(
 
 /// One HTTPS exchange with a partner's transport address; an error says whether a
 /// connection was made (the request may have arrived).
-async fn post_https(ctx: &Ctx, url: &str, body: Vec<u8>) -> Result<(hyper::StatusCode, Vec<u8>), (String, bool)> {
+async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::StatusCode, Vec<u8>), (String, bool)> {
     let request = hyper::Request::post(url)
         .header(hyper::header::CONTENT_TYPE, "application/xml")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .body(http_body_util::Full::new(body))
         .map_err(|e| (format!("bad transport URL: {e}"), false))?;
     let exchange = async {
         let response = ctx
