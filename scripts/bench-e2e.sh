@@ -17,8 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-3000}
-cargo build --release -p gateway >/dev/null 2>&1
-bin=$PWD/target/release/poststelle
+# BIN=path runs that binary instead of this tree's release build (a before/after comparison).
+if [[ -n ${BIN:-} ]]; then
+    bin=$BIN
+else
+    cargo build --release -p gateway >/dev/null 2>&1
+    bin=$PWD/target/release/poststelle
+fi
 echo "== openssl speed -seconds 5 rsa3072 (one core)"
 ops=$(openssl speed -seconds 5 rsa3072 2>/dev/null | awk '/^rsa 3072 bits/ {print $6}')
 limit=$(awk -v o="$ops" 'BEGIN {printf "%.0f", 2 * o / 5}')

@@ -38,3 +38,31 @@ fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
     );
     assert!(views[1].not_after.ends_with('Z'), "{}", views[1].not_after);
 }
+
+/// The trust anchors are parsed once per file and kept (a verification per message read them
+/// each time); a replaced anchor file is read again, so a chain that the old anchor carried
+/// and the new one does not is refused from then on, and the other way round.
+#[test]
+fn a_replaced_anchor_file_is_read_again() {
+    use gateway::pki::{KeyType, new_authority_cert, new_ca};
+    use gateway::xmlsec::trust::{Usage, check_pinned};
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor.pem");
+    let (one, two) = (
+        new_ca("CA one", KeyType::Ec).unwrap(),
+        new_ca("CA two, a longer name", KeyType::Ec).unwrap(),
+    );
+    let of_one = new_authority_cert(&one, "psw:1", KeyType::Ec).unwrap();
+    let policy = gateway::xmlsec::Policy {
+        anchors: vec![anchor.clone()],
+        ..Default::default()
+    };
+    let check = || check_pinned(&of_one.cert, &[], Usage::Sign, &policy);
+    std::fs::write(&anchor, one.cert.to_pem().unwrap()).unwrap();
+    assert!(check().is_ok());
+    assert!(check().is_ok(), "from the kept anchors");
+    std::fs::write(&anchor, two.cert.to_pem().unwrap()).unwrap();
+    assert!(check().is_err(), "the new anchor does not carry it");
+    std::fs::write(&anchor, one.cert.to_pem().unwrap()).unwrap();
+    assert!(check().is_ok(), "and the old one again");
+}
