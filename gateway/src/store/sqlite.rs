@@ -130,7 +130,15 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Room for every statement of the store: each is parsed once per connection.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
+}
+
+/// `conn.execute` through the connection's statement cache (the SQL is parsed once, not on
+/// every call).
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -305,7 +313,7 @@ fn new_id() -> String {
 }
 
 fn insert_event(conn: &Connection, id: &str, at: Millis, status: Status, detail: Option<&str>) -> rusqlite::Result<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO events(message_id, at, status, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, at, status.as_str(), detail],
     )?;
@@ -313,7 +321,7 @@ fn insert_event(conn: &Connection, id: &str, at: Millis, status: Status, detail:
 }
 
 fn insert_job(conn: &Connection, id: &str, kind: JobKind, due: Millis) -> rusqlite::Result<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO jobs(kind, message_id, due_at) VALUES (?1, ?2, ?3)",
         params![kind.as_str(), id, due],
     )?;
@@ -321,7 +329,7 @@ fn insert_job(conn: &Connection, id: &str, kind: JobKind, due: Millis) -> rusqli
 }
 
 fn put_blob(conn: &Connection, id: &str, kind: Blob, data: &[u8]) -> rusqlite::Result<()> {
-    conn.execute(
+    exec(conn, 
         "INSERT INTO blobs(message_id, kind, data) VALUES (?1, ?2, ?3)
          ON CONFLICT(message_id, kind) DO UPDATE SET data = excluded.data",
         params![id, blob_name(kind), data],
@@ -385,7 +393,7 @@ impl Store for SqliteStore {
             }
             let id = m.id.clone().unwrap_or_else(new_id);
             let now = now_millis();
-            conn.execute(
+            exec(conn, 
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,
                     partner_node, deadline, created_at, updated_at)
                  VALUES (?1, 'outbound', 'accepted', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
@@ -439,7 +447,7 @@ impl Store for SqliteStore {
             }
             let id = new_id();
             let now = now_millis();
-            conn.execute(
+            exec(conn, 
                 "INSERT INTO messages(id, direction, status, xoev_uuid, digest, message_type, author, reader,
                     partner_node, remote_id, created_at, updated_at)
                  VALUES (?1, 'inbound', 'received', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
@@ -488,7 +496,7 @@ impl Store for SqliteStore {
             let Some(job) = job else {
                 return Ok(None);
             };
-            conn.execute(
+            exec(conn, 
                 "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
                 params![now + lease.as_millis() as i64, job.id],
             )?;
@@ -499,7 +507,7 @@ impl Store for SqliteStore {
 
     async fn release_leases(&self) -> Result<u64, StoreError> {
         self.write(|conn| {
-            let n = conn.execute("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL", [])?;
+            let n = exec(conn, "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL", [])?;
             Ok(n as u64)
         })
         .await
@@ -508,7 +516,7 @@ impl Store for SqliteStore {
     async fn apply(&self, c: Change) -> Result<bool, StoreError> {
         self.write(move |conn| {
             if let Some(job) = c.finish_job {
-                conn.execute("DELETE FROM jobs WHERE id = ?1", params![job])?;
+                exec(conn, "DELETE FROM jobs WHERE id = ?1", params![job])?;
             }
             let status: Option<String> = conn
                 .query_row(
@@ -534,16 +542,16 @@ impl Store for SqliteStore {
                 }
             }
             if c.drop_jobs {
-                conn.execute("DELETE FROM jobs WHERE message_id = ?1", params![c.message_id])?;
+                exec(conn, "DELETE FROM jobs WHERE message_id = ?1", params![c.message_id])?;
             }
             if c.clear_error {
-                conn.execute(
+                exec(conn, 
                     "UPDATE messages SET error_code = NULL, error_detail = NULL WHERE id = ?1",
                     params![c.message_id],
                 )?;
             }
             if let Some(d) = c.deadline {
-                conn.execute(
+                exec(conn, 
                     "UPDATE messages SET deadline = ?1 WHERE id = ?2",
                     params![d, c.message_id],
                 )?;
@@ -552,14 +560,14 @@ impl Store for SqliteStore {
                 insert_event(conn, &c.message_id, now, *s, d.as_deref())?;
             }
             if let Some(s) = c.status {
-                conn.execute(
+                exec(conn, 
                     "UPDATE messages SET status = ?1, updated_at = ?2 WHERE id = ?3",
                     params![s.as_str(), now, c.message_id],
                 )?;
                 insert_event(conn, &c.message_id, now, s, c.detail.as_deref())?;
             }
             if let Some((code, detail)) = &c.error {
-                conn.execute(
+                exec(conn, 
                     "UPDATE messages SET error_code = ?1, error_detail = ?2, updated_at = ?3 WHERE id = ?4",
                     params![code, detail, now, c.message_id],
                 )?;
@@ -578,7 +586,7 @@ impl Store for SqliteStore {
     async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {
         let error = error.to_owned();
         self.write(move |conn| {
-            conn.execute(
+            exec(conn, 
                 "UPDATE jobs SET lease_until = NULL, due_at = ?1, last_error = ?2 WHERE id = ?3",
                 params![due, error, job_id],
             )?;
@@ -792,8 +800,8 @@ impl Store for SqliteStore {
                     "retry time-box ended; last error: {}",
                     last.as_deref().unwrap_or("none recorded")
                 );
-                conn.execute("DELETE FROM jobs WHERE message_id = ?1", params![id])?;
-                conn.execute(
+                exec(conn, "DELETE FROM jobs WHERE message_id = ?1", params![id])?;
+                exec(conn, 
                     "UPDATE messages SET status = 'failed', error_code = 'retries-exhausted', error_detail = ?1,
                         updated_at = ?2 WHERE id = ?3",
                     params![detail, now, id],
@@ -807,7 +815,7 @@ impl Store for SqliteStore {
 
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
         self.write(move |conn| {
-            let blobs = conn.execute(
+            let blobs = exec(conn, 
                 &format!(
                     "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata', 'attachments') AND message_id IN
                      (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1)"
@@ -815,19 +823,19 @@ impl Store for SqliteStore {
                 params![payload_before],
             )?;
             let old = format!("SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1");
-            conn.execute(
+            exec(conn, 
                 &format!("DELETE FROM blobs WHERE message_id IN ({old})"),
                 params![metadata_before],
             )?;
-            conn.execute(
+            exec(conn, 
                 &format!("DELETE FROM events WHERE message_id IN ({old})"),
                 params![metadata_before],
             )?;
-            conn.execute(
+            exec(conn, 
                 &format!("DELETE FROM jobs WHERE message_id IN ({old})"),
                 params![metadata_before],
             )?;
-            let messages = conn.execute(
+            let messages = exec(conn, 
                 &format!("DELETE FROM messages WHERE id IN ({old})"),
                 params![metadata_before],
             )?;
