@@ -313,7 +313,8 @@ fn new_id() -> String {
 }
 
 fn insert_event(conn: &Connection, id: &str, at: Millis, status: Status, detail: Option<&str>) -> rusqlite::Result<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO events(message_id, at, status, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, at, status.as_str(), detail],
     )?;
@@ -321,7 +322,8 @@ fn insert_event(conn: &Connection, id: &str, at: Millis, status: Status, detail:
 }
 
 fn insert_job(conn: &Connection, id: &str, kind: JobKind, due: Millis) -> rusqlite::Result<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO jobs(kind, message_id, due_at) VALUES (?1, ?2, ?3)",
         params![kind.as_str(), id, due],
     )?;
@@ -329,7 +331,8 @@ fn insert_job(conn: &Connection, id: &str, kind: JobKind, due: Millis) -> rusqli
 }
 
 fn put_blob(conn: &Connection, id: &str, kind: Blob, data: &[u8]) -> rusqlite::Result<()> {
-    exec(conn, 
+    exec(
+        conn,
         "INSERT INTO blobs(message_id, kind, data) VALUES (?1, ?2, ?3)
          ON CONFLICT(message_id, kind) DO UPDATE SET data = excluded.data",
         params![id, blob_name(kind), data],
@@ -393,7 +396,8 @@ impl Store for SqliteStore {
             }
             let id = m.id.clone().unwrap_or_else(new_id);
             let now = now_millis();
-            exec(conn, 
+            exec(
+                conn,
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,
                     partner_node, deadline, created_at, updated_at)
                  VALUES (?1, 'outbound', 'accepted', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
@@ -447,7 +451,7 @@ impl Store for SqliteStore {
             }
             let id = new_id();
             let now = now_millis();
-            exec(conn, 
+            exec(conn,
                 "INSERT INTO messages(id, direction, status, xoev_uuid, digest, message_type, author, reader,
                     partner_node, remote_id, created_at, updated_at)
                  VALUES (?1, 'inbound', 'received', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
@@ -496,7 +500,8 @@ impl Store for SqliteStore {
             let Some(job) = job else {
                 return Ok(None);
             };
-            exec(conn, 
+            exec(
+                conn,
                 "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
                 params![now + lease.as_millis() as i64, job.id],
             )?;
@@ -507,7 +512,11 @@ impl Store for SqliteStore {
 
     async fn release_leases(&self) -> Result<u64, StoreError> {
         self.write(|conn| {
-            let n = exec(conn, "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL", [])?;
+            let n = exec(
+                conn,
+                "UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                [],
+            )?;
             Ok(n as u64)
         })
         .await
@@ -545,13 +554,15 @@ impl Store for SqliteStore {
                 exec(conn, "DELETE FROM jobs WHERE message_id = ?1", params![c.message_id])?;
             }
             if c.clear_error {
-                exec(conn, 
+                exec(
+                    conn,
                     "UPDATE messages SET error_code = NULL, error_detail = NULL WHERE id = ?1",
                     params![c.message_id],
                 )?;
             }
             if let Some(d) = c.deadline {
-                exec(conn, 
+                exec(
+                    conn,
                     "UPDATE messages SET deadline = ?1 WHERE id = ?2",
                     params![d, c.message_id],
                 )?;
@@ -560,14 +571,16 @@ impl Store for SqliteStore {
                 insert_event(conn, &c.message_id, now, *s, d.as_deref())?;
             }
             if let Some(s) = c.status {
-                exec(conn, 
+                exec(
+                    conn,
                     "UPDATE messages SET status = ?1, updated_at = ?2 WHERE id = ?3",
                     params![s.as_str(), now, c.message_id],
                 )?;
                 insert_event(conn, &c.message_id, now, s, c.detail.as_deref())?;
             }
             if let Some((code, detail)) = &c.error {
-                exec(conn, 
+                exec(
+                    conn,
                     "UPDATE messages SET error_code = ?1, error_detail = ?2, updated_at = ?3 WHERE id = ?4",
                     params![code, detail, now, c.message_id],
                 )?;
@@ -586,7 +599,8 @@ impl Store for SqliteStore {
     async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {
         let error = error.to_owned();
         self.write(move |conn| {
-            exec(conn, 
+            exec(
+                conn,
                 "UPDATE jobs SET lease_until = NULL, due_at = ?1, last_error = ?2 WHERE id = ?3",
                 params![due, error, job_id],
             )?;
@@ -801,7 +815,7 @@ impl Store for SqliteStore {
                     last.as_deref().unwrap_or("none recorded")
                 );
                 exec(conn, "DELETE FROM jobs WHERE message_id = ?1", params![id])?;
-                exec(conn, 
+                exec(conn,
                     "UPDATE messages SET status = 'failed', error_code = 'retries-exhausted', error_detail = ?1,
                         updated_at = ?2 WHERE id = ?3",
                     params![detail, now, id],
@@ -815,7 +829,7 @@ impl Store for SqliteStore {
 
     async fn purge(&self, payload_before: Millis, metadata_before: Millis) -> Result<Purged, StoreError> {
         self.write(move |conn| {
-            let blobs = exec(conn, 
+            let blobs = exec(conn,
                 &format!(
                     "DELETE FROM blobs WHERE kind IN ('payload', 'envelope', 'xta-metadata', 'attachments') AND message_id IN
                      (SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1)"
@@ -823,19 +837,19 @@ impl Store for SqliteStore {
                 params![payload_before],
             )?;
             let old = format!("SELECT id FROM messages WHERE status IN {PURGEABLE} AND updated_at < ?1");
-            exec(conn, 
+            exec(conn,
                 &format!("DELETE FROM blobs WHERE message_id IN ({old})"),
                 params![metadata_before],
             )?;
-            exec(conn, 
+            exec(conn,
                 &format!("DELETE FROM events WHERE message_id IN ({old})"),
                 params![metadata_before],
             )?;
-            exec(conn, 
+            exec(conn,
                 &format!("DELETE FROM jobs WHERE message_id IN ({old})"),
                 params![metadata_before],
             )?;
-            let messages = exec(conn, 
+            let messages = exec(conn,
                 &format!("DELETE FROM messages WHERE id IN ({old})"),
                 params![metadata_before],
             )?;
