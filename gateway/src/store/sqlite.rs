@@ -16,7 +16,10 @@ use tokio::sync::oneshot;
 
 use super::*;
 
+mod conn;
 mod outbox;
+
+use conn::{exec, open};
 
 /// Most writes committed together. Bounded so one commit's latency stays small.
 const MAX_BATCH: usize = 128;
@@ -122,23 +125,6 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SqliteStore")
     }
-}
-
-fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    // Room for every statement of the store: each is parsed once per connection.
-    conn.set_prepared_statement_cache_capacity(128);
-    Ok(conn)
-}
-
-/// `conn.execute` through the connection's statement cache (the SQL is parsed once, not on
-/// every call).
-fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
