@@ -10,16 +10,14 @@
 # doubled, unexpected or unended) or the audit check's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${N:-5000}
 KILLS=${KILLS:-5}
 STORE_URL=${STORE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 cargo build --release -p gateway >/dev/null 2>&1
 bin=$PWD/target/release/poststelle
 work=$(mktemp -d)
-drop_schemas() {
-    psql "$STORE_URL" -qc "DROP SCHEMA IF EXISTS poststelle_a CASCADE; DROP SCHEMA IF EXISTS poststelle_b CASCADE" 2>/dev/null || true
-}
-trap 'kill $bench 2>/dev/null || true; rm -rf "$work"; drop_schemas' EXIT
+trap 'kill ${bench:-} 2>/dev/null || true; rm -rf "$work"; drop_schemas' EXIT
 drop_schemas
 "$bin" network init "$work/net" --store-url "$STORE_URL" >/dev/null
 read -r admin token < <(python3 -c 'import json,sys; n=json.load(open(sys.argv[1]))["nodes"][0]; print(n["admin"], n["admin_token"])' "$work/net/network.json")

@@ -16,6 +16,7 @@
 # EC P-256 keys (ECDSA, ECDH-ES) instead of RSA-3072.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${N:-3000}
 # BIN=path runs that binary instead of this tree's release build (a before/after comparison).
 if [[ -n ${BIN:-} ]]; then
@@ -30,10 +31,6 @@ limit=$(awk -v o="$ops" 'BEGIN {printf "%.0f", 2 * o / 5}')
 echo "rsa3072 sign/s per core: $ops; limit 2 x $ops / 5 = $limit messages/s"
 work=$(mktemp -d)
 pids=()
-drop_schemas() {
-    [[ -n ${STORE_URL:-} ]] || return 0
-    psql "$STORE_URL" -qc "DROP SCHEMA IF EXISTS poststelle_a CASCADE; DROP SCHEMA IF EXISTS poststelle_b CASCADE" 2>/dev/null || true
-}
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -55,17 +52,6 @@ for node in a b; do
     (cd "$work/net/$node" && POSTSTELLE_LOG=error exec "$bin" serve --config poststelle.toml) &
     pids+=($!)
 done
-# CPU seconds (user + system) of the processes with these pids, from /proc.
-cpu() {
-    local ticks=0 pid
-    for pid in "$@"; do
-        [[ -r /proc/$pid/stat ]] || continue
-        ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
-}
-pg_pids() { pgrep -x postgres || pgrep -f 'postgres:' || true; }
-pg_xacts() { psql "$STORE_URL" -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
 pg_syncs() { psql "$STORE_URL" -Atc "SELECT wal_sync FROM pg_stat_wal"; }
 # TCP segments the nodes' pooled connections sent to the database: about one per round trip.
 pg_addr=$(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print("%s:%d" % (p.hostname or "127.0.0.1", p.port or 5432))' "${STORE_URL:-postgres://x}")

@@ -8,37 +8,23 @@
 # --chaos (kill -9 of random processes during the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${N:-3000}
 PROCS=${PROCS:-"1,1 2,2 3,3"}
 STORE_URL=${STORE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}
 cargo build --release -p gateway >/dev/null 2>&1
 bin=$PWD/target/release/poststelle
 work=$(mktemp -d)
-drop_schemas() {
-    psql "$STORE_URL" -qc "DROP SCHEMA IF EXISTS poststelle_a CASCADE; DROP SCHEMA IF EXISTS poststelle_b CASCADE" 2>/dev/null || true
-}
 trap 'rm -rf "$work"; drop_schemas' EXIT
-# CPU seconds of these processes and of their children that ended (PostgreSQL's backends end
-# with the bench's connections; the postmaster's cutime and cstime keep their CPU).
-cpu() {
-    local ticks=0 pid
-    for pid in "$@"; do
-        [[ -r /proc/$pid/stat ]] || continue
-        ticks=$(( ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat") ))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
-}
-pg_pids() { pgrep -x postgres || pgrep -f 'postgres:' || true; }
-pg_xacts() { psql "$STORE_URL" -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
 echo "cores: $(nproc); messages per run: $N; openssl speed rsa3072 sign/s (one core): $(openssl speed -seconds 3 rsa3072 2>/dev/null | awk '/^rsa 3072 bits/ {print $6}')"
 for procs in $PROCS; do
     drop_schemas
     rm -rf "$work/net"
     "$bin" network init "$work/net" --store-url "$STORE_URL" >/dev/null
-    x0=$(pg_xacts); p0=$(cpu $(pg_pids))
+    x0=$(pg_xacts); p0=$(cpu_with_ended_children $(pg_pids))
     out=$("$bin" bench --network "$work/net/network.json" --spawn --procs "$procs" ${CHAOS:+--chaos} \
         --messages "$N" --clients 16 --timeout 1200 --json) || true
-    x1=$(pg_xacts); p1=$(cpu $(pg_pids))
+    x1=$(pg_xacts); p1=$(cpu_with_ended_children $(pg_pids))
     python3 - "$procs" "$out" "$N" "$(( x1 - x0 ))" "$p0" "$p1" <<'PY'
 import json, sys
 procs, r, n, xacts, p0, p1 = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])

@@ -8,6 +8,7 @@
 # (scripts/bench-e2e.sh) put in context.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 N=${N:-2000}
 command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 2; }
 cargo build --release -p gateway >/dev/null 2>&1
@@ -25,13 +26,6 @@ for node in a b; do
     (cd "$work/net/$node" && POSTSTELLE_LOG=error exec "$bin" serve --config poststelle.toml) &
     pids+=($!)
 done
-cpu() {
-    local ticks=0 pid
-    for pid in "$@"; do
-        ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
-}
 # Warm-up (schemas compiled, connections open); `bench` waits until both nodes are ready.
 "$bin" bench --network "$work/net/network.json" --messages 32 --clients 4 --timeout 120 >/dev/null
 c0=$(cpu "${pids[@]}")

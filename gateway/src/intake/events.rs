@@ -38,7 +38,7 @@ impl Evented {
         )
     }
 
-    fn changed(&self, _id: &str, status: Status) {
+    fn changed(&self, status: Status) {
         crate::telemetry::transition(status);
         if let Some(wake) = &self.wake {
             wake.notify_one();
@@ -50,15 +50,15 @@ impl Evented {
 impl Store for Evented {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
         let r = self.inner.accept(m).await?;
-        if let AcceptOutcome::Created(id) = &r {
-            self.changed(id, Status::Accepted);
+        if let AcceptOutcome::Created(_) = &r {
+            self.changed(Status::Accepted);
         }
         Ok(r)
     }
     async fn receive(&self, m: NewInbound) -> Result<ReceiveOutcome, StoreError> {
         let r = self.inner.receive(m).await?;
-        if let ReceiveOutcome::Created(id) = &r {
-            self.changed(id, Status::Received);
+        if let ReceiveOutcome::Created(_) = &r {
+            self.changed(Status::Received);
         }
         Ok(r)
     }
@@ -73,11 +73,10 @@ impl Store for Evented {
         // `received`) are transitions too.
         let mut changed: Vec<Status> = change.events_before.iter().map(|(s, _)| *s).collect();
         changed.extend(change.status);
-        let id = change.message_id.clone();
         let applied = self.inner.apply(change).await?;
         if applied {
             for status in changed {
-                self.changed(&id, status);
+                self.changed(status);
             }
         }
         Ok(applied)
@@ -114,8 +113,8 @@ impl Store for Evented {
     }
     async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError> {
         let ids = self.inner.expire(now).await?;
-        for id in &ids {
-            self.changed(id, Status::Failed);
+        for _ in &ids {
+            self.changed(Status::Failed);
         }
         Ok(ids)
     }
@@ -202,8 +201,23 @@ pub async fn publish_status_events(ctx: Arc<Ctx>, wake: Arc<Notify>, mut shutdow
             continue;
         }
         let mut done = Vec::with_capacity(batch.len());
+        // A message's metadata once per batch, however many of its transitions the batch holds.
+        let mut metadata = std::collections::HashMap::new();
         for event in &batch {
-            match publish_one(&ctx, &settings.events_exchange, event).await {
+            let m = match metadata.get(&event.message_id) {
+                Some(m) => Ok(Option::clone(m)),
+                None => ctx.store.message(&event.message_id).await,
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "status events: cannot read a message's metadata");
+                    pause = Some(Duration::from_secs(1));
+                    break;
+                }
+            };
+            metadata.insert(event.message_id.clone(), m.clone());
+            match publish_one(&ctx, &settings.events_exchange, event, m).await {
                 Ok(()) => done.push(event.seq),
                 Err(e) => {
                     // The rest of the batch is claimed again when its lease runs out.
@@ -220,10 +234,9 @@ pub async fn publish_status_events(ctx: Arc<Ctx>, wake: Arc<Notify>, mut shutdow
 }
 
 /// One status event, confirmed by the broker.
-async fn publish_one(ctx: &Ctx, exchange: &str, e: &OutboxEvent) -> Result<(), String> {
-    // The status and time are the transition's; the rest of the metadata does not change (a
-    // message already purged goes out with what the outbox row holds).
-    let m = ctx.store.message(&e.message_id).await.map_err(|e| e.to_string())?;
+async fn publish_one(ctx: &Ctx, exchange: &str, e: &OutboxEvent, m: Option<Message>) -> Result<(), String> {
+    // The status and time are the transition's; the rest of the metadata (`m`) does not change
+    // (a message already purged goes out with what the outbox row holds).
     let mut event = serde_json::json!({
         "node": ctx.config.node_name,
         "event": e.seq,

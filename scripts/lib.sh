@@ -1,0 +1,31 @@
+# Shared by the bench scripts (sourced): CPU accounting from /proc and the PostgreSQL helpers.
+
+# CPU seconds (user + system) of the processes with these pids.
+cpu() {
+    local ticks=0 pid
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        ticks=$(( ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat") ))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
+}
+
+# The same, with the CPU of their children that ended (PostgreSQL's backends end with their
+# connections; the postmaster's cutime and cstime keep their CPU).
+cpu_with_ended_children() {
+    local ticks=0 pid
+    for pid in "$@"; do
+        [[ -r /proc/$pid/stat ]] || continue
+        ticks=$(( ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat") ))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
+}
+
+# The two-node network's schemas in $STORE_URL (none without it).
+drop_schemas() {
+    [[ -n ${STORE_URL:-} ]] || return 0
+    psql "$STORE_URL" -qc "DROP SCHEMA IF EXISTS poststelle_a CASCADE; DROP SCHEMA IF EXISTS poststelle_b CASCADE" 2>/dev/null || true
+}
+
+pg_pids() { pgrep -x postgres || pgrep -f 'postgres:' || true; }
+pg_xacts() { psql "$STORE_URL" -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
