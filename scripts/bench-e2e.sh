@@ -20,7 +20,7 @@ source scripts/lib.sh
 N=${N:-3000}
 # BIN=path runs that binary instead of this tree's release build (a before/after comparison).
 if [[ -n ${BIN:-} ]]; then
-    bin=$BIN
+    bin=$(realpath "$BIN")
 else
     cargo build --release -p gateway >/dev/null 2>&1
     bin=$PWD/target/release/poststelle

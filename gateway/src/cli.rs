@@ -174,6 +174,10 @@ enum NetworkCommand {
         /// ECDH-ES).
         #[arg(long, value_enum, default_value_t = crate::pki::KeyType::Rsa)]
         key_type: crate::pki::KeyType,
+        /// Every client gets a drop folder, `<node>/drop` (`out/`, `sent/`, `rejected/`, `in/`,
+        /// `status/`), which takes its deliveries.
+        #[arg(long)]
+        file_drop: bool,
     },
 }
 
@@ -250,10 +254,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     base_port,
                     store_url,
                     key_type,
+                    file_drop,
                 },
         } => {
             let ports = base_port.map_or(crate::network::Ports::Free, crate::network::Ports::From);
-            let net = crate::network::init_with(&dir, nodes, ports, amqp.as_deref(), store_url.as_deref(), key_type)?;
+            let net = crate::network::init_with(
+                &dir,
+                nodes,
+                ports,
+                amqp.as_deref(),
+                store_url.as_deref(),
+                key_type,
+                file_drop,
+            )?;
             for n in &net.nodes {
                 println!(
                     "node {}: api {}  admin {}  config {}",

@@ -375,6 +375,15 @@ pub struct RawClient {
     /// the client acknowledges through the HTTP API as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delivered_on_confirm: bool,
+    /// A drop folder (`out/`, `sent/`, `rejected/`, `in/`, `status/`, made at start): the
+    /// client submits by renaming files into `out/` and receives into `in/`
+    /// (`crate::dropdir`). Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_dir: Option<PathBuf>,
+    /// How often `out/` is scanned besides its inotify events (network file systems deliver
+    /// none), in milliseconds (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_poll_ms: Option<u64>,
 }
 
 fn all_types() -> Vec<String> {
@@ -481,13 +490,16 @@ pub struct Client {
     pub amqp_intake: Option<String>,
     pub amqp_inbox: Option<String>,
     pub delivered_on_confirm: bool,
+    /// The client's drop folder (absolute).
+    pub drop_dir: Option<crate::dropdir::DropDir>,
+    pub drop_poll: Duration,
 }
 
 impl Client {
-    /// Whether received messages are handed to this client (push callback or inbox queue)
-    /// rather than only waiting in its HTTP inbox.
+    /// Whether received messages are handed to this client (push callback, inbox queue or drop
+    /// folder) rather than only waiting in its HTTP inbox.
     pub fn takes_pushes(&self) -> bool {
-        self.push_url.is_some() || self.amqp_inbox.is_some()
+        self.push_url.is_some() || self.amqp_inbox.is_some() || self.drop_dir.is_some()
     }
 }
 
@@ -610,7 +622,7 @@ impl RawConfig {
         if authorities.is_empty() {
             errs.push("authorities: a node serves at least one authority".into());
         }
-        let clients = self.clients(&authorities, &mut errs);
+        let clients = self.clients(&abs, &authorities, &mut errs);
         let partners = self.partners(&abs, &authorities, &mut errs);
         self.check_amqp_and_adapters(&abs, &mut errs);
         if !errs.is_empty() {
@@ -734,8 +746,14 @@ impl RawConfig {
     }
 
     /// The clients: each bound to one of the node's authorities, with a token of its own.
-    fn clients(&self, authorities: &BTreeMap<String, String>, errs: &mut Vec<String>) -> Vec<Client> {
+    fn clients(
+        &self,
+        abs: &dyn Fn(&Path) -> PathBuf,
+        authorities: &BTreeMap<String, String>,
+        errs: &mut Vec<String>,
+    ) -> Vec<Client> {
         let mut tokens = BTreeSet::new();
+        let mut drop_dirs = BTreeSet::new();
         let mut clients = Vec::new();
         for (i, c) in self.clients.iter().enumerate() {
             if !authorities.contains_key(&c.authority) {
@@ -764,7 +782,25 @@ impl RawConfig {
                 amqp_intake: c.amqp_intake.clone(),
                 amqp_inbox: c.amqp_inbox.clone(),
                 delivered_on_confirm: c.delivered_on_confirm,
+                drop_dir: c.drop_dir.as_deref().map(|d| crate::dropdir::DropDir::new(abs(d))),
+                drop_poll: Duration::from_millis(c.drop_poll_ms.unwrap_or(1000)),
             });
+            let deliveries = [c.push_url.is_some(), c.amqp_inbox.is_some(), c.drop_dir.is_some()];
+            if deliveries.iter().filter(|d| **d).count() > 1 {
+                errs.push(format!(
+                    "clients[{i}]: push_url, amqp_inbox and drop_dir are three ways to deliver; choose one"
+                ));
+            }
+            if let Some(d) = &c.drop_dir
+                && !drop_dirs.insert(abs(d))
+            {
+                errs.push(format!(
+                    "clients[{i}].drop_dir: another client has the same drop folder"
+                ));
+            }
+            if c.drop_poll_ms.is_some_and(|ms| !(10..=3_600_000).contains(&ms)) {
+                errs.push(format!("clients[{i}].drop_poll_ms: must be between 10 and 3600000"));
+            }
             if (c.amqp_intake.is_some() || c.amqp_inbox.is_some()) && self.amqp.is_none() {
                 errs.push(format!("clients[{i}]: amqp_intake / amqp_inbox need an [amqp] section"));
             }
@@ -941,6 +977,14 @@ mod tests {
             name = "c"
             authority = "psw:1"
             token = "x"
+            push_url = "https://legacy.example/in"
+            drop_dir = "drop"
+            drop_poll_ms = 5
+            [[clients]]
+            name = "d"
+            authority = "psw:1"
+            token = "0123456789abcdef0123"
+            drop_dir = "./drop"
             "#,
         )
         .unwrap();
@@ -957,6 +1001,9 @@ mod tests {
             "authorities[0].certificate",
             "clients[0].authority",
             "clients[0].token",
+            "clients[0]: push_url, amqp_inbox and drop_dir",
+            "clients[0].drop_poll_ms",
+            "clients[1].drop_dir: another client has the same drop folder",
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }

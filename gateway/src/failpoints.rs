@@ -13,6 +13,8 @@
 //! `transport.before_store`, `transport.after_store`, `transport.answer` (`return(500)`,
 //! `return(corrupt)`), `open.before_commit`, `push.after_callback`, `ack.after_commit`,
 //! `clock.offset_ms` (`return(MS)`: this node's clock runs MS milliseconds ahead),
+//! `drop.before_submit`, `drop.before_move` (a drop file committed, not yet moved to `sent/`),
+//! `drop.after_write` (a received message's `in/` file durable, `delivered` not yet committed),
 //! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake).
 
 /// Evaluates a fail point: `return(abort)` aborts the process; other `fail` actions act as

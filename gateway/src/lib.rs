@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod ctx;
 pub mod demo;
+pub mod dropdir;
 pub mod embedded;
 pub mod envelope;
 pub mod failpoints;

@@ -82,6 +82,9 @@ pub struct NetworkAmqp {
 pub struct NetworkClient {
     pub authority: String,
     pub token: String,
+    /// The client's drop folder (`network init --file-drop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_dir: Option<PathBuf>,
 }
 
 /// Where `network init` puts the nodes' listeners.
@@ -212,7 +215,7 @@ fn store_settings(store_url: Option<&str>, node: &str) -> crate::config::StoreSe
 
 /// Writes a network of `n` nodes into `dir` and returns its description.
 pub fn init(dir: &Path, n: usize, ports: Ports) -> anyhow::Result<NetworkFile> {
-    init_with(dir, n, ports, None, None, KeyType::Rsa)
+    init_with(dir, n, ports, None, None, KeyType::Rsa, false)
 }
 
 /// Like [`init`]; with a broker URL every node gets an `[amqp]` section, and each client an
@@ -220,6 +223,7 @@ pub fn init(dir: &Path, n: usize, ports: Ports) -> anyhow::Result<NetworkFile> {
 /// Queue names carry a random network id, so that networks sharing a broker stay apart. With a
 /// PostgreSQL URL every node keeps its store there, in a schema of its own (`poststelle_<node>`).
 /// `kind` chooses the keys: RSA-3072, or EC P-256 (ECDSA signatures, ECDH-ES encryption).
+/// With `file_drop` each client gets a drop folder, `<node>/drop`.
 pub fn init_with(
     dir: &Path,
     n: usize,
@@ -227,6 +231,7 @@ pub fn init_with(
     amqp_url: Option<&str>,
     store_url: Option<&str>,
     kind: KeyType,
+    file_drop: bool,
 ) -> anyhow::Result<NetworkFile> {
     let net_id = {
         let mut b = [0u8; 4];
@@ -315,8 +320,14 @@ pub fn init_with(
                 push_url: None,
                 deliver_as: None,
                 amqp_intake: amqp.as_ref().map(|a| a.intake.clone()),
-                amqp_inbox: amqp.as_ref().and_then(|a| a.inbox.get(&authority).cloned()),
-                delivered_on_confirm: amqp.is_some(),
+                delivered_on_confirm: amqp.is_some() && !file_drop,
+                // A drop folder takes the client's deliveries; its intake queue stays.
+                amqp_inbox: amqp
+                    .as_ref()
+                    .and_then(|a| a.inbox.get(&authority).cloned())
+                    .filter(|_| !file_drop),
+                drop_dir: file_drop.then(|| PathBuf::from("drop")),
+                drop_poll_ms: None,
             }],
             partners,
             amqp: amqp.as_ref().map(|a| crate::config::Amqp {
@@ -349,6 +360,7 @@ pub fn init_with(
             clients: vec![NetworkClient {
                 authority,
                 token: client_token,
+                drop_dir: file_drop.then(|| node_dir.join("drop")),
             }],
             ca: dir.join("ca.pem"),
             amqp,

@@ -284,25 +284,53 @@ async fn list_table(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `poststelle queues`: what waits where, and since when.
+/// `poststelle queues`: what waits where, and since when; then the drop folders, if any.
 pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
-    list_table(
-        target,
-        "/admin/api/queues",
-        "queues",
-        &["direction", "partner", "status", "depth", "oldest"],
-        |q| {
+    let api = Api::new(target)?;
+    let v = api.call(reqwest::Method::GET, "/admin/api/queues", None).await?;
+    if api.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![
+        ["direction", "partner", "status", "depth", "oldest"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    rows.extend(v["queues"].as_array().into_iter().flatten().map(|q| {
+        vec![
+            s(&q["direction"]),
+            s(&q["partner"]),
+            s(&q["status"]),
+            q["depth"].to_string(),
+            age(q["oldest_age_seconds"].as_u64().unwrap_or(0)),
+        ]
+    }));
+    if rows.len() == 1 {
+        println!("all queues are empty");
+    } else {
+        table(&rows);
+    }
+    let folders = v["drop_folders"].as_array().cloned().unwrap_or_default();
+    if !folders.is_empty() {
+        let mut rows = vec![
+            ["drop folder of", "waiting in out/", "oldest", "rejected", "path"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        rows.extend(folders.iter().map(|f| {
             vec![
-                s(&q["direction"]),
-                s(&q["partner"]),
-                s(&q["status"]),
-                q["depth"].to_string(),
-                age(q["oldest_age_seconds"].as_u64().unwrap_or(0)),
+                s(&f["client"]),
+                f["waiting"].to_string(),
+                age(f["oldest_age_seconds"].as_u64().unwrap_or(0)),
+                f["rejected"].to_string(),
+                s(&f["path"]),
             ]
-        },
-        "all queues are empty",
-    )
-    .await
+        }));
+        println!();
+        table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `poststelle certs`: every configured certificate, the one expiring first first.

@@ -33,6 +33,12 @@ pub const CERT_DAYS: &str = "poststelle_certificate_days_left";
 pub const STORE_BYTES: &str = "poststelle_store_bytes";
 /// 1 while a partner's circuit is open or half-open, else 0.
 pub const CIRCUIT_OPEN: &str = "poststelle_partner_circuit_open";
+/// Files waiting in a drop-folder client's `out/`.
+pub const DROP_WAITING: &str = "poststelle_drop_files_waiting";
+/// How long the oldest file in a drop-folder client's `out/` has been waiting.
+pub const DROP_OLDEST: &str = "poststelle_drop_oldest_seconds";
+/// Files refused into a drop-folder client's `rejected/` (still there).
+pub const DROP_REJECTED: &str = "poststelle_drop_files_rejected";
 
 /// Latency buckets (seconds) for intake and job attempts: 1 ms … 60 s.
 const BUCKETS: [f64; 14] = [
@@ -94,6 +100,13 @@ fn describe() {
         "Store size on disk (database and write-ahead log)."
     );
     describe_gauge!(CIRCUIT_OPEN, "1 while a partner's circuit is open or half-open.");
+    describe_gauge!(DROP_WAITING, "Files waiting in a drop-folder client's out/.");
+    describe_gauge!(
+        DROP_OLDEST,
+        metrics::Unit::Seconds,
+        "Time the oldest file in a drop-folder client's out/ has been waiting."
+    );
+    describe_gauge!(DROP_REJECTED, "Files refused into a drop-folder client's rejected/.");
 }
 
 pub fn intake(outcome: &'static str, took: Duration) {

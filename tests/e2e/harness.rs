@@ -121,6 +121,11 @@ impl Net {
         Self::init_with(nodes, &["--key-type", "ec"], test_store_url())
     }
 
+    /// A network whose clients have drop folders (`network init --file-drop`).
+    pub fn init_drop(nodes: usize) -> Net {
+        Self::init_with(nodes, &["--file-drop"], test_store_url())
+    }
+
     /// A network on the local broker whose nodes keep their stores in PostgreSQL.
     pub fn init_amqp_on_postgres(nodes: usize) -> Net {
         Self::init_with(nodes, &["--amqp", AMQP_URL], Some(local_pg_url()))

@@ -13,6 +13,7 @@ mod differential;
 mod ec_profile;
 mod envelope_attacks;
 mod faults;
+mod file_drop;
 mod offline_schemas;
 mod operators;
 mod partner_auth;

@@ -8,7 +8,9 @@ use metrics::gauge;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::ctx::Ctx;
-use crate::telemetry::{CERT_DAYS, CIRCUIT_OPEN, QUEUE_DEPTH, QUEUE_OLDEST, STORE_BYTES};
+use crate::telemetry::{
+    CERT_DAYS, CIRCUIT_OPEN, DROP_OLDEST, DROP_REJECTED, DROP_WAITING, QUEUE_DEPTH, QUEUE_OLDEST, STORE_BYTES,
+};
 
 /// Label sets of queues set by the last scrape, so a queue that emptied drops to 0 instead of
 /// going stale. Held for the whole scrape, so an older snapshot cannot overwrite a newer one.
@@ -56,6 +58,11 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
     for p in &ctx.config.partners {
         let open = ctx.partners.health_of(&p.node).circuit != crate::health::Circuit::Closed;
         gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });
+    }
+    for (client, s) in super::drop_summaries(ctx).await {
+        gauge!(DROP_WAITING, "client" => client.clone()).set(s.waiting as f64);
+        gauge!(DROP_OLDEST, "client" => client.clone()).set(s.oldest_age_seconds as f64);
+        gauge!(DROP_REJECTED, "client" => client).set(s.rejected as f64);
     }
     with_instance(&handle.render(), &ctx.instance)
 }

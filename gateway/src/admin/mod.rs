@@ -340,10 +340,40 @@ pub struct QueueView {
     pub oldest_age_seconds: u64,
 }
 
+/// A drop-folder client's folder: files not yet picked up, and files refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DropFolderView {
+    pub client: String,
+    pub path: String,
+    /// Finished files in `out/` not yet picked up.
+    pub waiting: u64,
+    pub oldest_age_seconds: u64,
+    /// Files in `rejected/` (each with its problem in `NAME.json`).
+    pub rejected: u64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueList {
     /// Every state but the ended ones (dead letters included), per direction and partner.
     pub queues: Vec<QueueView>,
+    /// The drop folders of clients that have one.
+    pub drop_folders: Vec<DropFolderView>,
+}
+
+/// Each drop-folder client's folder summary (read off the file system, off the async threads).
+pub(crate) async fn drop_summaries(ctx: &Ctx) -> Vec<(String, crate::dropdir::Summary)> {
+    let dirs: Vec<(String, crate::dropdir::DropDir)> = ctx
+        .config
+        .clients
+        .iter()
+        .filter_map(|c| Some((c.name.clone(), c.drop_dir.clone()?)))
+        .collect();
+    if dirs.is_empty() {
+        return Vec::new();
+    }
+    tokio::task::spawn_blocking(move || dirs.into_iter().map(|(c, d)| (c, d.summary())).collect())
+        .await
+        .unwrap_or_default()
 }
 
 #[utoipa::path(get, path = "/admin/api/queues", tag = "overview",
@@ -363,7 +393,24 @@ async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
             oldest_age_seconds: ((now - q.oldest).max(0) / 1000) as u64,
         })
         .collect();
-    Ok(axum::Json(QueueList { queues }).into_response())
+    let paths: std::collections::BTreeMap<&str, String> = ctx
+        .config
+        .clients
+        .iter()
+        .filter_map(|c| Some((c.name.as_str(), c.drop_dir.as_ref()?.root.display().to_string())))
+        .collect();
+    let drop_folders = drop_summaries(&ctx)
+        .await
+        .into_iter()
+        .map(|(client, s)| DropFolderView {
+            path: paths.get(client.as_str()).cloned().unwrap_or_default(),
+            client,
+            waiting: s.waiting,
+            oldest_age_seconds: s.oldest_age_seconds,
+            rejected: s.rejected,
+        })
+        .collect();
+    Ok(axum::Json(QueueList { queues, drop_folders }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

@@ -98,14 +98,20 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
 async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     let client = authenticate(&ctx, &headers)?;
     let m = own_message(&ctx, client, &id).await?;
-    let events = ctx.store.events(&id).await.map_err(store_problem)?;
+    Ok(axum::Json(status_json(&ctx, &m).await?).into_response())
+}
+
+/// An outbound message's status as `GET /v1/messages/{id}` answers it (and a drop folder's
+/// `status/<id>.json` holds it).
+pub(crate) async fn status_json(ctx: &Ctx, m: &crate::store::Message) -> Result<serde_json::Value, Problem> {
+    let events = ctx.store.events(&m.id).await.map_err(store_problem)?;
     let has_receipt = ctx
         .store
-        .blob(&id, Blob::Receipt)
+        .blob(&m.id, Blob::Receipt)
         .await
         .map_err(store_problem)?
         .is_some();
-    let body = json!({
+    Ok(json!({
         "id": m.id,
         "status": m.status,
         "xoev_uuid": m.xoev_uuid,
@@ -120,8 +126,7 @@ async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<
         "timeline": events.iter().map(|e| json!({
             "status": e.status, "at": rfc3339(e.at), "detail": e.detail,
         })).collect::<Vec<_>>(),
-    });
-    Ok(axum::Json(body).into_response())
+    }))
 }
 
 async fn receipt(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {

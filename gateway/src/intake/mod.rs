@@ -7,6 +7,7 @@
 //! partners' transport.
 
 pub mod amqp;
+pub mod drop;
 pub mod events;
 pub mod http;
 pub mod soap;

@@ -361,6 +361,17 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     } else {
         (lock_data_dir(&config.data_dir)?, None)
     };
+    for c in &config.clients {
+        if let Some(d) = &c.drop_dir {
+            d.create().because(|| {
+                format!(
+                    "cannot create the drop folder {} of client {}",
+                    d.root.display(),
+                    c.name
+                )
+            })?;
+        }
+    }
     let keys = crate::certs::NodeKeys::load(&config)
         .map_err(|errs| StartError(format!("keys and certificates:\n{}", errs.join("\n"))))?;
     let (registry, envelope_schema) = registry(&config)?;
@@ -524,6 +535,9 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         crate::admin::router(ctx.clone()),
         rx.clone(),
     ));
+    for client in ctx.config.clients.iter().filter(|c| c.drop_dir.is_some()) {
+        tasks.spawn(crate::intake::drop::run(ctx.clone(), client.clone(), rx.clone()));
+    }
     // Every kind of job gets `relay.workers` workers: opening (decrypt, verify, validate) is as
     // CPU-bound as sealing, and notices and pushes wait on the network like relays do.
     for kind in JobKind::ALL {

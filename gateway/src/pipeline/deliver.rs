@@ -40,6 +40,26 @@ pub async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
                 client.name, p.code
             ))
         })?;
+    if let Some(dir) = &client.drop_dir {
+        let attachments = match ctx.store.blob(&m.id, Blob::Attachments).await? {
+            Some(b) => crate::envelope::decode_attachments(&b).map_err(|p| Failure::Transient(p.detail))?,
+            None => Vec::new(),
+        };
+        let (dir, id) = (dir.clone(), m.id.clone());
+        tokio::task::spawn_blocking(move || to_folder(&dir, &id, &payload, &attachments))
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?
+            .map_err(|e| Failure::Transient(format!("drop folder {}: {e}", client.name)))?;
+        crate::failpoint!("drop.after_write");
+        tracing::info!(message_id = %m.id, client = %client.name, "message written to the client's drop folder");
+        return delivered(
+            ctx,
+            job,
+            m,
+            format!("written to the drop folder of client {}", client.name),
+        )
+        .await;
+    }
     if client.amqp_inbox.is_some() {
         return match to_queue(ctx, client, m, &payload).await {
             Ok(()) if client.delivered_on_confirm => {
@@ -111,4 +131,34 @@ async fn to_queue(ctx: &Ctx, client: &Client, message: &crate::store::Message, p
         .with_message_id(message.id.as_str().into())
         .with_headers(headers);
     ctx.broker.publish("", queue, payload, properties).await
+}
+
+/// Writes a received message into a drop folder: its attachments first, into `in/<id>/` (each
+/// durable, names made safe), then `in/<id>.xml`, so that when the message appears everything
+/// that belongs to it is there. Written again after a crash before `delivered` was committed:
+/// the same files under the same names (the id is the legacy system's idempotency key).
+fn to_folder(
+    dir: &crate::dropdir::DropDir,
+    id: &str,
+    payload: &[u8],
+    attachments: &[crate::envelope::Attachment],
+) -> std::io::Result<()> {
+    use crate::dropdir::{safe_name, sync_dir, write_durable};
+    let inbox = dir.inbox();
+    if !attachments.is_empty() {
+        let folder = inbox.join(id);
+        std::fs::create_dir_all(&folder)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (n, a) in attachments.iter().enumerate() {
+            let fallback = format!("attachment-{n}");
+            let mut name = safe_name(a.filename.as_deref().unwrap_or_default(), &fallback);
+            if !names.insert(name.clone()) {
+                name = format!("{n}-{name}");
+                names.insert(name.clone());
+            }
+            write_durable(&folder, &name, &a.data)?;
+        }
+        sync_dir(&inbox)?;
+    }
+    write_durable(&inbox, &format!("{id}.xml"), payload)
 }
