@@ -60,11 +60,16 @@ pub async fn run(ctx: Arc<Ctx>, client: Client, mut shutdown: watch::Receiver<bo
     let mut follow = blocking(move || pending_statuses(&d)).await.unwrap_or_default();
     let mut unreadable = HashSet::new();
     let client = Arc::new(client);
+    // Statuses are followed once per poll interval, however often files arrive.
+    let mut next_follow = tokio::time::Instant::now();
     loop {
         if let Err(e) = scan(&ctx, &client, &dir, &mut follow, &mut unreadable).await {
             tracing::warn!(client = %client.name, error = %e, "drop folder not readable");
         }
-        follow_statuses(&ctx, &dir, &mut follow).await;
+        if tokio::time::Instant::now() >= next_follow {
+            follow_statuses(&ctx, &dir, &mut follow).await;
+            next_follow = tokio::time::Instant::now() + client.drop_poll;
+        }
         tokio::select! {
             _ = events.notified() => {}
             _ = tokio::time::sleep(client.drop_poll) => {}
@@ -73,14 +78,18 @@ pub async fn run(ctx: Arc<Ctx>, client: Client, mut shutdown: watch::Receiver<bo
     }
 }
 
-/// An inotify watch on `out/` that wakes the scan when a file is renamed in or closed.
+/// An inotify watch on `out/` that wakes the scan when a file is created, renamed in or
+/// closed after writing — not on the node's own reads and moves, which would wake it again.
 fn watcher(out: &Path, wake: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
     use notify::{EventKind, RecursiveMode, Watcher};
     let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
         if let Ok(e) = e
             && matches!(
                 e.kind,
-                EventKind::Create(_) | EventKind::Modify(_) | EventKind::Access(_)
+                EventKind::Create(_)
+                    | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
             )
         {
             wake.notify_one();
