@@ -83,6 +83,12 @@ enum Command {
         #[command(flatten)]
         target: crate::ops::Target,
     },
+    /// Tokens for clients and admins: `token new` prints a fresh one and the `token_sha256`
+    /// that goes into the config.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Operators: queues per direction, partner and state, with depth and the oldest's age.
     Queues {
         #[command(flatten)]
@@ -150,6 +156,14 @@ enum AdapterCommand {
         #[arg(long)]
         xoev_root: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token (48 hex digits) and its SHA-256, one per line as
+    /// `token = "…"` and `token_sha256 = "…"`: the hash goes into the config, the token to
+    /// whoever calls.
+    New,
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +357,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => adapter_check(&dirs, xoev_root),
         Command::Send { files, node, token, ca } => runtime()?.block_on(send(files, node, token, ca)),
         Command::Status { target } => runtime()?.block_on(crate::ops::status(target)),
+        Command::Token {
+            command: TokenCommand::New,
+        } => {
+            let (token, hash) = crate::access::new_token()?;
+            println!("token = \"{token}\"\ntoken_sha256 = \"{hash}\"");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Queues { target } => runtime()?.block_on(crate::ops::queues(target)),
         Command::Certs { target } => runtime()?.block_on(crate::ops::certs(target)),
         Command::Messages { command, target } => runtime()?.block_on(crate::ops::messages(target, command)),

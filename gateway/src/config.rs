@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::RawAdminToken;
 use crate::xml::prescan::Limits;
 
 /// The TOML file as written by people and by `network init`.
@@ -82,7 +83,13 @@ pub struct RawTls {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// One token in clear, with the role `operator` and the name `admin` (kept working beside
+    /// `tokens`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// Admin tokens, each with a name (the audit log records it) and a role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<RawAdminToken>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,8 +359,12 @@ pub struct RawClient {
     pub name: String,
     /// The local authority the client acts for; it may only author messages as this authority.
     pub authority: String,
-    /// Bearer token. Compared in constant time; never logged.
+    /// Bearer token in clear, or its SHA-256 as `token_sha256` (`poststelle token new` prints
+    /// both). Kept only hashed; compared in constant time after hashing; never logged.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
     /// Message type patterns this client may send (`*`, `standard/*`, `standard/version *`, exact).
     #[serde(default = "all_types")]
     pub message_types: Vec<String>,
@@ -422,7 +433,8 @@ pub struct Config {
     pub transport_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub tls: TlsFiles,
-    pub admin_token: String,
+    /// Every admin token with its name and role.
+    pub admin_tokens: Vec<crate::access::AdminToken>,
     pub limits: Limits,
     pub relay: RelaySettings,
     pub server: Server,
@@ -483,7 +495,7 @@ pub struct RelaySettings {
 pub struct Client {
     pub name: String,
     pub authority: String,
-    pub token: String,
+    pub token: crate::access::Secret,
     pub message_types: Vec<String>,
     pub push_url: Option<String>,
     pub deliver_as: Option<String>,
@@ -622,6 +634,7 @@ impl RawConfig {
         if authorities.is_empty() {
             errs.push("authorities: a node serves at least one authority".into());
         }
+        let admin_tokens = crate::access::admin_tokens(&self.admin.token, &self.admin.tokens, &mut errs);
         let clients = self.clients(&abs, &authorities, &mut errs);
         let partners = self.partners(&abs, &authorities, &mut errs);
         self.check_amqp_and_adapters(&abs, &mut errs);
@@ -636,7 +649,7 @@ impl RawConfig {
             transport_addr,
             admin_addr,
             tls,
-            admin_token: self.admin.token,
+            admin_tokens,
             limits: self.limits,
             relay: RelaySettings {
                 workers: self.relay.workers,
@@ -675,9 +688,6 @@ impl RawConfig {
 
     /// Limits, relay, server and retention settings: every figure in its range.
     fn check_settings(&self, errs: &mut Vec<String>) {
-        if self.admin.token.len() < 16 {
-            errs.push("admin.token: must be at least 16 characters".into());
-        }
         let l = &self.limits;
         if l.max_bytes == 0 || l.max_depth == 0 || l.max_attributes == 0 || l.max_elements == 0 {
             errs.push("limits: every limit must be greater than zero".into());
@@ -762,9 +772,15 @@ impl RawConfig {
                     c.authority
                 ));
             }
-            if c.token.len() < 16 {
-                errs.push(format!("clients[{i}].token: must be at least 16 characters"));
-            } else if !tokens.insert(c.token.clone()) {
+            let token = crate::access::secret(
+                &format!("clients[{i}]"),
+                Some(&c.token),
+                c.token_sha256.as_deref(),
+                errs,
+            );
+            if let Some(t) = &token
+                && !tokens.insert(t.clone())
+            {
                 errs.push(format!("clients[{i}].token: the same token is given to two clients"));
             }
             if let Some(u) = &c.push_url
@@ -775,7 +791,7 @@ impl RawConfig {
             clients.push(Client {
                 name: c.name.clone(),
                 authority: c.authority.clone(),
-                token: c.token.clone(),
+                token: token.unwrap_or_else(|| crate::access::Secret::of("")),
                 message_types: c.message_types.clone(),
                 push_url: c.push_url.clone(),
                 deliver_as: c.deliver_as.clone(),

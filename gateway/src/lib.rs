@@ -3,6 +3,7 @@
 //! The library holds the whole node; `main.rs` only parses the command line and calls [`cli`].
 //! See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod actions;
 pub mod adapter_tools;
 pub mod admin;

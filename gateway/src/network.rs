@@ -43,9 +43,7 @@ fn node_name(i: usize) -> String {
 }
 
 fn token() -> anyhow::Result<String> {
-    let mut b = [0u8; 24];
-    openssl::rand::rand_bytes(&mut b)?;
-    Ok(crate::envelope::hex(&b))
+    Ok(crate::access::new_token()?.0)
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -199,6 +197,19 @@ fn write_pki(dir: &Path, names: &[String], kind: KeyType) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `[admin]` with one token, by its hash: an `auditor` named `admin`.
+fn hashed_admin(token: &str) -> RawAdmin {
+    RawAdmin {
+        token: String::new(),
+        tokens: vec![crate::config::RawAdminToken {
+            name: "admin".into(),
+            role: "auditor".into(),
+            token: None,
+            token_sha256: Some(crate::access::Secret::of(token).hex()),
+        }],
+    }
+}
+
 /// A node's `[store]`: SQLite in its data folder, or PostgreSQL at `store_url` in a schema of
 /// its own.
 fn store_settings(store_url: Option<&str>, node: &str) -> crate::config::StoreSettings {
@@ -296,9 +307,8 @@ pub fn init_with(
                 cert: PathBuf::from("node.pem"),
                 key: PathBuf::from("node.key"),
             },
-            admin: RawAdmin {
-                token: admin_token.clone(),
-            },
+            // Configs hold only the tokens' hashes; the tokens themselves go to network.json.
+            admin: hashed_admin(&admin_token),
             security: RawSecurity {
                 content_ca: Some(PathBuf::from("../content-ca.pem")),
                 ..RawSecurity::default()
@@ -315,7 +325,8 @@ pub fn init_with(
             clients: vec![RawClient {
                 name: format!("fachverfahren-{name}"),
                 authority: authority.clone(),
-                token: client_token.clone(),
+                token: String::new(),
+                token_sha256: Some(crate::access::Secret::of(&client_token).hex()),
                 message_types: vec!["*".into()],
                 push_url: None,
                 deliver_as: None,

@@ -35,11 +35,6 @@ pub fn bearer<'h>(headers: &'h axum::http::HeaderMap, usage: &str) -> Result<&'h
         .ok_or_else(|| Problem::new(Code::Unauthorized, format!("send Authorization: Bearer {usage}")))
 }
 
-/// Compares a presented secret with an expected one in constant time.
-pub fn same_secret(presented: &str, expected: &str) -> bool {
-    presented.len() == expected.len() && openssl::memcmp::eq(presented.as_bytes(), expected.as_bytes())
-}
-
 /// Reads a request body of at most `limit` bytes within the body timeout.
 ///
 /// A body over the limit is refused with `limit-exceeded`, but only after a lingering read:

@@ -3,6 +3,7 @@
 mod harness;
 
 mod adapters;
+mod admin_roles;
 mod amqp;
 mod audit;
 mod bad_input;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::access::{AdminToken, Role};
 use crate::actions::{cancel_message, find_message, retry_message};
 use crate::certs::{CertificateView, certificates};
 use crate::ctx::Ctx;
@@ -112,14 +113,28 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn authorize(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Problem> {
+/// The admin token of a request, if its role allows `need`. A wrong token is audited under the
+/// name `unknown` with no hint which part was wrong; a role that may not is audited under the
+/// token's name and answered `403 not-permitted`.
+async fn authorize(ctx: &Ctx, headers: &HeaderMap, need: Role) -> Result<AdminToken, Problem> {
     let token = crate::wire::bearer(headers, "ADMIN_TOKEN")?;
-    if crate::wire::same_secret(token, &ctx.config.admin_token) {
-        Ok(())
-    } else {
-        ctx.audit.note("anonymous", "admin-unauthorized", json!({})).await;
-        Err(Problem::new(Code::Unauthorized, "wrong admin token"))
+    let Some(t) = ctx.config.admin_tokens.iter().find(|t| t.secret.matches(token)) else {
+        ctx.audit.note("unknown", "admin-unauthorized", json!({})).await;
+        return Err(Problem::new(Code::Unauthorized, "wrong admin token"));
+    };
+    if t.role < need {
+        ctx.audit
+            .note(&t.name, "admin-not-permitted", json!({"role": t.role, "needs": need}))
+            .await;
+        return Err(Problem::new(
+            Code::NotPermitted,
+            format!(
+                "the admin token {:?} has the role {}; this needs {need}",
+                t.name, t.role
+            ),
+        ));
     }
+    Ok(t.clone())
 }
 
 /// A problem's code and detail, as recorded on a message.
@@ -258,6 +273,14 @@ pub struct StatusView {
     /// The node's processes: with a shared store every one that sent a heartbeat in the last
     /// day, alive if within the last 15 s; with SQLite this process alone.
     pub processes: Vec<ProcessView>,
+    /// The admin token that asked: its name and role (the dashboard hides what it may not do).
+    pub token: TokenView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    pub name: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -296,7 +319,7 @@ async fn processes(ctx: &Ctx) -> Result<Vec<ProcessView>, Problem> {
 #[utoipa::path(get, path = "/admin/api/status", tag = "overview",
     responses((status = 200, body = StatusView), (status = 401, response = Problem)))]
 async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    let caller = authorize(&ctx, &headers, Role::Viewer).await?;
     let counts = ctx.store.counts().await.map_err(store_problem)?;
     let mut by_direction = json!({"outbound": {}, "inbound": {}});
     let (mut dead, mut in_flight, mut pending, mut rejected) = (0, 0, 0, 0);
@@ -325,6 +348,10 @@ async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
         next_certificate_expiry: certificates(&ctx.certificates).into_iter().next(),
         instance: ctx.instance.clone(),
         processes: processes(&ctx).await?,
+        token: TokenView {
+            name: caller.name,
+            role: caller.role,
+        },
     })
     .into_response())
 }
@@ -379,7 +406,7 @@ pub(crate) async fn drop_summaries(ctx: &Ctx) -> Vec<(String, crate::dropdir::Su
 #[utoipa::path(get, path = "/admin/api/queues", tag = "overview",
     responses((status = 200, body = QueueList), (status = 401, response = Problem)))]
 async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Viewer).await?;
     let now = now_millis();
     let queues = ctx.store.queues().await.map_err(store_problem)?;
     let queues = queues
@@ -447,7 +474,7 @@ async fn stats(
     headers: HeaderMap,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Viewer).await?;
     let q = query(q)?;
     let minutes = within("minutes", q.minutes.unwrap_or(60), 1..=1440)?;
     let since = now_millis() - i64::from(minutes) * 60_000;
@@ -540,7 +567,7 @@ async fn list(
     headers: HeaderMap,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Viewer).await?;
     let q = query(q)?;
     let items = ctx.store.list(filter_of(&q)?).await.map_err(store_problem)?;
     let messages = items.iter().map(MessageView::from).collect();
@@ -551,7 +578,7 @@ async fn list(
     params(("id" = String, Path, description = "The node's message id")),
     responses((status = 200, body = MessageDetail), (status = 401, response = Problem), (status = 404, response = Problem)))]
 async fn show(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Viewer).await?;
     let m = find_message(&ctx, &id).await?;
     let events = ctx.store.events(&id).await.map_err(store_problem)?;
     let timeline = events
@@ -590,14 +617,14 @@ pub struct PayloadView {
 #[utoipa::path(post, path = "/admin/api/messages/{id}/payload", tag = "messages",
     params(("id" = String, Path, description = "The node's message id")),
     request_body = PayloadRequest,
-    responses((status = 200, body = PayloadView), (status = 400, response = Problem), (status = 401, response = Problem), (status = 404, response = Problem)))]
+    responses((status = 200, body = PayloadView), (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem), (status = 404, response = Problem)))]
 async fn payload(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<axum::Json<PayloadRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    let caller = authorize(&ctx, &headers, Role::Auditor).await?;
     let axum::Json(req) = body.map_err(|e| Problem::new(Code::InvalidRequest, e.body_text()))?;
     let reason = req.reason.as_str();
     let chars = reason.chars().count();
@@ -613,7 +640,7 @@ async fn payload(
     // The reason is the operator's own words: recorded, never logged. No record, no payload.
     ctx.audit
         .record(
-            "admin",
+            &caller.name,
             "payload-viewed",
             json!({"message_id": id, "reason": reason, "outcome": outcome}),
         )
@@ -649,11 +676,11 @@ pub struct Action {
 /// Retries a dead letter (`failed`, outbound) with a fresh retry time-box.
 #[utoipa::path(post, path = "/admin/api/messages/{id}/retry", tag = "dead letters",
     params(("id" = String, Path, description = "The node's message id")),
-    responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
+    responses((status = 200, body = Action), (status = 401, response = Problem), (status = 403, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn retry(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    let caller = authorize(&ctx, &headers, Role::Operator).await?;
     let result = retry_message(&ctx, &id).await;
-    ctx.audit.note("admin", "retry", outcome(&id, &result)).await;
+    ctx.audit.note(&caller.name, "retry", outcome(&id, &result)).await;
     let status = result?;
     Ok(axum::Json(Action { id, status }).into_response())
 }
@@ -669,11 +696,11 @@ fn outcome<T>(id: &str, result: &Result<T, Problem>) -> Value {
 /// Cancels an outbound message not yet sent (`accepted`, `sealed`) or a dead letter.
 #[utoipa::path(post, path = "/admin/api/messages/{id}/cancel", tag = "dead letters",
     params(("id" = String, Path, description = "The node's message id")),
-    responses((status = 200, body = Action), (status = 401, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
+    responses((status = 200, body = Action), (status = 401, response = Problem), (status = 403, response = Problem), (status = 404, response = Problem), (status = 409, response = Problem)))]
 async fn cancel(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    let caller = authorize(&ctx, &headers, Role::Operator).await?;
     let result = cancel_message(&ctx, &id, "cancelled by an operator").await;
-    ctx.audit.note("admin", "cancel", outcome(&id, &result)).await;
+    ctx.audit.note(&caller.name, "cancel", outcome(&id, &result)).await;
     result?;
     Ok(axum::Json(Action {
         id,
@@ -713,9 +740,9 @@ pub struct Replayed {
 /// Retries every dead letter matching the filter.
 #[utoipa::path(post, path = "/admin/api/dlq/replay", tag = "dead letters",
     request_body(content = Option<ReplayFilter>),
-    responses((status = 200, body = Replayed), (status = 400, response = Problem), (status = 401, response = Problem)))]
+    responses((status = 200, body = Replayed), (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem)))]
 async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    let caller = authorize(&ctx, &headers, Role::Operator).await?;
     let f: ReplayFilter = if body.is_empty() {
         ReplayFilter::default()
     } else {
@@ -750,7 +777,7 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
     }
     ctx.audit
         .note(
-            "admin",
+            &caller.name,
             "dlq-replay",
             json!({"replayed": replayed.len(), "skipped": skipped.len()}),
         )
@@ -774,7 +801,7 @@ pub struct PartnerList {
 #[utoipa::path(get, path = "/admin/api/partners", tag = "overview",
     responses((status = 200, body = PartnerList), (status = 401, response = Problem)))]
 async fn partners(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Viewer).await?;
     Ok(axum::Json(PartnerList {
         partners: partner_health(&ctx),
     })
@@ -789,7 +816,7 @@ pub struct CertificateList {
 #[utoipa::path(get, path = "/admin/api/certificates", tag = "overview",
     responses((status = 200, body = CertificateList), (status = 401, response = Problem)))]
 async fn certificates_route(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Viewer).await?;
     Ok(axum::Json(CertificateList {
         certificates: certificates(&ctx.certificates),
     })
@@ -813,13 +840,13 @@ pub struct AuditTail {
 }
 
 #[utoipa::path(get, path = "/admin/api/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditTail), (status = 400, response = Problem), (status = 401, response = Problem)))]
+    responses((status = 200, body = AuditTail), (status = 400, response = Problem), (status = 401, response = Problem), (status = 403, response = Problem)))]
 async fn audit_tail(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    authorize(&ctx, &headers).await?;
+    authorize(&ctx, &headers, Role::Auditor).await?;
     let limit = within("limit", query(q)?.limit.unwrap_or(100), 1..=1000)?;
     let entries = ctx.audit.tail(limit).await.map_err(|e| {
         tracing::error!(error = %e, "cannot read the audit log");

@@ -49,7 +49,7 @@ pub(crate) fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a 
     ctx.config
         .clients
         .iter()
-        .find(|c| crate::wire::same_secret(token, &c.token))
+        .find(|c| c.token.matches(token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "unknown token"))
 }
 

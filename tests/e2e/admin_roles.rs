@@ -1,0 +1,171 @@
+//! Operations security (issue 29, first part): admin tokens with names and roles, tokens kept
+//! only as hashes in the configuration, `poststelle token new`, and configurations with bad
+//! tokens refused with every problem at once.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::{Admin, Net, bin};
+
+/// `poststelle token new`: (token, token_sha256).
+fn new_token() -> (String, String) {
+    let out = Command::new(bin()).args(["token", "new"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .to_owned()
+    };
+    (value("token"), value("token_sha256"))
+}
+
+fn as_token(net: &Net, token: &str) -> Admin {
+    let mut admin = net.admin(0);
+    admin.token = token.to_owned();
+    admin
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_tokens_act_by_role_are_audited_by_name_and_configs_hold_only_hashes() {
+    let net = Net::init(2);
+    let node = net.node(0).clone();
+    // `network init` wrote the tokens' hashes into the config, the tokens only to network.json.
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    assert!(
+        !text.contains(&node.admin_token) && !text.contains(&node.clients[0].token),
+        "{text}"
+    );
+    assert_eq!(text.matches("token_sha256").count(), 2, "{text}");
+
+    let (viewer, viewer_hash) = new_token();
+    let (operator, operator_hash) = new_token();
+    let (auditor, _) = new_token();
+    assert_ne!(viewer, operator);
+    let mine = format!(
+        "[[admin.tokens]]\nname = \"vera\"\nrole = \"viewer\"\ntoken_sha256 = \"{viewer_hash}\"\n\n\
+         [[admin.tokens]]\nname = \"otto\"\nrole = \"operator\"\ntoken_sha256 = \"{operator_hash}\"\n\n\
+         [[admin.tokens]]\nname = \"anna\"\nrole = \"auditor\"\ntoken = \"{auditor}\"\n\n"
+    );
+    net.edit_config(0, |t| {
+        t.replacen("[[admin.tokens]]", &format!("{mine}[[admin.tokens]]"), 1)
+    });
+    let _a = net.start(0).await;
+    let (vera, otto, anna) = (
+        as_token(&net, &viewer),
+        as_token(&net, &operator),
+        as_token(&net, &auditor),
+    );
+
+    // A viewer sees everything there is to GET, and is told who it is.
+    let (status, v) = vera.get("/admin/api/status").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["token"]["name"], &v["token"]["role"]),
+        (&"vera".into(), &"viewer".into())
+    );
+    for path in [
+        "/admin/api/queues",
+        "/admin/api/messages",
+        "/admin/api/partners",
+        "/admin/api/certificates",
+    ] {
+        assert_eq!(vera.get(path).await.0, 200, "{path}");
+    }
+    // … and may do nothing: 403 not-permitted, naming its role and what was needed.
+    let refused = |(status, v): (u16, Value), what: &str| {
+        assert_eq!(status, 403, "{what}: {v}");
+        assert_eq!(v["code"], "not-permitted", "{what}: {v}");
+    };
+    refused(vera.post("/admin/api/messages/x/retry", None).await, "viewer retry");
+    refused(vera.post("/admin/api/messages/x/cancel", None).await, "viewer cancel");
+    refused(vera.post("/admin/api/dlq/replay", None).await, "viewer replay");
+    let reason = Some(serde_json::json!({"reason": "checking a complaint"}));
+    refused(
+        vera.post("/admin/api/messages/x/payload", reason.clone()).await,
+        "viewer payload",
+    );
+    refused(vera.get("/admin/api/audit").await, "viewer audit");
+    let (_, v) = vera.post("/admin/api/messages/x/retry", None).await;
+    assert!(v["detail"].as_str().unwrap().contains("viewer"), "{v}");
+
+    // An operator retries (an unknown id: 404, past the role check) but sees no payload.
+    assert_eq!(otto.post("/admin/api/messages/no-such-id/retry", None).await.0, 404);
+    assert_eq!(otto.post("/admin/api/dlq/replay", None).await.0, 200);
+    refused(
+        otto.post("/admin/api/messages/x/payload", reason.clone()).await,
+        "operator payload",
+    );
+    refused(otto.get("/admin/api/audit").await, "operator audit");
+
+    // An auditor (configured in clear) may ask for payloads (an unknown id: 404, past the role
+    // check) and read the audit log.
+    assert_eq!(anna.post("/admin/api/messages/no-such-id/payload", reason).await.0, 404);
+    let (status, audit) = anna.get("/admin/api/audit?limit=100").await;
+    assert_eq!(status, 200, "{audit}");
+
+    // A wrong token: 401, audited as `unknown`, without a hint or the token.
+    let wrong = format!("{}x", &viewer[..viewer.len() - 1]);
+    let (status, v) = as_token(&net, &wrong).get("/admin/api/status").await;
+    assert_eq!((status, v["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    assert_eq!(v["detail"], "wrong admin token");
+
+    // The audit log names the token of every action and refusal.
+    let (_, audit) = net.admin(0).get("/admin/api/audit?limit=100").await;
+    let entries: Vec<Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| match e {
+            Value::String(s) => serde_json::from_str(s).unwrap(),
+            other => other.clone(),
+        })
+        .collect();
+    let has = |actor: &str, action: &str| entries.iter().any(|e| e["actor"] == actor && e["action"] == action);
+    assert!(has("vera", "admin-not-permitted"), "{audit}");
+    assert!(has("otto", "retry") && has("otto", "dlq-replay"), "{audit}");
+    assert!(has("otto", "admin-not-permitted"), "{audit}");
+    assert!(has("unknown", "admin-unauthorized"), "{audit}");
+    let text = audit.to_string();
+    for secret in [&viewer, &operator, &auditor, &wrong] {
+        assert!(!text.contains(secret.as_str()), "a token in the audit log");
+    }
+}
+
+#[test]
+fn a_config_with_bad_tokens_is_refused_with_every_problem_at_once() {
+    let net = Net::init(2);
+    let node = net.node(0);
+    let (_, hash) = new_token();
+    net.edit_config(0, |t| {
+        t.replacen(
+            "[[admin.tokens]]",
+            &format!(
+                "[[admin.tokens]]\nname = \"root\"\nrole = \"superuser\"\ntoken = \"short\"\n\n\
+                 [[admin.tokens]]\nname = \"both\"\nrole = \"viewer\"\ntoken = \"0123456789abcdef0\"\ntoken_sha256 = \"{hash}\"\n\n\
+                 [[admin.tokens]]\nname = \"admin\"\nrole = \"operator\"\ntoken_sha256 = \"not-hex\"\n\n\
+                 [[admin.tokens]]"
+            ),
+            1,
+        )
+    });
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&node.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "admin.tokens[0].role: \"superuser\" is not a role",
+        "admin.tokens[0].token: must be at least 16 characters",
+        "admin.tokens[1]: give token or token_sha256, not both",
+        "admin.tokens[2].token_sha256: must be 64 hex digits",
+        "admin.tokens[3].name: \"admin\" is taken",
+    ] {
+        assert!(text.contains(needle), "{needle} in:\n{text}");
+    }
+}
