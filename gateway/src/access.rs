@@ -1,5 +1,9 @@
 //! Who may call: bearer tokens kept only as SHA-256 hashes (configured in clear or as
-//! `token_sha256`, compared in constant time after hashing), and the roles of admin tokens.
+//! `token_sha256`, compared in constant time after hashing), the roles of admin tokens, and
+//! the admin listener's transport (TLS, or plain HTTP only on loopback unless allowed).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +112,71 @@ pub struct AdminToken {
     pub name: String,
     pub role: Role,
     pub secret: Secret,
+}
+
+/// `[admin]`: the admin listener's tokens and transport.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// One token in clear, with the role `operator` and the name `admin` (kept working beside
+    /// `tokens`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
+    /// Admin tokens, each with a name (the audit log records it) and a role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<RawAdminToken>,
+    /// Serve the admin listener over TLS, with the node's certificate or `cert` and `key`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Plain HTTP on an address other than loopback, on purpose (refused without it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plain: bool,
+}
+
+/// The admin listener as validated.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub tokens: Vec<AdminToken>,
+    /// TLS: certificate and key files (absolute); `None`: plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Validates `[admin]` for a listener on `addr`; `node_tls` gives the node's certificate and
+/// key, which TLS uses unless `cert` and `key` are given.
+pub fn admin(
+    raw: &RawAdmin,
+    addr: SocketAddr,
+    node_tls: (&Path, &Path),
+    abs: &dyn Fn(&Path) -> PathBuf,
+    errs: &mut Vec<String>,
+) -> Admin {
+    let tokens = admin_tokens(&raw.token, &raw.tokens, errs);
+    if raw.cert.is_some() != raw.key.is_some() {
+        errs.push("admin.cert, admin.key: give both or neither".into());
+    }
+    if !raw.tls && (raw.cert.is_some() || raw.key.is_some()) {
+        errs.push("admin.cert, admin.key: only with tls = true".into());
+    }
+    let tls = raw.tls.then(|| match (&raw.cert, &raw.key) {
+        (Some(c), Some(k)) => (abs(c), abs(k)),
+        _ => (node_tls.0.to_path_buf(), node_tls.1.to_path_buf()),
+    });
+    for p in tls.iter().flat_map(|(c, k)| [c, k]) {
+        if !p.is_file() {
+            errs.push(format!("admin: {} does not exist", p.display()));
+        }
+    }
+    if !raw.tls && !raw.allow_plain && !addr.ip().is_loopback() {
+        errs.push(format!(
+            "admin: plain HTTP on {addr} is reachable from other machines; set tls = true, \
+             or allow_plain = true if that is on purpose"
+        ));
+    }
+    Admin { tokens, tls }
 }
 
 /// `[[admin.tokens]]`: `name`, `role` (`viewer`, `operator`, `auditor`), and `token_sha256`

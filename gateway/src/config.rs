@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::access::RawAdminToken;
+pub use crate::access::{RawAdmin, RawAdminToken};
 use crate::xml::prescan::Limits;
 
 /// The TOML file as written by people and by `network init`.
@@ -78,18 +78,6 @@ pub struct RawTls {
     pub cert: PathBuf,
     /// This node's private key (PEM). Never logged.
     pub key: PathBuf,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    /// One token in clear, with the role `operator` and the name `admin` (kept working beside
-    /// `tokens`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub token: String,
-    /// Admin tokens, each with a name (the audit log records it) and a role.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tokens: Vec<RawAdminToken>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -433,8 +421,8 @@ pub struct Config {
     pub transport_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub tls: TlsFiles,
-    /// Every admin token with its name and role.
-    pub admin_tokens: Vec<crate::access::AdminToken>,
+    /// The admin listener's tokens (each with its name and role) and TLS.
+    pub admin: crate::access::Admin,
     pub limits: Limits,
     pub relay: RelaySettings,
     pub server: Server,
@@ -634,7 +622,7 @@ impl RawConfig {
         if authorities.is_empty() {
             errs.push("authorities: a node serves at least one authority".into());
         }
-        let admin_tokens = crate::access::admin_tokens(&self.admin.token, &self.admin.tokens, &mut errs);
+        let admin = crate::access::admin(&self.admin, admin_addr, (&tls.cert, &tls.key), &abs, &mut errs);
         let clients = self.clients(&abs, &authorities, &mut errs);
         let partners = self.partners(&abs, &authorities, &mut errs);
         self.check_amqp_and_adapters(&abs, &mut errs);
@@ -649,7 +637,7 @@ impl RawConfig {
             transport_addr,
             admin_addr,
             tls,
-            admin_tokens,
+            admin,
             limits: self.limits,
             relay: RelaySettings {
                 workers: self.relay.workers,

@@ -200,13 +200,13 @@ fn write_pki(dir: &Path, names: &[String], kind: KeyType) -> anyhow::Result<()> 
 /// `[admin]` with one token, by its hash: an `auditor` named `admin`.
 fn hashed_admin(token: &str) -> RawAdmin {
     RawAdmin {
-        token: String::new(),
         tokens: vec![crate::config::RawAdminToken {
             name: "admin".into(),
             role: "auditor".into(),
             token: None,
             token_sha256: Some(crate::access::Secret::of(token).hex()),
         }],
+        ..RawAdmin::default()
     }
 }
 

@@ -17,6 +17,10 @@ pub struct Target {
     /// The admin token (`[admin] token`).
     #[arg(long, global = true)]
     token: Option<String>,
+    /// The CA (PEM) that an https admin listener's certificate chains to (with `--network`:
+    /// the network's CA).
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
     /// Take the admin URL and token from a network.json written by `network init` …
     #[arg(long, global = true)]
     network: Option<PathBuf>,
@@ -94,6 +98,7 @@ struct Api {
 
 impl Api {
     fn new(t: Target) -> anyhow::Result<Api> {
+        let mut ca = t.ca;
         let (base, token) = match (t.admin, t.token, t.network, t.node) {
             (Some(a), Some(tok), None, None) => (a, tok),
             (None, tok, Some(net), Some(node)) => {
@@ -103,14 +108,17 @@ impl Api {
                     .into_iter()
                     .find(|n| n.name == node)
                     .ok_or_else(|| anyhow::anyhow!("{} has no node {node}", net.display()))?;
+                ca.get_or_insert(n.ca);
                 (n.admin, tok.unwrap_or(n.admin_token))
             }
             _ => anyhow::bail!("name the node with --admin URL --token T, or --network FILE --node NAME"),
         };
+        let http = match ca.filter(|_| base.starts_with("https://")) {
+            Some(ca) => crate::tls::trusting(&ca).map_err(|e| anyhow::anyhow!("--ca {}: {e}", ca.display()))?,
+            None => reqwest::Client::builder(),
+        };
         Ok(Api {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()?,
+            http: http.timeout(std::time::Duration::from_secs(30)).build()?,
             base: base.trim_end_matches('/').to_owned(),
             token,
             json: t.json,

@@ -169,3 +169,83 @@ fn a_config_with_bad_tokens_is_refused_with_every_problem_at_once() {
         assert!(text.contains(needle), "{needle} in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_speaks_tls_when_asked_and_plain_http_only_on_loopback() {
+    let net = Net::init(2);
+    let node = net.node(0).clone();
+    let port = node.admin.rsplit(':').next().unwrap().to_owned();
+    let check = || {
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(&node.config)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Plain HTTP reachable from other machines: refused, unless on purpose. (Checked only:
+    // the tests bind nothing but loopback.)
+    let original = std::fs::read_to_string(&node.config).unwrap();
+    let everywhere = original.replace(
+        &format!("admin = \"127.0.0.1:{port}\""),
+        &format!("admin = \"0.0.0.0:{port}\""),
+    );
+    assert_ne!(everywhere, original);
+    std::fs::write(&node.config, &everywhere).unwrap();
+    let (ok, err) = check();
+    assert!(!ok && err.contains(&format!("plain HTTP on 0.0.0.0:{port}")), "{err}");
+    std::fs::write(
+        &node.config,
+        everywhere.replacen("[[admin.tokens]]", "[admin]\nallow_plain = true\n\n[[admin.tokens]]", 1),
+    )
+    .unwrap();
+    assert!(check().0, "allow_plain says it is on purpose");
+    // A key without a certificate, and a certificate without TLS: refused, both named.
+    std::fs::write(
+        &node.config,
+        original.replacen("[[admin.tokens]]", "[admin]\nkey = \"node.key\"\n\n[[admin.tokens]]", 1),
+    )
+    .unwrap();
+    let (ok, err) = check();
+    assert!(
+        !ok && err.contains("give both or neither") && err.contains("only with tls = true"),
+        "{err}"
+    );
+
+    // TLS with the node's certificate, on loopback.
+    std::fs::write(
+        &node.config,
+        original.replacen("[[admin.tokens]]", "[admin]\ntls = true\n\n[[admin.tokens]]", 1),
+    )
+    .unwrap();
+    let _a = crate::harness::NodeProc::spawn_env(node.clone(), net.dir.path(), &[]);
+    let https = crate::harness::https_client(&node.ca, None);
+    let url = format!("https://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match https.get(format!("{url}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            _ => assert!(
+                std::time::Instant::now() < deadline,
+                "the admin listener never answered over TLS"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Plain HTTP gets no answer from it.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // The API over TLS, and the operator commands with the network's CA.
+    let r = https
+        .get(format!("{url}/admin/api/status"))
+        .bearer_auth(&node.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let network = net.dir.path().join("network.json");
+    let text = std::fs::read_to_string(&network).unwrap();
+    std::fs::write(&network, text.replace(&format!("http://127.0.0.1:{port}"), &url)).unwrap();
+    let (ok, out) = crate::faults::cli(&["queues", "--network", network.to_str().unwrap(), "--node", "a"]);
+    assert!(ok, "{out}");
+}

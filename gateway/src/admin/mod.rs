@@ -118,7 +118,7 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
 /// token's name and answered `403 not-permitted`.
 async fn authorize(ctx: &Ctx, headers: &HeaderMap, need: Role) -> Result<AdminToken, Problem> {
     let token = crate::wire::bearer(headers, "ADMIN_TOKEN")?;
-    let Some(t) = ctx.config.admin_tokens.iter().find(|t| t.secret.matches(token)) else {
+    let Some(t) = ctx.config.admin.tokens.iter().find(|t| t.secret.matches(token)) else {
         ctx.audit.note("unknown", "admin-unauthorized", json!({})).await;
         return Err(Problem::new(Code::Unauthorized, "wrong admin token"));
     };

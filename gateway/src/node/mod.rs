@@ -338,6 +338,8 @@ struct Prepared {
     status_events: Option<Arc<tokio::sync::Notify>>,
     api_acceptor: openssl::ssl::SslAcceptor,
     transport_acceptor: openssl::ssl::SslAcceptor,
+    /// With `[admin] tls = true`.
+    admin_acceptor: Option<openssl::ssl::SslAcceptor>,
     lock: std::fs::File,
 }
 
@@ -423,6 +425,12 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
         crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, false, Default::default()).map_err(start_error)?;
     let transport_acceptor =
         crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, true, peer_policy.clone()).map_err(start_error)?;
+    let admin_acceptor = match &config.admin.tls {
+        Some((cert, key)) => {
+            Some(crate::tls::acceptor(cert, key, &tls.ca, false, Default::default()).map_err(start_error)?)
+        }
+        None => None,
+    };
     let partner_certs: Vec<(String, [u8; 32])> = config
         .partners
         .iter()
@@ -474,6 +482,7 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
         status_events,
         api_acceptor,
         transport_acceptor,
+        admin_acceptor,
         lock,
     })
 }
@@ -485,6 +494,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         status_events,
         api_acceptor,
         transport_acceptor,
+        admin_acceptor,
         lock,
     } = prepare(config).await?;
     // With a shared store the node's processes on one machine share its addresses
@@ -530,11 +540,20 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             rx.clone(),
         ));
     }
-    tasks.spawn(crate::tls::serve_plain(
-        admin,
-        crate::admin::router(ctx.clone()),
-        rx.clone(),
-    ));
+    match admin_acceptor {
+        Some(acceptor) => tasks.spawn(crate::tls::serve_tls(
+            admin,
+            Arc::new(acceptor),
+            crate::admin::router(ctx.clone()),
+            server,
+            rx.clone(),
+        )),
+        None => tasks.spawn(crate::tls::serve_plain(
+            admin,
+            crate::admin::router(ctx.clone()),
+            rx.clone(),
+        )),
+    };
     for client in ctx.config.clients.iter().filter(|c| c.drop_dir.is_some()) {
         tasks.spawn(crate::intake::drop::run(ctx.clone(), client.clone(), rx.clone()));
     }
