@@ -29,11 +29,32 @@ pub struct NodeKeys {
     allow_rsa_2048: Vec<String>,
 }
 
+/// The environment variable that may hold the passphrase of encrypted key files.
+pub const KEY_PASSPHRASE_ENV: &str = "POSTSTELLE_KEY_PASSPHRASE";
+
+/// The passphrase of the node's encrypted key files: the first line of
+/// `security.key_passphrase_file`, else `POSTSTELLE_KEY_PASSPHRASE`, else none. Never from the
+/// config itself, never logged.
+pub fn key_passphrase(config: &crate::config::Config) -> Result<Option<Vec<u8>>, String> {
+    if let Some(f) = &config.security.key_passphrase_file {
+        let text = std::fs::read(f).map_err(|e| format!("security.key_passphrase_file {}: {e}", f.display()))?;
+        let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        return Ok(Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec()));
+    }
+    Ok(std::env::var_os(KEY_PASSPHRASE_ENV).map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()))
+}
+
 impl NodeKeys {
-    /// Loads every key and certificate of the config; reports every problem at once.
+    /// Loads every key and certificate of the config (encrypted key files with
+    /// [`key_passphrase`]); reports every problem at once.
     pub fn load(config: &crate::config::Config) -> Result<NodeKeys, Vec<String>> {
         use crate::xmlsec::trust::{self, Usage};
         let mut errs = Vec::new();
+        let passphrase = key_passphrase(config).unwrap_or_else(|e| {
+            errs.push(e);
+            None
+        });
+        let passphrase = passphrase.as_deref();
         let transport = Policy {
             anchors: vec![config.tls.ca.clone()],
             crls: config.security.crls.clone(),
@@ -51,7 +72,7 @@ impl NodeKeys {
             }
         };
         let file = |what: &str, path: &std::path::Path| format!("{what} ({})", path.display());
-        let node = Identity::load(&config.tls.key, &config.tls.cert);
+        let node = Identity::load_with(&config.tls.key, &config.tls.cert, passphrase);
         let tls_key = |errs: &mut Vec<String>, what: &str, cert: &X509| {
             if let Err(p) = trust::check_tls_key(cert) {
                 errs.push(format!("{what}: {}", p.detail));
@@ -64,7 +85,7 @@ impl NodeKeys {
         }
         let mut authorities = std::collections::BTreeMap::new();
         for (id, files) in &config.authority_keys {
-            match Identity::load(&files.key, &files.certificate) {
+            match Identity::load_with(&files.key, &files.certificate, passphrase) {
                 Ok(i) => {
                     let what = file(&format!("authority {id}"), &files.certificate);
                     check(&mut errs, &what, &i.cert, &content, Usage::Sign);

@@ -310,6 +310,10 @@ pub struct RawSecurity {
     /// How far ahead of our clock a partner's envelope may be dated; beyond, `clock-skew`.
     #[serde(default = "default_clock_tolerance")]
     pub clock_tolerance_seconds: u64,
+    /// A file whose first line is the passphrase of encrypted (PKCS#8) key files; without it,
+    /// `POSTSTELLE_KEY_PASSPHRASE`. Never the passphrase itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 fn default_clock_tolerance() -> u64 {
@@ -323,6 +327,7 @@ impl Default for RawSecurity {
             crls: Vec::new(),
             allow_rsa_2048: Vec::new(),
             clock_tolerance_seconds: default_clock_tolerance(),
+            key_passphrase_file: None,
         }
     }
 }
@@ -452,6 +457,7 @@ pub struct Security {
     pub crls: Vec<PathBuf>,
     pub allow_rsa_2048: Vec<String>,
     pub clock_tolerance: Duration,
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -613,6 +619,7 @@ impl RawConfig {
             crls: self.security.crls.iter().map(|c| abs(c)).collect(),
             allow_rsa_2048: self.security.allow_rsa_2048.clone(),
             clock_tolerance: Duration::from_secs(self.security.clock_tolerance_seconds),
+            key_passphrase_file: self.security.key_passphrase_file.as_deref().map(abs),
         };
         for p in security.content_ca.iter().chain(&security.crls) {
             if !p.is_file() {

@@ -139,31 +139,41 @@ pub enum SetupError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Key(String),
 }
 
 /// The TLS profile both sides share: security level, TLS 1.2+ with ECDHE + AES-GCM, our node
 /// identity, and the configured CA as the only trust anchor.
-fn profile(b: &mut openssl::ssl::SslContextBuilder, cert: &Path, key: &Path, ca: &Path) -> Result<(), SetupError> {
+fn profile(b: &mut openssl::ssl::SslContextBuilder, id: &Tls, ca: &Path) -> Result<(), SetupError> {
     b.set_security_level(SECURITY_LEVEL);
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     b.set_cipher_list(TLS12_CIPHERS)?;
-    b.set_certificate_chain_file(cert)?;
-    b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    b.set_certificate_chain_file(id.cert)?;
+    let key = crate::xmlsec::trust::load_private_key_with(id.key, id.passphrase).map_err(SetupError::Key)?;
+    b.set_private_key(&key)?;
     b.check_private_key()?;
     b.set_ca_file(ca)?;
     Ok(())
 }
 
+/// A TLS identity's files: certificate chain, key, and the key file's passphrase if encrypted.
+#[derive(Debug, Clone, Copy)]
+pub struct Tls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub passphrase: Option<&'a [u8]>,
+}
+
 /// Builds a server-side acceptor. `require_client_cert` makes the handshake fail without one.
 pub fn acceptor(
-    cert: &Path,
-    key: &Path,
+    id: Tls<'_>,
     ca: &Path,
     require_client_cert: bool,
     policy: PeerPolicy,
 ) -> Result<SslAcceptor, SetupError> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-    profile(&mut b, cert, key, ca)?;
+    profile(&mut b, &id, ca)?;
     let mode = if require_client_cert {
         SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
     } else {
@@ -272,8 +282,7 @@ pub type RelayClient = hyper_util::client::legacy::Client<
 /// present exactly that partner's directory certificate (`partners`: transport URL and
 /// certificate fingerprint). The request timeout is the caller's (a whole exchange).
 pub fn relay_client(
-    cert: &Path,
-    key: &Path,
+    id: Tls<'_>,
     ca: &Path,
     policy: PeerPolicy,
     partners: &[(String, [u8; 32])],
@@ -288,7 +297,7 @@ pub fn relay_client(
         pinned.insert((uri.host().unwrap_or_default().to_ascii_lowercase(), port), *fp);
     }
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
-    profile(&mut b, cert, key, ca)?;
+    profile(&mut b, &id, ca)?;
     b.set_verify(SslVerifyMode::PEER);
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);

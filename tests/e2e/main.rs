@@ -3,7 +3,6 @@
 mod harness;
 
 mod adapters;
-mod admin_roles;
 mod amqp;
 mod audit;
 mod bad_input;
@@ -17,6 +16,7 @@ mod faults;
 mod file_drop;
 mod offline_schemas;
 mod operators;
+mod ops_security;
 mod partner_auth;
 mod postgres;
 mod processes;

@@ -421,13 +421,18 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
                 .collect(),
         ),
     };
-    let api_acceptor =
-        crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, false, Default::default()).map_err(start_error)?;
-    let transport_acceptor =
-        crate::tls::acceptor(&tls.cert, &tls.key, &tls.ca, true, peer_policy.clone()).map_err(start_error)?;
+    let passphrase = crate::certs::key_passphrase(&config).map_err(StartError)?;
+    let id = crate::tls::Tls {
+        cert: &tls.cert,
+        key: &tls.key,
+        passphrase: passphrase.as_deref(),
+    };
+    let api_acceptor = crate::tls::acceptor(id, &tls.ca, false, Default::default()).map_err(start_error)?;
+    let transport_acceptor = crate::tls::acceptor(id, &tls.ca, true, peer_policy.clone()).map_err(start_error)?;
     let admin_acceptor = match &config.admin.tls {
         Some((cert, key)) => {
-            Some(crate::tls::acceptor(cert, key, &tls.ca, false, Default::default()).map_err(start_error)?)
+            let admin_id = crate::tls::Tls { cert, key, ..id };
+            Some(crate::tls::acceptor(admin_id, &tls.ca, false, Default::default()).map_err(start_error)?)
         }
         None => None,
     };
@@ -436,15 +441,8 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
         .iter()
         .flat_map(|p| p.transport_urls.iter().map(|u| (u.clone(), p.fingerprint)))
         .collect();
-    let relay_client = crate::tls::relay_client(
-        &tls.cert,
-        &tls.key,
-        &tls.ca,
-        peer_policy,
-        &partner_certs,
-        config.relay.connect_timeout,
-    )
-    .map_err(start_error)?;
+    let relay_client = crate::tls::relay_client(id, &tls.ca, peer_policy, &partner_certs, config.relay.connect_timeout)
+        .map_err(start_error)?;
     let push_client = reqwest::Client::builder()
         .connect_timeout(config.relay.connect_timeout)
         .timeout(config.relay.request_timeout)

@@ -33,8 +33,17 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     pub fn load(key: &std::path::Path, cert: &std::path::Path) -> Result<Identity, String> {
+        Identity::load_with(key, cert, None)
+    }
+
+    /// [`Identity::load`] with the passphrase of an encrypted key file.
+    pub fn load_with(
+        key: &std::path::Path,
+        cert: &std::path::Path,
+        passphrase: Option<&[u8]>,
+    ) -> Result<Identity, String> {
         let id = Identity {
-            key: super::trust::load_private_key(key)?,
+            key: super::trust::load_private_key_with(key, passphrase)?,
             cert: super::trust::load_cert(cert)?,
         };
         let public = id.cert.public_key().map_err(|e| e.to_string())?;

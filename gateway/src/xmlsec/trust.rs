@@ -18,10 +18,23 @@ use crate::problem::{Code, Problem};
 
 /// Reads a private key (PKCS#8 or traditional PEM, or DER). Never echoes key material.
 pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
+    load_private_key_with(path, None)
+}
+
+/// [`load_private_key`], also for an encrypted PKCS#8 PEM key (`ENCRYPTED PRIVATE KEY`) opened
+/// with `passphrase`. OpenSSL never asks a terminal: without a passphrase an encrypted key is
+/// refused (an empty one is passed, so no prompt can block a service).
+pub fn load_private_key_with(path: &Path, passphrase: Option<&[u8]>) -> Result<PKey<Private>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PKey::private_key_from_pem(&bytes)
-        .or_else(|_| PKey::private_key_from_der(&bytes))
-        .map_err(|_| format!("{} holds no readable unencrypted private key", path.display()))
+    let encrypted = memchr::memmem::find(&bytes, b"ENCRYPTED").is_some();
+    match (encrypted, passphrase) {
+        (true, None) => Err(format!("{} is encrypted and no passphrase was given", path.display())),
+        (true, Some(pass)) => PKey::private_key_from_pem_passphrase(&bytes, pass)
+            .map_err(|_| format!("{}: the passphrase does not open it", path.display())),
+        (false, _) => PKey::private_key_from_pem_passphrase(&bytes, b"")
+            .or_else(|_| PKey::private_key_from_der(&bytes))
+            .map_err(|_| format!("{} holds no readable private key", path.display())),
+    }
 }
 
 /// Reads every certificate of a PEM file (or one DER certificate).

@@ -1,12 +1,12 @@
-//! Operations security (issue 29, first part): admin tokens with names and roles, tokens kept
-//! only as hashes in the configuration, `poststelle token new`, and configurations with bad
-//! tokens refused with every problem at once.
+//! Operations security (issue 29, first parts): admin tokens with names and roles, tokens kept
+//! only as hashes in the configuration, `poststelle token new`, configurations with bad tokens
+//! refused with every problem at once, the admin listener over TLS, encrypted key files.
 
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{Admin, Net, bin};
+use crate::harness::{Admin, Net, authority_file, bin, node_dir};
 
 /// `poststelle token new`: (token, token_sha256).
 fn new_token() -> (String, String) {
@@ -248,4 +248,91 @@ async fn the_admin_listener_speaks_tls_when_asked_and_plain_http_only_on_loopbac
     std::fs::write(&network, text.replace(&format!("http://127.0.0.1:{port}"), &url)).unwrap();
     let (ok, out) = crate::faults::cli(&["queues", "--network", network.to_str().unwrap(), "--node", "a"]);
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_key_files_open_with_a_passphrase_from_the_environment_or_a_file() {
+    let net = Net::init(2);
+    let node = net.node(0).clone();
+    let pass = "correct horse battery staple";
+    // The node's TLS key and its authority's key, encrypted by the openssl tool (PKCS#8,
+    // PBES2 with AES-256-CBC).
+    for key in [node_dir(&net, 0).join("node.key"), authority_file(&net, 0, "key")] {
+        let enc = key.with_extension("enc");
+        let out = Command::new("openssl")
+            .args([
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes-256-cbc",
+                "-passout",
+                &format!("pass:{pass}"),
+                "-in",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&enc)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::rename(&enc, &key).unwrap();
+        assert!(
+            std::fs::read_to_string(&key)
+                .unwrap()
+                .contains("BEGIN ENCRYPTED PRIVATE KEY")
+        );
+    }
+    let check = |env: Option<&str>| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("check-config")
+            .arg(&node.config)
+            .env_remove("POSTSTELLE_KEY_PASSPHRASE");
+        if let Some(p) = env {
+            cmd.env("POSTSTELLE_KEY_PASSPHRASE", p);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // No passphrase, a wrong one: refused, each key file named, nothing of the key or the
+    // passphrase in the answer.
+    let (ok, err) = check(None);
+    assert!(
+        !ok && err.matches("is encrypted and no passphrase was given").count() == 2,
+        "{err}"
+    );
+    let (ok, err) = check(Some("wrong horse"));
+    assert!(
+        !ok && err.matches("the passphrase does not open it").count() == 2,
+        "{err}"
+    );
+    assert!(!err.contains("wrong horse") && !err.contains("PRIVATE KEY"), "{err}");
+    assert!(check(Some(pass)).0);
+    // From a file named in the config (its first line), no environment: the node runs, signs,
+    // decrypts and speaks TLS with the encrypted keys.
+    let file = node_dir(&net, 0).join("key-passphrase");
+    std::fs::write(&file, format!("{pass}\n")).unwrap();
+    net.edit_config(0, |t| {
+        t.replacen(
+            "[security]\n",
+            "[security]\nkey_passphrase_file = \"key-passphrase\"\n",
+            1,
+        )
+    });
+    assert!(check(None).0, "{}", check(None).1);
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let (_, there) = net.message(0, 1);
+    let (status, v) = net.client(0).submit(&there).await;
+    assert_eq!(status, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let cb = net.client(1);
+    let inbox = cb.wait_inbox(1, std::time::Duration::from_secs(60)).await;
+    assert_eq!(cb.ack(&inbox[0]).await, 200);
+    net.client(0)
+        .wait_status(&id, "delivered", std::time::Duration::from_secs(60))
+        .await;
+    // And the way back: b encrypts for a's authority, a decrypts with its encrypted key.
+    let (_, back) = net.message(1, 0);
+    assert_eq!(cb.submit(&back).await.0, 202);
+    net.client(0).wait_inbox(1, std::time::Duration::from_secs(60)).await;
 }
