@@ -12,21 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 N=${N:-2000}
-if [[ -n ${BIN:-} ]]; then
-    bin=$(realpath "$BIN")
-else
-    cargo build --release -p gateway >/dev/null 2>&1
-    bin=$PWD/target/release/poststelle
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    kill "${pids[@]}" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-    drop_schemas
-}
-trap cleanup EXIT
+bin=$(release_bin)
+start_scratch
 drop_schemas
 "$bin" network init "$work/net" --file-drop ${STORE_URL:+--store-url "$STORE_URL"} >/dev/null
 for node in a b; do

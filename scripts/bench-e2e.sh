@@ -19,25 +19,12 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 N=${N:-3000}
 # BIN=path runs that binary instead of this tree's release build (a before/after comparison).
-if [[ -n ${BIN:-} ]]; then
-    bin=$(realpath "$BIN")
-else
-    cargo build --release -p gateway >/dev/null 2>&1
-    bin=$PWD/target/release/poststelle
-fi
+bin=$(release_bin)
 echo "== openssl speed -seconds 5 rsa3072 (one core)"
 ops=$(openssl speed -seconds 5 rsa3072 2>/dev/null | awk '/^rsa 3072 bits/ {print $6}')
 limit=$(awk -v o="$ops" 'BEGIN {printf "%.0f", 2 * o / 5}')
 echo "rsa3072 sign/s per core: $ops; limit 2 x $ops / 5 = $limit messages/s"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    kill "${pids[@]}" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-    drop_schemas
-}
-trap cleanup EXIT
+start_scratch
 drop_schemas
 "$bin" network init "$work/net" ${STORE_URL:+--store-url "$STORE_URL"} ${KEY_TYPE:+--key-type "$KEY_TYPE"} >/dev/null
 # Optional overrides of [relay] settings for both nodes, e.g. RELAY="workers = 8

@@ -29,3 +29,22 @@ drop_schemas() {
 
 pg_pids() { pgrep -x postgres || pgrep -f 'postgres:' || true; }
 pg_xacts() { psql "$STORE_URL" -Atc "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
+
+# The poststelle binary a bench runs: BIN=path (a before/after comparison), else this tree's
+# release build, built now.
+release_bin() {
+    if [[ -n ${BIN:-} ]]; then
+        realpath "$BIN"
+    else
+        cargo build --release -p gateway >/dev/null 2>&1
+        echo "$PWD/target/release/poststelle"
+    fi
+}
+
+# A scratch folder ($work) and the node processes started in it ($pids): on exit the processes
+# are killed and waited for, the folder removed and the network's PostgreSQL schemas dropped.
+start_scratch() {
+    work=$(mktemp -d)
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; drop_schemas' EXIT
+}

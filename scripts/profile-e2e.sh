@@ -11,16 +11,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 N=${N:-2000}
 command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 2; }
-cargo build --release -p gateway >/dev/null 2>&1
-bin=$PWD/target/release/poststelle
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    kill "${pids[@]}" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bin=$(release_bin)
+start_scratch
 "$bin" network init "$work/net" ${KEY_TYPE:+--key-type "$KEY_TYPE"} >/dev/null
 for node in a b; do
     (cd "$work/net/$node" && POSTSTELLE_LOG=error exec "$bin" serve --config poststelle.toml) &
