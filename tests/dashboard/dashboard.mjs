@@ -6,6 +6,8 @@
 // ADMIN_URL, ADMIN_TOKEN: required. RETRY_ID: a dead letter whose partner is up again, so that
 // a retry delivers it (without it the retry step is skipped). SCREENSHOT: PNG path (optional);
 // a second shot after the retry goes to the same path with `-after` before `.png`.
+// VIEWER_TOKEN: an admin token with the role viewer (optional): the page, logged in with it,
+// must name the role and hide retry, cancel and replay (the API refuses them all the same).
 // CHROMIUM: the browser binary (default /usr/bin/chromium).
 // Prints one JSON line on success (exit 0); on failure the reason goes to stderr (exit 1).
 
@@ -215,6 +217,30 @@ async function main(state) {
       await fullShot(afterPath(shot));
       summary.screenshot_after = afterPath(shot);
     }
+  }
+
+  // 5. a viewer's page names its role and shows no action it may not take
+  const viewer = env('VIEWER_TOKEN', false);
+  if (viewer) {
+    if (!(await page.locator('#replay-all').isVisible())) throw new Error('the admin token sees no Replay all');
+    const vpage = await (await browser.newContext({ viewport: { width: 1440, height: 1000 } })).newPage();
+    vpage.on('pageerror', (e) => pageErrors.push(e.message));
+    await vpage.goto(`${base}/admin/`, { waitUntil: 'domcontentloaded' });
+    await vpage.locator('#token').waitFor({ state: 'visible', timeout: 10_000 });
+    await vpage.fill('#token', viewer);
+    await vpage.click('#login');
+    await until('the viewer\'s first refresh', 15_000, () => vpage.evaluate(
+      () => Number(document.querySelector('#updated')?.dataset.count || 0) > 0), 100);
+    const seen = await vpage.evaluate(() => ({
+      who: document.querySelector('[data-testid="token-name"]').textContent,
+      rows: document.querySelectorAll('#dead-letters [data-testid="dlq-row"]').length,
+      retry: [...document.querySelectorAll('[data-testid="retry"], [data-testid="cancel"], #replay-all, #show-payload')]
+        .filter((e) => e.offsetParent !== null).length,
+    }));
+    if (!/\(viewer\)$/.test(seen.who)) throw new Error(`the viewer's page says it is ${seen.who}`);
+    if (seen.rows === 0) throw new Error('the viewer sees no dead letters to check the buttons on');
+    if (seen.retry !== 0) throw new Error(`the viewer's page shows ${seen.retry} action buttons`);
+    summary.checked.push('viewer-sees-no-actions');
   }
 
   if (pageErrors.length) throw new Error(`script errors on the page: ${pageErrors.join(' | ')}`);

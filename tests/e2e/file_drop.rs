@@ -261,6 +261,37 @@ async fn refused_drop_files_carry_their_problem_and_the_rest_stays_put() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_cannot_be_delivered_ends_failed_in_its_status_file_with_the_code() {
+    let net = Net::init_drop(2);
+    // b stays down past a's retry window: the message becomes a dead letter.
+    crate::faults::set(
+        &net,
+        0,
+        &[
+            ("retry_window_seconds", "2"),
+            ("retry_initial_ms", "100"),
+            ("sweep_seconds", "1"),
+        ],
+    );
+    let _a = net.start(0).await;
+    let da = drop_of(&net, 0);
+    let (_, m) = net.message(0, 1);
+    put(&da, "m.xml", &m);
+    let id = wait_for(Duration::from_secs(30), "m.xml in sent/", || {
+        let v: Value = serde_json::from_slice(&std::fs::read(da.sent().join("m.xml.json")).ok()?).ok()?;
+        Some(v["id"].as_str()?.to_owned())
+    })
+    .await;
+    let path = da.status().join(format!("{id}.json"));
+    let v = wait_for(Duration::from_secs(60), "status failed", || {
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+        (v["status"] == "failed").then_some(v)
+    })
+    .await;
+    assert_eq!(v["error"]["code"], "retries-exhausted", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn crashes_between_commit_and_move_and_between_write_and_delivered_double_nothing() {
     let net = Net::init_drop(2);
     let (da, db) = (drop_of(&net, 0), drop_of(&net, 1));

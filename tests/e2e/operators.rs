@@ -67,6 +67,13 @@ async fn operators_see_the_queues_and_retry_a_dead_letter_from_the_dashboard() {
     let started = Instant::now();
     let net = fast_net(2);
     set(&net, 0, &[("retry_window_seconds", "2")]);
+    // A viewer besides the network's admin token: the dashboard hides what it may not do.
+    let viewer = "viewer-token-for-the-dashboard-0123";
+    let entry = format!(
+        "[[admin.tokens]]\nname = \"vera\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n\n[[admin.tokens]]",
+        gateway::access::Secret::of(viewer).hex()
+    );
+    net.edit_config(0, |t| t.replacen("[[admin.tokens]]", &entry, 1));
     let _a = net.start(0).await;
     let client = net.client(0);
     let admin = net.admin(0);
@@ -132,6 +139,7 @@ async fn operators_see_the_queues_and_retry_a_dead_letter_from_the_dashboard() {
         .env("ADMIN_URL", &net.node(0).admin)
         .env("ADMIN_TOKEN", &net.node(0).admin_token)
         .env("RETRY_ID", &dead_ids[0])
+        .env("VIEWER_TOKEN", viewer)
         .env("SCREENSHOT", &shot)
         .output()
         .expect("node (Node.js) runs the browser test; .ci/run installs it with chromium and playwright-core");
