@@ -174,6 +174,15 @@ pub fn acceptor(
 ) -> Result<SslAcceptor, SetupError> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     profile(&mut b, &id, ca)?;
+    // A server that asks for client certificates must name its session context, or OpenSSL
+    // answers a client resuming a session (the relay does, after a timed-out connection) with
+    // the alert "internal error" ("session id context uninitialized"). The mTLS listener's
+    // sessions are not the others'.
+    b.set_session_id_context(if require_client_cert {
+        b"poststelle-mtls"
+    } else {
+        b"poststelle-tls"
+    })?;
     let mode = if require_client_cert {
         SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
     } else {
@@ -233,7 +242,11 @@ pub async fn serve_tls(
             let handshake =
                 tokio::time::timeout(server.handshake_timeout(), std::pin::Pin::new(&mut stream).accept()).await;
             if !matches!(handshake, Ok(Ok(()))) {
-                tracing::debug!("TLS handshake failed or timed out");
+                let error = match &handshake {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::debug!(%error, "TLS handshake failed or timed out");
                 return;
             }
             let peer = PeerCert {
