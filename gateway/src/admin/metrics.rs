@@ -59,7 +59,7 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
         let open = ctx.partners.health_of(&p.node).circuit != crate::health::Circuit::Closed;
         gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });
     }
-    for (client, s) in super::drop_summaries(ctx).await {
+    for (client, _, s) in super::drop_summaries(ctx).await {
         gauge!(DROP_WAITING, "client" => client.clone()).set(s.waiting as f64);
         gauge!(DROP_OLDEST, "client" => client.clone()).set(s.oldest_age_seconds as f64);
         gauge!(DROP_REJECTED, "client" => client).set(s.rejected as f64);

@@ -387,8 +387,9 @@ pub struct QueueList {
     pub drop_folders: Vec<DropFolderView>,
 }
 
-/// Each drop-folder client's folder summary (read off the file system, off the async threads).
-pub(crate) async fn drop_summaries(ctx: &Ctx) -> Vec<(String, crate::dropdir::Summary)> {
+/// Each drop-folder client's folder and its summary (read off the file system, off the async
+/// threads).
+pub(crate) async fn drop_summaries(ctx: &Ctx) -> Vec<(String, crate::dropdir::DropDir, crate::dropdir::Summary)> {
     let dirs: Vec<(String, crate::dropdir::DropDir)> = ctx
         .config
         .clients
@@ -398,9 +399,16 @@ pub(crate) async fn drop_summaries(ctx: &Ctx) -> Vec<(String, crate::dropdir::Su
     if dirs.is_empty() {
         return Vec::new();
     }
-    tokio::task::spawn_blocking(move || dirs.into_iter().map(|(c, d)| (c, d.summary())).collect())
-        .await
-        .unwrap_or_default()
+    tokio::task::spawn_blocking(move || {
+        dirs.into_iter()
+            .map(|(c, d)| {
+                let s = d.summary();
+                (c, d, s)
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 #[utoipa::path(get, path = "/admin/api/queues", tag = "overview",
@@ -420,17 +428,11 @@ async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
             oldest_age_seconds: ((now - q.oldest).max(0) / 1000) as u64,
         })
         .collect();
-    let paths: std::collections::BTreeMap<&str, String> = ctx
-        .config
-        .clients
-        .iter()
-        .filter_map(|c| Some((c.name.as_str(), c.drop_dir.as_ref()?.root.display().to_string())))
-        .collect();
     let drop_folders = drop_summaries(&ctx)
         .await
         .into_iter()
-        .map(|(client, s)| DropFolderView {
-            path: paths.get(client.as_str()).cloned().unwrap_or_default(),
+        .map(|(client, dir, s)| DropFolderView {
+            path: dir.root.display().to_string(),
             client,
             waiting: s.waiting,
             oldest_age_seconds: s.oldest_age_seconds,

@@ -36,7 +36,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 enum Picked {
     /// Committed (or committed before): moved to `sent/`.
-    Sent { id: String, status: String },
+    Sent { id: String, status: Status },
     /// Refused: moved to `rejected/` with its problem.
     Rejected,
     /// Left in `out/` for the next scan (transient failure, still being written, unreadable).
@@ -108,7 +108,7 @@ async fn scan(
     ctx: &Arc<Ctx>,
     client: &Arc<Client>,
     dir: &DropDir,
-    follow: &mut BTreeMap<String, String>,
+    follow: &mut BTreeMap<String, Status>,
     unreadable: &mut HashSet<String>,
 ) -> Result<(), String> {
     let d = dir.clone();
@@ -130,7 +130,7 @@ async fn scan(
         match picked {
             Ok(Picked::Sent { id, status }) => {
                 unreadable.remove(&name);
-                if !ended(&status) {
+                if !ENDED.contains(&status) {
                     follow.insert(id, status);
                 }
             }
@@ -146,10 +146,6 @@ async fn scan(
         }
     }
     Ok(())
-}
-
-fn ended(status: &str) -> bool {
-    Status::parse(status).is_some_and(|s| ENDED.contains(&s))
 }
 
 /// Reads one file (not following links, not blocking on a pipe) and submits it; refuses it
@@ -177,14 +173,8 @@ async fn pick_up(
     };
     crate::failpoint!("drop.before_submit");
     match crate::intake::submit(ctx, client, Arc::from(bytes)).await {
-        Ok(Submitted::Accepted(id)) => sent(ctx, dir, name, id, "accepted".into()).await,
-        Ok(Submitted::AlreadyAccepted(id)) => {
-            let status = match ctx.store.message(&id).await {
-                Ok(Some(m)) => m.status.to_string(),
-                _ => "accepted".into(),
-            };
-            sent(ctx, dir, name, id, status).await
-        }
+        Ok(Submitted::Accepted(id)) => sent(ctx, dir, name, id, true).await,
+        Ok(Submitted::AlreadyAccepted(id)) => sent(ctx, dir, name, id, false).await,
         // Busy, full, unavailable: the file stays and is tried again.
         Err(p) if p.code.status().is_server_error() => Ok(Picked::Left),
         Err(p) if p.code == Code::NotWellFormed && recently(modified) => Ok(Picked::Left),
@@ -213,12 +203,18 @@ fn read_limited(path: &Path, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// A committed message's file: `status/<id>.json`, `sent/NAME.json`, then the file itself to
-/// `sent/NAME` (each durable), so the legacy system finds the answer beside the file.
-async fn sent(ctx: &Ctx, dir: &DropDir, name: &str, id: String, status: String) -> Result<Picked, String> {
+/// `sent/NAME` (each durable), so the legacy system finds the answer beside the file. The
+/// answer's status is REST's: `accepted` for a new message (`fresh`), else its state now.
+async fn sent(ctx: &Ctx, dir: &DropDir, name: &str, id: String, fresh: bool) -> Result<Picked, String> {
     crate::failpoint!("drop.before_move");
-    let body = match ctx.store.message(&id).await {
-        Ok(Some(m)) => crate::intake::http::status_json(ctx, &m).await.ok(),
-        _ => None,
+    let m = ctx.store.message(&id).await.ok().flatten();
+    let status = match &m {
+        Some(m) if !fresh => m.status,
+        _ => Status::Accepted,
+    };
+    let body = match &m {
+        Some(m) => crate::intake::http::status_json(ctx, m).await.ok(),
+        None => None,
     };
     let answer = serde_json::to_vec_pretty(&json!({"id": id, "status": status})).unwrap_or_default();
     let (dir, name, status_id) = (dir.clone(), name.to_owned(), id.clone());
@@ -280,7 +276,7 @@ fn move_or_unanswer(from: &Path, name: &str, to: &Path, target: &str) -> std::io
 }
 
 /// The messages whose `status/<id>.json` names a state that has not ended (after a restart).
-fn pending_statuses(dir: &DropDir) -> BTreeMap<String, String> {
+fn pending_statuses(dir: &DropDir) -> BTreeMap<String, Status> {
     let mut pending = BTreeMap::new();
     for entry in std::fs::read_dir(dir.status()).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -290,8 +286,8 @@ fn pending_statuses(dir: &DropDir) -> BTreeMap<String, String> {
         let status = std::fs::read(entry.path())
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["status"].as_str().map(str::to_owned));
-        if let Some(status) = status.filter(|s| !ended(s)) {
+            .and_then(|v| v["status"].as_str().and_then(Status::parse));
+        if let Some(status) = status.filter(|s| !ENDED.contains(s)) {
             pending.insert(id.to_owned(), status);
         }
     }
@@ -300,8 +296,8 @@ fn pending_statuses(dir: &DropDir) -> BTreeMap<String, String> {
 
 /// Rewrites `status/<id>.json` of every followed message whose state changed; an ended one is
 /// no longer followed.
-async fn follow_statuses(ctx: &Ctx, dir: &DropDir, follow: &mut BTreeMap<String, String>) {
-    let ids: Vec<(String, String)> = follow.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+async fn follow_statuses(ctx: &Ctx, dir: &DropDir, follow: &mut BTreeMap<String, Status>) {
+    let ids: Vec<(String, Status)> = follow.iter().map(|(k, v)| (k.clone(), *v)).collect();
     for (id, known) in ids {
         let m = match ctx.store.message(&id).await {
             Ok(Some(m)) => m,
@@ -312,8 +308,7 @@ async fn follow_statuses(ctx: &Ctx, dir: &DropDir, follow: &mut BTreeMap<String,
             }
             Err(_) => return,
         };
-        let status = m.status.to_string();
-        if status == known {
+        if m.status == known {
             continue;
         }
         let Ok(body) = crate::intake::http::status_json(ctx, &m).await else {
@@ -326,7 +321,7 @@ async fn follow_statuses(ctx: &Ctx, dir: &DropDir, follow: &mut BTreeMap<String,
                 follow.remove(&id);
             }
             Ok(Ok(())) => {
-                follow.insert(id, status);
+                follow.insert(id, m.status);
             }
             Ok(Err(e)) => {
                 tracing::warn!(message_id = %id, error = %e, "status file not written");
