@@ -69,7 +69,7 @@ pub async fn retry_message(ctx: &Ctx, id: &str) -> Result<Status, Problem> {
             detail: Some("retried by an operator".into()),
             drop_jobs: true,
             clear_error: true,
-            deadline: Some(now + ctx.config.relay.retry_window.as_millis() as i64),
+            deadline: Some(now + ctx.config().relay.retry_window.as_millis() as i64),
             enqueue: vec![(JobKind::Relay, now)],
             ..Change::default()
         })

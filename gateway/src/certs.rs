@@ -18,8 +18,8 @@ use crate::xmlsec::trust::Policy;
 pub struct NodeKeys {
     pub node: Identity,
     pub authorities: std::collections::BTreeMap<String, Identity>,
-    /// Partner node certificates by node name.
-    pub partner_nodes: std::collections::BTreeMap<String, X509>,
+    /// Partner node certificates by node name: one, or the old and the new during a rollover.
+    pub partner_nodes: std::collections::BTreeMap<String, Vec<X509>>,
     /// Partner authority certificates by authority id.
     pub partner_authorities: std::collections::BTreeMap<String, X509>,
     /// Node role: anchors `tls.ca`.
@@ -110,12 +110,14 @@ impl NodeKeys {
                 allow_rsa_2048: exception,
                 ..content.clone()
             };
-            match trust::load_cert(&p.certificate) {
-                Ok(cert) => {
+            match trust::load_certs(&p.certificate) {
+                Ok(certs) => {
                     let what = file(&format!("partner {}", p.node), &p.certificate);
-                    check(&mut errs, &what, &cert, &t, Usage::Sign);
-                    tls_key(&mut errs, &what, &cert);
-                    partner_nodes.insert(p.node.clone(), cert);
+                    for cert in &certs {
+                        check(&mut errs, &what, cert, &t, Usage::Sign);
+                        tls_key(&mut errs, &what, cert);
+                    }
+                    partner_nodes.insert(p.node.clone(), certs);
                 }
                 Err(e) => errs.push(format!("partner {}: {e}", p.node)),
             }
@@ -183,7 +185,14 @@ pub struct CertificateView {
     pub not_after: String,
     /// Negative: expired.
     pub days_left: i64,
+    /// Partner node and partner authority certificates with OCSP configured: the last
+    /// answer (`good`, `revoked`, `unknown`, `failed`, `unchecked`) and when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<crate::revocation::View>,
 }
+
+/// The roles a configured certificate can have.
+pub const ROLES: [&str; 6] = ["node", "ca", "content-ca", "authority", "partner", "partner-authority"];
 
 /// A certificate the node loaded at start, with what operators know it by.
 #[derive(Debug, Clone)]
@@ -228,7 +237,7 @@ pub fn load_certificates(config: &Config) -> Vec<LoadedCertificate> {
 }
 
 /// The node's certificates with days left as of now, soonest expiry first.
-pub fn certificates(loaded: &[LoadedCertificate]) -> Vec<CertificateView> {
+pub fn certificates(loaded: &[LoadedCertificate], revocation: &crate::revocation::Checker) -> Vec<CertificateView> {
     let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
         return Vec::new();
     };
@@ -254,6 +263,13 @@ pub fn certificates(loaded: &[LoadedCertificate]) -> Vec<CertificateView> {
                 subject,
                 not_after: asn1_rfc3339(c.cert.not_after()),
                 days_left,
+                revocation: (revocation.enabled() && ["partner", "partner-authority"].contains(&c.role))
+                    .then(|| {
+                        crate::xmlsec::trust::fingerprint(&c.cert)
+                            .ok()
+                            .map(|fp| revocation.view(&fp))
+                    })
+                    .flatten(),
             })
         })
         .collect();

@@ -94,6 +94,13 @@ enum Command {
         #[command(flatten)]
         target: crate::ops::Target,
     },
+    /// Operators: the node re-reads its configuration file and puts it in force without a
+    /// restart (as `kill -HUP` does); a configuration with problems is refused whole, every
+    /// problem printed (exit 1), and the one loaded before stays in force.
+    Reload {
+        #[command(flatten)]
+        target: crate::ops::Target,
+    },
     /// Operators: configured certificates and days to expiry.
     Certs {
         #[command(flatten)]
@@ -365,6 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Queues { target } => runtime()?.block_on(crate::ops::queues(target)),
+        Command::Reload { target } => runtime()?.block_on(crate::ops::reload(target)),
         Command::Certs { target } => runtime()?.block_on(crate::ops::certs(target)),
         Command::Messages { command, target } => runtime()?.block_on(crate::ops::messages(target, command)),
         Command::Dlq { command, target } => runtime()?.block_on(crate::ops::dlq(target, command)),
@@ -450,10 +458,18 @@ fn default_config() -> anyhow::Result<PathBuf> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let node = crate::node::start(config).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    // SIGHUP reloads the configuration; a refused one is logged with every problem.
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let _ = crate::reload::reload(&node.ctx, "SIGHUP").await;
+            }
+        }
     }
     tracing::info!("shutting down");
     node.stop().await;

@@ -314,6 +314,9 @@ pub struct RawSecurity {
     /// `POSTSTELLE_KEY_PASSPHRASE`. Never the passphrase itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_passphrase_file: Option<PathBuf>,
+    /// `[security.revocation]`: OCSP beside the CRL files.
+    #[serde(default, skip_serializing_if = "crate::revocation::Settings::is_default")]
+    pub revocation: crate::revocation::Settings,
 }
 
 fn default_clock_tolerance() -> u64 {
@@ -328,6 +331,7 @@ impl Default for RawSecurity {
             allow_rsa_2048: Vec::new(),
             clock_tolerance_seconds: default_clock_tolerance(),
             key_passphrase_file: None,
+            revocation: Default::default(),
         }
     }
 }
@@ -443,6 +447,8 @@ pub struct Config {
     pub security: Security,
     pub clients: Vec<Client>,
     pub partners: Vec<Partner>,
+    /// The file this was loaded from (a reload reads it again).
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -458,6 +464,7 @@ pub struct Security {
     pub allow_rsa_2048: Vec<String>,
     pub clock_tolerance: Duration,
     pub key_passphrase_file: Option<PathBuf>,
+    pub revocation: crate::revocation::Settings,
 }
 
 #[derive(Debug, Clone)]
@@ -552,8 +559,9 @@ pub struct Partner {
     pub transport_urls: Vec<String>,
     /// The partner's transport queue, when it is reached through the broker.
     pub amqp_queue: Option<String>,
-    /// SHA-256 of the partner certificate's DER encoding.
-    pub fingerprint: [u8; 32],
+    /// SHA-256 of the DER encoding of each certificate in the partner's certificate file: one,
+    /// or during a certificate rollover the old and the new (either is accepted).
+    pub fingerprints: Vec<[u8; 32]>,
     pub certificate: PathBuf,
     pub authorities: Vec<String>,
     /// Certificate of each of its authorities, by id.
@@ -620,7 +628,9 @@ impl RawConfig {
             allow_rsa_2048: self.security.allow_rsa_2048.clone(),
             clock_tolerance: Duration::from_secs(self.security.clock_tolerance_seconds),
             key_passphrase_file: self.security.key_passphrase_file.as_deref().map(abs),
+            revocation: self.security.revocation.clone(),
         };
+        security.revocation.check(&mut errs);
         for p in security.content_ca.iter().chain(&security.crls) {
             if !p.is_file() {
                 errs.push(format!("security: {} does not exist", p.display()));
@@ -678,6 +688,7 @@ impl RawConfig {
             security,
             clients,
             partners,
+            source: None,
         })
     }
 
@@ -847,13 +858,10 @@ impl RawConfig {
                 }
             }
             let certificate = abs(&p.certificate);
-            let fingerprint = match crate::xmlsec::trust::fingerprint_of_pem_file(&certificate) {
-                Ok(f) => f,
-                Err(e) => {
-                    errs.push(format!("partners[{i}].certificate: {e}"));
-                    [0; 32]
-                }
-            };
+            let fingerprints = crate::xmlsec::trust::fingerprints_of_pem_file(&certificate).unwrap_or_else(|e| {
+                errs.push(format!("partners[{i}].certificate: {e}"));
+                Vec::new()
+            });
             let mut authority_certificates = BTreeMap::new();
             for a in &p.authorities {
                 match p.authority_certificates.get(a) {
@@ -878,7 +886,7 @@ impl RawConfig {
                 node: p.node.clone(),
                 transport_urls: urls,
                 amqp_queue: p.amqp_queue.clone(),
-                fingerprint,
+                fingerprints,
                 certificate,
                 authorities: p.authorities.clone(),
                 authority_certificates,
@@ -948,7 +956,9 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let base = std::path::absolute(&base).unwrap_or(base);
-        raw.validate(&base)
+        let mut config = raw.validate(&base)?;
+        config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+        Ok(config)
     }
 
     /// The partner node serving an authority.

@@ -28,6 +28,8 @@ pub mod partner;
 pub mod pipeline;
 pub mod pki;
 pub mod problem;
+pub mod reload;
+pub mod revocation;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -341,19 +341,60 @@ pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `poststelle reload`: the node reloads its configuration; a refusal prints every problem.
+pub async fn reload(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let r = api
+        .http
+        .post(format!("{}/admin/api/reload", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if api.json {
+        println!("{v}");
+    }
+    if status.is_success() {
+        if !api.json {
+            println!("reloaded");
+            for s in v["restart_needed"].as_array().into_iter().flatten() {
+                println!(
+                    "changed, takes effect at the next restart: {}",
+                    s.as_str().unwrap_or_default()
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !api.json {
+        eprintln!(
+            "{} {}: {}",
+            status.as_u16(),
+            v["code"].as_str().unwrap_or("error"),
+            v["detail"].as_str().unwrap_or("")
+        );
+        for e in v["errors"].as_array().into_iter().flatten() {
+            eprintln!("  {}", e["message"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::from(1))
+}
+
 /// `poststelle certs`: every configured certificate, the one expiring first first.
 pub async fn certs(target: Target) -> anyhow::Result<ExitCode> {
     list_table(
         target,
         "/admin/api/certificates",
         "certificates",
-        &["days left", "role", "name", "not after", "subject"],
+        &["days left", "role", "name", "not after", "revocation", "subject"],
         |c| {
             vec![
                 c["days_left"].to_string(),
                 s(&c["role"]),
                 s(&c["name"]),
                 s(&c["not_after"]),
+                c["revocation"]["status"].as_str().unwrap_or("-").to_owned(),
                 s(&c["subject"]),
             ]
         },

@@ -56,6 +56,8 @@ pub enum Code {
     WrongState,
     /// An adapter's XSLT transform (legacy format ↔ standard) failed or produced nothing usable.
     TransformFailed,
+    /// A configuration reload was refused (every problem listed); the one loaded before stays.
+    ConfigInvalid,
     /// The node itself failed (store unavailable); the client may retry. Never used for bad input.
     Internal,
 }
@@ -91,6 +93,7 @@ impl Code {
             Code::WrongState => "wrong-state",
             Code::InvalidRequest => "invalid-request",
             Code::TransformFailed => "transform-failed",
+            Code::ConfigInvalid => "config-invalid",
             Code::Internal => "internal",
         }
     }
@@ -120,7 +123,7 @@ impl Code {
             Code::Cancelled => StatusCode::GONE,
             Code::WrongState => StatusCode::CONFLICT,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
-            Code::TransformFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::TransformFailed | Code::ConfigInvalid => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -155,6 +158,7 @@ impl Code {
             Code::WrongState => "The action does not apply to the message in its current state",
             Code::InvalidRequest => "The request's parameters are malformed",
             Code::TransformFailed => "The adapter's transform failed",
+            Code::ConfigInvalid => "The new configuration was refused; the one loaded before stays in force",
             Code::Internal => "The node could not complete the request; retry later",
         }
     }
@@ -164,6 +168,18 @@ impl std::fmt::Display for Code {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// An error with its causes, outermost first (`error sending request: connection refused`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 /// One positioned diagnostic, e.g. a schema error at line 12, column 7.

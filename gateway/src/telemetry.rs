@@ -39,6 +39,12 @@ pub const DROP_WAITING: &str = "poststelle_drop_files_waiting";
 pub const DROP_OLDEST: &str = "poststelle_drop_oldest_seconds";
 /// Files refused into a drop-folder client's `rejected/` (still there).
 pub const DROP_REJECTED: &str = "poststelle_drop_files_rejected";
+/// Counter: configuration reloads by outcome (`applied`, `refused`).
+pub const RELOADS: &str = "poststelle_config_reloads_total";
+/// Gauge: 1 while the last reload was refused (the configuration loaded before stays in force).
+pub const RELOAD_REFUSED: &str = "poststelle_config_reload_refused";
+/// Gauge: configured certificates that expire within 30 days (or have expired), by role.
+pub const CERT_EXPIRING: &str = "poststelle_certificates_expiring";
 
 /// Latency buckets (seconds) for intake and job attempts: 1 ms … 60 s.
 const BUCKETS: [f64; 14] = [
@@ -107,11 +113,37 @@ fn describe() {
         "Time the oldest file in a drop-folder client's out/ has been waiting."
     );
     describe_gauge!(DROP_REJECTED, "Files refused into a drop-folder client's rejected/.");
+    describe_counter!(
+        crate::revocation::CHECKS,
+        "OCSP answers about partner certificates by role and outcome (good, revoked, unknown, failed)."
+    );
+    describe_gauge!(
+        crate::revocation::FAILING,
+        "Partner certificates of a role whose last OCSP check got no usable answer (alert on > 0)."
+    );
+    describe_counter!(
+        crate::revocation::SOFT_FAILS,
+        "Certificates accepted without an OCSP answer under soft_fail, by role."
+    );
+    describe_counter!(RELOADS, "Configuration reloads by outcome (applied, refused).");
+    describe_gauge!(
+        RELOAD_REFUSED,
+        "1 while the last configuration reload was refused (the one loaded before stays in force)."
+    );
+    describe_gauge!(
+        CERT_EXPIRING,
+        "Configured certificates that expire within 30 days or have expired, by role (alert on > 0)."
+    );
 }
 
 pub fn intake(outcome: &'static str, took: Duration) {
     counter!(INTAKE, "outcome" => outcome).increment(1);
     histogram!(INTAKE_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn reload(outcome: &'static str) {
+    counter!(RELOADS, "outcome" => outcome).increment(1);
+    metrics::gauge!(RELOAD_REFUSED).set(if outcome == "refused" { 1.0 } else { 0.0 });
 }
 
 pub fn transition(status: crate::store::Status) {

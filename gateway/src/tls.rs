@@ -69,6 +69,8 @@ pub struct PeerPolicy {
     /// Leaf certificates (SHA-256 fingerprints) allowed a 2048-bit RSA key: the partners with
     /// the configured exception (`security.allow_rsa_2048`).
     pub rsa_2048: Arc<Vec<[u8; 32]>>,
+    /// With OCSP configured: the leaf's revocation status (partner node certificates).
+    pub revocation: Option<Arc<crate::revocation::Checker>>,
 }
 
 /// OpenSSL's security level for every context: 112 bits, which refuses SHA-1 and MD5
@@ -78,12 +80,12 @@ const SECURITY_LEVEL: u32 = 2;
 /// The handshake's certificate callback: OpenSSL's verdict first, then, once for the whole
 /// chain (at the leaf, which OpenSSL checks last), the profile's algorithm policy.
 ///
-/// With `expected`, the leaf must also be exactly that certificate (SHA-256 of its DER): the
-/// relay talks to a partner's transport only if it presents the partner's directory
-/// certificate, not any other certificate of the same CA.
+/// With `expected`, the leaf must also be exactly one of those certificates (SHA-256 of its
+/// DER): the relay talks to a partner's transport only if it presents the partner's directory
+/// certificate (the old or the new during a rollover), not any other certificate of the CA.
 fn verify_peer(
     policy: &PeerPolicy,
-    expected: Option<Option<[u8; 32]>>,
+    expected: Option<&[[u8; 32]]>,
     preverify_ok: bool,
     ctx: &mut X509StoreContextRef,
 ) -> bool {
@@ -116,8 +118,15 @@ fn verify_peer(
         ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
         return false;
     }
+    if let (Some(checker), Some(fp)) = (&policy.revocation, &leaf_fingerprint)
+        && let Err(reason) = checker.verdict(fp, crate::revocation::CertRole::Node)
+    {
+        tracing::warn!(%reason, "TLS peer certificate refused");
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+        return false;
+    }
     if let Some(expected) = expected
-        && (expected.is_none() || leaf_fingerprint != expected)
+        && !leaf_fingerprint.is_some_and(|f| expected.contains(&f))
     {
         tracing::warn!(
             reason = "not the certificate of the partner this address belongs to in the directory",
@@ -198,9 +207,11 @@ pub fn acceptor(
 /// ones wait in the kernel backlog) and `max_connections_per_peer` per IP address (beyond,
 /// closed at once); the TLS handshake and each request head (also the keep-alive idle time)
 /// must arrive within their timeouts, or the connection is closed. Handlers bound the body.
+/// Each new connection takes the acceptor `acceptor` returns then (a reload replaces it);
+/// connections already open keep theirs.
 pub async fn serve_tls(
     listener: TcpListener,
-    acceptor: Arc<SslAcceptor>,
+    acceptor: impl Fn() -> Arc<SslAcceptor> + Send + 'static,
     router: Router,
     server: crate::config::Server,
     mut shutdown: watch::Receiver<bool>,
@@ -227,7 +238,7 @@ pub async fn serve_tls(
             tracing::warn!(peer = %addr.ip(), "too many connections from one peer: closed");
             continue;
         };
-        let acceptor = acceptor.clone();
+        let acceptor = acceptor();
         let router = router.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -298,7 +309,7 @@ pub fn relay_client(
     id: Tls<'_>,
     ca: &Path,
     policy: PeerPolicy,
-    partners: &[(String, [u8; 32])],
+    partners: &[(String, Vec<[u8; 32]>)],
     connect_timeout: Duration,
 ) -> Result<RelayClient, SetupError> {
     // By host and port, as the connector sees each connection's URI.
@@ -307,7 +318,7 @@ pub fn relay_client(
         // A partner reached only through the broker has no URL to pin.
         let Ok(uri) = url.parse::<hyper::Uri>() else { continue };
         let port = uri.port_u16().unwrap_or(443);
-        pinned.insert((uri.host().unwrap_or_default().to_ascii_lowercase(), port), *fp);
+        pinned.insert((uri.host().unwrap_or_default().to_ascii_lowercase(), port), fp.clone());
     }
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     profile(&mut b, &id, ca)?;
@@ -319,10 +330,14 @@ pub fn relay_client(
     let mut https = hyper_openssl::client::legacy::HttpsConnector::with_connector(http, b)?;
     https.set_callback(move |conn, uri| {
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
-        let expected = pinned.get(&(host, uri.port_u16().unwrap_or(443))).copied();
+        // An address that is no partner's in the directory: no certificate is expected.
+        let expected = pinned
+            .get(&(host, uri.port_u16().unwrap_or(443)))
+            .cloned()
+            .unwrap_or_default();
         let policy = policy.clone();
         conn.set_verify_callback(SslVerifyMode::PEER, move |ok, ctx| {
-            verify_peer(&policy, Some(expected), ok, ctx)
+            verify_peer(&policy, Some(&expected), ok, ctx)
         });
         Ok(())
     });

@@ -42,7 +42,7 @@ pub fn bearer<'h>(headers: &'h axum::http::HeaderMap, usage: &str) -> Result<&'h
 /// and dropped, so that a client still writing reads the 413 instead of a broken pipe (nginx
 /// does the same with `lingering_close`).
 pub async fn read_body(ctx: &Ctx, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
-    let timeout = ctx.config.server.body_timeout();
+    let timeout = ctx.config().server.body_timeout();
     let deadline = tokio::time::Instant::now() + timeout;
     let too_large = || {
         Problem::new(

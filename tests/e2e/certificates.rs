@@ -22,11 +22,15 @@ fn every_certificate_of_a_bundle_counts_and_expired_ones_are_negative() {
         name: name.into(),
         cert,
     };
-    let views = certificates(&[
-        loaded("ca", "a", cert("far", 400 * 86_400 + 3600)),
-        loaded("ca", "a", cert("soon", 5 * 86_400 + 3600)),
-        loaded("partner", "b", cert("gone", -(3600 * 20))),
-    ]);
+    let views = certificates(
+        &[
+            loaded("ca", "a", cert("far", 400 * 86_400 + 3600)),
+            loaded("ca", "a", cert("soon", 5 * 86_400 + 3600)),
+            loaded("partner", "b", cert("gone", -(3600 * 20))),
+        ],
+        // Without OCSP configured no revocation status is shown.
+        &Default::default(),
+    );
     let got: Vec<(&str, &str, i64)> = views
         .iter()
         .map(|v| (v.subject.as_str(), v.name.as_str(), v.days_left))

@@ -271,6 +271,20 @@ impl NodeProc {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGHUP: the node reloads its configuration file.
+    pub fn hangup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// SIGTERM and wait for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
@@ -402,6 +416,16 @@ impl Client {
 /// The folder of node `i`'s config and keys.
 pub fn node_dir(net: &Net, i: usize) -> PathBuf {
     net.node(i).config.parent().unwrap().to_path_buf()
+}
+
+/// Node `i`'s transport listener address (`host:port`), from its config.
+pub fn transport_addr(net: &Net, i: usize) -> String {
+    let text = std::fs::read_to_string(&net.node(i).config).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("transport = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap()
+        .to_owned()
 }
 
 /// Node `i`'s authority certificate (`pem`) or key (`key`).

@@ -89,7 +89,7 @@ async fn client_api_error_paths_without_a_socket() {
     assert_problem(&r, 401, "unauthorized");
     let r = call(api(), submit(Some(&s.token), "text/plain", valid.clone())).await;
     assert_problem(&r, 415, "unsupported-media-type");
-    let too_big = vec![b' '; s.ctx.config.limits.max_bytes + 1];
+    let too_big = vec![b' '; s.ctx.config().limits.max_bytes + 1];
     let r = call(api(), submit(Some(&s.token), "application/xml", too_big)).await;
     assert_problem(&r, 413, "limit-exceeded");
     let r = call(api(), submit(Some(&s.token), "application/xml", b"<a><b></a>".to_vec())).await;
@@ -151,5 +151,5 @@ async fn admin_api_error_paths_without_a_socket() {
 
     let ok = call(admin(), get("/admin/api/status", &s.admin_token)).await;
     assert_eq!(ok.0, StatusCode::OK, "{:?}", ok.2);
-    assert_eq!(ok.2["node"], s.ctx.config.node_name.as_str(), "{:?}", ok.2);
+    assert_eq!(ok.2["node"], s.ctx.config().node_name.as_str(), "{:?}", ok.2);
 }

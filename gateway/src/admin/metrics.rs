@@ -9,7 +9,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::ctx::Ctx;
 use crate::telemetry::{
-    CERT_DAYS, CIRCUIT_OPEN, DROP_OLDEST, DROP_REJECTED, DROP_WAITING, QUEUE_DEPTH, QUEUE_OLDEST, STORE_BYTES,
+    CERT_DAYS, CERT_EXPIRING, CIRCUIT_OPEN, DROP_OLDEST, DROP_REJECTED, DROP_WAITING, QUEUE_DEPTH, QUEUE_OLDEST,
+    STORE_BYTES,
 };
 
 /// Label sets of queues set by the last scrape, so a queue that emptied drops to 0 instead of
@@ -47,15 +48,22 @@ pub async fn render(ctx: &Ctx, handle: &PrometheusHandle) -> String {
     // A file may hold several certificates (a chain, a bundle): the soonest expiry counts. The
     // list comes soonest first, so the first of each role and name is the one.
     let mut set = HashSet::new();
-    for c in crate::certs::certificates(&ctx.certificates) {
+    let mut expiring: std::collections::BTreeMap<&str, u32> = crate::certs::ROLES.iter().map(|r| (*r, 0)).collect();
+    for c in crate::certs::certificates(&ctx.live().certificates, &ctx.revocation) {
         if set.insert((c.role, c.name.clone())) {
+            if c.days_left <= 30 {
+                *expiring.entry(c.role).or_default() += 1;
+            }
             gauge!(CERT_DAYS, "role" => c.role, "name" => c.name).set(c.days_left as f64);
         }
+    }
+    for (role, n) in expiring {
+        gauge!(CERT_EXPIRING, "role" => role).set(f64::from(n));
     }
     if let Ok(bytes) = ctx.store.size().await {
         gauge!(STORE_BYTES).set(bytes as f64);
     }
-    for p in &ctx.config.partners {
+    for p in &ctx.config().partners {
         let open = ctx.partners.health_of(&p.node).circuit != crate::health::Circuit::Closed;
         gauge!(CIRCUIT_OPEN, "partner" => p.node.clone()).set(if open { 1.0 } else { 0.0 });
     }

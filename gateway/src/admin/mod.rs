@@ -30,6 +30,7 @@ use crate::store::{Blob, Direction, Filter, Message, Millis, Status, now_millis,
 use crate::wire::store_problem;
 
 mod metrics;
+mod reload;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -57,6 +58,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/admin/api/messages", get(list))
         .route("/admin/api/messages/{id}", get(show))
         .route("/admin/api/messages/{id}/payload", post(payload))
+        .route("/admin/api/reload", post(reload::reload))
         .route("/admin/api/messages/{id}/retry", post(retry))
         .route("/admin/api/messages/{id}/cancel", post(cancel))
         .route("/admin/api/dlq/replay", post(replay))
@@ -70,7 +72,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Poststelle admin API", description = "Operators' view of one node: queues, messages, dead letters, partners, certificates, audit."),
-    paths(status, queues, stats, list, show, payload, retry, cancel, replay, partners, certificates_route, audit_tail),
+    paths(status, queues, stats, list, show, payload, retry, cancel, replay, partners, certificates_route, audit_tail, reload::reload),
     components(schemas(Problem, crate::problem::Code, crate::problem::Diagnostic), responses(Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -106,10 +108,12 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
+async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, String) {
     match ctx.store.counts().await {
-        Ok(_) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+        // A refused reload leaves the node serving on the configuration loaded before: ready,
+        // and it says so.
+        Ok(_) => (StatusCode::OK, format!("ready\n{}", reload::readiness_note(&ctx))),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n".into()),
     }
 }
 
@@ -118,7 +122,8 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> (StatusCode, &'static str) {
 /// token's name and answered `403 not-permitted`.
 async fn authorize(ctx: &Ctx, headers: &HeaderMap, need: Role) -> Result<AdminToken, Problem> {
     let token = crate::wire::bearer(headers, "ADMIN_TOKEN")?;
-    let Some(t) = ctx.config.admin.tokens.iter().find(|t| t.secret.matches(token)) else {
+    let config = ctx.config();
+    let Some(t) = config.admin.tokens.iter().find(|t| t.secret.matches(token)) else {
         ctx.audit.note("unknown", "admin-unauthorized", json!({})).await;
         return Err(Problem::new(Code::Unauthorized, "wrong admin token"));
     };
@@ -275,6 +280,8 @@ pub struct StatusView {
     pub processes: Vec<ProcessView>,
     /// The admin token that asked: its name and role (the dashboard hides what it may not do).
     pub token: TokenView,
+    /// The configuration in force and a refused reload, if the last one was.
+    pub configuration: reload::ConfigView,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -335,7 +342,7 @@ async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
     }
     let now = now_millis();
     Ok(axum::Json(StatusView {
-        node: ctx.config.node_name.clone(),
+        node: ctx.config().node_name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started: rfc3339(ctx.started),
         uptime_seconds: ((now - ctx.started).max(0) / 1000) as u64,
@@ -345,13 +352,16 @@ async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
         inbound_pending: pending,
         rejected,
         partners: partner_health(&ctx),
-        next_certificate_expiry: certificates(&ctx.certificates).into_iter().next(),
+        next_certificate_expiry: certificates(&ctx.live().certificates, &ctx.revocation)
+            .into_iter()
+            .next(),
         instance: ctx.instance.clone(),
         processes: processes(&ctx).await?,
         token: TokenView {
             name: caller.name,
             role: caller.role,
         },
+        configuration: reload::config_view(&ctx),
     })
     .into_response())
 }
@@ -391,7 +401,7 @@ pub struct QueueList {
 /// threads).
 pub(crate) async fn drop_summaries(ctx: &Ctx) -> Vec<(String, crate::dropdir::DropDir, crate::dropdir::Summary)> {
     let dirs: Vec<(String, crate::dropdir::DropDir)> = ctx
-        .config
+        .config()
         .clients
         .iter()
         .filter_map(|c| Some((c.name.clone(), c.drop_dir.clone()?)))
@@ -788,7 +798,7 @@ async fn replay(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: axum::bod
 }
 
 fn partner_health(ctx: &Ctx) -> Vec<Health> {
-    ctx.config
+    ctx.config()
         .partners
         .iter()
         .map(|p| ctx.partners.health_of(&p.node))
@@ -820,7 +830,7 @@ pub struct CertificateList {
 async fn certificates_route(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&ctx, &headers, Role::Viewer).await?;
     Ok(axum::Json(CertificateList {
-        certificates: certificates(&ctx.certificates),
+        certificates: certificates(&ctx.live().certificates, &ctx.revocation),
     })
     .into_response())
 }

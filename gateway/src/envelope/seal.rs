@@ -76,6 +76,24 @@ pub fn verify_node_signed(xml: &[u8], signer: &X509, policy: &Policy, limits: &L
     require_whole(&doc, &v)
 }
 
+/// [`verify_node_signed`] by any of a partner's directory certificates (two during a rollover):
+/// the first that verifies counts (its index is returned); if none does, the last one's problem.
+pub fn verify_node_signed_by_any(
+    xml: &[u8],
+    signers: &[X509],
+    policy: &Policy,
+    limits: &Limits,
+) -> Result<usize, Problem> {
+    let mut last = Problem::new(Code::SignerMismatch, "the partner has no certificate in the directory");
+    for (i, signer) in signers.iter().enumerate() {
+        match verify_node_signed(xml, signer, policy, limits) {
+            Ok(()) => return Ok(i),
+            Err(p) => last = p,
+        }
+    }
+    Err(last)
+}
+
 /// Opens a verified envelope: decrypts the body with the recipient authority's key and
 /// verifies the content signature against the author's certificate; returns the XÖV bytes and
 /// the attachments that travelled with them (all covered by the author's signature).

@@ -157,7 +157,7 @@ async fn pick_up(
     name: &str,
     modified: SystemTime,
 ) -> Result<Picked, String> {
-    let limit = ctx.config.limits.max_bytes;
+    let limit = ctx.config().limits.max_bytes;
     let path = dir.out().join(name);
     let bytes = match blocking(move || read_limited(&path, limit)).await? {
         Ok(Some(bytes)) => bytes,

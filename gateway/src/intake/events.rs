@@ -170,7 +170,7 @@ const OUTBOX_POLL: Duration = Duration::from_millis(500);
 /// `status.<state>`, JSON with metadata only (never the message, never an error's detail,
 /// which may quote it); see the module documentation. Without a broker the rows wait.
 pub async fn publish_status_events(ctx: Arc<Ctx>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    let Some(settings) = ctx.config.amqp.clone() else {
+    let Some(settings) = ctx.config().amqp.clone() else {
         return;
     };
     let mut pause = None;
@@ -238,7 +238,7 @@ async fn publish_one(ctx: &Ctx, exchange: &str, e: &OutboxEvent, m: Option<Messa
     // The status and time are the transition's; the rest of the metadata (`m`) does not change
     // (a message already purged goes out with what the outbox row holds).
     let mut event = serde_json::json!({
-        "node": ctx.config.node_name,
+        "node": ctx.config().node_name,
         "event": e.seq,
         "message_id": e.message_id,
         "status": e.status.as_str(),

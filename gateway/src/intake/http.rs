@@ -44,17 +44,18 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 }
 
 /// The authenticated client of a request.
-pub(crate) fn authenticate<'a>(ctx: &'a Ctx, headers: &HeaderMap) -> Result<&'a Client, Problem> {
+pub(crate) fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Client, Problem> {
     let token = crate::wire::bearer(headers, "TOKEN")?;
-    ctx.config
+    ctx.config()
         .clients
         .iter()
         .find(|c| c.token.matches(token))
+        .cloned()
         .ok_or_else(|| Problem::new(Code::Unauthorized, "unknown token"))
 }
 
 async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, req.headers())?.clone();
+    let client = authenticate(&ctx, req.headers())?;
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -71,7 +72,7 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
         .clone()
         .try_acquire_owned()
         .map_err(|_| Problem::overloaded(1))?;
-    let limit = ctx.config.limits.max_bytes;
+    let limit = ctx.config().limits.max_bytes;
     let bytes = read_body(&ctx, req.into_body(), limit).await?;
     let (status, id, state) = match crate::intake::submit(&ctx, &client, Arc::from(bytes.as_ref())).await? {
         crate::intake::Submitted::Accepted(id) => (StatusCode::ACCEPTED, id, "accepted".to_owned()),
@@ -96,7 +97,7 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
 }
 
 async fn status(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     let m = own_message(&ctx, client, &id).await?;
     Ok(axum::Json(status_json(&ctx, &m).await?).into_response())
 }
@@ -130,7 +131,7 @@ pub(crate) async fn status_json(ctx: &Ctx, m: &crate::store::Message) -> Result<
 }
 
 async fn receipt(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     own_message(&ctx, client, &id).await?;
     // The latest word from the partner: its delivery notice if there is one, else its receipt.
     for blob in [Blob::Notice, Blob::Receipt] {
@@ -142,7 +143,7 @@ async fn receipt(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path
 }
 
 async fn inbox(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     let items = ctx.store.inbox(&client.authority).await.map_err(store_problem)?;
     let list: Vec<_> = items
         .iter()
@@ -166,7 +167,7 @@ async fn inbox_item(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     inbox_message(&ctx, client, &id).await?;
     let payload = ctx
         .store
@@ -192,7 +193,7 @@ async fn attachment_list(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     let list: Vec<_> = attachments_of(&ctx, client, &id)
         .await?
         .iter()
@@ -214,7 +215,7 @@ async fn attachment(
     headers: HeaderMap,
     Path((id, n)): Path<(String, usize)>,
 ) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     let a = attachments_of(&ctx, client, &id)
         .await?
         .into_iter()
@@ -238,7 +239,7 @@ async fn attachment(
 }
 
 async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
-    let client = authenticate(&ctx, &headers)?;
+    let client = &authenticate(&ctx, &headers)?;
     acknowledge(&ctx, client, &id, &format!("acknowledged by client {}", client.name)).await?;
     Ok(axum::Json(json!({"id": id, "status": "delivered"})).into_response())
 }

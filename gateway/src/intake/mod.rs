@@ -71,7 +71,7 @@ async fn commit(
 ) -> Result<Submitted, Problem> {
     let digest = crate::envelope::hex(&crate::envelope::sha256(bytes));
     crate::failpoint!("intake.before_commit");
-    let deadline = crate::store::now_millis() + ctx.config.relay.retry_window.as_millis() as i64;
+    let deadline = crate::store::now_millis() + ctx.config().relay.retry_window.as_millis() as i64;
     let outcome = ctx
         .store
         .accept(NewOutbound {

@@ -17,7 +17,7 @@ use crate::ctx::Ctx;
 
 /// Runs the supervisor until `shutdown` turns true.
 pub async fn supervise(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let Some(settings) = ctx.config.amqp.clone() else {
+    let Some(settings) = ctx.config().amqp.clone() else {
         return;
     };
     let mut backoff = Duration::from_millis(250);
@@ -49,12 +49,12 @@ async fn session(ctx: &Arc<Ctx>, settings: &Amqp) -> Result<(), String> {
     let err = |e: lapin::Error| e.to_string();
     let conn = Connection::connect(
         &settings.url,
-        ConnectionProperties::default().with_connection_name(format!("poststelle {}", ctx.config.node_name).into()),
+        ConnectionProperties::default().with_connection_name(format!("poststelle {}", ctx.config().node_name).into()),
     )
     .await
     .map_err(err)?;
     let setup = conn.create_channel().await.map_err(err)?;
-    crate::amqp::declare(&setup, settings, &ctx.config.clients)
+    crate::amqp::declare(&setup, settings, &ctx.config().clients)
         .await
         .map_err(err)?;
     let publisher = conn.create_channel().await.map_err(err)?;
@@ -112,7 +112,7 @@ async fn session(ctx: &Arc<Ctx>, settings: &Amqp) -> Result<(), String> {
     tracing::info!("connected to the broker");
     // Deliveries whose outbox work (inbox publishes) waited for the connection go out now.
     ctx.wake(crate::store::JobKind::Push);
-    for client in ctx.config.clients.iter().filter(|c| c.amqp_intake.is_some()) {
+    for client in ctx.config().clients.iter().filter(|c| c.amqp_intake.is_some()) {
         let channel = conn.create_channel().await.map_err(err)?;
         channel
             .basic_qos(settings.prefetch, BasicQosOptions::default())

@@ -170,6 +170,44 @@ async fn heartbeat(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Keeps the OCSP answers about the directory's certificates current (`revocation::Checker`):
+/// each certificate is asked about when its answer runs out, the set follows reloads.
+async fn revocation_checks(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    use crate::revocation::{CertRole, Target};
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build();
+    let Ok(http) = http else { return };
+    loop {
+        let live = ctx.live();
+        let (config, keys) = (&live.config, &live.keys);
+        let mut targets = Vec::new();
+        for cert in keys.partner_nodes.values().flatten() {
+            targets.push(Target {
+                cert: cert.clone(),
+                role: CertRole::Node,
+                anchors: vec![config.tls.ca.clone()],
+            });
+        }
+        for cert in keys.partner_authorities.values() {
+            targets.push(Target {
+                cert: cert.clone(),
+                role: CertRole::Authority,
+                anchors: config.security.content_ca.iter().cloned().collect(),
+            });
+        }
+        drop(live);
+        let due = ctx.revocation.refresh(&targets, &http).await;
+        // At most a second: certificates a reload brings are asked about at once.
+        tokio::select! {
+            _ = tokio::time::sleep(due.min(Duration::from_secs(1))) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Retention and the retry time-box: every `retention.sweep_seconds`, ended messages' payloads
 /// and old metadata are purged and outbound messages past their deadline go to `failed`.
 /// Wakes this process's workers for jobs that other processes sharing the store enqueued.
@@ -196,7 +234,7 @@ async fn forward_wakeups(
 }
 
 async fn maintenance(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let every = Duration::from_secs(ctx.config.retention.sweep_seconds);
+    let every = Duration::from_secs(ctx.config().retention.sweep_seconds);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -220,7 +258,7 @@ async fn maintenance(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             }
             Err(e) => tracing::warn!(error = %e, "deadline sweep failed"),
         }
-        let r = &ctx.config.retention;
+        let r = &ctx.config().retention;
         let payload_before = now - (r.payload_seconds as i64).saturating_mul(1000);
         let metadata_before = now - (r.metadata_seconds as i64).saturating_mul(1000);
         match ctx.store.purge(payload_before, metadata_before).await {
@@ -336,10 +374,6 @@ fn hostname() -> String {
 struct Prepared {
     ctx: Ctx,
     status_events: Option<Arc<tokio::sync::Notify>>,
-    api_acceptor: openssl::ssl::SslAcceptor,
-    transport_acceptor: openssl::ssl::SslAcceptor,
-    /// With `[admin] tls = true`.
-    admin_acceptor: Option<openssl::ssl::SslAcceptor>,
     lock: std::fs::File,
 }
 
@@ -374,7 +408,9 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
             })?;
         }
     }
-    let keys = crate::certs::NodeKeys::load(&config)
+    let config = Arc::new(config);
+    let revocation = Arc::new(crate::revocation::Checker::default());
+    let live = crate::reload::build(config.clone(), &revocation)
         .map_err(|errs| StartError(format!("keys and certificates:\n{}", errs.join("\n"))))?;
     let (registry, envelope_schema) = registry(&config)?;
     let mut warm = vec![envelope_schema.clone()];
@@ -409,40 +445,6 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
     if released > 0 {
         tracing::info!(jobs = released, "resuming jobs of the previous run");
     }
-    let tls = &config.tls;
-    // The partners with the 2048-bit exception, by the certificate they present.
-    let peer_policy = crate::tls::PeerPolicy {
-        rsa_2048: Arc::new(
-            config
-                .partners
-                .iter()
-                .filter(|p| config.security.allow_rsa_2048.contains(&p.node))
-                .map(|p| p.fingerprint)
-                .collect(),
-        ),
-    };
-    let passphrase = crate::certs::key_passphrase(&config).map_err(StartError)?;
-    let id = crate::tls::Tls {
-        cert: &tls.cert,
-        key: &tls.key,
-        passphrase: passphrase.as_deref(),
-    };
-    let api_acceptor = crate::tls::acceptor(id, &tls.ca, false, Default::default()).map_err(start_error)?;
-    let transport_acceptor = crate::tls::acceptor(id, &tls.ca, true, peer_policy.clone()).map_err(start_error)?;
-    let admin_acceptor = match &config.admin.tls {
-        Some((cert, key)) => {
-            let admin_id = crate::tls::Tls { cert, key, ..id };
-            Some(crate::tls::acceptor(admin_id, &tls.ca, false, Default::default()).map_err(start_error)?)
-        }
-        None => None,
-    };
-    let partner_certs: Vec<(String, [u8; 32])> = config
-        .partners
-        .iter()
-        .flat_map(|p| p.transport_urls.iter().map(|u| (u.clone(), p.fingerprint)))
-        .collect();
-    let relay_client = crate::tls::relay_client(id, &tls.ca, peer_policy, &partner_certs, config.relay.connect_timeout)
-        .map_err(start_error)?;
     let push_client = reqwest::Client::builder()
         .connect_timeout(config.relay.connect_timeout)
         .timeout(config.relay.request_timeout)
@@ -455,32 +457,22 @@ async fn prepare(config: Config) -> Result<Prepared, StartError> {
         config.relay.circuit_open,
     ));
     let intake_permits = Arc::new(tokio::sync::Semaphore::new(config.server.max_concurrent_intake));
-    let certificates = crate::certs::load_certificates(&config);
-    let ctx = Ctx {
-        config,
+    let ctx = Ctx::new(
+        live,
         store,
         registry,
         validator,
-        envelope_schema: Arc::new(envelope_schema),
-        relay_client,
+        Arc::new(envelope_schema),
         push_client,
-        keys: Arc::new(keys),
         partners,
-        started: crate::store::now_millis(),
-        instance,
-        host: hostname(),
-        certificates,
         intake_permits,
-        broker: Arc::default(),
         audit,
-        wakers: Default::default(),
-    };
+        (instance, hostname()),
+        revocation,
+    );
     Ok(Prepared {
         ctx,
         status_events,
-        api_acceptor,
-        transport_acceptor,
-        admin_acceptor,
         lock,
     })
 }
@@ -490,43 +482,45 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let Prepared {
         ctx,
         status_events,
-        api_acceptor,
-        transport_acceptor,
-        admin_acceptor,
         lock,
     } = prepare(config).await?;
     // With a shared store the node's processes on one machine share its addresses
     // (SO_REUSEPORT: the kernel spreads the connections over them).
-    let shared = ctx.config.store.url.is_some();
+    let shared = ctx.config().store.url.is_some();
     let bind = |what: &'static str, addr: SocketAddr| async move {
         listen(addr, shared).because(|| format!("cannot bind the {what} listener {addr}"))
     };
-    let api = bind("API", ctx.config.api_addr).await?;
-    let transport = bind("transport", ctx.config.transport_addr).await?;
-    let admin = bind("admin", ctx.config.admin_addr).await?;
+    let api = bind("API", ctx.config().api_addr).await?;
+    let transport = bind("transport", ctx.config().transport_addr).await?;
+    let admin = bind("admin", ctx.config().admin_addr).await?;
     let local = |l: &TcpListener| l.local_addr().because(|| "the listener's address".into());
     let (api_addr, transport_addr, admin_addr) = (local(&api)?, local(&transport)?, local(&admin)?);
 
     let ctx = Arc::new(ctx);
-    let server = ctx.config.server;
+    let server = ctx.config().server;
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let tls = |pick: fn(&crate::ctx::Live) -> Arc<openssl::ssl::SslAcceptor>| {
+        let ctx = ctx.clone();
+        move || pick(&ctx.live())
+    };
     tasks.spawn(crate::tls::serve_tls(
         api,
-        Arc::new(api_acceptor),
+        tls(|l| l.api_tls.clone()),
         crate::intake::http::router(ctx.clone()),
         server,
         rx.clone(),
     ));
     tasks.spawn(crate::tls::serve_tls(
         transport,
-        Arc::new(transport_acceptor),
+        tls(|l| l.transport_tls.clone()),
         crate::partner::receive::router(ctx.clone()),
         server,
         rx.clone(),
     ));
     tasks.spawn(maintenance(ctx.clone(), rx.clone()));
     tasks.spawn(heartbeat(ctx.clone(), rx.clone()));
+    tasks.spawn(revocation_checks(ctx.clone(), rx.clone()));
     if let Some(wakeups) = ctx.store.wakeups() {
         tasks.spawn(forward_wakeups(ctx.clone(), wakeups, rx.clone()));
     }
@@ -538,10 +532,14 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             rx.clone(),
         ));
     }
-    match admin_acceptor {
-        Some(acceptor) => tasks.spawn(crate::tls::serve_tls(
+    // Whether the admin listener speaks TLS is decided at start; its certificate reloads.
+    match ctx.live().admin_tls.clone() {
+        Some(first) => tasks.spawn(crate::tls::serve_tls(
             admin,
-            Arc::new(acceptor),
+            {
+                let ctx = ctx.clone();
+                move || ctx.live().admin_tls.clone().unwrap_or_else(|| first.clone())
+            },
             crate::admin::router(ctx.clone()),
             server,
             rx.clone(),
@@ -552,17 +550,17 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             rx.clone(),
         )),
     };
-    for client in ctx.config.clients.iter().filter(|c| c.drop_dir.is_some()) {
+    for client in ctx.config().clients.iter().filter(|c| c.drop_dir.is_some()) {
         tasks.spawn(crate::intake::drop::run(ctx.clone(), client.clone(), rx.clone()));
     }
     // Every kind of job gets `relay.workers` workers: opening (decrypt, verify, validate) is as
     // CPU-bound as sealing, and notices and pushes wait on the network like relays do.
     for kind in JobKind::ALL {
-        for _ in 0..ctx.config.relay.workers {
+        for _ in 0..ctx.config().relay.workers {
             tasks.spawn(crate::pipeline::worker::run(ctx.clone(), kind, rx.clone()));
         }
     }
-    tracing::info!(node = %ctx.config.node_name, api = %api_addr, transport = %transport_addr, admin = %admin_addr, "node started");
+    tracing::info!(node = %ctx.config().node_name, api = %api_addr, transport = %transport_addr, admin = %admin_addr, "node started");
     Ok(RunningNode {
         ctx,
         api_addr,

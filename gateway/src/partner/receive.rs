@@ -51,22 +51,23 @@ async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<
         code: Some(problem.code.as_str().to_owned()),
         detail: Some(problem.detail.clone()),
         envelope_sha256: digest,
-        receiver_node: ctx.config.node_name.clone(),
+        receiver_node: ctx.config().node_name.clone(),
         time: rfc3339(now_millis()),
     };
-    match seal::signed_receipt(&r, &ctx.keys.node) {
+    match seal::signed_receipt(&r, &ctx.keys().node) {
         Ok(body) => xml_response(problem.code.status(), body),
         Err(p) => p.into_response(),
     }
 }
 
 /// The directory entry whose certificate the TLS peer presented.
-fn partner_of<'a>(ctx: &'a Ctx, peer: &PeerCert) -> Option<&'a Partner> {
+fn partner_of(ctx: &Ctx, peer: &PeerCert) -> Option<Partner> {
     let fp = peer.fingerprint?;
-    let mut matching = ctx.config.partners.iter().filter(|p| p.fingerprint == fp);
+    let config = ctx.config();
+    let mut matching = config.partners.iter().filter(|p| p.fingerprints.contains(&fp));
     let first = matching.next()?;
     // A certificate shared by two entries identifies neither.
-    matching.next().is_none().then_some(first)
+    matching.next().is_none().then(|| first.clone())
 }
 
 async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
@@ -78,26 +79,27 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         );
         return refusal(&ctx, UNKNOWN_ID, &p, None).await;
     };
-    let limits = ctx.config.limits.for_envelopes();
+    let limits = ctx.config().limits.for_envelopes();
     let bytes = match read_body(&ctx, req.into_body(), limits.max_bytes).await {
         Ok(b) => b,
         Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None).await,
     };
-    handle(&ctx, partner, bytes.to_vec()).await
+    handle(&ctx, &partner, bytes.to_vec()).await
 }
 
 /// An envelope or notice that arrived through the broker, claiming to come from partner node
 /// `node`. The claim decides only whose directory certificate the transport signature must
 /// verify against, so a false claim is refused like a false TLS certificate would be.
 pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Response {
-    let Some(partner) = node.and_then(|n| ctx.config.partners.iter().find(|p| p.node == n)) else {
+    let config = ctx.config();
+    let Some(partner) = node.and_then(|n| config.partners.iter().find(|p| p.node == n)) else {
         let p = Problem::new(
             Code::SenderMismatch,
             "the sending node is not a partner in the directory",
         );
         return refusal(ctx, UNKNOWN_ID, &p, None).await;
     };
-    let limits = ctx.config.limits.for_envelopes();
+    let limits = ctx.config().limits.for_envelopes();
     if bytes.len() > limits.max_bytes {
         let p = Problem::new(Code::LimitExceeded, "the envelope exceeds the size limit");
         return refusal(ctx, UNKNOWN_ID, &p, None).await;
@@ -107,7 +109,7 @@ pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Respo
 
 /// Everything after the partner is known and the body read: the same for both transports.
 async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
-    let limits = ctx.config.limits.for_envelopes();
+    let limits = ctx.config().limits.for_envelopes();
     // Fault injection (tests only): `return(500)` answers 500 without storing anything;
     // `return(corrupt)` stores the envelope and answers a corrupted receipt.
     let injected = crate::failpoints::value("transport.answer");
@@ -137,17 +139,22 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
         Err(p) => return p.into_response(),
     }
     // The transport signature: the partner node's directory certificate, nothing else.
-    let Some(signer) = ctx.keys.partner_nodes.get(&partner.node).cloned() else {
+    let Some(signer) = ctx.keys().partner_nodes.get(&partner.node).cloned() else {
         let p = Problem::new(
             Code::SenderMismatch,
             "the partner's certificate is not in the directory",
         );
         return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
     };
-    let policy = ctx.keys.transport_for(&partner.node);
+    let policy = ctx.keys().transport_for(&partner.node);
     let checked = {
-        let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || seal::verify_node_signed(&bytes, &signer, &policy, &limits)).await
+        let (bytes, revocation) = (bytes.clone(), ctx.revocation.clone());
+        tokio::task::spawn_blocking(move || {
+            let i = seal::verify_node_signed_by_any(&bytes, &signer, &policy, &limits)?;
+            // The certificate that signed must not be revoked (OCSP, `[security.revocation]`).
+            revocation.usable(&signer[i], crate::revocation::CertRole::Node)
+        })
+        .await
     };
     match checked {
         Ok(Ok(())) => {}
@@ -192,7 +199,7 @@ async fn corrupt(answer: Response) -> Response {
 /// Whether an envelope dated `created` lies further in our future than the tolerance allows.
 fn too_far_ahead(ctx: &Ctx, created: &str) -> Option<String> {
     let created_ms = crate::store::parse_rfc3339(created)?;
-    let tolerance = ctx.config.security.clock_tolerance.as_millis() as i64;
+    let tolerance = ctx.config().security.clock_tolerance.as_millis() as i64;
     let ahead = created_ms - now_millis();
     (ahead > tolerance).then(|| {
         format!(
@@ -222,7 +229,7 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
         );
         return refusal(ctx, &h.message_id, &p, Some(digest)).await;
     }
-    if !ctx.config.authorities.contains_key(&h.recipient) {
+    if !ctx.config().authorities.contains_key(&h.recipient) {
         let p = Problem::new(
             Code::UnknownRecipient,
             format!("{} is not served by this node", h.recipient),
@@ -236,10 +243,10 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
             code: None,
             detail: None,
             envelope_sha256: Some(digest.clone()),
-            receiver_node: ctx.config.node_name.clone(),
+            receiver_node: ctx.config().node_name.clone(),
             time: rfc3339(now_millis()),
         },
-        &ctx.keys.node,
+        &ctx.keys().node,
     ) {
         Ok(r) => r,
         Err(p) => return p.into_response(),

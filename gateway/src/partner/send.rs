@@ -17,7 +17,7 @@ pub async fn post(
     if let Some(queue) = &partner.amqp_queue {
         let (status, answer) = ctx
             .broker
-            .call_partner(&ctx.config.node_name, queue, body, ctx.config.relay.request_timeout)
+            .call_partner(&ctx.config().node_name, queue, body, ctx.config().relay.request_timeout)
             .await?;
         let status = hyper::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
         return Ok((status, answer));
@@ -65,10 +65,10 @@ async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::
         .map_err(|e| (format!("bad transport URL: {e}"), false))?;
     let exchange = async {
         let response = ctx
-            .relay_client
+            .relay_client()
             .request(request)
             .await
-            .map_err(|e| (error_chain(&e), !e.is_connect()))?;
+            .map_err(|e| (crate::problem::error_chain(&e), !e.is_connect()))?;
         let status = response.status();
         // Receipts are small: a partner cannot make us buffer more than this.
         let answer = http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), MAX_ANSWER))
@@ -76,12 +76,12 @@ async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::
             .map_err(|e| (format!("reading the answer failed: {e}"), true))?;
         Ok((status, answer.to_bytes().to_vec()))
     };
-    tokio::time::timeout(ctx.config.relay.request_timeout, exchange)
+    tokio::time::timeout(ctx.config().relay.request_timeout, exchange)
         .await
         .map_err(|_| {
             let e = format!(
                 "request timed out: no answer within {} ms",
-                ctx.config.relay.request_timeout.as_millis()
+                ctx.config().relay.request_timeout.as_millis()
             );
             (e, true)
         })?
@@ -89,14 +89,3 @@ async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::
 
 /// The largest answer (receipt or refusal) read from a partner.
 const MAX_ANSWER: usize = 1 << 20;
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}

@@ -17,8 +17,8 @@ pub async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     if m.status != Status::Opened {
         return drop_job(ctx, job).await;
     }
-    let Some(client) = ctx
-        .config
+    let config = ctx.config();
+    let Some(client) = config
         .clients
         .iter()
         .find(|c| c.authority == m.reader && c.takes_pushes())

@@ -15,7 +15,8 @@ pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         Status::Refused => (ReceiptOutcome::Refused, m.error_code.clone(), m.error_detail.clone()),
         _ => return drop_job(ctx, job).await,
     };
-    let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
+    let config = ctx.config();
+    let Some(partner) = config.partners.iter().find(|p| p.node == m.partner_node) else {
         return drop_job(ctx, job).await;
     };
     let body = seal::signed_receipt(
@@ -25,10 +26,10 @@ pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             code,
             detail,
             envelope_sha256: hex_decode(&m.digest),
-            receiver_node: ctx.config.node_name.clone(),
+            receiver_node: ctx.config().node_name.clone(),
             time: rfc3339(now_millis()),
         },
-        &ctx.keys.node,
+        &ctx.keys().node,
     )
     .map_err(|p| Failure::Transient(p.to_string()))?;
     let response = crate::partner::send::post(ctx, partner, body).await;

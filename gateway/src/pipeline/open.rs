@@ -19,7 +19,7 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     }
     // A poison message: opening it failed (or killed the node) this often. Attempts are counted
     // when a job is claimed, so a crash counts too; refuse it instead of looping.
-    let limit = ctx.config.relay.poison_attempts;
+    let limit = ctx.config().relay.poison_attempts;
     if job.attempts > limit {
         return Err(Failure::Poison(limit));
     }
@@ -28,9 +28,10 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         .blob(&m.id, Blob::Envelope)
         .await?
         .ok_or_else(|| Failure::transient("envelope missing"))?;
-    let keys = ctx.keys.clone();
-    let limits = ctx.config.limits.for_envelopes();
+    let keys = ctx.keys().clone();
+    let limits = ctx.config().limits.for_envelopes();
     let (author, reader, partner) = (m.author.clone(), m.reader.clone(), m.partner_node.clone());
+    let revocation = ctx.revocation.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let recipient = keys
             .authorities
@@ -42,6 +43,8 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
                 format!("the directory has no certificate of the author {author}"),
             )
         })?;
+        // The author's certificate must not be revoked (OCSP, `[security.revocation]`).
+        revocation.usable(author_cert, crate::revocation::CertRole::Authority)?;
         crate::envelope::seal::open(&env, &recipient.key, author_cert, &keys.content_for(&partner), &limits)
     })
     .await
@@ -80,7 +83,7 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     match checked {
         Ok(content) => {
             let push = ctx
-                .config
+                .config()
                 .clients
                 .iter()
                 .any(|c| c.authority == m.reader && c.takes_pushes());

@@ -18,7 +18,8 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     if !matches!(m.status, Status::Accepted | Status::Sealed | Status::Sent) {
         return drop_job(ctx, job).await;
     }
-    let Some(partner) = ctx.config.partners.iter().find(|p| p.node == m.partner_node) else {
+    let config = ctx.config();
+    let Some(partner) = config.partners.iter().find(|p| p.node == m.partner_node) else {
         return Err(Failure::Permanent(Problem::new(
             Code::UnknownRecipient,
             format!("partner node {} is no longer in the directory", m.partner_node),
@@ -110,7 +111,7 @@ fn partner_failed(ctx: &Ctx, partner: &str, reason: String) -> Failure {
 /// and reads it. The inner error refuses the answer; the outer one is this node's own failure.
 async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Receipt, Problem>, Failure> {
     let refused = |what: &str, p: Problem| Ok(Err(Problem::new(p.code, format!("{what}: {}", p.detail))));
-    if let Err(p) = crate::xml::prescan::prescan(body, &ctx.config.limits) {
+    if let Err(p) = crate::xml::prescan::prescan(body, &ctx.config().limits) {
         return refused("receipt unreadable", p);
     }
     let valid = ctx
@@ -121,13 +122,18 @@ async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Re
     if let Err(f) = valid {
         return refused("receipt invalid", f.into_problem());
     }
-    let signer = ctx
-        .keys
+    let keys = ctx.keys();
+    let signer = keys
         .partner_nodes
         .get(partner)
         .ok_or_else(|| Failure::transient("the partner's certificate is not in the directory"))?;
-    if let Err(p) = seal::verify_node_signed(body, signer, &ctx.keys.transport_for(partner), &ctx.config.limits) {
-        return refused("receipt signature", p);
+    match seal::verify_node_signed_by_any(body, signer, &keys.transport_for(partner), &ctx.config().limits) {
+        Err(p) => return refused("receipt signature", p),
+        // Signed with a revoked certificate: no proof of anything; asked again later.
+        Ok(i) => ctx
+            .revocation
+            .usable(&signer[i], crate::revocation::CertRole::Node)
+            .map_err(|p| Failure::Transient(p.detail))?,
     }
     Ok(envelope::parse_receipt(body))
 }

@@ -23,7 +23,7 @@ pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
     let header = EnvelopeHeader {
         message_id: m.id.clone(),
         xoev_uuid: m.xoev_uuid.clone(),
-        sender_node: ctx.config.node_name.clone(),
+        sender_node: ctx.config().node_name.clone(),
         sender: m.author.clone(),
         recipient: m.reader.clone(),
         message_type: m.message_type.clone(),
@@ -33,8 +33,8 @@ pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
         Some(b) => envelope::decode_attachments(&b).map_err(|p| Failure::Transient(p.detail))?,
         None => Vec::new(),
     };
-    let keys = ctx.keys.clone();
-    let limits = ctx.config.limits;
+    let keys = ctx.keys().clone();
+    let limits = ctx.config().limits;
     let (author, reader) = (m.author.clone(), m.reader.clone());
     let sealed = tokio::task::spawn_blocking(move || {
         let author_id = keys.authorities.get(&author).ok_or_else(|| {

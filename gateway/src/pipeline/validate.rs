@@ -41,7 +41,7 @@ pub async fn identify_and_validate(ctx: &Ctx, bytes: &Arc<[u8]>, edge: bool) -> 
     let mut bytes = bytes.clone();
     let mut transformed_by: Option<String> = None;
     loop {
-        let scan = prescan(&bytes, &ctx.config.limits)?;
+        let scan = prescan(&bytes, &ctx.config().limits)?;
         let Some((adapter, message_type)) = ctx.registry.identify(&scan.root) else {
             return Err(Problem::new(
                 Code::UnknownMessageType,
@@ -80,7 +80,7 @@ pub async fn identify_and_validate(ctx: &Ctx, bytes: &Arc<[u8]>, edge: bool) -> 
             }
             let name = adapter.name().to_owned();
             let input = bytes.clone();
-            let max = ctx.config.limits.max_bytes;
+            let max = ctx.config().limits.max_bytes;
             let out = tokio::task::spawn_blocking(move || {
                 crate::xml::xslt::transform_bounded(&name, &stylesheet, &input, max)
             })
@@ -183,7 +183,8 @@ pub async fn check(ctx: &Ctx, client: &Client, bytes: &Arc<[u8]>) -> Result<Chec
             format!("the client may not send {message_type}"),
         ));
     }
-    let Some(partner) = ctx.config.partner_for(&header.reader) else {
+    let config = ctx.config();
+    let Some(partner) = config.partner_for(&header.reader) else {
         return Err(Problem::new(
             Code::UnknownRecipient,
             format!("no partner in the directory serves {}", header.reader),

@@ -71,7 +71,7 @@ pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<boo
 /// Claims a due job; for jobs that talk to a partner node, skips partners whose circuit is
 /// open or whose concurrency slots are taken, and takes a slot of the claimed job's partner.
 async fn claim(ctx: &Arc<Ctx>, kind: JobKind) -> Option<(Job, Option<Slot>)> {
-    let lease = ctx.config.relay.lease;
+    let lease = ctx.config().relay.lease;
     let claimed = if matches!(kind, JobKind::Relay | JobKind::Notice) {
         let _serial = ctx.partners.claim_lock.lock().await;
         let skip = ctx.partners.skip();
@@ -170,7 +170,7 @@ async fn end(ctx: &Ctx, job: &Job, p: Problem) -> Outcome {
 /// once the retry budget is spent, the end: an outbound message goes to `failed` (the
 /// dead-letter state, kept for operators) with its last error; other jobs are dropped.
 async fn retry_or_give_up(ctx: &Ctx, job: &Job, reason: &str) {
-    let r = &ctx.config.relay;
+    let r = &ctx.config().relay;
     let now = now_millis();
     let deadline = job
         .deadline
@@ -214,7 +214,7 @@ async fn retry_or_give_up(ctx: &Ctx, job: &Job, reason: &str) {
 
 /// Capped exponential backoff with jitter (50–100 % of the nominal delay).
 fn backoff(ctx: &Ctx, attempts: u32) -> Duration {
-    let r = &ctx.config.relay;
+    let r = &ctx.config().relay;
     let exp = r
         .retry_initial
         .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))

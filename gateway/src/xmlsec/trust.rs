@@ -339,9 +339,11 @@ pub fn fingerprint(cert: &X509) -> Result<[u8; 32], openssl::error::ErrorStack> 
     Ok(out)
 }
 
-/// The fingerprint of the first certificate in a PEM file.
-pub fn fingerprint_of_pem_file(path: &std::path::Path) -> Result<[u8; 32], String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let cert = X509::from_pem(&pem).map_err(|e| format!("{}: not a PEM certificate ({e})", path.display()))?;
-    fingerprint(&cert).map_err(|e| e.to_string())
+/// The fingerprints of every certificate in a file (a partner's certificate file holds its
+/// node certificate, or the old and the new one during a rollover).
+pub fn fingerprints_of_pem_file(path: &std::path::Path) -> Result<Vec<[u8; 32]>, String> {
+    load_certs(path)?
+        .iter()
+        .map(|c| fingerprint(c).map_err(|e| e.to_string()))
+        .collect()
 }

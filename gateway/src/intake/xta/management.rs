@@ -62,9 +62,9 @@ pub(super) fn lookup(ctx: &Ctx, body: Node<'_, '_>) -> Result<String, Problem> {
         let service_type = child(service, XTA_NS, "ServiceType")
             .map(text)
             .ok_or_else(|| invalid("LookupService without ServiceType"))?;
-        let available = ctx.config.partner_for(&reader).is_some();
+        let available = ctx.config().partner_for(&reader).is_some();
         let certificate = ctx
-            .keys
+            .keys()
             .partner_authorities
             .get(&reader)
             .and_then(|c| c.to_der().ok())
@@ -151,6 +151,6 @@ pub(super) async fn report(ctx: &Ctx, client: &Client, body: Node<'_, '_>) -> Re
          <xta:XTAServerIdentity>urn:poststelle:node:{}</xta:XTAServerIdentity>\
          <xta:MessageStatus><xta:Status>{light}</xta:Status>{errors}<xta:InfoList>{infos}</xta:InfoList></xta:MessageStatus>{reports}</xta:TransportReport>",
         rfc3339(crate::store::now_millis()),
-        esc(&ctx.config.node_name)
+        esc(&ctx.config().node_name)
     ))
 }

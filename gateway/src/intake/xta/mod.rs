@@ -204,7 +204,7 @@ impl Port {
     fn body_limit(self, ctx: &Ctx) -> usize {
         match self {
             // The XÖV message may travel as base64 in the envelope: room for that growth.
-            Port::Send => ctx.config.limits.max_bytes / 3 * 4 + 256 * 1024,
+            Port::Send => ctx.config().limits.max_bytes / 3 * 4 + 256 * 1024,
             Port::Management | Port::MsgBox => CONTROL_BODY_LIMIT,
         }
     }
@@ -314,13 +314,11 @@ async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
     let plain = |p: Problem| Fault::from_problem(&p);
     // Every operation declares PermissionDeniedException, so a bad token gets it before the
     // operation is known (and before its body is read).
-    let client = super::http::authenticate(ctx, req.headers())
-        .map_err(|p| {
-            let mut f = fault(CHECK_ACCOUNT, &p);
-            f.action = soap::FAULT_ACTION.into();
-            f
-        })?
-        .clone();
+    let client = super::http::authenticate(ctx, req.headers()).map_err(|p| {
+        let mut f = fault(CHECK_ACCOUNT, &p);
+        f.action = soap::FAULT_ACTION.into();
+        f
+    })?;
     let permit = match port {
         Port::Send => Some(
             ctx.intake_permits
@@ -346,7 +344,7 @@ async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
         request,
         limits: crate::xml::prescan::Limits {
             max_bytes: limit,
-            ..ctx.config.limits
+            ..ctx.config().limits
         },
         _permit: permit,
     })

@@ -94,12 +94,12 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
     let bytes = call.request.content(message)?;
     let attachments = attachments(call, content)?;
     let total = bytes.len() + attachments.iter().map(|a| a.data.len()).sum::<usize>();
-    if total > ctx.config.limits.max_bytes {
+    if total > ctx.config().limits.max_bytes {
         return Err(Problem::new(
             Code::LimitExceeded,
             format!(
                 "the message and its attachments exceed {} bytes",
-                ctx.config.limits.max_bytes
+                ctx.config().limits.max_bytes
             ),
         )
         .into());
