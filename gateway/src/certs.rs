@@ -185,8 +185,8 @@ pub struct CertificateView {
     pub not_after: String,
     /// Negative: expired.
     pub days_left: i64,
-    /// Partner node and partner authority certificates with OCSP configured: the last
-    /// answer (`good`, `revoked`, `unknown`, `failed`, `unchecked`) and when it was asked.
+    /// With OCSP configured, our node certificate (stapled) and the partners' node and
+    /// authority certificates: the last answer (`good`, `revoked`, `unknown`, `failed`, `unchecked`) and when it was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<crate::revocation::View>,
 }
@@ -263,7 +263,7 @@ pub fn certificates(loaded: &[LoadedCertificate], revocation: &crate::revocation
                 subject,
                 not_after: asn1_rfc3339(c.cert.not_after()),
                 days_left,
-                revocation: (revocation.enabled() && ["partner", "partner-authority"].contains(&c.role))
+                revocation: (revocation.enabled() && ["node", "partner", "partner-authority"].contains(&c.role))
                     .then(|| {
                         crate::xmlsec::trust::fingerprint(&c.cert)
                             .ok()

@@ -46,16 +46,23 @@ pub fn build(config: Arc<Config>, revocation: &Arc<crate::revocation::Checker>) 
     let mut note = |what: &str, e: crate::tls::SetupError| errs.push(format!("{what}: {e}"));
     // The node's own TLS files are reported by the key check already; once is enough.
     let node_tls = keys.is_some();
-    let api_tls = crate::tls::acceptor(id, &tls.ca, false, Default::default())
+    // Our node certificate's OCSP answer is stapled on the API and transport listeners.
+    let staple = keys.as_ref().and_then(|k| {
+        Some(crate::tls::Staple {
+            checker: revocation.clone(),
+            fingerprint: crate::xmlsec::trust::fingerprint(&k.node.cert).ok()?,
+        })
+    });
+    let api_tls = crate::tls::acceptor(id, &tls.ca, false, Default::default(), staple.clone())
         .map_err(|e| node_tls.then(|| note("tls (API listener)", e)))
         .ok();
-    let transport_tls = crate::tls::acceptor(id, &tls.ca, true, peer_policy.clone())
+    let transport_tls = crate::tls::acceptor(id, &tls.ca, true, peer_policy.clone(), staple)
         .map_err(|e| node_tls.then(|| note("tls (transport listener)", e)))
         .ok();
     let admin_tls = match &config.admin.tls {
         Some((cert, key)) => {
             let admin_id = crate::tls::Tls { cert, key, ..id };
-            match crate::tls::acceptor(admin_id, &tls.ca, false, Default::default()) {
+            match crate::tls::acceptor(admin_id, &tls.ca, false, Default::default(), None) {
                 Ok(a) => Some(Some(Arc::new(a))),
                 Err(e) => {
                     note("admin.tls", e);

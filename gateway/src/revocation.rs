@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 /// Counter: OCSP answers by role and outcome (`good`, `revoked`, `unknown`, `failed`).
 pub const CHECKS: &str = "poststelle_revocation_checks_total";
-/// Gauge: certificates of a role whose last revocation check got no usable answer (alert > 0).
+/// Gauge: certificates of a role (the partners', and our node certificate for stapling) whose
+/// last revocation check got no usable answer (alert > 0).
 pub const FAILING: &str = "poststelle_revocation_checks_failing";
 /// Counter: certificates accepted without an OCSP answer under `soft_fail`, by role.
 pub const SOFT_FAILS: &str = "poststelle_revocation_soft_fail_total";
@@ -166,6 +167,8 @@ struct Entry {
     /// for a failed check).
     checked: i64,
     valid_until: i64,
+    /// The signed response itself (DER), for stapling our own certificate's.
+    response: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// The revocation state of the directory's certificates, by SHA-256 fingerprint.
@@ -275,6 +278,13 @@ impl Checker {
             .map_err(|reason| Problem::new(Code::CertificateInvalid, format!("{whose}: {reason}")))
     }
 
+    /// The current signed answer about a certificate (DER), to staple it in our TLS handshakes.
+    pub fn staple(&self, fingerprint: &[u8; 32]) -> Option<std::sync::Arc<Vec<u8>>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entries.get(fingerprint)?;
+        (e.valid_until > now_ms()).then(|| e.response.clone()).flatten()
+    }
+
     /// Whether OCSP is asked at all (`mode` is not `crl`).
     pub fn enabled(&self) -> bool {
         self.settings().0.mode != Mode::Crl
@@ -340,9 +350,9 @@ impl Checker {
                 CertRole::Authority => settings.content_responder.clone(),
             };
             let checked = now_ms();
-            let (status, valid_until) = match ask(t, responder, http, settings.max_cache_seconds).await {
-                Ok(x) => x,
-                Err(reason) => (Status::Failed { reason }, 0),
+            let (status, valid_until, response) = match ask(t, responder, http, settings.max_cache_seconds).await {
+                Ok((s, until, der)) => (s, until, Some(std::sync::Arc::new(der))),
+                Err(reason) => (Status::Failed { reason }, 0, None),
             };
             let outcome = match &status {
                 Status::Good => "good",
@@ -365,6 +375,7 @@ impl Checker {
                     role: t.role,
                     checked,
                     valid_until,
+                    response,
                 },
             );
         }
@@ -387,7 +398,7 @@ async fn ask(
     responder: Option<String>,
     http: &reqwest::Client,
     max_cache_seconds: u64,
-) -> Result<(Status, i64), String> {
+) -> Result<(Status, i64, Vec<u8>), String> {
     let issuer = issuer_of(t)?;
     let url = match responder {
         Some(u) => u,
@@ -455,7 +466,7 @@ async fn ask(
         },
         _ => Status::Unknown,
     };
-    Ok((s, until))
+    Ok((s, until, body.to_vec()))
 }
 
 /// An ASN.1 GeneralizedTime as milliseconds since the epoch (OpenSSL prints it as

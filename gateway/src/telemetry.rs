@@ -119,7 +119,7 @@ fn describe() {
     );
     describe_gauge!(
         crate::revocation::FAILING,
-        "Partner certificates of a role whose last OCSP check got no usable answer (alert on > 0)."
+        "Certificates of a role (partners', and our node certificate for stapling) whose last OCSP check got no usable answer (alert on > 0)."
     );
     describe_counter!(
         crate::revocation::SOFT_FAILS,

@@ -174,15 +174,32 @@ pub struct Tls<'a> {
     pub passphrase: Option<&'a [u8]>,
 }
 
+/// Our certificate's OCSP answer to staple in handshakes: where the checker keeps it, and which
+/// certificate (SHA-256 fingerprint).
+#[derive(Debug, Clone)]
+pub struct Staple {
+    pub checker: Arc<crate::revocation::Checker>,
+    pub fingerprint: [u8; 32],
+}
+
 /// Builds a server-side acceptor. `require_client_cert` makes the handshake fail without one.
+/// With `staple`, a client that asks for the certificate status (`status_request`) gets our
+/// certificate's current OCSP answer, if the checker has one.
 pub fn acceptor(
     id: Tls<'_>,
     ca: &Path,
     require_client_cert: bool,
     policy: PeerPolicy,
+    staple: Option<Staple>,
 ) -> Result<SslAcceptor, SetupError> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
     profile(&mut b, &id, ca)?;
+    if let Some(s) = staple {
+        b.set_status_callback(move |ssl| match s.checker.staple(&s.fingerprint) {
+            Some(der) => ssl.set_ocsp_status(&der).map(|()| true),
+            None => Ok(false),
+        })?;
+    }
     // A server that asks for client certificates must name its session context, or OpenSSL
     // answers a client resuming a session (the relay does, after a timed-out connection) with
     // the alert "internal error" ("session id context uninitialized"). The mTLS listener's

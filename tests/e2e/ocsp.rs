@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use openssl::hash::MessageDigest;
+use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspResponse};
 use openssl::x509::X509;
 use serde_json::Value;
 
@@ -50,7 +52,9 @@ impl Responder {
             let cert = X509::from_pem(&std::fs::read(path).unwrap()).unwrap();
             let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
             let (flag, when) = if *revoked { ("R", "240101000000Z") } else { ("V", "") };
-            index.push_str(&format!("{flag}\t351231000000Z\t{when}\t{serial}\tunknown\t/CN=x\n"));
+            index.push_str(&format!(
+                "{flag}\t351231000000Z\t{when}\t{serial}\tunknown\t/CN={serial}\n"
+            ));
         }
         let index_file = self.dir.join(format!("{}-index-{}.txt", self.ca, self.port));
         std::fs::write(&index_file, index).unwrap();
@@ -69,7 +73,7 @@ impl Responder {
             .arg("-rkey")
             .arg(&key)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(index_file.with_extension("log")).unwrap())
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -77,7 +81,8 @@ impl Responder {
         // Bound yet? Not by connecting: `openssl ocsp` serves one connection at a time and
         // hangs on one that closes without a request.
         while std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "the OCSP responder did not come up");
+            let log = std::fs::read_to_string(index_file.with_extension("log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "the OCSP responder did not come up:\n{log}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -166,6 +171,26 @@ fn tls_refused(net: &Net, from: usize, to: usize) -> bool {
     }
 }
 
+/// The certificate status node `i` staples on its API listener, for its own node certificate:
+/// `None` without a stapled answer.
+fn stapled(net: &Net, i: usize) -> Option<OcspCertStatus> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, StatusType};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    let mut config = b.build().configure().unwrap();
+    config.set_status_type(StatusType::OCSP).unwrap();
+    let addr = net.node(i).api.trim_start_matches("https://").to_owned();
+    let tls = config
+        .connect("localhost", std::net::TcpStream::connect(addr).unwrap())
+        .unwrap();
+    let der = tls.ssl().ocsp_status()?.to_vec();
+    let cert = X509::from_pem(&std::fs::read(node_dir(net, i).join("node.pem")).unwrap()).unwrap();
+    let ca = X509::from_pem(&std::fs::read(net.dir.path().join("ca.pem")).unwrap()).unwrap();
+    let basic = OcspResponse::from_der(&der).unwrap().basic().unwrap();
+    let id = OcspCertId::from_cert(MessageDigest::sha1(), &cert, &ca).unwrap();
+    basic.find_status(&id).map(|s| s.status)
+}
+
 /// The message's state at its sender.
 async fn status(net: &Net, id: &str) -> Value {
     net.client(0).get_json(&format!("/v1/messages/{id}")).await.1
@@ -194,6 +219,7 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
     let _a = net.start(0).await;
     let b = net.start(1).await;
     wait_revocation(&net, 1, "partner", "a", "failed").await;
+    assert_eq!(stapled(&net, 1), None, "no answer to staple");
     assert!(metric(&b, "poststelle_revocation_checks_failing", "role=\"node\"").await >= 1.0);
     let (_, m1) = net.message(0, 1);
     let (code, v) = net.client(0).submit(&m1).await;
@@ -219,12 +245,16 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
 
     // 3. The responders answer: a's node certificate is revoked. No soft_fail. b refuses a's
     // TLS handshake; nothing arrives.
-    transport.serve(&[(&a_node, true)]).await;
+    let b_node = node_dir(&net, 1).join("node.pem");
+    transport.serve(&[(&a_node, true), (&b_node, false)]).await;
     content.serve(&[(&a_author, false)]).await;
     revocation(&net, 1, &settings(""));
     b.hangup();
     wait_revocation(&net, 1, "partner", "a", "revoked").await;
     wait_revocation(&net, 1, "partner-authority", &net.node(0).authorities[0], "good").await;
+    // b staples its own certificate's answer for clients that ask.
+    wait_revocation(&net, 1, "node", "b", "good").await;
+    assert_eq!(stapled(&net, 1), Some(OcspCertStatus::GOOD));
     // A new connection with a's identity: the handshake is refused.
     assert!(
         tls_refused(&net, 0, 1),
@@ -256,7 +286,7 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
     // 4. a's node certificate good again, its authority's certificate revoked: the handshake
     // passes (answers are asked again after max_cache_seconds), the envelope is refused with
     // certificate-invalid, and a learns the code.
-    transport.serve(&[(&a_node, false)]).await;
+    transport.serve(&[(&a_node, false), (&b_node, false)]).await;
     content.serve(&[(&a_author, true)]).await;
     wait_revocation(&net, 1, "partner", "a", "good").await;
     wait_revocation(&net, 1, "partner-authority", &net.node(0).authorities[0], "revoked").await;

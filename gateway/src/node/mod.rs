@@ -183,7 +183,12 @@ async fn revocation_checks(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let live = ctx.live();
         let (config, keys) = (&live.config, &live.keys);
-        let mut targets = Vec::new();
+        // Our own node certificate too: its answer is stapled in our handshakes.
+        let mut targets = vec![Target {
+            cert: keys.node.cert.clone(),
+            role: CertRole::Node,
+            anchors: vec![config.tls.ca.clone()],
+        }];
         for cert in keys.partner_nodes.values().flatten() {
             targets.push(Target {
                 cert: cert.clone(),
