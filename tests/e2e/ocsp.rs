@@ -313,3 +313,75 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
     // a has no OCSP configured: its certificate list shows no revocation status.
     assert_eq!(revocation_of(&net, 0, "partner", "b").await, "none");
 }
+
+/// The transport listener's router with a TLS peer's certificate, as the accept loop hands it
+/// on: (status, body).
+async fn transport_post(ctx: &std::sync::Arc<gateway::ctx::Ctx>, peer: &Path, body: Vec<u8>) -> (u16, String) {
+    use tower::ServiceExt;
+    let cert = X509::from_pem(&std::fs::read(peer).unwrap()).unwrap();
+    let mut req = axum::http::Request::post("/v1/transport")
+        .header("content-type", "application/xml")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    req.extensions_mut().insert(gateway::tls::PeerCert {
+        fingerprint: Some(gateway::xmlsec::trust::fingerprint(&cert).unwrap()),
+    });
+    let resp = gateway::partner::receive::router(ctx.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Whatever the transport (a kept-alive TLS connection from before the answer, the broker):
+/// an envelope whose transport signature was made with a revoked node certificate is refused
+/// with `certificate-invalid`; the same envelope is taken once the responder calls it good.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_envelope_signed_with_a_revoked_node_certificate_is_refused_with_a_code() {
+    let net = Net::init(2);
+    let mut transport = Responder::new(&net, "ca");
+    let a_node = node_dir(&net, 0).join("node.pem");
+    transport.serve(&[(&a_node, true)]).await;
+    revocation(
+        &net,
+        1,
+        &format!(
+            "mode = \"ocsp\"\nresponder = \"{}\"\nsoft_fail = [\"authority\"]\nmax_cache_seconds = 1",
+            transport.url()
+        ),
+    );
+    let config = gateway::config::Config::load(&net.node(1).config).unwrap();
+    let ctx = std::sync::Arc::new(gateway::node::context(config).await.unwrap());
+    let http = reqwest::Client::new();
+    let targets = gateway::node::revocation_targets(&ctx.live());
+    ctx.revocation.refresh(&targets, &http).await;
+    let a = &net.node(0).name;
+    let a_authority = &net.node(0).authorities[0];
+
+    let (status, body) = transport_post(
+        &ctx,
+        &a_node,
+        crate::harness::sealed_envelope(&net, 0, a, a_authority, 1),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("certificate-invalid") && body.contains("revoked (OCSP"),
+        "{body}"
+    );
+
+    // Good again: once the answer runs out (max_cache_seconds) it is asked anew.
+    transport.serve(&[(&a_node, false)]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ctx.revocation.refresh(&targets, &http).await;
+    let (status, body) = transport_post(
+        &ctx,
+        &a_node,
+        crate::harness::sealed_envelope(&net, 0, a, a_authority, 1),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("received"), "{body}");
+}

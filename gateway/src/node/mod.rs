@@ -170,10 +170,29 @@ async fn heartbeat(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The certificates the OCSP checker asks about: our node certificate (its answer is stapled),
+/// every partner node's and every partner authority's, each with its role's anchors.
+pub fn revocation_targets(live: &crate::ctx::Live) -> Vec<crate::revocation::Target> {
+    use crate::revocation::{CertRole, Target};
+    let (config, keys) = (&live.config, &live.keys);
+    let node = |cert: &openssl::x509::X509| Target {
+        cert: cert.clone(),
+        role: CertRole::Node,
+        anchors: vec![config.tls.ca.clone()],
+    };
+    let mut targets = vec![node(&keys.node.cert)];
+    targets.extend(keys.partner_nodes.values().flatten().map(node));
+    targets.extend(keys.partner_authorities.values().map(|cert| Target {
+        cert: cert.clone(),
+        role: CertRole::Authority,
+        anchors: config.security.content_ca.iter().cloned().collect(),
+    }));
+    targets
+}
+
 /// Keeps the OCSP answers about the directory's certificates current (`revocation::Checker`):
 /// each certificate is asked about when its answer runs out, the set follows reloads.
 async fn revocation_checks(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    use crate::revocation::{CertRole, Target};
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
@@ -181,29 +200,7 @@ async fn revocation_checks(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
         .build();
     let Ok(http) = http else { return };
     loop {
-        let live = ctx.live();
-        let (config, keys) = (&live.config, &live.keys);
-        // Our own node certificate too: its answer is stapled in our handshakes.
-        let mut targets = vec![Target {
-            cert: keys.node.cert.clone(),
-            role: CertRole::Node,
-            anchors: vec![config.tls.ca.clone()],
-        }];
-        for cert in keys.partner_nodes.values().flatten() {
-            targets.push(Target {
-                cert: cert.clone(),
-                role: CertRole::Node,
-                anchors: vec![config.tls.ca.clone()],
-            });
-        }
-        for cert in keys.partner_authorities.values() {
-            targets.push(Target {
-                cert: cert.clone(),
-                role: CertRole::Authority,
-                anchors: config.security.content_ca.iter().cloned().collect(),
-            });
-        }
-        drop(live);
+        let targets = revocation_targets(&ctx.live());
         let due = ctx.revocation.refresh(&targets, &http).await;
         // At most a second: certificates a reload brings are asked about at once.
         tokio::select! {
