@@ -528,6 +528,63 @@ mod tests {
         assert!(errs.is_empty());
     }
 
+    /// A self-signed certificate (its own issuer) with an AIA OCSP address.
+    #[allow(deprecated)] // X509Extension::new_nid: the crate has no AIA builder
+    fn with_aia(url: &str) -> X509 {
+        use openssl::x509::{X509Builder, X509Extension, X509NameBuilder};
+        let key = openssl::pkey::PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "aia test").unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        let aia = X509Extension::new_nid(
+            None,
+            Some(&b.x509v3_context(None, None)),
+            openssl::nid::Nid::INFO_ACCESS,
+            &format!("OCSP;URI:{url}"),
+        )
+        .unwrap();
+        b.append_extension(aia).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    #[tokio::test]
+    async fn without_a_configured_responder_the_certificates_aia_address_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        // Port 9 (discard) on loopback: nothing answers, and the error names the address asked.
+        let cert = with_aia("http://127.0.0.1:9/aia-ocsp");
+        let anchor = dir.path().join("ca.pem");
+        std::fs::write(&anchor, cert.to_pem().unwrap()).unwrap();
+        let target = Target {
+            cert: cert.clone(),
+            role: CertRole::Node,
+            anchors: vec![anchor.clone()],
+        };
+        let http = reqwest::Client::new();
+        let err = ask(&target, None, &http, 60).await.unwrap_err();
+        assert!(err.contains("http://127.0.0.1:9/aia-ocsp"), "{err}");
+        // A configured responder goes first.
+        let err = ask(&target, Some("http://127.0.0.1:9/configured".into()), &http, 60)
+            .await
+            .unwrap_err();
+        assert!(err.contains("/configured"), "{err}");
+    }
+
     #[test]
     fn without_an_answer_a_role_is_refused_unless_it_may_soft_fail() {
         let c = Checker::default();
