@@ -51,6 +51,103 @@ impl Drop for PeerGuard {
     }
 }
 
+/// How long a closing connection still reads and drops what the client sends, and how much.
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// A server connection that closes gracefully: when hyper shuts it down (a refusal before the
+/// body was read, `Connection: close`, the end of keep-alive), it sends TLS close_notify and a
+/// TCP FIN, then reads and drops what the client still sends (at most [`LINGER_BYTES`] for at
+/// most [`LINGER`]) before the socket closes. Closing with unread bytes in the receive buffer
+/// makes the kernel send a reset, which can reach a client still writing its body before it
+/// reads our answer: the 413, 415 or 401 would be lost (nginx's `lingering_close`).
+struct Lingering {
+    inner: tokio_openssl::SslStream<tokio::net::TcpStream>,
+    drain: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, usize)>,
+    done: bool,
+}
+
+impl tokio::io::AsyncRead for Lingering {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        use tokio::io::AsyncRead;
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(Ok(()));
+        }
+        if this.drain.is_none() {
+            // close_notify and FIN first: the client sees the answer is complete.
+            if let Err(e) = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_shutdown(cx)) {
+                this.done = true;
+                return Poll::Ready(Err(e));
+            }
+            this.drain = Some((Box::pin(tokio::time::sleep(LINGER)), LINGER_BYTES));
+        }
+        let Some((until, left)) = this.drain.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        // The raw socket: what still arrives is dropped undecrypted.
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if until.as_mut().poll(cx).is_ready() {
+                break;
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(this.inner.get_mut()).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() && buf.filled().len() < *left => {
+                    *left -= buf.filled().len();
+                }
+                // End of stream, an error, or the byte budget spent.
+                Poll::Ready(_) => break,
+            }
+        }
+        this.done = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Statuses a handler answers before it reads the request's body: with a body on the way, the
+/// connection is closed after the answer (lingering), so that the rest is not taken for the
+/// next request.
+fn refused_early(status: axum::http::StatusCode) -> bool {
+    use axum::http::StatusCode;
+    [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    ]
+    .contains(&status)
+}
+
 /// The verified client certificate of a TLS connection, as seen by handlers.
 #[derive(Debug, Clone, Default)]
 pub struct PeerCert {
@@ -282,12 +379,28 @@ pub async fn serve_tls(
             };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer.clone());
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let with_body = !hyper::body::Body::is_end_stream(req.body());
+                let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    let mut response = answer.await?;
+                    if with_body && refused_early(response.status()) {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(server.header_timeout());
+            let stream = Lingering {
+                inner: stream,
+                drain: None,
+                done: false,
+            };
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {

@@ -37,27 +37,17 @@ pub fn bearer<'h>(headers: &'h axum::http::HeaderMap, usage: &str) -> Result<&'h
 
 /// Reads a request body of at most `limit` bytes within the body timeout.
 ///
-/// A body over the limit is refused with `limit-exceeded`, but only after a lingering read:
-/// what the client still sends (at most `limit` bytes more, for at most [`LINGER`]) is read
-/// and dropped, so that a client still writing reads the 413 instead of a broken pipe (nginx
-/// does the same with `lingering_close`).
+/// A body over the limit is refused with `limit-exceeded` at once; what the client still sends
+/// is read and dropped by the connection as it closes (`tls::serve_tls`, lingering close), so
+/// that a client still writing reads the 413 instead of a reset.
 pub async fn read_body(ctx: &Ctx, body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
     let timeout = ctx.config().server.body_timeout();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let too_large = || {
-        Problem::new(
+    match tokio::time::timeout(timeout, collect_body(body, limit)).await {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(Problem::new(
             Code::LimitExceeded,
             format!("the body exceeds {limit} bytes or was cut off"),
-        )
-    };
-    match tokio::time::timeout_at(deadline, collect_body(body, limit)).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(Some(rest))) => {
-            let linger = deadline.min(tokio::time::Instant::now() + LINGER);
-            let _ = tokio::time::timeout_at(linger, drain_body(rest, limit)).await;
-            Err(too_large())
-        }
-        Ok(Err(None)) => Err(too_large()),
+        )),
         Err(_) => Err(Problem::new(
             Code::RequestTimeout,
             format!("the body did not arrive within {} ms", timeout.as_millis()),
@@ -65,38 +55,22 @@ pub async fn read_body(ctx: &Ctx, body: axum::body::Body, limit: usize) -> Resul
     }
 }
 
-/// How long a refused body is still read and dropped.
-pub const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The whole body, or `Err(Some(rest))` past the limit, or `Err(None)` when it was cut off.
-async fn collect_body(mut body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Option<axum::body::Body>> {
+/// The whole body, or `None` past the limit or when it was cut off.
+async fn collect_body(mut body: axum::body::Body, limit: usize) -> Option<axum::body::Bytes> {
     use http_body_util::BodyExt;
     let hint = usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).unwrap_or(usize::MAX);
     // A claimed length reserves at most 1 MiB ahead of the bytes that arrive.
     let mut buf = Vec::with_capacity(hint.min(limit).min(1 << 20));
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| None)?.into_data() else {
+        let Ok(data) = frame.ok()?.into_data() else {
             continue;
         };
         if buf.len() + data.len() > limit {
-            return Err(Some(body));
+            return None;
         }
         buf.extend_from_slice(&data);
     }
-    Ok(buf.into())
-}
-
-/// Reads and drops at most `budget` bytes of what is left of a body.
-async fn drain_body(mut body: axum::body::Body, budget: usize) {
-    use http_body_util::BodyExt;
-    let mut left = budget;
-    while let Some(Ok(frame)) = body.frame().await {
-        let n = frame.data_ref().map_or(0, |d| d.len());
-        match left.checked_sub(n) {
-            Some(l) => left = l,
-            None => return,
-        }
-    }
+    Some(buf.into())
 }
 
 /// An XML answer.

@@ -10,6 +10,7 @@ mod certificates;
 mod cli;
 mod crash;
 mod differential;
+mod early_refusal;
 mod ec_profile;
 mod envelope_attacks;
 mod faults;

@@ -269,12 +269,18 @@ fn fault(op: Operation, p: &Problem) -> Fault {
 }
 
 /// The operation's fault as this exception and Fehlernummer.
-fn fault_as(op: Operation, (exception, number, name): (Exception, u32, &str), p: &Problem) -> Fault {
-    if !op.faults.contains(&exception) {
+fn fault_as(op: Operation, class: (Exception, u32, &str), p: &Problem) -> Fault {
+    if !op.faults.contains(&class.0) {
         let mut f = Fault::from_problem(p);
         f.action = op.action.into();
         return f;
     }
+    xta_fault(class, p, op.action)
+}
+
+/// A fault whose subcode is the XTA exception, with its Fehlernummer and the problem in the
+/// detail, under `action`.
+fn xta_fault((exception, number, name): (Exception, u32, &str), p: &Problem, action: &str) -> Fault {
     let receiver = exception == E::TechnicalProblem;
     Fault {
         status: soap::http_status(p, receiver),
@@ -287,7 +293,7 @@ fn fault_as(op: Operation, (exception, number, name): (Exception, u32, &str), p:
             e = exception.element(),
             problem = problem_xml(p)
         ),
-        action: op.action.into(),
+        action: action.into(),
         relates_to: None,
         headers: String::new(),
         retry_after: p.retry_after,
@@ -335,9 +341,14 @@ async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
         .unwrap_or("")
         .to_owned();
     let limit = port.body_limit(ctx);
+    // A body over the port's limit is refused before the operation is known: as
+    // ParameterIsNotValidException with 9023 ("too large"), whatever the operation.
     let body = crate::wire::read_body(ctx, req.into_body(), limit)
         .await
-        .map_err(plain)?;
+        .map_err(|p| match p.code {
+            Code::LimitExceeded => xta_fault(classify(&p), &p, soap::FAULT_ACTION),
+            _ => plain(p),
+        })?;
     let request = soap::read(&content_type, &body)?;
     Ok(Call {
         client,
