@@ -56,15 +56,22 @@ pub(crate) fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Client, Pro
 
 async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, Problem> {
     let client = authenticate(&ctx, req.headers())?;
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !(mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml")) {
-            return Err(Problem::new(
-                Code::UnsupportedMediaType,
-                format!("Content-Type {mime} is not XML; send application/xml"),
-            ));
-        }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let form = mime == "multipart/form-data";
+    let xml = mime.is_empty() || mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml");
+    if !(xml || form) {
+        return Err(Problem::new(
+            Code::UnsupportedMediaType,
+            format!(
+                "Content-Type {mime} is neither XML nor a form; send application/xml, or multipart/form-data with attachments"
+            ),
+        ));
     }
     // Backpressure: a bounded number of submissions at once, each holding at most one body.
     let _permit = ctx
@@ -72,9 +79,23 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
         .clone()
         .try_acquire_owned()
         .map_err(|_| Problem::overloaded(1))?;
-    let limit = ctx.config().limits.max_bytes;
-    let bytes = read_body(&ctx, req.into_body(), limit).await?;
-    let (status, id, state) = match crate::intake::submit(&ctx, &client, Arc::from(bytes.as_ref())).await? {
+    let submitted = if form {
+        let upload = super::multipart::read(&ctx, &content_type, req.into_body()).await?;
+        let keep = if upload.attachments.is_empty() {
+            Vec::new()
+        } else {
+            vec![(
+                Blob::Attachments,
+                crate::envelope::encode_attachments(&upload.attachments),
+            )]
+        };
+        crate::intake::submit_as(&ctx, &client, Arc::from(upload.message), None, keep, &|_| Ok(())).await?
+    } else {
+        let limit = ctx.config().limits.max_bytes;
+        let bytes = read_body(&ctx, req.into_body(), limit).await?;
+        crate::intake::submit(&ctx, &client, Arc::from(bytes.as_ref())).await?
+    };
+    let (status, id, state) = match submitted {
         crate::intake::Submitted::Accepted(id) => (StatusCode::ACCEPTED, id, "accepted".to_owned()),
         crate::intake::Submitted::AlreadyAccepted(id) => {
             let state = ctx
@@ -224,22 +245,108 @@ async fn attachment(
     // The client's own bytes back to it: served as a download, never rendered.
     let media = axum::http::HeaderValue::from_str(&a.content_type)
         .unwrap_or(axum::http::HeaderValue::from_static("application/octet-stream"));
-    Ok((
-        StatusCode::OK,
+    let len = a.data.len();
+    let (status, range) = match byte_range(headers.get(header::RANGE), len) {
+        Ok(None) => (StatusCode::OK, None),
+        Ok(Some(r)) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+        Err(()) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response());
+        }
+    };
+    let mut response = (
+        status,
         [
             (header::CONTENT_TYPE, media),
             (
                 header::CONTENT_DISPOSITION,
                 axum::http::HeaderValue::from_static("attachment"),
             ),
+            (header::ACCEPT_RANGES, axum::http::HeaderValue::from_static("bytes")),
         ],
-        a.data,
+        match &range {
+            Some(r) => a.data[r.clone()].to_vec(),
+            None => a.data,
+        },
     )
-        .into_response())
+        .into_response();
+    if let Some(r) = range
+        && let Ok(v) = axum::http::HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start, r.end - 1))
+    {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+/// A `Range: bytes=…` header (RFC 9110 §14.1.2) over a body of `len` bytes: `Ok(None)` for the
+/// whole body (no header, another unit, several ranges: answered whole), `Ok(Some(range))` for
+/// one satisfiable range, `Err(())` for one that is not (416).
+fn byte_range(header: Option<&axum::http::HeaderValue>, len: usize) -> Result<Option<std::ops::Range<usize>>, ()> {
+    let Some(spec) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (first, last) = spec.split_once('-').ok_or(())?;
+    let (first, last) = (first.trim(), last.trim());
+    let range = if first.is_empty() {
+        // The last `n` bytes.
+        let n: usize = last.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        len.saturating_sub(n)..len
+    } else {
+        let start: usize = first.parse().map_err(|_| ())?;
+        let end = match last {
+            "" => len,
+            l => l.parse::<usize>().map_err(|_| ())?.saturating_add(1).min(len),
+        };
+        if start >= end {
+            return Err(());
+        }
+        start..end
+    };
+    if range.start >= len {
+        return Err(());
+    }
+    Ok(Some(range))
 }
 
 async fn ack(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
     let client = &authenticate(&ctx, &headers)?;
     acknowledge(&ctx, client, &id, &format!("acknowledged by client {}", client.name)).await?;
     Ok(axum::Json(json!({"id": id, "status": "delivered"})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    fn r(h: &str, len: usize) -> Result<Option<std::ops::Range<usize>>, ()> {
+        byte_range(Some(&axum::http::HeaderValue::from_str(h).unwrap()), len)
+    }
+
+    #[test]
+    fn byte_ranges_as_rfc_9110_reads_them() {
+        assert_eq!(byte_range(None, 10), Ok(None));
+        assert_eq!(r("bytes=0-0", 10), Ok(Some(0..1)));
+        assert_eq!(r("bytes=2-5", 10), Ok(Some(2..6)));
+        assert_eq!(r("bytes=7-", 10), Ok(Some(7..10)));
+        assert_eq!(r("bytes=7-100", 10), Ok(Some(7..10)), "the end is clipped");
+        assert_eq!(r("bytes=-3", 10), Ok(Some(7..10)), "the last three");
+        assert_eq!(r("bytes=-30", 10), Ok(Some(0..10)));
+        assert_eq!(r("bytes=10-", 10), Err(()), "starts past the end");
+        assert_eq!(r("bytes=-0", 10), Err(()));
+        assert_eq!(r("bytes=x-1", 10), Err(()));
+        assert_eq!(r("bytes=0-1,4-5", 10), Ok(None), "several ranges: the whole body");
+        assert_eq!(r("items=0-1", 10), Ok(None), "another unit: the whole body");
+    }
 }

@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod drop;
 pub mod events;
 pub mod http;
+mod multipart;
 pub mod soap;
 pub mod xta;
 
