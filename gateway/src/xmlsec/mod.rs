@@ -17,6 +17,7 @@ pub mod encrypt;
 pub mod profile;
 pub mod sign;
 pub mod splice;
+pub mod stream;
 pub mod tool;
 pub mod trust;
 pub mod verify;
