@@ -18,10 +18,13 @@ use crate::xmlsec::trust::Policy;
 pub struct NodeKeys {
     pub node: Identity,
     pub authorities: std::collections::BTreeMap<String, Identity>,
+    /// Our authorities' previous identities during a key migration (decryption only).
+    pub previous_authorities: std::collections::BTreeMap<String, Identity>,
     /// Partner node certificates by node name: one, or the old and the new during a rollover.
     pub partner_nodes: std::collections::BTreeMap<String, Vec<X509>>,
-    /// Partner authority certificates by authority id.
-    pub partner_authorities: std::collections::BTreeMap<String, X509>,
+    /// Partner authority certificates by authority id: one, or during the authority's key
+    /// migration two; the first is encrypted to, either verifies its signatures.
+    pub partner_authorities: std::collections::BTreeMap<String, Vec<X509>>,
     /// Node role: anchors `tls.ca`.
     pub transport: Policy,
     /// Authority role: anchors `security.content_ca`.
@@ -95,6 +98,23 @@ impl NodeKeys {
                 Err(e) => errs.push(format!("authority {id}: {e}")),
             }
         }
+        let mut previous_authorities = std::collections::BTreeMap::new();
+        for (id, files) in &config.authority_keys {
+            let Some((cert, key)) = &files.previous else { continue };
+            match Identity::load_with(key, cert, passphrase) {
+                Ok(i) => {
+                    check(
+                        &mut errs,
+                        &file(&format!("authority {id} (previous)"), cert),
+                        &i.cert,
+                        &content,
+                        Usage::Encrypt,
+                    );
+                    previous_authorities.insert(id.clone(), i);
+                }
+                Err(e) => errs.push(format!("authority {id} (previous): {e}")),
+            }
+        }
         let mut partner_nodes = std::collections::BTreeMap::new();
         let mut partner_authorities = std::collections::BTreeMap::new();
         for p in &config.partners {
@@ -122,12 +142,14 @@ impl NodeKeys {
                 Err(e) => errs.push(format!("partner {}: {e}", p.node)),
             }
             for (a, path) in &p.authority_certificates {
-                match trust::load_cert(path) {
-                    Ok(cert) => {
+                match trust::load_certs(path) {
+                    Ok(certs) => {
                         let what = file(&format!("partner authority {a}"), path);
-                        check(&mut errs, &what, &cert, &c, Usage::Sign);
-                        check(&mut errs, &what, &cert, &c, Usage::Encrypt);
-                        partner_authorities.insert(a.clone(), cert);
+                        for cert in &certs {
+                            check(&mut errs, &what, cert, &c, Usage::Sign);
+                            check(&mut errs, &what, cert, &c, Usage::Encrypt);
+                        }
+                        partner_authorities.insert(a.clone(), certs);
                     }
                     Err(e) => errs.push(format!("partner authority {a}: {e}")),
                 }
@@ -146,6 +168,7 @@ impl NodeKeys {
         Ok(NodeKeys {
             node,
             authorities,
+            previous_authorities,
             partner_nodes,
             partner_authorities,
             transport,
@@ -215,6 +238,9 @@ pub fn load_certificates(config: &Config) -> Vec<LoadedCertificate> {
     }
     for (id, k) in &config.authority_keys {
         files.push(("authority", id.clone(), &k.certificate));
+        if let Some((previous, _)) = &k.previous {
+            files.push(("authority", format!("{id} (previous)"), previous));
+        }
     }
     for p in &config.partners {
         files.push(("partner", p.node.clone(), &p.certificate));

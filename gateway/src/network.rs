@@ -321,6 +321,7 @@ pub fn init_with(
                     "authorities/{}.key",
                     crate::pki::authority_file_name(&authority)
                 )),
+                ..RawAuthority::default()
             }],
             clients: vec![RawClient {
                 name: format!("fachverfahren-{name}"),

@@ -406,3 +406,108 @@ async fn brainpool_authority_keys_work_end_to_end_and_brainpool_node_certificate
         "{stderr}"
     );
 }
+
+/// One message each way, both delivered.
+async fn both_ways(net: &Net, what: &str) {
+    let long = Duration::from_secs(60);
+    let (_, ab) = net.message(0, 1);
+    let (_, ba) = net.message(1, 0);
+    let to_b = net.client(0).submit_until_accepted(&ab, long).await;
+    let to_a = net.client(1).submit_until_accepted(&ba, long).await;
+    assert_eq!(
+        net.client(0).wait_ended(&to_b, long).await,
+        "delivered",
+        "{what}: a → b"
+    );
+    assert_eq!(
+        net.client(1).wait_ended(&to_a, long).await,
+        "delivered",
+        "{what}: b → a"
+    );
+}
+
+/// An authority moves from RSA to EC keys while both nodes run: partners list its old and new
+/// certificate (encrypting to the first, verifying with either), the node keeps the previous
+/// key to open what is still sealed for it. Every step is a reload, no message is refused,
+/// none doubled. Without the previous key, what a partner still seals for it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_authority_moves_from_rsa_to_ec_keys_while_both_nodes_run() {
+    let net = Net::init(2);
+    let a = net.start(0).await;
+    let b = net.start(1).await;
+    let at_a = Consumer::start(&net, 0);
+    let at_b = Consumer::start(&net, 1);
+    both_ways(&net, "before").await;
+
+    // a's authority gets an EC certificate from the content CA.
+    let authority = net.node(0).authorities[0].clone();
+    let file = gateway::pki::authority_file_name(&authority);
+    let read = |name: &str| std::fs::read(net.dir.path().join(name)).unwrap();
+    let ca = gateway::pki::Issued {
+        cert: X509::from_pem(&read("content-ca.pem")).unwrap(),
+        key: PKey::private_key_from_pem(&read("content-ca.key")).unwrap(),
+    };
+    let ec = gateway::pki::new_authority_cert(&ca, &authority, gateway::pki::KeyType::Ec).unwrap();
+    let dir_a = node_dir(&net, 0).join("authorities");
+    ec.write(&dir_a, "ec").unwrap();
+    let rsa_pem = std::fs::read(dir_a.join(format!("{file}.pem"))).unwrap();
+    let old_entry = format!("\"{authority}\" = \"../a/authorities/{file}.pem\"");
+    let old_keys = format!("certificate = \"../a/authorities/{file}.pem\"\nkey = \"authorities/{file}.key\"");
+
+    // 1. b lists a's old and new certificate, the old first: it still encrypts to the old.
+    std::fs::write(
+        dir_a.join("rollover.pem"),
+        [rsa_pem, ec.cert.to_pem().unwrap()].concat(),
+    )
+    .unwrap();
+    net.edit_config(1, |t| {
+        t.replace(
+            &old_entry,
+            &format!("\"{authority}\" = \"../a/authorities/rollover.pem\""),
+        )
+    });
+    net.reload(1, &b).await;
+    both_ways(&net, "b knows both certificates").await;
+
+    // 2. a signs and decrypts with the EC key. Without the previous key, what b still seals
+    // for the RSA key cannot be opened: refused with decryption-failed.
+    let new_keys = "certificate = \"authorities/ec.pem\"\nkey = \"authorities/ec.key\"";
+    net.edit_config(0, |t| t.replace(&old_keys, new_keys));
+    net.reload(0, &a).await;
+    let (_, ba) = net.message(1, 0);
+    let id = net.client(1).submit_until_accepted(&ba, Duration::from_secs(30)).await;
+    assert_eq!(net.client(1).wait_ended(&id, Duration::from_secs(60)).await, "rejected");
+    let (_, v) = net.client(1).get_json(&format!("/v1/messages/{id}")).await;
+    assert_eq!(v["error"]["code"], "decryption-failed", "{v}");
+    // With the previous key it opens both; b verifies a's EC signatures with the second
+    // certificate of its list.
+    net.edit_config(0, |t| {
+        t.replace(
+            new_keys,
+            &format!(
+                "{new_keys}\nprevious_certificate = \"authorities/{file}.pem\"\nprevious_key = \"authorities/{file}.key\""
+            ),
+        )
+    });
+    net.reload(0, &a).await;
+    both_ways(&net, "a on EC, with the previous key").await;
+
+    // 3. b encrypts to the new key only; 4. a drops the previous key.
+    net.edit_config(1, |t| {
+        t.replace("../a/authorities/rollover.pem", "../a/authorities/ec.pem")
+    });
+    net.reload(1, &b).await;
+    both_ways(&net, "b on the new certificate only").await;
+    net.edit_config(0, |t| {
+        t.replace(
+            &format!("\nprevious_certificate = \"authorities/{file}.pem\"\nprevious_key = \"authorities/{file}.key\""),
+            "",
+        )
+    });
+    net.reload(0, &a).await;
+    both_ways(&net, "a without the previous key").await;
+    // Nothing arrived twice at either client.
+    for (consumer, what) in [(&at_a, "at a"), (&at_b, "at b")] {
+        assert_eq!(consumer.counts(&[], &[]).duplicated, 0, "{what}");
+    }
+}

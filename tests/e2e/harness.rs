@@ -500,6 +500,25 @@ impl Net {
         (id, text.into_bytes())
     }
 
+    /// SIGHUP to node `i`'s process; waits until the reloaded configuration took over (a
+    /// refused reload fails the test with its problems).
+    pub async fn reload(&self, i: usize, node: &NodeProc) {
+        let admin = self.admin(i);
+        let (_, before) = admin.get("/admin/api/status").await;
+        let before = before["configuration"]["loaded"].clone();
+        node.hangup();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, v) = admin.get("/admin/api/status").await;
+            assert!(v["configuration"]["reload_refused"].is_null(), "reload refused: {v}");
+            if v["configuration"]["loaded"] != before {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no reload took effect: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Node `i`'s admin API with its token.
     pub fn admin(&self, i: usize) -> Admin {
         let n = self.node(i);

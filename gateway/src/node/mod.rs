@@ -182,7 +182,7 @@ pub fn revocation_targets(live: &crate::ctx::Live) -> Vec<crate::revocation::Tar
     };
     let mut targets = vec![node(&keys.node.cert)];
     targets.extend(keys.partner_nodes.values().flatten().map(node));
-    targets.extend(keys.partner_authorities.values().map(|cert| Target {
+    targets.extend(keys.partner_authorities.values().flatten().map(|cert| Target {
         cert: cert.clone(),
         role: CertRole::Authority,
         anchors: config.security.content_ca.iter().cloned().collect(),

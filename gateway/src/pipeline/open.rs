@@ -33,19 +33,47 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     let (author, reader, partner) = (m.author.clone(), m.reader.clone(), m.partner_node.clone());
     let revocation = ctx.revocation.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        let recipient = keys
-            .authorities
-            .get(&reader)
-            .ok_or_else(crate::xmlsec::encrypt::failed)?;
-        let author_cert = keys.partner_authorities.get(&author).ok_or_else(|| {
-            Problem::new(
-                Code::SignerMismatch,
-                format!("the directory has no certificate of the author {author}"),
-            )
-        })?;
-        // The author's certificate must not be revoked (OCSP, `[security.revocation]`).
-        revocation.usable(author_cert, crate::revocation::CertRole::Authority)?;
-        crate::envelope::seal::open(&env, &recipient.key, author_cert, &keys.content_for(&partner), &limits)
+        // Our authority's key, and during its key migration the previous one too.
+        let recipient_keys: Vec<_> = [keys.authorities.get(&reader), keys.previous_authorities.get(&reader)]
+            .into_iter()
+            .flatten()
+            .map(|i| &i.key)
+            .collect();
+        if recipient_keys.is_empty() {
+            return Err(crate::xmlsec::encrypt::failed());
+        }
+        // The author's certificate; during the author's key migration its old and new one.
+        let author_certs = keys
+            .partner_authorities
+            .get(&author)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Problem::new(
+                    Code::SignerMismatch,
+                    format!("the directory has no certificate of the author {author}"),
+                )
+            })?;
+        let policy = keys.content_for(&partner);
+        // One attempt in the common case (one key, one certificate). Of several failures the
+        // one that is not the generic decryption failure says more.
+        let mut failure: Option<Problem> = None;
+        for key in &recipient_keys {
+            for cert in author_certs {
+                match crate::envelope::seal::open(&env, key, cert, &policy, &limits) {
+                    Ok(opened) => {
+                        // The author's certificate must not be revoked (OCSP).
+                        revocation.usable(cert, crate::revocation::CertRole::Authority)?;
+                        return Ok(opened);
+                    }
+                    Err(p) => {
+                        if failure.as_ref().is_none_or(|f| f.code == Code::DecryptionFailed) {
+                            failure = Some(p);
+                        }
+                    }
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(crate::xmlsec::encrypt::failed))
     })
     .await
     .map_err(Failure::transient)?;

@@ -43,12 +43,17 @@ pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
                 format!("no key for the local authority {author}"),
             )
         })?;
-        let recipient = keys.partner_authorities.get(&reader).ok_or_else(|| {
-            Problem::new(
-                Code::CertificateInvalid,
-                format!("the directory has no certificate of {reader}"),
-            )
-        })?;
+        // The first of the reader's certificates (during its key migration, the one it reads).
+        let recipient = keys
+            .partner_authorities
+            .get(&reader)
+            .and_then(|c| c.first())
+            .ok_or_else(|| {
+                Problem::new(
+                    Code::CertificateInvalid,
+                    format!("the directory has no certificate of {reader}"),
+                )
+            })?;
         seal::seal(
             &header,
             &payload,

@@ -67,7 +67,7 @@ pub(super) fn lookup(ctx: &Ctx, body: Node<'_, '_>) -> Result<String, Problem> {
             .keys()
             .partner_authorities
             .get(&reader)
-            .and_then(|c| c.to_der().ok())
+            .and_then(|c| c.first()?.to_der().ok())
             .filter(|_| available);
         let parameter = certificate
             .map(|der| {

@@ -4,6 +4,8 @@
 //! (so a wrong path is a config error, not a runtime one) and binds no ports. Relative paths are
 //! relative to the config file's folder. Nothing here starts anything.
 
+mod authorities;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -348,6 +350,12 @@ pub struct RawAuthority {
     pub certificate: PathBuf,
     /// The authority's private key (PEM). Never logged.
     pub key: PathBuf,
+    /// During a key migration (RSA → EC, or a renewal): the key before, kept only to decrypt
+    /// what partners still seal for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_certificate: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -455,6 +463,8 @@ pub struct Config {
 pub struct KeyFiles {
     pub certificate: PathBuf,
     pub key: PathBuf,
+    /// The previous certificate and key (decryption only), during a migration.
+    pub previous: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -731,34 +741,6 @@ impl RawConfig {
                     .into(),
             );
         }
-    }
-
-    /// The node's own authorities (id → name) and their key files.
-    fn authorities(
-        &self,
-        abs: &dyn Fn(&Path) -> PathBuf,
-        errs: &mut Vec<String>,
-    ) -> (BTreeMap<String, String>, BTreeMap<String, KeyFiles>) {
-        let mut authorities = BTreeMap::new();
-        let mut authority_keys = BTreeMap::new();
-        for (i, a) in self.authorities.iter().enumerate() {
-            if !adapters::is_authority(&a.id) {
-                errs.push(format!("authorities[{i}].id: {:?} is not prefix:kennung", a.id));
-            } else if authorities.insert(a.id.clone(), a.name.clone()).is_some() {
-                errs.push(format!("authorities[{i}].id: {} is listed twice", a.id));
-            }
-            let files = KeyFiles {
-                certificate: abs(&a.certificate),
-                key: abs(&a.key),
-            };
-            for (field, p) in [("certificate", &files.certificate), ("key", &files.key)] {
-                if !p.is_file() {
-                    errs.push(format!("authorities[{i}].{field}: {} does not exist", p.display()));
-                }
-            }
-            authority_keys.insert(a.id.clone(), files);
-        }
-        (authorities, authority_keys)
     }
 
     /// The clients: each bound to one of the node's authorities, with a token of its own.
