@@ -13,8 +13,8 @@ use crate::xml::validate::ValidatorPool;
 
 /// Everything request handlers and workers share.
 pub struct Ctx {
-    /// What a reload replaces (configuration, keys, TLS material): read it with [`Ctx::live`]
-    /// or [`Ctx::config`], once per unit of work, so that one request or job sees one version.
+    /// What a reload replaces (configuration, keys, TLS material), read with [`Ctx::live`],
+    /// [`Ctx::config`] or [`Ctx::keys`]: a version in hand stays whole until dropped.
     live: std::sync::RwLock<Arc<Live>>,
     /// The last reload's outcome, while it was a refusal (`/readyz` shows it).
     pub(crate) reload_refused: std::sync::Mutex<Option<crate::ctx::Refused>>,
