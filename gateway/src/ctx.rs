@@ -43,6 +43,8 @@ pub struct Ctx {
     pub host: String,
     /// Wakes idle workers of a kind as soon as a job of that kind is enqueued.
     pub(crate) wakers: [Notify; 4],
+    /// Wakes clients' long polls (`GET /v1/inbox?wait=`) when a message was opened.
+    pub(crate) inbox_arrivals: Notify,
 }
 
 /// The part of a node's context that a reload (`SIGHUP`, `POST /admin/api/reload`) replaces
@@ -128,6 +130,7 @@ impl Ctx {
             instance,
             host,
             wakers: Default::default(),
+            inbox_arrivals: Notify::new(),
         }
     }
 

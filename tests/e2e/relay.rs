@@ -127,3 +127,44 @@ async fn sigterm_stops_cleanly_and_keeps_accepted_messages() {
     cb.ack(&inbox[0]).await;
     ca.wait_status(&id, "delivered", T).await;
 }
+
+/// `GET /v1/inbox?wait=S`: an empty inbox answers when a message arrives (not at the end of
+/// the wait), or empty after the wait; a wait out of range is `400 invalid-request`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_answers_when_a_message_arrives() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let cb = net.client(1);
+    let started = std::time::Instant::now();
+    let (status, v) = cb.get_json("/v1/inbox?wait=1").await;
+    assert_eq!((status, v["messages"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "an empty inbox waits");
+    for bad in ["wait=61", "wait=soon", "wait=1&other=2"] {
+        let (status, v) = cb.get_json(&format!("/v1/inbox?{bad}")).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (400, Some("invalid-request")),
+            "{bad}: {v}"
+        );
+    }
+    // A poll waiting before the message is even submitted answers with it.
+    let poll = {
+        let cb = net.client(1);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = cb.get_json("/v1/inbox?wait=15").await;
+            (answer, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, msg) = net.message(0, 1);
+    assert_eq!(net.client(0).submit(&msg).await.0, 202);
+    let ((status, v), took) = poll.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 1, "{v}");
+    assert!(
+        took < Duration::from_secs(14),
+        "answered on arrival, not at the end: {took:?}"
+    );
+}

@@ -4,7 +4,8 @@
 //! - `POST /v1/messages` — submit one XML message (202 new, 200 same again, 409 conflict)
 //! - `GET  /v1/messages/{id}` — status and timeline of one's own message
 //! - `GET  /v1/messages/{id}/receipt` — the partner's receipt (XML)
-//! - `GET  /v1/inbox` — messages for the client's authority, not yet acknowledged
+//! - `GET  /v1/inbox[?wait=S]` — messages for the client's authority, not yet acknowledged;
+//!   with `wait`, an empty inbox answers when a message arrives or after S seconds (≤ 60)
 //! - `GET  /v1/inbox/{id}` — one opened message (XML)
 //! - `POST /v1/inbox/{id}/ack` — the client took it: `delivered`, notice to the sender
 //! - `GET  /v1/inbox/{id}/attachments` and `…/attachments/{n}` — files that travelled with it
@@ -163,9 +164,51 @@ async fn receipt(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, Path(id): Path
     Err(Problem::new(Code::NotFound, "no receipt yet"))
 }
 
-async fn inbox(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, Problem> {
+/// `GET /v1/inbox` parameters.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InboxQuery {
+    /// Long poll: seconds to wait for a message while the inbox is empty (0–60).
+    wait: Option<u64>,
+}
+
+/// The longest long poll.
+const MAX_WAIT_SECONDS: u64 = 60;
+
+async fn inbox(
+    State(ctx): State<Arc<Ctx>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
     let client = &authenticate(&ctx, &headers)?;
-    let items = ctx.store.inbox(&client.authority).await.map_err(store_problem)?;
+    let wait = match query {
+        Ok(q) => q.0.wait.unwrap_or(0),
+        Err(e) => return Err(Problem::new(Code::InvalidRequest, e.body_text())),
+    };
+    if wait > MAX_WAIT_SECONDS {
+        return Err(Problem::new(
+            Code::InvalidRequest,
+            format!("wait is at most {MAX_WAIT_SECONDS} seconds"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let items = loop {
+        // Registered before the store is asked, so that an arrival in between is not missed.
+        let arrival = ctx.inbox_arrivals.notified();
+        tokio::pin!(arrival);
+        arrival.as_mut().enable();
+        let items = ctx.store.inbox(&client.authority).await.map_err(store_problem)?;
+        let now = tokio::time::Instant::now();
+        if !items.is_empty() || now >= deadline {
+            break items;
+        }
+        // Another process of the node (shared store) may open it: look again every second.
+        let next = deadline.min(now + std::time::Duration::from_secs(1));
+        tokio::select! {
+            _ = arrival => {}
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    };
     let list: Vec<_> = items
         .iter()
         .map(|m| {

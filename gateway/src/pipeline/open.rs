@@ -144,6 +144,9 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             if push {
                 ctx.wake(JobKind::Push);
             }
+            if r.is_ok() {
+                ctx.inbox_arrivals.notify_waiters();
+            }
             r
         }
         Err(p) => Err(Failure::Permanent(p)),
