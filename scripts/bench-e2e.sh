@@ -13,7 +13,8 @@
 # PostgreSQL the closed loop also reports the database's committed transactions per message and
 # the CPU time of the PostgreSQL processes per message (beside the nodes'); NOTIFY=off disables
 # the job trigger's notifications, to measure what they cost. KEY_TYPE=ec makes the network on
-# EC P-256 keys (ECDSA, ECDH-ES) instead of RSA-3072.
+# EC P-256 keys (ECDSA, ECDH-ES) instead of RSA-3072. LONG_POLL=1 makes the receiving client
+# long-poll its inbox (`GET /v1/inbox?wait=1`) instead of polling it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -53,7 +54,7 @@ if [[ -n ${STORE_URL:-} ]]; then
 fi
 nodecpu0=$(cpu "${pids[@]}")
 echo "== closed loop: poststelle bench --messages $N --clients 16"
-out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
+out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 ${LONG_POLL:+--long-poll} --json)
 nodecpu1=$(cpu "${pids[@]}")
 awk -v n="$N" -v c0="$nodecpu0" -v c1="$nodecpu1" 'BEGIN {printf "CPU of both nodes per message: %.2f ms\n", 1000 * (c1 - c0) / n}'
 if [[ -n ${STORE_URL:-} ]]; then
@@ -67,7 +68,7 @@ max=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["end_to_e
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("intake %.0f/s, end to end %.0f/s (%.0f %% of the limit %s/s), lost %d duplicated %d" % (r["intake_per_second"], r["end_to_end_per_second"], 100*r["end_to_end_per_second"]/float(sys.argv[2]), sys.argv[2], r["lost"], r["duplicated"]))' "$out" "$limit"
 half=$(( max / 2 ))
 echo "== open loop at half the maximum: poststelle bench --rate $half --messages $(( half * 30 )) --poll-ms 5"
-"$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --poll-ms 5 --timeout 600 | grep -E '^(bench|latency|lost)'
+"$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --poll-ms 5 ${LONG_POLL:+--long-poll} --timeout 600 | grep -E '^(bench|latency|lost)'
 echo "== time per stage (mean over both runs, from /metrics)"
 python3 - "$work/net/network.json" <<'PY'
 import json, re, sys, urllib.request

@@ -80,6 +80,9 @@ pub struct BenchArgs {
     /// How often the receiving client polls its empty inbox (milliseconds).
     #[arg(long, default_value_t = 50)]
     poll_ms: u64,
+    /// The receiving client long-polls (`GET /v1/inbox?wait=1`) instead of polling.
+    #[arg(long)]
+    long_poll: bool,
 }
 
 /// The sending clients' wire format.
@@ -417,17 +420,17 @@ fn consumer(
     finished: Arc<AtomicBool>,
     https: reqwest::Client,
     to: NetworkNode,
-    poll_ms: u64,
+    poll: Option<u64>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let token = to.clients[0].token.clone();
+        // A long poll answers at the latest after a second, so that the end is noticed.
+        let inbox = match poll {
+            Some(_) => format!("{}/v1/inbox", to.api),
+            None => format!("{}/v1/inbox?wait=1", to.api),
+        };
         while !finished.load(Ordering::Relaxed) {
-            let list = match https
-                .get(format!("{}/v1/inbox", to.api))
-                .bearer_auth(&token)
-                .send()
-                .await
-            {
+            let list = match https.get(&inbox).bearer_auth(&token).send().await {
                 Ok(r) if r.status().is_success() => r.json::<Value>().await.unwrap_or(Value::Null),
                 _ => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -435,8 +438,8 @@ fn consumer(
                 }
             };
             let items = list["messages"].as_array().cloned().unwrap_or_default();
-            if items.is_empty() {
-                tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+            if let (true, Some(ms)) = (items.is_empty(), poll) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             for m in items {
                 let (Some(id), Some(uuid)) = (m["id"].as_str(), m["xoev_uuid"].as_str()) else {
@@ -819,7 +822,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         finished.clone(),
         https.clone(),
         to.clone(),
-        args.poll_ms,
+        (!args.long_poll).then_some(args.poll_ms),
     );
 
     // The sending legacy systems.
