@@ -44,6 +44,13 @@ async fn refusals_before_the_body_is_read_reach_the_client_and_its_connections_s
                 "{port}: {text}"
             );
         }
+        // The Send port takes about 22 MiB (16 MiB of XML as base64 in SOAP): 24 MiB is 413.
+        let url = format!("{}/xta/send", c.api);
+        let (status, text) = post(&http, &url, Some(&c.token), soap, mib(24))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, send: no answer: {e}"));
+        assert_eq!(status, 413, "send: {text}");
+        assert!(text.contains("<code>9023</code>"), "send: {text}");
         let url = format!("{}/v1/messages", c.api);
         // REST over limits.max_bytes (16 MiB).
         let (status, text) = post(&http, &url, Some(&c.token), "application/xml", mib(20))
