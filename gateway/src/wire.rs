@@ -26,6 +26,15 @@ pub fn store_problem(e: StoreError) -> Problem {
     }
 }
 
+/// A request's `Content-Type` header as text (empty without one).
+pub fn content_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// The bearer token of a request (`Authorization: Bearer TOKEN`); `usage` names what to send.
 pub fn bearer<'h>(headers: &'h axum::http::HeaderMap, usage: &str) -> Result<&'h str, Problem> {
     headers

@@ -597,6 +597,20 @@ impl Admin {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The newest audit entries (`GET /admin/api/audit?limit=100`; an auditor's token), parsed.
+    pub async fn audit_entries(&self) -> Vec<Value> {
+        let (_, audit) = self.get("/admin/api/audit?limit=100").await;
+        audit["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no audit entries: {audit}"))
+            .iter()
+            .map(|e| match e {
+                Value::String(s) => serde_json::from_str(s).unwrap(),
+                other => other.clone(),
+            })
+            .collect()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http

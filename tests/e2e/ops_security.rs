@@ -114,16 +114,8 @@ async fn admin_tokens_act_by_role_are_audited_by_name_and_configs_hold_only_hash
     assert_eq!(v["detail"], "wrong admin token");
 
     // The audit log names the token of every action and refusal.
-    let (_, audit) = net.admin(0).get("/admin/api/audit?limit=100").await;
-    let entries: Vec<Value> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| match e {
-            Value::String(s) => serde_json::from_str(s).unwrap(),
-            other => other.clone(),
-        })
-        .collect();
+    let entries = net.admin(0).audit_entries().await;
+    let audit = Value::Array(entries.clone());
     let has = |actor: &str, action: &str| entries.iter().any(|e| e["actor"] == actor && e["action"] == action);
     assert!(has("vera", "admin-not-permitted"), "{audit}");
     assert!(has("otto", "retry") && has("otto", "dlq-replay"), "{audit}");

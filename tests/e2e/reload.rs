@@ -197,16 +197,8 @@ async fn a_reload_with_problems_is_refused_whole_and_a_good_one_takes_over_witho
     assert_eq!(sample(&m, "poststelle_config_reload_refused", ""), Some(0.0), "{m}");
 
     // Every reload is audited with who asked.
-    let (_, audit) = admin.get("/admin/api/audit?limit=100").await;
-    let entries: Vec<Value> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| match e {
-            Value::String(s) => serde_json::from_str(s).unwrap(),
-            other => other.clone(),
-        })
-        .collect();
+    let entries = admin.audit_entries().await;
+    let audit = Value::Array(entries.clone());
     let count = |actor: &str, action: &str| {
         entries
             .iter()

@@ -57,12 +57,7 @@ pub(crate) fn authenticate(ctx: &Ctx, headers: &HeaderMap) -> Result<Client, Pro
 
 async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, Problem> {
     let client = authenticate(&ctx, req.headers())?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = crate::wire::content_type(req.headers());
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let form = mime == "multipart/form-data";
     let xml = mime.is_empty() || mime == "application/xml" || mime == "text/xml" || mime.ends_with("+xml");

@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use roxmltree::Node;
@@ -334,12 +333,7 @@ async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
         ),
         Port::Management | Port::MsgBox => None,
     };
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let content_type = crate::wire::content_type(req.headers());
     let limit = port.body_limit(ctx);
     // A body over the port's limit is refused before the operation is known: as
     // ParameterIsNotValidException with 9023 ("too large"), whatever the operation.
