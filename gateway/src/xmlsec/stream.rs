@@ -68,7 +68,9 @@ fn nonce(prefix: &[u8], counter: u32, last: bool) -> [u8; 12] {
     n
 }
 
-/// One segment sealed or opened; `tag` is read (decrypt) or written (encrypt).
+/// One segment sealed or opened, appended to `out`; `tag` is read (decrypt) or written
+/// (encrypt).
+#[allow(clippy::too_many_arguments)]
 fn gcm(
     encrypt: bool,
     key: &[u8; 32],
@@ -77,7 +79,8 @@ fn gcm(
     last: bool,
     input: &[u8],
     tag: &mut [u8],
-) -> Option<Vec<u8>> {
+    out: &mut Vec<u8>,
+) -> Option<()> {
     let prefix = &header[MAGIC.len()..];
     let mode = if encrypt { Mode::Encrypt } else { Mode::Decrypt };
     let mut c = Crypter::new(Cipher::aes_256_gcm(), mode, key, Some(&nonce(prefix, counter, last))).ok()?;
@@ -85,14 +88,17 @@ fn gcm(
     if !encrypt {
         c.set_tag(tag).ok()?;
     }
-    let mut out = vec![0u8; input.len() + 16];
-    let mut n = c.update(input, &mut out).ok()?;
-    n += c.finalize(&mut out[n..]).ok()?;
-    out.truncate(n);
+    // GCM is a stream mode: the output is as long as the input (OpenSSL asks for a block of
+    // room beyond it).
+    let at = out.len();
+    out.resize(at + input.len() + 16, 0);
+    let mut n = c.update(input, &mut out[at..]).ok()?;
+    n += c.finalize(&mut out[at + n..]).ok()?;
+    out.truncate(at + n);
     if encrypt {
         c.get_tag(tag).ok()?;
     }
-    Some(out)
+    Some(())
 }
 
 /// Encrypts a stream given in pieces: [`Encryptor::push`] returns what is ready,
@@ -135,9 +141,8 @@ impl Encryptor {
             self.started = true;
         }
         let mut tag = [0u8; TAG];
-        let sealed = gcm(true, &self.key, &self.header, self.counter, last, plain, &mut tag)
+        gcm(true, &self.key, &self.header, self.counter, last, plain, &mut tag, out)
             .ok_or_else(super::encrypt::failed)?;
-        out.extend_from_slice(&sealed);
         out.extend_from_slice(&tag);
         // 2^32 segments of 64 KiB = 256 TiB: far past any limit; refused rather than wrapped.
         self.counter = self.counter.checked_add(1).ok_or_else(super::encrypt::failed)?;
@@ -147,15 +152,22 @@ impl Encryptor {
     /// Takes more plaintext; returns the ciphertext ready so far. A full segment is sealed only
     /// once a byte after it arrived, since the final segment is sealed differently.
     pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<u8>, Problem> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(HEADER + data.len() + (data.len() / SEGMENT + 1) * TAG);
         while !data.is_empty() {
+            if self.pending.is_empty() && data.len() > SEGMENT {
+                // A whole segment with more after it: sealed straight from the input.
+                self.seal(&data[..SEGMENT], false, &mut out)?;
+                data = &data[SEGMENT..];
+                continue;
+            }
             let take = (SEGMENT + 1 - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.pending.len() > SEGMENT {
-                let rest = self.pending.split_off(SEGMENT);
-                let segment = std::mem::replace(&mut self.pending, rest);
-                self.seal(&segment, false, &mut out)?;
+                let mut pending = std::mem::take(&mut self.pending);
+                self.seal(&pending[..SEGMENT], false, &mut out)?;
+                pending.drain(..SEGMENT);
+                self.pending = pending;
             }
         }
         Ok(out)
@@ -197,13 +209,13 @@ impl Decryptor {
         }
     }
 
-    fn open(&mut self, sealed: &[u8], last: bool) -> Result<Vec<u8>, Problem> {
+    fn open(&mut self, sealed: &[u8], last: bool, out: &mut Vec<u8>) -> Result<(), Problem> {
         let (body, tag) = sealed.split_at(sealed.len() - TAG);
         let mut tag = tag.to_vec();
-        let plain = gcm(false, &self.key, &self.header, self.counter, last, body, &mut tag)
+        gcm(false, &self.key, &self.header, self.counter, last, body, &mut tag, out)
             .ok_or_else(super::encrypt::failed)?;
         self.counter = self.counter.checked_add(1).ok_or_else(super::encrypt::failed)?;
-        Ok(plain)
+        Ok(())
     }
 
     /// Takes more ciphertext; returns the plaintext of the segments that are complete and
@@ -219,14 +231,22 @@ impl Decryptor {
             }
         }
         let full = SEGMENT + TAG;
+        out.reserve(data.len());
         while !data.is_empty() {
+            if self.pending.is_empty() && data.len() > full {
+                // A whole segment with more after it: opened straight from the input.
+                self.open(&data[..full], false, &mut out)?;
+                data = &data[full..];
+                continue;
+            }
             let take = (full + 1 - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.pending.len() > full {
-                let rest = self.pending.split_off(full);
-                let segment = std::mem::replace(&mut self.pending, rest);
-                out.extend_from_slice(&self.open(&segment, false)?);
+                let mut pending = std::mem::take(&mut self.pending);
+                self.open(&pending[..full], false, &mut out)?;
+                pending.drain(..full);
+                self.pending = pending;
             }
         }
         Ok(out)
@@ -238,14 +258,17 @@ impl Decryptor {
             return Err(super::encrypt::failed());
         }
         let last = std::mem::take(&mut self.pending);
-        self.open(&last, true)
+        let mut out = Vec::with_capacity(last.len());
+        self.open(&last, true, &mut out)?;
+        Ok(out)
     }
 }
 
 /// Encrypts everything `from` yields into `to`; returns the plaintext length.
 pub fn encrypt(key: &[u8; 32], from: &mut impl Read, to: &mut impl Write) -> Result<u64, StreamError> {
     let mut e = Encryptor::new(key)?;
-    let mut buf = vec![0u8; SEGMENT];
+    // Several segments per read: whole segments are sealed straight from the buffer.
+    let mut buf = vec![0u8; 4 * SEGMENT];
     let mut total = 0u64;
     loop {
         let n = from.read(&mut buf)?;
@@ -263,7 +286,7 @@ pub fn encrypt(key: &[u8; 32], from: &mut impl Read, to: &mut impl Write) -> Res
 /// authenticated as a whole: write to a temporary place and keep it only on `Ok`.
 pub fn decrypt(key: &[u8; 32], from: &mut impl Read, to: &mut impl Write) -> Result<u64, StreamError> {
     let mut d = Decryptor::new(key);
-    let mut buf = vec![0u8; SEGMENT + TAG];
+    let mut buf = vec![0u8; 4 * (SEGMENT + TAG)];
     let mut total = 0u64;
     loop {
         let n = from.read(&mut buf)?;
