@@ -17,7 +17,7 @@ pub struct Ctx {
     /// [`Ctx::config`] or [`Ctx::keys`]: a version in hand stays whole until dropped.
     live: std::sync::RwLock<Arc<Live>>,
     /// The last reload's outcome, while it was a refusal (`/readyz` shows it).
-    pub(crate) reload_refused: std::sync::Mutex<Option<crate::ctx::Refused>>,
+    pub(crate) reload_refused: std::sync::Mutex<Option<Refused>>,
     pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub validator: ValidatorPool,

@@ -134,8 +134,7 @@ impl CertRole {
     }
 }
 
-/// A certificate to check: the certificate, its role, the anchors its issuer is among, the CRL
-/// files of the configuration (for `ocsp-then-crl`).
+/// A certificate to check: the certificate, its role, and the anchors its issuer is among.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub cert: X509,

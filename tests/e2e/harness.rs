@@ -276,6 +276,20 @@ impl NodeProc {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The value of the first sample of metric `name` whose labels contain `labels`, from the
+    /// node's `/metrics`.
+    pub async fn metric(&self, name: &str, labels: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.info.admin))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     /// SIGHUP: the node reloads its configuration file.
     pub fn hangup(&self) {
         let ok = Command::new("kill")
@@ -297,6 +311,21 @@ impl Drop for NodeProc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// `poststelle token new`: (token, token_sha256).
+pub fn new_token() -> (String, String) {
+    let out = Command::new(bin()).args(["token", "new"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .to_owned()
+    };
+    (value("token"), value("token_sha256"))
 }
 
 /// An HTTPS client trusting the network's CA, optionally presenting a client identity.
@@ -501,17 +530,21 @@ impl Net {
     }
 
     /// SIGHUP to node `i`'s process; waits until the reloaded configuration took over (a
-    /// refused reload fails the test with its problems).
+    /// refused reload fails the test with its problems once it was answered).
     pub async fn reload(&self, i: usize, node: &NodeProc) {
         let admin = self.admin(i);
         let (_, before) = admin.get("/admin/api/status").await;
-        let before = before["configuration"]["loaded"].clone();
+        let (loaded, refused_at) = (
+            before["configuration"]["loaded"].clone(),
+            before["configuration"]["reload_refused"]["at"].clone(),
+        );
         node.hangup();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (_, v) = admin.get("/admin/api/status").await;
-            assert!(v["configuration"]["reload_refused"].is_null(), "reload refused: {v}");
-            if v["configuration"]["loaded"] != before {
+            let refused = &v["configuration"]["reload_refused"];
+            assert!(refused.is_null() || refused["at"] == refused_at, "reload refused: {v}");
+            if v["configuration"]["loaded"] != loaded {
                 return;
             }
             assert!(Instant::now() < deadline, "no reload took effect: {v}");

@@ -13,7 +13,7 @@ use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspResponse};
 use openssl::x509::X509;
 use serde_json::Value;
 
-use crate::harness::{Net, NodeProc, authority_file, next_ports, node_dir, transport_addr};
+use crate::harness::{Net, authority_file, next_ports, node_dir, transport_addr};
 
 /// An `openssl ocsp` responder for one CA, answering from an index of certificates.
 struct Responder {
@@ -136,19 +136,6 @@ async fn wait_revocation(net: &Net, i: usize, role: &str, name: &str, status: &s
     }
 }
 
-async fn metric(node: &NodeProc, name: &str, labels: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", node.info.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Whether node `to`'s transport listener refuses a TLS connection with node `from`'s
 /// identity (the handshake, or the first read after it under TLS 1.3, fails).
 fn tls_refused(net: &Net, from: usize, to: usize) -> bool {
@@ -220,7 +207,12 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
     let b = net.start(1).await;
     wait_revocation(&net, 1, "partner", "a", "failed").await;
     assert_eq!(stapled(&net, 1), None, "no answer to staple");
-    assert!(metric(&b, "poststelle_revocation_checks_failing", "role=\"node\"").await >= 1.0);
+    assert!(
+        b.metric("poststelle_revocation_checks_failing", "role=\"node\"")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
     let (_, m1) = net.message(0, 1);
     let (code, v) = net.client(0).submit(&m1).await;
     assert_eq!(code, 202, "{v}");
@@ -233,14 +225,24 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
     // 2. soft_fail for both roles, put in force by a reload: accepted with a warning and a
     // metric; the message goes through.
     revocation(&net, 1, &settings("\"node\", \"authority\""));
-    b.hangup();
+    net.reload(1, &b).await;
     let done = net
         .client(0)
         .wait_status(&id1, "received", Duration::from_secs(30))
         .await;
     assert_eq!(done["status"], "received", "{done}");
-    assert!(metric(&b, "poststelle_revocation_soft_fail_total", "role=\"node\"").await >= 1.0);
-    assert!(metric(&b, "poststelle_revocation_soft_fail_total", "role=\"authority\"").await >= 1.0);
+    assert!(
+        b.metric("poststelle_revocation_soft_fail_total", "role=\"node\"")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        b.metric("poststelle_revocation_soft_fail_total", "role=\"authority\"")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
     assert!(!tls_refused(&net, 0, 1), "soft_fail lets the handshake pass");
 
     // 3. The responders answer: a's node certificate is revoked. No soft_fail. b refuses a's
@@ -249,7 +251,7 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
     transport.serve(&[(&a_node, true), (&b_node, false)]).await;
     content.serve(&[(&a_author, false)]).await;
     revocation(&net, 1, &settings(""));
-    b.hangup();
+    net.reload(1, &b).await;
     wait_revocation(&net, 1, "partner", "a", "revoked").await;
     wait_revocation(&net, 1, "partner-authority", &net.node(0).authorities[0], "good").await;
     // b staples its own certificate's answer for clients that ask.
@@ -281,7 +283,12 @@ async fn ocsp_refuses_revoked_partner_certificates_in_the_handshake_and_in_the_e
         "{}",
         b.log_text()
     );
-    assert!(metric(&b, "poststelle_revocation_checks_total", "outcome=\"revoked\"").await >= 1.0);
+    assert!(
+        b.metric("poststelle_revocation_checks_total", "outcome=\"revoked\"")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 
     // 4. a's node certificate good again, its authority's certificate revoked: the handshake
     // passes (answers are asked again after max_cache_seconds), the envelope is refused with

@@ -6,22 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{Admin, Net, authority_file, bin, node_dir};
-
-/// `poststelle token new`: (token, token_sha256).
-fn new_token() -> (String, String) {
-    let out = Command::new(bin()).args(["token", "new"]).output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or_else(|| panic!("{key} in {text}"))
-            .to_owned()
-    };
-    (value("token"), value("token_sha256"))
-}
+use crate::harness::{Admin, Net, authority_file, bin, new_token, node_dir};
 
 fn as_token(net: &Net, token: &str) -> Admin {
     let mut admin = net.admin(0);

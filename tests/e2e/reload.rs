@@ -11,42 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Consumer, Net, NodeProc, bin, node_dir, transport_addr};
+use crate::harness::{Consumer, Net, NodeProc, bin, new_token, node_dir, transport_addr};
 
 /// `/readyz`: (status, text).
 async fn readyz(node: &NodeProc) -> (u16, String) {
     let r = reqwest::get(format!("{}/readyz", node.info.admin)).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn metrics(node: &NodeProc) -> String {
-    reqwest::get(format!("{}/metrics", node.info.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of the first sample of `name` whose labels contain `labels`.
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// `poststelle token new`: (token, token_sha256).
-fn new_token() -> (String, String) {
-    let out = Command::new(bin()).args(["token", "new"]).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap()
-            .to_owned()
-    };
-    (value("token"), value("token_sha256"))
 }
 
 /// `poststelle reload --network … --node …`: (exit code, stdout, stderr).
@@ -62,19 +32,6 @@ fn reload_cli(net: &Net, node: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Polls until the node's configuration took over after `before` (RFC 3339 `loaded`).
-async fn wait_loaded_after(net: &Net, i: usize, before: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, v) = net.admin(i).get("/admin/api/status").await;
-        if v["configuration"]["loaded"].as_str().is_some_and(|l| l != before) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "no reload took effect: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,13 +104,9 @@ async fn a_reload_with_problems_is_refused_whole_and_a_good_one_takes_over_witho
     let (_, body) = net.message(0, 1);
     let (status, v) = client.submit(&body).await;
     assert_eq!(status, 202, "{v}");
-    let m = metrics(&a).await;
-    assert_eq!(
-        sample(&m, "poststelle_config_reloads_total", "outcome=\"refused\""),
-        Some(3.0),
-        "{m}"
-    );
-    assert_eq!(sample(&m, "poststelle_config_reload_refused", ""), Some(1.0), "{m}");
+    let refused = a.metric("poststelle_config_reloads_total", "outcome=\"refused\"").await;
+    assert_eq!(refused, Some(3.0));
+    assert_eq!(a.metric("poststelle_config_reload_refused", "").await, Some(1.0));
 
     // A good configuration: the client's token replaced. SIGHUP; the old token stops working
     // and the new one works at once, in the same process.
@@ -168,9 +121,10 @@ async fn a_reload_with_problems_is_refused_whole_and_a_good_one_takes_over_witho
         good.replace(&old_hash, &format!("token_sha256 = \"{new_client_hash}\"")),
     )
     .unwrap();
-    a.hangup();
-    let v = wait_loaded_after(&net, 0, &loaded_at_start).await;
+    net.reload(0, &a).await;
+    let (_, v) = admin.get("/admin/api/status").await;
     assert!(v["configuration"]["reload_refused"].is_null(), "{v}");
+    assert_ne!(v["configuration"]["loaded"], loaded_at_start.as_str());
     assert_eq!(readyz(&a).await, (200, "ready\n".to_owned()));
     let (_, body) = net.message(0, 1);
     let (status, v) = client.submit(&body).await;
@@ -181,20 +135,15 @@ async fn a_reload_with_problems_is_refused_whole_and_a_good_one_takes_over_witho
     assert_eq!(status, 202, "{v}");
     assert_eq!(a.pid(), pid);
 
-    // A setting only a restart changes is named, and the reload still applies the rest.
-    let loaded = v_loaded(&net).await;
+    // A setting only a restart changes is named, and the reload still applies the rest (the
+    // command answers once it is in force).
     net.edit_config(0, |t| t.replace("workers = 4", "workers = 3"));
     let (code, out, err) = reload_cli(&net, "a");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("reloaded") && out.contains("relay (workers"), "{out}");
-    wait_loaded_after(&net, 0, &loaded).await;
-    let m = metrics(&a).await;
-    assert_eq!(
-        sample(&m, "poststelle_config_reloads_total", "outcome=\"applied\""),
-        Some(2.0),
-        "{m}"
-    );
-    assert_eq!(sample(&m, "poststelle_config_reload_refused", ""), Some(0.0), "{m}");
+    let applied = a.metric("poststelle_config_reloads_total", "outcome=\"applied\"").await;
+    assert_eq!(applied, Some(2.0));
+    assert_eq!(a.metric("poststelle_config_reload_refused", "").await, Some(0.0));
 
     // Every reload is audited with who asked.
     let entries = admin.audit_entries().await;
@@ -209,11 +158,6 @@ async fn a_reload_with_problems_is_refused_whole_and_a_good_one_takes_over_witho
     assert_eq!(count("SIGHUP", "config-reload-refused"), 1, "{audit}");
     assert_eq!(count("SIGHUP", "config-reloaded"), 1, "{audit}");
     assert_eq!(count("admin", "config-reloaded"), 1, "{audit}");
-}
-
-async fn v_loaded(net: &Net) -> String {
-    let (_, v) = net.admin(0).get("/admin/api/status").await;
-    v["configuration"]["loaded"].as_str().unwrap().to_owned()
 }
 
 /// The SHA-256 fingerprint of the certificate a TLS server presents.
@@ -298,36 +242,29 @@ async fn a_partner_node_certificate_rotates_under_load_without_losing_or_doublin
     ]
     .concat();
     std::fs::write(dir_a.join("b-rollover.pem"), rollover).unwrap();
-    let loaded = v_loaded(&net).await;
     net.edit_config(0, |t| {
         t.replace("certificate = \"../b/node.pem\"", "certificate = \"b-rollover.pem\"")
     });
-    a.hangup();
-    wait_loaded_after(&net, 0, &loaded).await;
+    net.reload(0, &a).await;
     through("a trusts old and new").await;
 
     // 2. b switches to its new certificate and key.
-    let (_, v) = net.admin(1).get("/admin/api/status").await;
-    let loaded_b = v["configuration"]["loaded"].as_str().unwrap().to_owned();
     net.edit_config(1, |t| {
         t.replace("cert = \"node.pem\"", "cert = \"node-2025.pem\"")
             .replace("key = \"node.key\"", "key = \"node-2025.key\"")
     });
-    b.hangup();
-    wait_loaded_after(&net, 1, &loaded_b).await;
+    net.reload(1, &b).await;
     assert_eq!(presented_fingerprint(&transport_addr(&net, 1)), new_fp);
     through("b presents its new certificate").await;
 
     // 3. a drops b's old certificate.
-    let loaded = v_loaded(&net).await;
     net.edit_config(0, |t| {
         t.replace(
             "certificate = \"b-rollover.pem\"",
             "certificate = \"../b/node-2025.pem\"",
         )
     });
-    a.hangup();
-    wait_loaded_after(&net, 0, &loaded).await;
+    net.reload(0, &a).await;
     through("a knows only the new certificate").await;
 
     stop.store(true, Ordering::Relaxed);

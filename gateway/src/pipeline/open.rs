@@ -28,7 +28,7 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         .blob(&m.id, Blob::Envelope)
         .await?
         .ok_or_else(|| Failure::transient("envelope missing"))?;
-    let keys = ctx.keys().clone();
+    let keys = ctx.keys();
     let limits = ctx.config().limits.for_envelopes();
     let (author, reader, partner) = (m.author.clone(), m.reader.clone(), m.partner_node.clone());
     let revocation = ctx.revocation.clone();

@@ -33,7 +33,7 @@ pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
         Some(b) => envelope::decode_attachments(&b).map_err(|p| Failure::Transient(p.detail))?,
         None => Vec::new(),
     };
-    let keys = ctx.keys().clone();
+    let keys = ctx.keys();
     let limits = ctx.config().limits;
     let (author, reader) = (m.author.clone(), m.reader.clone());
     let sealed = tokio::task::spawn_blocking(move || {

@@ -101,6 +101,32 @@ fn gcm(
     Some(())
 }
 
+/// Cuts `data`, after what waits in `pending`, into pieces of `size` and hands `each` every piece
+/// known not to be the last (a byte after it arrived): straight from `data` where a whole piece
+/// lies there, else through `pending`, which keeps the rest (at most `size` bytes).
+fn not_last(
+    pending: &mut Vec<u8>,
+    mut data: &[u8],
+    size: usize,
+    mut each: impl FnMut(&[u8]) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    while !data.is_empty() {
+        if pending.is_empty() && data.len() > size {
+            each(&data[..size])?;
+            data = &data[size..];
+            continue;
+        }
+        let take = (size + 1 - pending.len()).min(data.len());
+        pending.extend_from_slice(&data[..take]);
+        data = &data[take..];
+        if pending.len() > size {
+            each(&pending[..size])?;
+            pending.drain(..size);
+        }
+    }
+    Ok(())
+}
+
 /// Encrypts a stream given in pieces: [`Encryptor::push`] returns what is ready,
 /// [`Encryptor::finish`] the rest with the final segment.
 pub struct Encryptor {
@@ -151,26 +177,14 @@ impl Encryptor {
 
     /// Takes more plaintext; returns the ciphertext ready so far. A full segment is sealed only
     /// once a byte after it arrived, since the final segment is sealed differently.
-    pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<u8>, Problem> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, Problem> {
         let mut out = Vec::with_capacity(HEADER + data.len() + (data.len() / SEGMENT + 1) * TAG);
-        while !data.is_empty() {
-            if self.pending.is_empty() && data.len() > SEGMENT {
-                // A whole segment with more after it: sealed straight from the input.
-                self.seal(&data[..SEGMENT], false, &mut out)?;
-                data = &data[SEGMENT..];
-                continue;
-            }
-            let take = (SEGMENT + 1 - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() > SEGMENT {
-                let mut pending = std::mem::take(&mut self.pending);
-                self.seal(&pending[..SEGMENT], false, &mut out)?;
-                pending.drain(..SEGMENT);
-                self.pending = pending;
-            }
-        }
-        Ok(out)
+        let mut pending = std::mem::take(&mut self.pending);
+        let sealed = not_last(&mut pending, data, SEGMENT, |segment| {
+            self.seal(segment, false, &mut out)
+        });
+        self.pending = pending;
+        sealed.map(|()| out)
     }
 
     /// The final segment (with the header, if nothing was sealed yet).
@@ -230,26 +244,13 @@ impl Decryptor {
                 return Err(super::encrypt::failed());
             }
         }
-        let full = SEGMENT + TAG;
         out.reserve(data.len());
-        while !data.is_empty() {
-            if self.pending.is_empty() && data.len() > full {
-                // A whole segment with more after it: opened straight from the input.
-                self.open(&data[..full], false, &mut out)?;
-                data = &data[full..];
-                continue;
-            }
-            let take = (full + 1 - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.pending.len() > full {
-                let mut pending = std::mem::take(&mut self.pending);
-                self.open(&pending[..full], false, &mut out)?;
-                pending.drain(..full);
-                self.pending = pending;
-            }
-        }
-        Ok(out)
+        let mut pending = std::mem::take(&mut self.pending);
+        let opened = not_last(&mut pending, data, SEGMENT + TAG, |segment| {
+            self.open(segment, false, &mut out)
+        });
+        self.pending = pending;
+        opened.map(|()| out)
     }
 
     /// The final segment's plaintext; fails for a stream cut short or extended.
