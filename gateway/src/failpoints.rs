@@ -15,6 +15,8 @@
 //! `clock.offset_ms` (`return(MS)`: this node's clock runs MS milliseconds ahead),
 //! `drop.before_submit`, `drop.before_move` (a drop file committed, not yet moved to `sent/`),
 //! `drop.after_write` (a received message's `in/` file durable, `delivered` not yet committed),
+//! `transport.file_chunk` (each piece of an attachment stream a partner sends),
+//! `relay.file_corrupt` (`return(corrupt)`: attachment streams leave with a bit flipped),
 //! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake).
 
 /// Evaluates a fail point: `return(abort)` aborts the process; other `fail` actions act as

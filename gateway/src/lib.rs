@@ -19,6 +19,7 @@ pub mod dropdir;
 pub mod embedded;
 pub mod envelope;
 pub mod failpoints;
+pub mod files;
 pub mod health;
 pub mod intake;
 pub mod network;

@@ -46,6 +46,9 @@ pub enum Code {
     /// Partner transport: the envelope's creation time lies further in the future than the
     /// receiver's clock tolerance allows.
     ClockSkew,
+    /// Partner transport: an attachment stream the envelope names has not (all) arrived; the
+    /// sender sends the rest and the envelope again.
+    AttachmentIncomplete,
     /// A message's retry budget (time-box or attempts) is spent: the dead-letter state `failed`.
     RetriesExhausted,
     /// An operator cancelled the message.
@@ -88,6 +91,7 @@ impl Code {
             Code::DecryptionFailed => "decryption-failed",
             Code::RequestTimeout => "request-timeout",
             Code::ClockSkew => "clock-skew",
+            Code::AttachmentIncomplete => "attachment-incomplete",
             Code::RetriesExhausted => "retries-exhausted",
             Code::Cancelled => "cancelled",
             Code::WrongState => "wrong-state",
@@ -119,6 +123,7 @@ impl Code {
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::ClockSkew => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::AttachmentIncomplete => StatusCode::CONFLICT,
             Code::RetriesExhausted => StatusCode::GATEWAY_TIMEOUT,
             Code::Cancelled => StatusCode::GONE,
             Code::WrongState => StatusCode::CONFLICT,
@@ -153,6 +158,7 @@ impl Code {
             Code::DecryptionFailed => "The data cannot be decrypted",
             Code::RequestTimeout => "The request body did not arrive in time",
             Code::ClockSkew => "The sender's clock is too far ahead of the receiver's",
+            Code::AttachmentIncomplete => "An attachment the envelope names has not arrived whole",
             Code::RetriesExhausted => "The message could not be relayed within its retry budget",
             Code::Cancelled => "An operator cancelled the message",
             Code::WrongState => "The action does not apply to the message in its current state",

@@ -46,6 +46,9 @@ pub const RELOAD_REFUSED: &str = "poststelle_config_reload_refused";
 /// Gauge: configured certificates that expire within 30 days (or have expired), by role.
 pub const CERT_EXPIRING: &str = "poststelle_certificates_expiring";
 
+/// Counter: bytes of attachment streams sent to partners, and received from them.
+pub const ATTACHMENT_BYTES: &str = "poststelle_attachment_bytes_total";
+
 /// Latency buckets (seconds) for intake and job attempts: 1 ms … 60 s.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
@@ -90,6 +93,10 @@ fn describe() {
         "One job attempt by kind and outcome."
     );
     describe_counter!(RELAY_ERRORS, "Failed attempts to reach a partner node, by class.");
+    describe_counter!(
+        ATTACHMENT_BYTES,
+        "Bytes of encrypted attachment streams sent to partner nodes (direction=sent) and received from them (direction=received)."
+    );
     describe_gauge!(QUEUE_DEPTH, "Messages not done, by direction, partner and state.");
     describe_gauge!(
         QUEUE_OLDEST,
@@ -152,6 +159,16 @@ pub fn transition(status: crate::store::Status) {
 
 pub fn job(kind: crate::store::JobKind, outcome: &'static str, took: Duration) {
     histogram!(JOB_SECONDS, "kind" => kind.as_str(), "outcome" => outcome).record(took.as_secs_f64());
+}
+
+/// Bytes of an attachment stream sent to a partner.
+pub fn attachment_sent(bytes: u64) {
+    counter!(ATTACHMENT_BYTES, "direction" => "sent").increment(bytes);
+}
+
+/// Bytes of an attachment stream received from a partner.
+pub fn attachment_received(bytes: u64) {
+    counter!(ATTACHMENT_BYTES, "direction" => "received").increment(bytes);
 }
 
 /// Classes of relay errors: `unreachable`, `timeout`, `http-5xx`, `http-429`, `http-408`,

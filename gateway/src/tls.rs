@@ -428,8 +428,11 @@ pub async fn serve_plain(listener: TcpListener, router: Router, mut shutdown: wa
 /// alive and TLS sessions resumed).
 pub type RelayClient = hyper_util::client::legacy::Client<
     hyper_openssl::client::legacy::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
+    RelayBody,
 >;
+
+/// A request body to a partner: an envelope whole, or an attachment streamed from its file.
+pub type RelayBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
 
 /// The relay's client: our node certificate as identity, only the configured CA trusted, the
 /// partner's chain checked by `policy`, and the server at each partner's transport URL must

@@ -15,6 +15,7 @@ mod ec_profile;
 mod envelope_attacks;
 mod faults;
 mod file_drop;
+mod large_payloads;
 mod multipart;
 mod ocsp;
 mod offline_schemas;

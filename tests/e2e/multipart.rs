@@ -13,10 +13,10 @@ use crate::harness::Net;
 const BOUNDARY: &str = "pst-7d1f0c2a9b8e4f6a";
 
 /// A form part: (part name, file name, media type, bytes).
-type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+pub type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
 
 /// A form of `parts`; `close` adds the final boundary.
-fn form(parts: &[Part<'_>], close: bool) -> Vec<u8> {
+pub fn form(parts: &[Part<'_>], close: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, filename, media, data) in parts {
         write!(out, "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"").unwrap();
@@ -38,13 +38,13 @@ fn form(parts: &[Part<'_>], close: bool) -> Vec<u8> {
 }
 
 /// Bytes that look like nothing in particular (never the boundary).
-fn noise(n: usize) -> Vec<u8> {
+pub fn noise(n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
     openssl::rand::rand_bytes(&mut b).unwrap();
     b
 }
 
-async fn post_form(net: &Net, body: Vec<u8>) -> (u16, Value) {
+pub async fn post_form(net: &Net, body: Vec<u8>) -> (u16, Value) {
     let c = net.client(0);
     let r = c
         .http
@@ -133,7 +133,10 @@ fn disconnect_mid_upload(net: &Net, i: usize, head: &str, part: &[u8]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_forms_are_refused_with_a_code_and_store_nothing() {
     let net = Net::init(2);
-    net.edit_config(0, |t| t.replace("max_bytes = 16777216", "max_bytes = 524288"));
+    net.edit_config(0, |t| {
+        t.replace("max_bytes = 16777216", "max_bytes = 524288")
+            .replace("max_attachment_bytes = 4294967296", "max_attachment_bytes = 524288")
+    });
     let _a = net.start(0).await;
     let (_, message) = net.message(0, 1);
     let m: &[u8] = &message;
@@ -157,13 +160,37 @@ async fn bad_forms_are_refused_with_a_code_and_store_nothing() {
     let broken = form(&[("message", None, None, b"<a>\n<b></a>")], true);
     let v = refused(post_form(&net, broken).await, (400, "not-well-formed"), "not XML");
     assert_eq!(v["errors"][0]["line"], 2, "{v}");
-    // Over the limit: the message and its attachments together at most limits.max_bytes.
+    // Over the limits: the message part at most limits.max_bytes, each attachment at most
+    // limits.max_attachment_bytes (a second one after a good first one too).
     let big = noise(600 * 1024);
     let over = form(
         &[("message", None, None, m), ("attachment", Some("big"), None, &big)],
         true,
     );
-    refused(post_form(&net, over).await, (413, "limit-exceeded"), "over max_bytes");
+    refused(
+        post_form(&net, over).await,
+        (413, "limit-exceeded"),
+        "over max_attachment_bytes",
+    );
+    let second = form(
+        &[
+            ("message", None, None, m),
+            ("attachment", Some("small"), None, b"x"),
+            ("attachment", Some("big"), None, &big),
+        ],
+        true,
+    );
+    refused(
+        post_form(&net, second).await,
+        (413, "limit-exceeded"),
+        "a second one too large",
+    );
+    let long_message = [m, &noise(600 * 1024)].concat();
+    refused(
+        post_form(&net, form(&[("message", None, None, &long_message)], true)).await,
+        (413, "limit-exceeded"),
+        "over max_bytes",
+    );
     let many: Vec<Part<'_>> = std::iter::once(("message", None, None, m))
         .chain((0..101).map(|_| ("attachment", Some("a"), None, &b"x"[..])))
         .collect();
@@ -198,9 +225,18 @@ async fn bad_forms_are_refused_with_a_code_and_store_nothing() {
     );
     disconnect_mid_upload(&net, 0, &head, &body[..body.len() / 2]);
 
-    // Nothing was stored; the node takes the next good form.
+    // Nothing was stored, no file left behind; the node takes the next good form.
     let (_, all) = net.admin(0).get("/admin/api/messages").await;
     assert!(all["messages"].as_array().unwrap().is_empty(), "nothing stored: {all}");
+    let uploads = crate::harness::node_dir(&net, 0).join("data/attachments/out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload folders left behind in {uploads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let good = form(
         &[("message", None, None, m), ("attachment", Some("a.txt"), None, b"x")],
         true,

@@ -82,7 +82,9 @@ async fn traffic_is_signed_and_encrypted_and_receipts_are_signed() {
     let a_cert = trust::load_cert(&authority_file(&net, 0, "pem")).unwrap();
     let b_key = authority_identity(&net, 1).key;
     let env_limits = limits.for_envelopes();
-    let (opened, _) = seal::open(&envelope, &b_key, &a_cert, &content_policy, &env_limits).unwrap();
+    let opened = seal::open(&envelope, &b_key, &a_cert, &content_policy, &env_limits)
+        .unwrap()
+        .content;
     assert_eq!(opened, msg);
     for wrong in [0, 2] {
         let key = authority_identity(&net, wrong).key;

@@ -461,7 +461,7 @@ fn envelope_around(signed_content: &[u8]) -> Vec<u8> {
 }
 
 fn open_as_y(env: &[u8], author: &X509) -> Result<Vec<u8>, Problem> {
-    seal::open(env, &pki().y.key, author, &content_policy(), &limits()).map(|(content, _)| content)
+    seal::open(env, &pki().y.key, author, &content_policy(), &limits()).map(|o| o.content)
 }
 
 fn signed_content_template(content_attrs: &str, slot_inside: bool) -> String {
@@ -1733,7 +1733,7 @@ fn open_applies_the_crls_to_the_author_when_no_content_ca_is_configured() {
         &p.node_a.identity(),
         &limits(),
     ));
-    let open = |policy: &Policy| seal::open(&env, &p.y.key, &p.revoked.cert, policy, &limits()).map(|(c, _)| c);
+    let open = |policy: &Policy| seal::open(&env, &p.y.key, &p.revoked.cert, policy, &limits()).map(|o| o.content);
     // Controls: without CRLs it opens; with the content CA as anchor the CRL refuses it.
     assert_eq!(ok(open(&leaf_policy())), MESSAGE.as_bytes());
     refused(

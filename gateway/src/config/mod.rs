@@ -255,6 +255,9 @@ pub struct StoreSettings {
     /// CA certificates (PEM) the database server's certificate must chain to (default: the
     /// system's roots). Whether TLS is used is the URL's `sslmode`; when it is, it is verified.
     pub ca: Option<PathBuf>,
+    /// Where attachment files live (default: `attachments` in the data folder). Every
+    /// process of a node on a shared store must see the same folder (`files.rs`).
+    pub attachments_dir: Option<PathBuf>,
 }
 
 impl Default for StoreSettings {
@@ -266,6 +269,7 @@ impl Default for StoreSettings {
             pool_size: 16,
             password_file: None,
             ca: None,
+            attachments_dir: None,
         }
     }
 }
@@ -686,6 +690,13 @@ impl RawConfig {
             store: StoreSettings {
                 password_file: self.store.password_file.as_deref().map(abs),
                 ca: self.store.ca.as_deref().map(abs),
+                attachments_dir: Some(
+                    self.store
+                        .attachments_dir
+                        .as_deref()
+                        .map(abs)
+                        .unwrap_or_else(|| abs(&self.node.data_dir).join("attachments")),
+                ),
                 ..self.store
             },
             retention: self.retention,
@@ -705,7 +716,12 @@ impl RawConfig {
     /// Limits, relay, server and retention settings: every figure in its range.
     fn check_settings(&self, errs: &mut Vec<String>) {
         let l = &self.limits;
-        if l.max_bytes == 0 || l.max_depth == 0 || l.max_attributes == 0 || l.max_elements == 0 {
+        if l.max_bytes == 0
+            || l.max_attachment_bytes == 0
+            || l.max_depth == 0
+            || l.max_attributes == 0
+            || l.max_elements == 0
+        {
             errs.push("limits: every limit must be greater than zero".into());
         }
         let r = &self.relay;
@@ -930,6 +946,16 @@ impl RawConfig {
 }
 
 impl Config {
+    /// The node's attachment files.
+    pub fn files(&self) -> crate::files::Files {
+        crate::files::Files::new(
+            self.store
+                .attachments_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("attachments")),
+        )
+    }
+
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let raw = RawConfig::from_file(path)?;

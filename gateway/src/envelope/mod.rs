@@ -33,9 +33,25 @@ pub struct EnvelopeHeader {
     pub created: String,
 }
 
+/// An attachment that travels beside the envelope, encrypted (`xmlsec::stream`): the header
+/// names its size and SHA-256 as sent, under the node's transport signature, so the receiving
+/// node checks each file before it answers `received`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedFile {
+    /// The attachment's position in the signed content.
+    pub n: usize,
+    pub size: u64,
+    pub sha256: Vec<u8>,
+}
+
 /// Builds an envelope with `body` (an `xenc:EncryptedData` element, see `xmlsec::seal`) as
 /// the content of its `pst:Body`. Unsigned: the node signs the result.
 pub fn build_with_body(h: &EnvelopeHeader, body: &str) -> Vec<u8> {
+    build_with_files(h, &[], body)
+}
+
+/// [`build_with_body`] with the files that travel beside it.
+pub fn build_with_files(h: &EnvelopeHeader, files: &[SealedFile], body: &str) -> Vec<u8> {
     let mut s = String::with_capacity(body.len() + 1024);
     s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     s.push_str(&format!("<pst:Envelope xmlns:pst=\"{NS}\" version=\"1.0\">"));
@@ -50,6 +66,14 @@ pub fn build_with_body(h: &EnvelopeHeader, body: &str) -> Vec<u8> {
         ("Created", &h.created),
     ] {
         s.push_str(&format!("<pst:{name}>{}</pst:{name}>", escape(value.as_str())));
+    }
+    for f in files {
+        s.push_str(&format!(
+            "<pst:File n=\"{}\" size=\"{}\" sha256=\"{}\"/>",
+            f.n,
+            f.size,
+            B64.encode(&f.sha256)
+        ));
     }
     s.push_str("</pst:Header><pst:Body>");
     s.push_str(body);
@@ -99,6 +123,49 @@ fn header_of(f: &mut impl Iterator<Item = String>) -> EnvelopeHeader {
 pub fn parse_header(xml: &[u8]) -> Result<EnvelopeHeader, Problem> {
     let f = fields(xml, &PATHS)?;
     Ok(header_of(&mut f.into_iter()))
+}
+
+/// The files a schema-valid envelope's header names (none for most).
+pub fn parse_files(xml: &[u8]) -> Result<Vec<SealedFile>, Problem> {
+    use quick_xml::events::Event;
+    let bad = |what: &str| Problem::new(Code::EnvelopeInvalid, format!("the envelope's file list: {what}"));
+    let mut reader = quick_xml::NsReader::from_reader(xml);
+    let mut files = Vec::new();
+    loop {
+        match reader.read_resolved_event() {
+            Ok((quick_xml::name::ResolveResult::Bound(ns), Event::Empty(e) | Event::Start(e)))
+                if ns.as_ref() == NS.as_bytes() =>
+            {
+                match e.local_name().as_ref() {
+                    b"File" => {
+                        let attr = |name: &[u8]| -> Result<String, Problem> {
+                            let a = e
+                                .try_get_attribute(name)
+                                .ok()
+                                .flatten()
+                                .ok_or_else(|| bad("an attribute is missing"))?;
+                            Ok(String::from_utf8_lossy(&a.value).into_owned())
+                        };
+                        files.push(SealedFile {
+                            n: attr(b"n")?.parse().map_err(|_| bad("n"))?,
+                            size: attr(b"size")?.parse().map_err(|_| bad("size"))?,
+                            sha256: B64.decode(attr(b"sha256")?).map_err(|_| bad("sha256"))?,
+                        });
+                    }
+                    b"Body" => break,
+                    _ => {}
+                }
+            }
+            Ok((_, Event::Eof)) => break,
+            Err(_) => return Err(bad("unreadable")),
+            _ => {}
+        }
+    }
+    // Each position once, in order.
+    if files.windows(2).any(|w| w[0].n >= w[1].n) || files.iter().any(|f| f.sha256.len() != 32) {
+        return Err(bad("positions must rise and digests be SHA-256"));
+    }
+    Ok(files)
 }
 
 /// The outcome a receipt reports.
@@ -241,62 +308,46 @@ mod tests {
 }
 
 /// A file that travels with a message (XTA's `Attachment`s): opaque bytes with a media type and
-/// an optional file name, signed and encrypted with the message, never parsed.
+/// an optional file name, signed with the message, never parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     pub content_type: String,
     pub filename: Option<String>,
-    pub data: Vec<u8>,
+    pub body: Carried,
+}
+
+/// How an attachment travels in the signed content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carried {
+    /// Base64 inside the encrypted content (small ones, partners reached through the broker).
+    Inline(Vec<u8>),
+    /// Beside the envelope as its own encrypted stream; the signed content holds its size and
+    /// SHA-256, so the author's signature covers it.
+    Streamed { size: u64, sha256: Vec<u8> },
 }
 
 /// At most this many attachments per message.
 pub const MAX_ATTACHMENTS: usize = 100;
 
-/// How attachments are kept in the store: `<pst:Attachments>` with the same elements as in
-/// the signed content.
-pub fn encode_attachments(list: &[Attachment]) -> Vec<u8> {
-    format!(
-        "<pst:Attachments xmlns:pst=\"{NS}\">{}</pst:Attachments>",
-        attachments_xml(list)
-    )
-    .into_bytes()
-}
-
-/// The `pst:Attachment` elements of a list.
+/// The `pst:Attachment` (inline) and `pst:AttachmentFile` (streamed) elements of a list.
 pub fn attachments_xml(list: &[Attachment]) -> String {
     list.iter()
         .map(|a| {
-            format!(
-                "<pst:Attachment contentType=\"{}\"{}>{}</pst:Attachment>",
+            let meta = format!(
+                "contentType=\"{}\"{}",
                 escape(&a.content_type),
                 a.filename
                     .as_deref()
                     .map(|f| format!(" filename=\"{}\"", escape(f)))
-                    .unwrap_or_default(),
-                B64.encode(&a.data)
-            )
-        })
-        .collect()
-}
-
-/// Reads what [`encode_attachments`] wrote (our own store's bytes).
-pub fn decode_attachments(bytes: &[u8]) -> Result<Vec<Attachment>, Problem> {
-    let bad = || Problem::new(Code::Internal, "stored attachments are unreadable");
-    let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-    let doc = roxmltree::Document::parse(text).map_err(|_| bad())?;
-    doc.root_element()
-        .children()
-        .filter(|c| c.has_tag_name((NS, "Attachment")))
-        .map(|c| {
-            let data: String = c.text().unwrap_or("").split_whitespace().collect();
-            Ok(Attachment {
-                content_type: c
-                    .attribute("contentType")
-                    .unwrap_or("application/octet-stream")
-                    .to_owned(),
-                filename: c.attribute("filename").map(str::to_owned),
-                data: B64.decode(data).map_err(|_| bad())?,
-            })
+                    .unwrap_or_default()
+            );
+            match &a.body {
+                Carried::Inline(data) => format!("<pst:Attachment {meta}>{}</pst:Attachment>", B64.encode(data)),
+                Carried::Streamed { size, sha256 } => format!(
+                    "<pst:AttachmentFile {meta} size=\"{size}\" sha256=\"{}\"/>",
+                    B64.encode(sha256)
+                ),
+            }
         })
         .collect()
 }

@@ -40,16 +40,53 @@ pub fn seal(
     node: &Identity,
     limits: &Limits,
 ) -> Result<Vec<u8>, Problem> {
+    let parties = Parties {
+        author,
+        recipient,
+        node,
+    };
+    seal_with_files(header, content, attachments, &parties, limits, |_| Ok(Vec::new()))
+}
+
+/// Who seals for whom: the author authority signs, the recipient authority's certificate
+/// encrypts, the node signs the envelope.
+pub struct Parties<'a> {
+    pub author: &'a Identity,
+    pub recipient: &'a X509,
+    pub node: &'a Identity,
+}
+
+/// [`seal`] for a message whose streamed attachments travel beside the envelope:
+/// `seal_files` gets the content key, encrypts each streamed attachment with it and returns
+/// what the envelope's header names of them.
+pub fn seal_with_files(
+    header: &EnvelopeHeader,
+    content: &[u8],
+    attachments: &[envelope::Attachment],
+    parties: &Parties<'_>,
+    limits: &Limits,
+    seal_files: impl FnOnce(&[u8]) -> Result<Vec<envelope::SealedFile>, Problem>,
+) -> Result<Vec<u8>, Problem> {
     let signed_content = format!(
         "<pst:SignedContent xmlns:pst=\"{}\"><pst:Content mediaType=\"application/xml\">{}</pst:Content>{}</pst:SignedContent>",
         envelope::NS,
         B64.encode(content),
         envelope::attachments_xml(attachments)
     );
-    let signed_content = sign_own(signed_content.as_bytes(), author, limits)?;
-    let body = encrypt::encrypted_data(&signed_content, recipient, profile::AES256_GCM)?;
-    let env = envelope::build_with_body(header, &body);
-    sign_own(&env, node, limits)
+    let signed_content = sign_own(signed_content.as_bytes(), parties.author, limits)?;
+    let (body, content_key) = encrypt::encrypted_data_keyed(&signed_content, parties.recipient, profile::AES256_GCM)?;
+    let files = seal_files(&content_key)?;
+    let env = envelope::build_with_files(header, &files, &body);
+    sign_own(&env, parties.node, limits)
+}
+
+/// What an opened envelope holds: the XÖV bytes, the attachments (all covered by the author's
+/// signature) and the content key the streamed ones are encrypted under.
+#[derive(Debug)]
+pub struct Opened {
+    pub content: Vec<u8>,
+    pub attachments: Vec<envelope::Attachment>,
+    pub content_key: Vec<u8>,
 }
 
 /// Requires that the document's one signature is a child of the root and covers the whole
@@ -95,15 +132,14 @@ pub fn verify_node_signed_by_any(
 }
 
 /// Opens a verified envelope: decrypts the body with the recipient authority's key and
-/// verifies the content signature against the author's certificate; returns the XÖV bytes and
-/// the attachments that travelled with them (all covered by the author's signature).
+/// verifies the content signature against the author's certificate.
 pub fn open(
     envelope_xml: &[u8],
     recipient_key: &PKey<Private>,
     author: &X509,
     policy: &Policy,
     limits: &Limits,
-) -> Result<(Vec<u8>, Vec<envelope::Attachment>), Problem> {
+) -> Result<Opened, Problem> {
     let doc = dom::parse(envelope_xml, limits)?;
     let root = doc.get_root_element().ok_or_else(|| dom::structure("empty envelope"))?;
     let body =
@@ -117,7 +153,7 @@ pub fn open(
             ));
         }
     };
-    let (plain, is_element) = encrypt::decrypt_node(&data, recipient_key)?;
+    let (plain, is_element, content_key) = encrypt::decrypt_node_keyed(&data, recipient_key)?;
     if !is_element {
         return Err(encrypt::failed());
     }
@@ -133,7 +169,9 @@ pub fn open(
         [c, middle @ .., s]
             if is(c, envelope::NS, "Content")
                 && is(s, DSIG_NS, "Signature")
-                && middle.iter().all(|a| is(a, envelope::NS, "Attachment"))
+                && middle
+                    .iter()
+                    .all(|a| is(a, envelope::NS, "Attachment") || is(a, envelope::NS, "AttachmentFile"))
                 && middle.len() <= envelope::MAX_ATTACHMENTS =>
         {
             (c.clone(), middle.to_vec())
@@ -152,18 +190,35 @@ pub fn open(
     let attachments = attachments
         .iter()
         .map(|a| {
+            let body = if is(a, envelope::NS, "AttachmentFile") {
+                let bad = || Problem::new(Code::EnvelopeInvalid, "an AttachmentFile needs its size and SHA-256");
+                let size = a.get_attribute("size").and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                let sha256 = a
+                    .get_attribute("sha256")
+                    .and_then(|d| B64.decode(d).ok())
+                    .filter(|d| d.len() == 32)
+                    .ok_or_else(bad)?;
+                envelope::Carried::Streamed { size, sha256 }
+            } else {
+                envelope::Carried::Inline(
+                    B64.decode(dom::compact_text(a).as_bytes())
+                        .map_err(|_| not_base64("attachment"))?,
+                )
+            };
             Ok(envelope::Attachment {
                 content_type: a
                     .get_attribute("contentType")
                     .unwrap_or_else(|| "application/octet-stream".into()),
                 filename: a.get_attribute("filename"),
-                data: B64
-                    .decode(dom::compact_text(a).as_bytes())
-                    .map_err(|_| not_base64("attachment"))?,
+                body,
             })
         })
         .collect::<Result<Vec<_>, Problem>>()?;
-    Ok((content, attachments))
+    Ok(Opened {
+        content,
+        attachments,
+        content_key,
+    })
 }
 
 /// A receipt or notice, signed by the receiving node.

@@ -93,6 +93,9 @@ impl Store for Evented {
     async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.blob(id, blob).await
     }
+    async fn blobs_of_kind(&self, blob: Blob) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.blobs_of_kind(blob).await
+    }
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
         self.inner.inbox(authority).await
     }

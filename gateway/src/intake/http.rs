@@ -76,16 +76,18 @@ async fn submit(State(ctx): State<Arc<Ctx>>, req: Request) -> Result<Response, P
         .try_acquire_owned()
         .map_err(|_| Problem::overloaded(1))?;
     let submitted = if form {
-        let upload = super::multipart::read(&ctx, &content_type, req.into_body()).await?;
-        let keep = if upload.attachments.is_empty() {
-            Vec::new()
-        } else {
-            vec![(
-                Blob::Attachments,
-                crate::envelope::encode_attachments(&upload.attachments),
-            )]
+        let form = super::multipart::read(&ctx, &content_type, req.into_body()).await?;
+        let (folder, keep) = match form.files {
+            Some((folder, manifest)) => (Some(folder), vec![(Blob::Attachments, manifest.encode())]),
+            None => (None, Vec::new()),
         };
-        crate::intake::submit_as(&ctx, &client, Arc::from(upload.message), None, keep, &|_| Ok(())).await?
+        let submitted =
+            crate::intake::submit_as(&ctx, &client, Arc::from(form.message), None, keep, &|_| Ok(())).await?;
+        // A resubmission keeps the files of the message it repeats; these go.
+        if let (Some(folder), crate::intake::Submitted::Accepted(_)) = (folder, &submitted) {
+            folder.keep();
+        }
+        submitted
     } else {
         let limit = ctx.config().limits.max_bytes;
         let bytes = read_body(&ctx, req.into_body(), limit).await?;
@@ -239,11 +241,14 @@ async fn inbox_item(
 }
 
 /// The attachments that travelled with an inbox message (none for most).
-async fn attachments_of(ctx: &Ctx, client: &Client, id: &str) -> Result<Vec<crate::envelope::Attachment>, Problem> {
+async fn attachments_of(ctx: &Ctx, client: &Client, id: &str) -> Result<crate::files::Manifest, Problem> {
     inbox_message(ctx, client, id).await?;
     match ctx.store.blob(id, Blob::Attachments).await.map_err(store_problem)? {
-        Some(b) => crate::envelope::decode_attachments(&b),
-        None => Ok(Vec::new()),
+        Some(b) => crate::files::Manifest::decode(&b),
+        None => Ok(crate::files::Manifest {
+            folder: String::new(),
+            files: Vec::new(),
+        }),
     }
 }
 
@@ -255,13 +260,15 @@ async fn attachment_list(
     let client = &authenticate(&ctx, &headers)?;
     let list: Vec<_> = attachments_of(&ctx, client, &id)
         .await?
+        .files
         .iter()
         .enumerate()
         .map(|(n, a)| {
             json!({
                 "content_type": a.content_type,
                 "filename": a.filename,
-                "size": a.data.len(),
+                "size": a.size,
+                "sha256": a.sha256,
                 "href": format!("/v1/inbox/{id}/attachments/{n}"),
             })
         })
@@ -269,21 +276,23 @@ async fn attachment_list(
     Ok(axum::Json(json!({"attachments": list})).into_response())
 }
 
+/// One attachment, streamed from its file (a `Range` of it on request).
 async fn attachment(
     State(ctx): State<Arc<Ctx>>,
     headers: HeaderMap,
     Path((id, n)): Path<(String, usize)>,
 ) -> Result<Response, Problem> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let client = &authenticate(&ctx, &headers)?;
-    let a = attachments_of(&ctx, client, &id)
-        .await?
-        .into_iter()
-        .nth(n)
+    let manifest = attachments_of(&ctx, client, &id).await?;
+    let a = manifest
+        .files
+        .get(n)
         .ok_or_else(|| Problem::new(Code::NotFound, format!("message {id} has no attachment {n}")))?;
     // The client's own bytes back to it: served as a download, never rendered.
     let media = axum::http::HeaderValue::from_str(&a.content_type)
         .unwrap_or(axum::http::HeaderValue::from_static("application/octet-stream"));
-    let len = a.data.len();
+    let len = a.size as usize;
     let (status, range) = match byte_range(headers.get(header::RANGE), len) {
         Ok(None) => (StatusCode::OK, None),
         Ok(Some(r)) => (StatusCode::PARTIAL_CONTENT, Some(r)),
@@ -295,6 +304,19 @@ async fn attachment(
                 .into_response());
         }
     };
+    let path = ctx.config().files().plain(&manifest.folder, n);
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+        tracing::error!(message_id = %id, attachment = n, error = %e, "attachment file unreadable");
+        Problem::new(Code::NotFound, format!("attachment {n} of message {id} was purged"))
+    })?;
+    let span = range.clone().unwrap_or(0..len);
+    file.seek(std::io::SeekFrom::Start(span.start as u64))
+        .await
+        .map_err(|_| Problem::new(Code::Internal, "the attachment file cannot be read"))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file.take(span.len() as u64),
+        256 * 1024,
+    ));
     let mut response = (
         status,
         [
@@ -305,10 +327,8 @@ async fn attachment(
             ),
             (header::ACCEPT_RANGES, axum::http::HeaderValue::from_static("bytes")),
         ],
-        match &range {
-            Some(r) => a.data[r.clone()].to_vec(),
-            None => a.data,
-        },
+        [(header::CONTENT_LENGTH, span.len().to_string())],
+        body,
     )
         .into_response();
     if let Some(r) = range

@@ -270,6 +270,7 @@ async fn maintenance(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
         }
+        crate::pipeline::attachments::sweep(&ctx).await;
     }
 }
 

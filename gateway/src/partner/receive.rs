@@ -31,6 +31,10 @@ use crate::xml::prescan::prescan;
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/v1/transport", post(transport))
+        .route(
+            "/v1/transport/files/{id}/{n}",
+            axum::routing::head(super::files::offset).patch(super::files::append),
+        )
         .fallback(|| async { Problem::new(Code::NotFound, "no such endpoint") })
         .with_state(ctx)
 }
@@ -61,7 +65,7 @@ async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<
 }
 
 /// The directory entry whose certificate the TLS peer presented.
-fn partner_of(ctx: &Ctx, peer: &PeerCert) -> Option<Partner> {
+pub(super) fn partner_of(ctx: &Ctx, peer: &PeerCert) -> Option<Partner> {
     let fp = peer.fingerprint?;
     let config = ctx.config();
     let mut matching = config.partners.iter().filter(|p| p.fingerprints.contains(&fp));
@@ -234,6 +238,14 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
             Code::UnknownRecipient,
             format!("{} is not served by this node", h.recipient),
         );
+        return refusal(ctx, &h.message_id, &p, Some(digest)).await;
+    }
+    // The attachment streams the (verified) header names: here whole and as signed.
+    let files = match envelope::parse_files(bytes) {
+        Ok(f) => f,
+        Err(p) => return refusal(ctx, &h.message_id, &p, Some(digest)).await,
+    };
+    if let Err(p) = super::files::check(ctx, partner, &h.message_id, &files).await {
         return refusal(ctx, &h.message_id, &p, Some(digest)).await;
     }
     let receipt = match seal::signed_receipt(

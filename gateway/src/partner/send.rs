@@ -61,7 +61,7 @@ pub async fn post(
 async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::StatusCode, Vec<u8>), (String, bool)> {
     let request = hyper::Request::post(url)
         .header(hyper::header::CONTENT_TYPE, "application/xml")
-        .body(http_body_util::Full::new(body))
+        .body(whole(body))
         .map_err(|e| (format!("bad transport URL: {e}"), false))?;
     let exchange = async {
         let response = ctx
@@ -89,3 +89,112 @@ async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::
 
 /// The largest answer (receipt or refusal) read from a partner.
 const MAX_ANSWER: usize = 1 << 20;
+
+/// A body sent whole.
+fn whole(body: bytes::Bytes) -> crate::tls::RelayBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The URL of a message's attachment `n` at a transport address (`…/v1/transport`).
+fn file_url(transport: &str, message_id: &str, n: usize) -> String {
+    format!("{}/files/{message_id}/{n}", transport.trim_end_matches('/'))
+}
+
+/// How many bytes of attachment `n` of a message the partner holds durably (a `HEAD`).
+async fn partner_offset(ctx: &Ctx, url: &str) -> Result<u64, String> {
+    let request = hyper::Request::head(url)
+        .body(whole(bytes::Bytes::new()))
+        .map_err(|e| format!("bad transport URL: {e}"))?;
+    let response = tokio::time::timeout(ctx.config().relay.request_timeout, ctx.relay_client().request(request))
+        .await
+        .map_err(|_| "the partner did not answer in time".to_owned())?
+        .map_err(|e| crate::problem::error_chain(&e))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "the partner answered {} to the offset query",
+            response.status()
+        ));
+    }
+    response
+        .headers()
+        .get(UPLOAD_OFFSET)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .ok_or_else(|| "the partner's answer names no Upload-Offset".to_owned())
+}
+
+/// The header naming a transfer's offset (as in the tus resumable upload protocol 1.0).
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+/// The header naming a transfer's whole length.
+pub const UPLOAD_LENGTH: &str = "upload-length";
+
+/// Sends attachment `n` of a message (the encrypted stream at `path`, `size` bytes) to the
+/// partner's transport, resuming after what the partner already holds durably: asks the
+/// offset, then streams the rest from the file. Returns the bytes sent now. `Err`: no (good)
+/// answer; the next attempt asks again.
+pub async fn upload(
+    ctx: &Ctx,
+    partner: &crate::config::Partner,
+    message_id: &str,
+    n: usize,
+    path: &std::path::Path,
+    size: u64,
+) -> Result<u64, String> {
+    use tokio::io::AsyncSeekExt;
+    let urls = &partner.transport_urls;
+    let Some(transport) = urls.get(ctx.partners.address(&partner.node, urls.len())) else {
+        return Err("the partner has no transport address".into());
+    };
+    let url = file_url(transport, message_id, n);
+    let offset = partner_offset(ctx, &url).await?;
+    if offset >= size {
+        return Ok(0);
+    }
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("sealed attachment {n}: {e}"))?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| format!("sealed attachment {n}: {e}"))?;
+    let rest = size - offset;
+    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::io::AsyncReadExt::take(file, rest), 256 * 1024);
+    // Fault injection (tests only): `return(corrupt)` flips a bit of every piece sent.
+    let corrupt = crate::failpoints::value("relay.file_corrupt").is_some();
+    let body = http_body_util::StreamBody::new(futures_lite::StreamExt::map(stream, move |c| {
+        c.map(|piece| {
+            if !corrupt {
+                return hyper::body::Frame::data(piece);
+            }
+            let mut piece = piece.to_vec();
+            piece[0] ^= 1;
+            hyper::body::Frame::data(bytes::Bytes::from(piece))
+        })
+    }));
+    let request = hyper::Request::patch(&url)
+        .header(hyper::header::CONTENT_TYPE, "application/offset+octet-stream")
+        .header(hyper::header::CONTENT_LENGTH, rest)
+        .header(UPLOAD_OFFSET, offset)
+        .header(UPLOAD_LENGTH, size)
+        .body(http_body_util::combinators::UnsyncBoxBody::new(body))
+        .map_err(|e| format!("bad transport URL: {e}"))?;
+    // A whole exchange's timeout, plus a second for every 8 MiB (an upload's own pace).
+    let timeout = ctx.config().relay.request_timeout + std::time::Duration::from_secs(rest / (8 << 20));
+    let response = tokio::time::timeout(timeout, ctx.relay_client().request(request))
+        .await
+        .map_err(|_| format!("sending attachment {n} took longer than {} s", timeout.as_secs()))?
+        .map_err(|e| crate::problem::error_chain(&e))?;
+    let status = response.status();
+    let held = response
+        .headers()
+        .get(UPLOAD_OFFSET)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match held {
+        Some(held) if status.is_success() && held == size => {
+            crate::telemetry::attachment_sent(rest);
+            Ok(rest)
+        }
+        _ => Err(format!("the partner answered {status} to attachment {n}")),
+    }
+}

@@ -41,12 +41,12 @@ pub async fn push(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             ))
         })?;
     if let Some(dir) = &client.drop_dir {
-        let attachments = match ctx.store.blob(&m.id, Blob::Attachments).await? {
-            Some(b) => crate::envelope::decode_attachments(&b).map_err(|p| Failure::Transient(p.detail))?,
-            None => Vec::new(),
+        let manifest = match ctx.store.blob(&m.id, Blob::Attachments).await? {
+            Some(b) => Some(crate::files::Manifest::decode(&b).map_err(|p| Failure::Transient(p.detail))?),
+            None => None,
         };
-        let (dir, id) = (dir.clone(), m.id.clone());
-        tokio::task::spawn_blocking(move || to_folder(&dir, &id, &payload, &attachments))
+        let (dir, id, files) = (dir.clone(), m.id.clone(), ctx.config().files());
+        tokio::task::spawn_blocking(move || to_folder(&dir, &id, &payload, &files, manifest.as_ref()))
             .await
             .map_err(|e| Failure::Transient(e.to_string()))?
             .map_err(|e| Failure::Transient(format!("drop folder {}: {e}", client.name)))?;
@@ -141,22 +141,24 @@ fn to_folder(
     dir: &crate::dropdir::DropDir,
     id: &str,
     payload: &[u8],
-    attachments: &[crate::envelope::Attachment],
+    files: &crate::files::Files,
+    manifest: Option<&crate::files::Manifest>,
 ) -> std::io::Result<()> {
     use crate::dropdir::{safe_name, sync_dir, write_durable};
     let inbox = dir.inbox();
-    if !attachments.is_empty() {
+    if let Some(manifest) = manifest.filter(|m| !m.files.is_empty()) {
         let folder = inbox.join(id);
         std::fs::create_dir_all(&folder)?;
         let mut names = std::collections::BTreeSet::new();
-        for (n, a) in attachments.iter().enumerate() {
+        for (n, a) in manifest.files.iter().enumerate() {
             let fallback = format!("attachment-{n}");
             let mut name = safe_name(a.filename.as_deref().unwrap_or_default(), &fallback);
             if !names.insert(name.clone()) {
                 name = format!("{n}-{name}");
                 names.insert(name.clone());
             }
-            write_durable(&folder, &name, &a.data)?;
+            let mut from = std::fs::File::open(files.plain(&manifest.folder, n))?;
+            crate::files::write_durably(&folder.join(&name), |out| std::io::copy(&mut from, out))?;
         }
         sync_dir(&inbox)?;
     }

@@ -10,6 +10,7 @@
 //! each stage returns `Result<(), Failure>`, and [`worker`] maps a [`Failure`] to its store
 //! change in one place.
 
+pub mod attachments;
 pub mod deliver;
 pub mod notice;
 pub mod open;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use super::worker::{apply, drop_job};
 use super::{Failure, Outcome};
 use crate::ctx::Ctx;
-use crate::envelope;
 use crate::problem::{Code, Problem};
 use crate::store::{Blob, Change, Job, JobKind, Message, Status, now_millis};
 
@@ -28,11 +27,116 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         .blob(&m.id, Blob::Envelope)
         .await?
         .ok_or_else(|| Failure::transient("envelope missing"))?;
+    let opened = decrypt_and_verify(ctx, m, env).await?;
+    let (mut attachments, mut content_key) = (Vec::new(), Vec::new());
+    let checked = match opened {
+        Ok(opened) => {
+            (attachments, content_key) = (opened.attachments, opened.content_key);
+            let content = opened.content;
+            let content: Arc<[u8]> = Arc::from(content);
+            match super::validate::identify_and_validate(ctx, &content, false).await {
+                Ok(super::validate::Validated {
+                    message_type: t,
+                    header: h,
+                    ..
+                }) => {
+                    if h.author != m.author || h.reader != m.reader || h.message_uuid != m.xoev_uuid {
+                        Err(Problem::new(
+                            Code::HeaderInvalid,
+                            "the message header does not match the envelope (author, reader or UUID)",
+                        ))
+                    } else if t.to_string() != m.message_type {
+                        Err(Problem::new(
+                            Code::HeaderInvalid,
+                            "the message type does not match the envelope",
+                        ))
+                    } else {
+                        Ok(content)
+                    }
+                }
+                Err(p) if p.code == Code::Overloaded => return Err(Failure::transient("validation pool full")),
+                Err(p) => Err(p),
+            }
+        }
+        Err(p) => Err(p),
+    };
+    let content = checked.map_err(Failure::Permanent)?;
+    let manifest = if attachments.is_empty() {
+        None
+    } else {
+        let folder = m
+            .remote_id
+            .as_deref()
+            .and_then(|r| crate::files::Files::inbound(&m.partner_node, r))
+            .ok_or_else(|| Failure::transient("no attachment folder for this message"))?;
+        let files = ctx.config().files();
+        let manifest = tokio::task::spawn_blocking(move || {
+            super::attachments::open_files(&files, &folder, &attachments, &content_key)
+        })
+        .await
+        .map_err(Failure::transient)??;
+        Some(manifest)
+    };
+    let push = ctx
+        .config()
+        .clients
+        .iter()
+        .any(|c| c.authority == m.reader && c.takes_pushes());
+    let mut enqueue = Vec::new();
+    if push {
+        enqueue.push((JobKind::Push, now_millis()));
+    }
+    crate::failpoint!("open.before_commit");
+    tracing::info!(message_id = %m.id, "message opened");
+    let r = apply(
+        ctx,
+        Change {
+            message_id: m.id.clone(),
+            finish_job: Some(job.id),
+            expect: vec![Status::Received],
+            status: Some(Status::Opened),
+            blobs: match &manifest {
+                None => vec![(Blob::Payload, content.to_vec())],
+                Some(manifest) => vec![
+                    (Blob::Payload, content.to_vec()),
+                    (Blob::Attachments, manifest.encode()),
+                ],
+            },
+            enqueue,
+            ..Change::default()
+        },
+    )
+    .await;
+    if push {
+        ctx.wake(JobKind::Push);
+    }
+    if r.is_ok() {
+        ctx.inbox_arrivals.notify_waiters();
+        // The encrypted streams are opened: the plaintext files replace them.
+        if let Some(manifest) = &manifest {
+            let files = ctx.config().files();
+            for n in 0..manifest.files.len() {
+                let sealed = files.sealed(&manifest.folder, n);
+                let _ = tokio::fs::remove_file(sealed.with_extension("sealed.sha256")).await;
+                let _ = tokio::fs::remove_file(sealed).await;
+            }
+        }
+    }
+    r
+}
+
+/// The envelope decrypted with our authority's key (or its previous one) and the content
+/// signature verified against the author's certificate (or its previous one), not revoked.
+async fn decrypt_and_verify(
+    ctx: &Ctx,
+    m: &Message,
+    env: Vec<u8>,
+) -> Result<Result<crate::envelope::seal::Opened, Problem>, Failure> {
     let keys = ctx.keys();
     let limits = ctx.config().limits.for_envelopes();
     let (author, reader, partner) = (m.author.clone(), m.reader.clone(), m.partner_node.clone());
     let revocation = ctx.revocation.clone();
-    let opened = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         // Our authority's key, and during its key migration the previous one too.
         let recipient_keys: Vec<_> = [keys.authorities.get(&reader), keys.previous_authorities.get(&reader)]
             .into_iter()
@@ -76,79 +180,5 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         Err(failure.unwrap_or_else(crate::xmlsec::encrypt::failed))
     })
     .await
-    .map_err(Failure::transient)?;
-    let mut attachments = Vec::new();
-    let checked = match opened {
-        Ok((content, travelled)) => {
-            attachments = travelled;
-            let content: Arc<[u8]> = Arc::from(content);
-            match super::validate::identify_and_validate(ctx, &content, false).await {
-                Ok(super::validate::Validated {
-                    message_type: t,
-                    header: h,
-                    ..
-                }) => {
-                    if h.author != m.author || h.reader != m.reader || h.message_uuid != m.xoev_uuid {
-                        Err(Problem::new(
-                            Code::HeaderInvalid,
-                            "the message header does not match the envelope (author, reader or UUID)",
-                        ))
-                    } else if t.to_string() != m.message_type {
-                        Err(Problem::new(
-                            Code::HeaderInvalid,
-                            "the message type does not match the envelope",
-                        ))
-                    } else {
-                        Ok(content)
-                    }
-                }
-                Err(p) if p.code == Code::Overloaded => return Err(Failure::transient("validation pool full")),
-                Err(p) => Err(p),
-            }
-        }
-        Err(p) => Err(p),
-    };
-    match checked {
-        Ok(content) => {
-            let push = ctx
-                .config()
-                .clients
-                .iter()
-                .any(|c| c.authority == m.reader && c.takes_pushes());
-            let mut enqueue = Vec::new();
-            if push {
-                enqueue.push((JobKind::Push, now_millis()));
-            }
-            crate::failpoint!("open.before_commit");
-            tracing::info!(message_id = %m.id, "message opened");
-            let r = apply(
-                ctx,
-                Change {
-                    message_id: m.id.clone(),
-                    finish_job: Some(job.id),
-                    expect: vec![Status::Received],
-                    status: Some(Status::Opened),
-                    blobs: if attachments.is_empty() {
-                        vec![(Blob::Payload, content.to_vec())]
-                    } else {
-                        vec![
-                            (Blob::Payload, content.to_vec()),
-                            (Blob::Attachments, envelope::encode_attachments(&attachments)),
-                        ]
-                    },
-                    enqueue,
-                    ..Change::default()
-                },
-            )
-            .await;
-            if push {
-                ctx.wake(JobKind::Push);
-            }
-            if r.is_ok() {
-                ctx.inbox_arrivals.notify_waiters();
-            }
-            r
-        }
-        Err(p) => Err(Failure::Permanent(p)),
-    }
+    .map_err(Failure::transient)
 }

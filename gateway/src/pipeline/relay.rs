@@ -26,6 +26,7 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         )));
     };
     let envelope_bytes = super::seal::sealed(ctx, m).await?;
+    send_files(ctx, partner, m, &envelope_bytes).await?;
     let (status, body) = match crate::partner::send::post(ctx, partner, envelope_bytes.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
@@ -71,6 +72,14 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             .await;
         }
     };
+    if receipt.code.as_deref() == Some(Code::AttachmentIncomplete.as_str()) {
+        // The partner lost (part of) a stream: the next attempt sends it again, then the envelope.
+        return Err(Failure::Transient(format!(
+            "partner {}: {}",
+            partner.node,
+            receipt.detail.unwrap_or_default()
+        )));
+    }
     let (new_status, detail, error) = match receipt.outcome {
         ReceiptOutcome::Received | ReceiptOutcome::Delivered if status.is_success() => {
             tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");
@@ -99,6 +108,37 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         },
     )
     .await
+}
+
+/// The attachment streams the envelope names, each sent before the envelope (resuming after
+/// what the partner already holds), so that the partner can check them when it arrives.
+async fn send_files(ctx: &Ctx, partner: &crate::config::Partner, m: &Message, envelope_bytes: &[u8]) -> Outcome {
+    let files = envelope::parse_files(envelope_bytes).map_err(|p| Failure::Transient(p.detail))?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let manifest = match ctx.store.blob(&m.id, Blob::Attachments).await? {
+        Some(b) => crate::files::Manifest::decode(&b).map_err(|p| Failure::Transient(p.detail))?,
+        None => return Err(Failure::transient("the attachment list is missing")),
+    };
+    let local = ctx.config().files();
+    for f in &files {
+        let path = local.sealed(&manifest.folder, f.n);
+        match crate::partner::send::upload(ctx, partner, &m.id, f.n, &path, f.size).await {
+            Ok(sent) => {
+                tracing::info!(message_id = %m.id, partner = %partner.node, attachment = f.n, bytes = sent, of = f.size, "attachment sent")
+            }
+            Err(e) => {
+                crate::telemetry::relay_error(crate::telemetry::no_answer_class(&e));
+                return Err(partner_failed(
+                    ctx,
+                    &partner.node,
+                    format!("partner {} did not take attachment {}: {e}", partner.node, f.n),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A transient failure talking to a partner: counts towards its circuit, retried later.

@@ -3,9 +3,9 @@
 //! node (`envelope::seal`) — made once and stored (`sealed`), so that every retry sends the very
 //! same envelope (same message id, same digest).
 
-use super::{Failure, Outcome};
+use super::{Failure, Outcome, attachments};
 use crate::ctx::Ctx;
-use crate::envelope::{self, EnvelopeHeader, seal};
+use crate::envelope::{EnvelopeHeader, seal};
 use crate::problem::{Code, Problem};
 use crate::store::{Blob, Change, Message, Status, rfc3339};
 
@@ -29,19 +29,33 @@ pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
         message_type: m.message_type.clone(),
         created: rfc3339(m.created_at),
     };
-    let attachments = match ctx.store.blob(&m.id, Blob::Attachments).await? {
-        Some(b) => envelope::decode_attachments(&b).map_err(|p| Failure::Transient(p.detail))?,
-        None => Vec::new(),
+    let manifest = match ctx.store.blob(&m.id, Blob::Attachments).await? {
+        Some(b) => Some(crate::files::Manifest::decode(&b).map_err(|p| Failure::Transient(p.detail))?),
+        None => None,
     };
     let keys = ctx.keys();
-    let limits = ctx.config().limits;
+    let config = ctx.config();
+    let limits = config.limits;
+    let files = config.files();
+    let broker = config
+        .partners
+        .iter()
+        .any(|p| p.node == m.partner_node && p.amqp_queue.is_some());
     let (author, reader) = (m.author.clone(), m.reader.clone());
     let sealed = tokio::task::spawn_blocking(move || {
+        // Small attachments inside the content; larger ones as streams beside the envelope.
+        let (attachments, streams) = match &manifest {
+            Some(m) if attachments::travel_inline(m, broker) => {
+                (attachments::inline(&files, m, limits.max_bytes as u64)?, None)
+            }
+            Some(m) => (attachments::streamed(m), Some(m)),
+            None => (Vec::new(), None),
+        };
         let author_id = keys.authorities.get(&author).ok_or_else(|| {
-            Problem::new(
+            Failure::Permanent(Problem::new(
                 Code::CertificateInvalid,
                 format!("no key for the local authority {author}"),
-            )
+            ))
         })?;
         // The first of the reader's certificates (during its key migration, the one it reads).
         let recipient = keys
@@ -49,26 +63,41 @@ pub async fn sealed(ctx: &Ctx, m: &Message) -> Result<Vec<u8>, Failure> {
             .get(&reader)
             .and_then(|c| c.first())
             .ok_or_else(|| {
-                Problem::new(
+                Failure::Permanent(Problem::new(
                     Code::CertificateInvalid,
                     format!("the directory has no certificate of {reader}"),
-                )
+                ))
             })?;
-        seal::seal(
+        let parties = seal::Parties {
+            author: author_id,
+            recipient,
+            node: &keys.node,
+        };
+        seal::seal_with_files(
             &header,
             &payload,
             &attachments,
-            author_id,
-            recipient,
-            &keys.node,
+            &parties,
             &limits.for_envelopes(),
+            |content_key| match streams {
+                Some(m) => attachments::seal_files(&files, m, content_key),
+                None => Ok(Vec::new()),
+            },
         )
+        .map_err(|p| {
+            if p.code == Code::Internal {
+                Failure::Transient(p.detail)
+            } else {
+                Failure::Permanent(p)
+            }
+        })
     })
     .await
     .map_err(Failure::transient)?;
-    let env = sealed.map_err(|p| {
-        tracing::error!(message_id = %m.id, code = %p.code, error = %p.detail, "cannot seal the message");
-        Failure::Permanent(p)
+    let env = sealed.inspect_err(|f| {
+        if let Failure::Permanent(p) = f {
+            tracing::error!(message_id = %m.id, code = %p.code, error = %p.detail, "cannot seal the message");
+        }
     })?;
     store_sealed(ctx, m, env.clone()).await?;
     crate::failpoint!("relay.after_seal");

@@ -395,6 +395,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A message's timeline, oldest first.
     async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError>;
     async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every stored blob of a kind (the attachment sweep reads all manifests).
+    async fn blobs_of_kind(&self, blob: Blob) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Inbound messages for `authority` in state `opened` (delivered to the client, not acked).
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError>;
     /// Received messages for `reader` that the sender's node sent under `remote_id`, opened or

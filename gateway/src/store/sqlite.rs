@@ -638,6 +638,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn blobs_of_kind(&self, blob: Blob) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached("SELECT data FROM blobs WHERE kind = ?1")?;
+            st.query_map(params![blob_name(blob)], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
         let authority = authority.to_owned();
         self.read(move |conn| {

@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_namespaces: usize,
     /// Most elements in the whole document.
     pub max_elements: usize,
+    /// Largest attachment file (multipart and XTA intake); attachments are files, not XML.
+    pub max_attachment_bytes: u64,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             max_attributes: 256,
             max_namespaces: 256,
             max_elements: 1_000_000,
+            max_attachment_bytes: 4 << 30,
         }
     }
 }

@@ -48,6 +48,16 @@ fn internal(_: impl std::fmt::Display) -> Problem {
 /// `xenc:EncryptedData` (Type Element) holding `plaintext` (an element's serialization),
 /// encrypted for `recipient`. The element declares every namespace it uses.
 pub fn encrypted_data(plaintext: &[u8], recipient: &X509, cipher_uri: &str) -> Result<String, Problem> {
+    encrypted_data_keyed(plaintext, recipient, cipher_uri).map(|(xml, _)| xml)
+}
+
+/// [`encrypted_data`] and the content key it made (for the streams that travel with it,
+/// `xmlsec::stream::derive_key`).
+pub fn encrypted_data_keyed(
+    plaintext: &[u8],
+    recipient: &X509,
+    cipher_uri: &str,
+) -> Result<(String, Vec<u8>), Problem> {
     let key_len = profile::data_cipher(cipher_uri)?;
     let public = recipient
         .public_key()
@@ -74,7 +84,7 @@ pub fn encrypted_data(plaintext: &[u8], recipient: &X509, cipher_uri: &str) -> R
         Id::EC => agreed_key(&public, &key, &cert)?,
         _ => transported_key(&public, &key, &cert)?,
     };
-    Ok(format!(
+    let xml = format!(
         "<xenc:EncryptedData xmlns:xenc=\"{XENC_NS}\" Type=\"{ty}\">\
          <xenc:EncryptionMethod Algorithm=\"{cipher_uri}\"/>\
          <ds:KeyInfo xmlns:ds=\"{DSIG_NS}\">{key_info}</ds:KeyInfo>\
@@ -82,7 +92,8 @@ pub fn encrypted_data(plaintext: &[u8], recipient: &X509, cipher_uri: &str) -> R
          </xenc:EncryptedData>",
         ty = profile::TYPE_ELEMENT,
         value = B64.encode(value),
-    ))
+    );
+    Ok((xml, key))
 }
 
 /// The `xenc:EncryptedKey` carrying `key` by RSA-OAEP to `public` (the certificate `cert`,
@@ -358,7 +369,7 @@ fn content_key(plan: &Plan, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
     }
 }
 
-fn run(plan: &Plan, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
+fn run(plan: &Plan, key: &PKey<Private>) -> Result<(Vec<u8>, Vec<u8>), Problem> {
     let value = B64.decode(&plan.cipher_value).map_err(|_| failed())?;
     let aes_key = content_key(plan, key)?;
     if aes_key.len() != plan.key_len || value.len() < IV_LEN + TAG_LEN {
@@ -367,14 +378,20 @@ fn run(plan: &Plan, key: &PKey<Private>) -> Result<Vec<u8>, Problem> {
     let cipher = gcm(plan.key_len).ok_or_else(failed)?;
     let (iv, rest) = value.split_at(IV_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    decrypt_aead(cipher, &aes_key, Some(iv), &[], ct, tag).map_err(|_| failed())
+    let plain = decrypt_aead(cipher, &aes_key, Some(iv), &[], ct, tag).map_err(|_| failed())?;
+    Ok((plain, aes_key))
 }
 
 /// Decrypts one `xenc:EncryptedData` element; returns the plaintext and whether it is an element.
 pub fn decrypt_node(data: &Node, key: &PKey<Private>) -> Result<(Vec<u8>, bool), Problem> {
+    decrypt_node_keyed(data, key).map(|(plain, element, _)| (plain, element))
+}
+
+/// [`decrypt_node`] and the content key it recovered.
+pub fn decrypt_node_keyed(data: &Node, key: &PKey<Private>) -> Result<(Vec<u8>, bool, Vec<u8>), Problem> {
     let p = plan(data)?;
-    let plain = run(&p, key)?;
-    Ok((plain, p.element_type))
+    let (plain, content_key) = run(&p, key)?;
+    Ok((plain, p.element_type, content_key))
 }
 
 /// All outermost `xenc:EncryptedData` elements of a document.
@@ -414,7 +431,7 @@ pub fn decrypt_document(xml: &[u8], key: &PKey<Private>, limits: &Limits) -> Res
     }
     let mut parts = Vec::with_capacity(plans.len());
     for (p, span) in plans.iter().zip(spans) {
-        parts.push((span, run(p, key)?));
+        parts.push((span, run(p, key)?.0));
     }
     Ok(splice::replace(xml, &parts))
 }

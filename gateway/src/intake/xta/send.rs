@@ -93,7 +93,14 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
     let message = child(content, XTA_NS, "Message").ok_or_else(|| invalid("ContentContainer has no Message"))?;
     let bytes = call.request.content(message)?;
     let attachments = attachments(call, content)?;
-    let total = bytes.len() + attachments.iter().map(|a| a.data.len()).sum::<usize>();
+    let total = bytes.len()
+        + attachments
+            .iter()
+            .map(|a| match &a.body {
+                crate::envelope::Carried::Inline(d) => d.len(),
+                crate::envelope::Carried::Streamed { .. } => 0,
+            })
+            .sum::<usize>();
     if total > ctx.config().limits.max_bytes {
         return Err(Problem::new(
             Code::LimitExceeded,
@@ -116,10 +123,15 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
     let submitted_ns = root_namespace(&bytes).unwrap_or_default();
     let agrees = |c: &crate::pipeline::validate::Checked| metadata_agrees(&meta, &submitted_ns, c);
     let mut keep = vec![(Blob::XtaMetadata, meta_xml.into_bytes())];
-    if !attachments.is_empty() {
-        keep.push((Blob::Attachments, crate::envelope::encode_attachments(&attachments)));
+    let files = crate::intake::attachment_files(ctx, &attachments).await?;
+    if let Some((_, manifest)) = &files {
+        keep.push((Blob::Attachments, manifest.encode()));
     }
-    crate::intake::submit_as(ctx, &call.client, Arc::from(bytes), Some(id), keep, &agrees).await?;
+    let submitted = crate::intake::submit_as(ctx, &call.client, Arc::from(bytes), Some(id), keep, &agrees).await?;
+    // A resend keeps the files of the message it repeats; these go.
+    if let (Some((folder, _)), crate::intake::Submitted::Accepted(_)) = (files, &submitted) {
+        folder.keep();
+    }
     Ok((String::new(), String::new(), Vec::new()))
 }
 
@@ -146,7 +158,7 @@ pub(super) fn attachments(call: &Call, content: Node<'_, '_>) -> Result<Vec<crat
             Ok(crate::envelope::Attachment {
                 content_type: content_type.to_owned(),
                 filename: short("filename").map(str::to_owned),
-                data: call.request.content(n)?,
+                body: crate::envelope::Carried::Inline(call.request.content(n)?),
             })
         })
         .collect()

@@ -394,6 +394,14 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    async fn blobs_of_kind(&self, blob: Blob) -> Result<Vec<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let rows = cached::query(&client, "SELECT data FROM blobs WHERE kind = $1", &[&blob_name(blob)])
+            .await
+            .map_err(store_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
         if unstorable(&[authority]) {
             return Ok(Vec::new());

@@ -1,0 +1,163 @@
+//! Large attachments (issue 27): streamed to a file at intake, encrypted as their own stream
+//! (`xmlsec::stream`), sent beside the envelope with resumption after a partner's crash,
+//! checked against the digest the sending node signed before `received`, decrypted and checked
+//! against the author's digest at opening, fetched by the partner's client as a stream.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::{Net, node_dir};
+use crate::multipart::{form, noise, post_form};
+
+/// Every file below `dir`, relative, sorted.
+fn files_below(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn attachments_dir(net: &Net, i: usize) -> PathBuf {
+    node_dir(net, i).join("data/attachments")
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    gateway::envelope::hex(&gateway::envelope::sha256(b))
+}
+
+/// Both nodes with a message limit far below the attachment's size: it cannot travel inline.
+fn small_messages(net: &Net) {
+    for i in 0..2 {
+        net.edit_config(i, |t| t.replace("max_bytes = 16777216", "max_bytes = 524288"));
+    }
+}
+
+/// Submits the message with one attachment from node 0's client; its id.
+async fn submit(net: &Net, attachment: &[u8]) -> String {
+    let (_, message) = net.message(0, 1);
+    let parts: &[crate::multipart::Part<'_>] = &[
+        ("message", None, Some("application/xml"), &message),
+        ("attachment", Some("akte.pdf"), Some("application/pdf"), attachment),
+    ];
+    let (status, v) = post_form(net, form(parts, true)).await;
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// Node 1's client takes the one message from its inbox with its attachment, checks the
+/// listing, and returns the attachment's bytes.
+async fn fetch(net: &Net, want: &[u8]) -> Vec<u8> {
+    let cb = net.client(1);
+    let inbox = cb.wait_inbox(1, Duration::from_secs(120)).await;
+    let (_, list) = cb.get_json(&format!("/v1/inbox/{}/attachments", inbox[0])).await;
+    let a = &list["attachments"][0];
+    assert_eq!(
+        (a["filename"].as_str(), a["size"].as_u64()),
+        (Some("akte.pdf"), Some(want.len() as u64))
+    );
+    assert_eq!(a["sha256"].as_str(), Some(sha256_hex(want).as_str()), "{list}");
+    let got = cb.get_bytes(&format!("/v1/inbox/{}/attachments/0", inbox[0])).await.1;
+    assert_eq!(cb.ack(&inbox[0]).await, 200);
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attachment_larger_than_any_message_streams_to_the_partner_and_arrives_whole() {
+    let net = Net::init(2);
+    small_messages(&net);
+    let a = net.start(0).await;
+    let b = net.start(1).await;
+    let big = noise(24 << 20);
+    let id = submit(&net, &big).await;
+    let got = fetch(&net, &big).await;
+    assert!(got == big, "the attachment arrives byte for byte");
+
+    // The sender keeps the client's file and the encrypted stream it sent; the stream (and
+    // nothing else) crossed: the receiver took exactly its bytes, and after opening keeps only
+    // the plaintext.
+    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
+    let sent = files_below(&attachments_dir(&net, 0));
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].starts_with("out/") && sent[0].ends_with("/0") && sent[1].ends_with("/0.sealed"),
+        "{sent:?}"
+    );
+    let sealed = attachments_dir(&net, 0).join(&sent[1]);
+    assert_eq!(std::fs::metadata(&sealed).unwrap().len(), stream_len);
+    assert!(
+        !std::fs::read(&sealed).unwrap().windows(64).any(|w| w == &big[..64]),
+        "the stream is encrypted"
+    );
+    let received = files_below(&attachments_dir(&net, 1));
+    assert_eq!(received, vec![format!("in/{}/{id}/0", net.node(0).name)]);
+    let metric = "poststelle_attachment_bytes_total";
+    assert_eq!(a.metric(metric, "direction=\"sent\"").await, Some(stream_len as f64));
+    assert_eq!(
+        b.metric(metric, "direction=\"received\"").await,
+        Some(stream_len as f64)
+    );
+    // Delivered: the notice reached the sender.
+    net.client(0)
+        .wait_status(&id, "delivered", Duration::from_secs(30))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_cut_by_a_partner_crash_resumes_where_the_partner_stopped() {
+    let net = Net::init(2);
+    small_messages(&net);
+    let a = net.start(0).await;
+    // The partner dies (abort, like kill -9) after 600 pieces of the stream.
+    let mut b = net
+        .start_env(1, &[("FAILPOINTS", "transport.file_chunk=600*off->return(abort)")])
+        .await;
+    let big = noise(32 << 20);
+    let id = submit(&net, &big).await;
+    assert!(
+        b.wait_exit(Duration::from_secs(60)).await,
+        "the partner did not die mid-transfer"
+    );
+    let part = attachments_dir(&net, 1).join(format!("in/{}/{id}/0.sealed.part", net.node(0).name));
+    let held = std::fs::metadata(&part).unwrap().len();
+    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
+    assert!(held > 0 && held < stream_len, "cut mid-way: {held} of {stream_len}");
+
+    let _b = net.start(1).await;
+    let got = fetch(&net, &big).await;
+    assert!(got == big, "the resumed attachment arrives byte for byte");
+    // The sender sent only what the partner did not hold.
+    let sent = a
+        .metric("poststelle_attachment_bytes_total", "direction=\"sent\"")
+        .await;
+    assert_eq!(sent, Some((stream_len - held) as f64), "held {held} of {stream_len}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_differs_from_its_signed_digest_is_refused_and_discarded() {
+    let net = Net::init(2);
+    let _a = net
+        .start_env(0, &[("FAILPOINTS", "relay.file_corrupt=return(corrupt)")])
+        .await;
+    let _b = net.start(1).await;
+    let id = submit(&net, &noise(1 << 20)).await;
+    let v = net
+        .client(0)
+        .wait_status(&id, "rejected", Duration::from_secs(60))
+        .await;
+    assert_eq!(v["error"]["code"], "signature-invalid", "{v}");
+    // Nothing was accepted and no stream kept at the partner.
+    let (_, all) = net.admin(1).get("/admin/api/messages").await;
+    assert!(all["messages"].as_array().unwrap().is_empty(), "{all}");
+    let left = files_below(&attachments_dir(&net, 1));
+    assert!(left.iter().all(|f| !f.contains(".sealed")), "{left:?}");
+}
