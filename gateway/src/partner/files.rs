@@ -7,7 +7,8 @@
 //! - `PATCH` with `Upload-Offset: o` and `Upload-Length: total` appends the body at `o` to
 //!   `in/<partner>/<id>/N.sealed.part`, hashing it (after the bytes before `o`, read again), and
 //!   when `total` bytes are there, fsyncs and names it `N.sealed` with its SHA-256 beside it.
-//!   A body cut off keeps what arrived (fsynced), for the next `PATCH` to resume.
+//!   A body cut off keeps what arrived (fsynced), for the next `PATCH` to resume. One request
+//!   writes a stream at a time (a lock on the file); another gets `409` with the offset.
 //! - When the envelope arrives, [`check`] requires every stream its header names complete,
 //!   with the size and SHA-256 the partner's signature covers, before anything is stored:
 //!   a missing one is `attachment-incomplete` (the sender sends it, then the envelope again),
@@ -143,13 +144,20 @@ pub async fn append(
         .await
         .map_err(io_problem)?;
     let have = file.metadata().await.map_err(io_problem)?.len();
+    // One writer per stream (a stale request of the sender may still be running): the lock
+    // goes with the file handle at the end of this request.
+    let mut std_file = file.into_std().await;
+    match std_file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(offset_answer(StatusCode::CONFLICT, have)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_problem(e)),
+    }
     if from > have {
         return Ok(offset_answer(StatusCode::CONFLICT, have));
     }
     // What came before `from` is hashed again, then the body appended at `from`.
-    file.set_len(from).await.map_err(io_problem)?;
+    std_file.set_len(from).map_err(io_problem)?;
     let mut hash = openssl::sha::Sha256::new();
-    let mut std_file = file.into_std().await;
     let prefix = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         std_file.seek(std::io::SeekFrom::Start(0))?;
