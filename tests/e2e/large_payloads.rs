@@ -36,14 +36,14 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Both nodes with a message limit far below the attachment's size: it cannot travel inline.
-fn small_messages(net: &Net) {
+pub fn small_messages(net: &Net) {
     for i in 0..2 {
         net.edit_config(i, |t| t.replace("max_bytes = 16777216", "max_bytes = 524288"));
     }
 }
 
 /// Submits the message with one attachment from node 0's client; its id.
-async fn submit(net: &Net, attachment: &[u8]) -> String {
+pub async fn submit(net: &Net, attachment: &[u8]) -> String {
     let (_, message) = net.message(0, 1);
     let parts: &[crate::multipart::Part<'_>] = &[
         ("message", None, Some("application/xml"), &message),

@@ -697,3 +697,45 @@ async fn a_legacy_format_goes_over_xta_as_the_standard_it_maps_to() {
         "header-invalid",
     );
 }
+
+/// An attachment far larger than any message (limits.max_bytes 512 KiB), sent over REST,
+/// comes out of the reader's MsgBox as an MTOM part streamed from its file, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_attachment_is_fetched_over_xta_as_a_streamed_mtom_part() {
+    let net = Net::init(2);
+    crate::large_payloads::small_messages(&net);
+    let _a = net.start(0).await;
+    let b = net.start(1).await;
+    let big = crate::multipart::noise(32 << 20);
+    crate::large_payloads::submit(&net, &big).await;
+    let zb = Zeep::of(&net, 1);
+    let deadline = Instant::now() + T;
+    while zb.ok(&["status-list"])["messages"]
+        .as_array()
+        .is_none_or(|l| l.is_empty())
+    {
+        assert!(Instant::now() < deadline, "nothing reached b's MsgBox");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (out, dir) = (zb.dir.join("next.xml"), zb.dir.join("next-attachments"));
+    let got = zb.ok(&[
+        "next",
+        "--out",
+        out.to_str().unwrap(),
+        "--attachments-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(got["attachments"], 1, "{got}");
+    assert!(
+        std::fs::read(dir.join("akte.pdf")).unwrap() == big,
+        "the attachment arrives whole over XTA"
+    );
+    // Streamed: b's memory did not hold the attachment (32 MiB) on top of its own.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(hwm_kib < 64 * 1024, "b peaked at {hwm_kib} KiB");
+}

@@ -207,13 +207,69 @@ pub struct Answer {
     pub relates_to: Option<String>,
     pub headers: String,
     pub body: String,
-    /// (Content-ID, media type, bytes).
-    pub parts: Vec<(String, String, Vec<u8>)>,
+    /// (Content-ID, media type, content).
+    pub parts: Vec<(String, String, Part)>,
+}
+
+/// The content of a binary part of an MTOM answer: bytes in hand, or a file streamed from
+/// disk as the answer goes out (an attachment of any size in flat memory).
+#[derive(Debug)]
+pub enum Part {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
 }
 
 /// `<xop:Include>` for a part with this Content-ID.
 pub fn include(cid: &str) -> String {
     format!("<xop:Include xmlns:xop=\"{XOP_NS}\" href=\"cid:{}\"/>", esc(cid))
+}
+
+/// A body sent piece by piece, files read in 256 KiB chunks as the client takes them (at most
+/// four chunks ahead). A file that cannot be read cuts the answer off: the client sees a
+/// broken answer, never a wrong one.
+fn streamed(pieces: Vec<Part>) -> axum::body::Body {
+    use tokio::io::AsyncReadExt;
+    type Chunk = Result<bytes::Bytes, std::io::Error>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    tokio::spawn(async move {
+        for piece in pieces {
+            match piece {
+                Part::Bytes(b) => {
+                    if tx.send(Ok(b.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Part::File(path) => {
+                    let mut file = match tokio::fs::File::open(&path).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::error!(error = %e, "an MTOM part's file cannot be read");
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    loop {
+                        let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+                        match file.read_buf(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(_) => {
+                                if tx.send(Ok(buf.freeze())).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    axum::body::Body::from_stream(futures_lite::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }))
 }
 
 impl IntoResponse for Answer {
@@ -239,29 +295,38 @@ impl IntoResponse for Answer {
         }
         let boundary = format!("MIMEBoundary_{}", uuid::Uuid::new_v4().simple());
         let root = "root.message@poststelle";
-        let mut out = Vec::with_capacity(xml.len() + self.parts.iter().map(|p| p.2.len() + 200).sum::<usize>());
-        out.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\n\
-                 Content-Transfer-Encoding: binary\r\nContent-ID: <{root}>\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(xml.as_bytes());
-        for (cid, media, bytes) in &self.parts {
-            out.extend_from_slice(
-                format!(
-                    "\r\n--{boundary}\r\nContent-Type: {media}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            out.extend_from_slice(bytes);
-        }
-        out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let ct = format!(
             "multipart/related; type=\"application/xop+xml\"; boundary=\"{boundary}\"; start=\"<{root}>\"; start-info=\"application/soap+xml\""
         );
-        (StatusCode::OK, [(header::CONTENT_TYPE, ct)], out).into_response()
+        let mut head = format!(
+            "--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; type=\"application/soap+xml\"\r\n\
+             Content-Transfer-Encoding: binary\r\nContent-ID: <{root}>\r\n\r\n"
+        )
+        .into_bytes();
+        head.extend_from_slice(xml.as_bytes());
+        // Each piece in order: the envelope, then per part its MIME header and its content.
+        let mut pieces = vec![Part::Bytes(head)];
+        for (cid, media, content) in self.parts {
+            pieces.push(Part::Bytes(
+                format!(
+                    "\r\n--{boundary}\r\nContent-Type: {media}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n\r\n"
+                )
+                .into_bytes(),
+            ));
+            pieces.push(content);
+        }
+        pieces.push(Part::Bytes(format!("\r\n--{boundary}--\r\n").into_bytes()));
+        if pieces.iter().all(|p| matches!(p, Part::Bytes(_))) {
+            let out: Vec<u8> = pieces
+                .into_iter()
+                .flat_map(|p| match p {
+                    Part::Bytes(b) => b,
+                    Part::File(_) => Vec::new(),
+                })
+                .collect();
+            return (StatusCode::OK, [(header::CONTENT_TYPE, ct)], out).into_response();
+        }
+        (StatusCode::OK, [(header::CONTENT_TYPE, ct)], streamed(pieces)).into_response()
     }
 }
 

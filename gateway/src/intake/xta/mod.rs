@@ -502,7 +502,7 @@ impl From<Fault> for Failure {
 }
 
 /// An operation's answer: header blocks, body, MTOM parts.
-type Answered = Result<(String, String, Vec<(String, String, Vec<u8>)>), Failure>;
+type Answered = Result<(String, String, Vec<(String, String, soap::Part)>), Failure>;
 
 /// The authority named by an `Author` (or `Reader`) element's `Identifier`.
 fn identifier(party: Node<'_, '_>) -> Result<String, Problem> {

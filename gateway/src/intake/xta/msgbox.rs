@@ -164,23 +164,13 @@ pub(super) async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Ans
     let mut attached = String::new();
     if let Some(b) = ctx.store.blob(&m.id, Blob::Attachments).await.map_err(store_problem)? {
         let manifest = crate::files::Manifest::decode(&b)?;
-        // An XTA answer holds its attachments in memory (MTOM answers are not streamed yet).
-        let limit = ctx.config().limits.max_bytes as u64;
-        if manifest.files.iter().map(|f| f.size).sum::<u64>() > limit {
-            return Err(Problem::new(
-                Code::LimitExceeded,
-                format!(
-                    "the attachments exceed {limit} bytes, more than an XTA answer carries here; fetch them with GET /v1/inbox/{}/attachments/N",
-                    m.id
-                ),
-            )
-            .into());
-        }
+        // Streamed from the files as the answer goes out; each must still be there.
         let files = ctx.config().files();
         for (i, a) in manifest.files.into_iter().enumerate() {
-            let data = tokio::fs::read(files.plain(&manifest.folder, i))
-                .await
-                .map_err(|_| Problem::new(Code::NotFound, format!("attachment {i} was purged")))?;
+            let path = files.plain(&manifest.folder, i);
+            if tokio::fs::metadata(&path).await.is_err() {
+                return Err(Problem::new(Code::NotFound, format!("attachment {i} was purged")).into());
+            }
             let acid = format!("attachment{i}.{travelled}@poststelle");
             attached.push_str(&format!(
                 "<xta:Attachment contentType=\"{}\"{}{}>{}</xta:Attachment>",
@@ -190,13 +180,13 @@ pub(super) async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Ans
                     .map(|f| format!(" filename=\"{}\"", esc(f)))
                     .unwrap_or_default(),
                 // xs:positiveInteger: no size for an empty file.
-                Some(data.len())
+                Some(a.size)
                     .filter(|n| *n > 0)
                     .map(|n| format!(" size=\"{n}\""))
                     .unwrap_or_default(),
                 soap::include(&acid)
             ));
-            parts.push((acid, a.content_type, data));
+            parts.push((acid, a.content_type, soap::Part::File(path)));
         }
     }
     let body = format!(
@@ -211,7 +201,7 @@ pub(super) async fn fetch(ctx: &Ctx, client: &Client, p: &Parsed<'_, '_>) -> Ans
         metadata(&m, ns.as_deref()),
         msgbox_response(&request_id(Some(position(&m))), true, pending)
     );
-    parts.insert(0, (cid, "application/xml".into(), payload));
+    parts.insert(0, (cid, "application/xml".into(), soap::Part::Bytes(payload)));
     Ok((headers, body, parts))
 }
 
