@@ -187,7 +187,9 @@ fn newest_change(dir: &Path) -> Option<SystemTime> {
         .max()
 }
 
-fn io_problem(e: std::io::Error) -> Problem {
+/// A failed file operation as a problem: a full disk is `503 overloaded` (the client or the
+/// partner retries later), anything else the node's own failure.
+pub fn io_problem(e: std::io::Error) -> Problem {
     tracing::error!(error = %e, "attachment folder");
     if e.raw_os_error() == Some(28) {
         let mut p = Problem::overloaded(60);

@@ -29,22 +29,12 @@ use super::send::{UPLOAD_LENGTH, UPLOAD_OFFSET};
 use crate::config::Partner;
 use crate::ctx::Ctx;
 use crate::envelope::{MAX_ATTACHMENTS, SealedFile};
-use crate::files::Files;
+use crate::files::{Files, io_problem};
 use crate::problem::{Code, Problem};
 use crate::tls::PeerCert;
 
 fn invalid(detail: impl Into<String>) -> Problem {
     Problem::new(Code::InvalidRequest, detail)
-}
-
-fn io_problem(e: std::io::Error) -> Problem {
-    tracing::error!(error = %e, "attachment stream from a partner");
-    if e.raw_os_error() == Some(28) {
-        let mut p = Problem::overloaded(60);
-        p.detail = "the attachment folder's disk is full".into();
-        return p;
-    }
-    Problem::new(Code::Internal, "the attachment stream cannot be stored")
 }
 
 /// Where stream `n` of message `id` from `partner` goes, checked.
