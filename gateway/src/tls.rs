@@ -144,6 +144,8 @@ fn refused_early(status: axum::http::StatusCode) -> bool {
         StatusCode::UNAUTHORIZED,
         StatusCode::PAYLOAD_TOO_LARGE,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        // Overloaded (intake permits, a full disk) before or while the body was read.
+        StatusCode::SERVICE_UNAVAILABLE,
     ]
     .contains(&status)
 }

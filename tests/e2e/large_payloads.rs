@@ -4,6 +4,7 @@
 //! against the author's digest at opening, fetched by the partner's client as a stream.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{Net, node_dir};
@@ -160,4 +161,63 @@ async fn a_stream_that_differs_from_its_signed_digest_is_refused_and_discarded()
     assert!(all["messages"].as_array().unwrap().is_empty(), "{all}");
     let left = files_below(&attachments_dir(&net, 1));
     assert!(left.iter().all(|f| !f.contains(".sealed")), "{left:?}");
+}
+
+/// A small file system of its own (tmpfs), unmounted when dropped; `None` where mounting is
+/// not allowed (not root).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_the_upload_and_leaves_nothing_behind() {
+    // The sender's attachment folder on an 8 MiB file system: a 12 MiB attachment fills it.
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let net = Net::init(2);
+    let folder = disk.0.path().display().to_string();
+    net.edit_config(0, |t| {
+        t.replace("[store]\n", &format!("[store]\nattachments_dir = {folder:?}\n"))
+    });
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let (_, message) = net.message(0, 1);
+    let big = noise(12 << 20);
+    let parts: &[crate::multipart::Part<'_>] = &[
+        ("message", None, Some("application/xml"), &message),
+        ("attachment", Some("akte.pdf"), Some("application/pdf"), &big),
+    ];
+    let (status, v) = post_form(&net, form(parts, true)).await;
+    assert_eq!((status, v["code"].as_str()), (503, Some("overloaded")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("disk is full"), "{v}");
+    // Nothing accepted, nothing left on the disk.
+    let (_, all) = net.admin(0).get("/admin/api/messages").await;
+    assert!(all["messages"].as_array().unwrap().is_empty(), "{all}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !files_below(disk.0.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", files_below(disk.0.path()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The room is back: a smaller attachment is taken and arrives whole.
+    let small = noise(2 << 20);
+    submit(&net, &small).await;
+    assert!(fetch(&net, &small).await == small);
 }

@@ -185,19 +185,19 @@ pub async fn append(
                     break Some("longer than its Upload-Length");
                 }
                 hash.update(&chunk);
-                out.write_all(&chunk).await.map_err(io_problem)?;
+                out.write_all(&chunk).await.map_err(|e| write_failed(e, &dir, n))?;
                 len += chunk.len() as u64;
                 crate::telemetry::attachment_received(chunk.len() as u64);
             }
         }
     };
     // What arrived is kept durably either way, for the next request to resume from.
-    out.flush().await.map_err(io_problem)?;
+    out.flush().await.map_err(|e| write_failed(e, &dir, n))?;
     let file = out.into_inner();
     if cut == Some("longer than its Upload-Length") {
         file.set_len(from).await.map_err(io_problem)?;
     }
-    file.sync_all().await.map_err(io_problem)?;
+    file.sync_all().await.map_err(|e| write_failed(e, &dir, n))?;
     if let Some(why) = cut {
         tracing::warn!(remote_id = %id, partner = %partner.node, attachment = n, held = len, "attachment stream {why}");
         return Err(invalid(format!("the attachment stream was {why}")));
@@ -220,6 +220,15 @@ pub async fn append(
     .map_err(io_problem)?;
     tracing::info!(remote_id = %id, partner = %partner.node, attachment = n, bytes = len, resumed_at = from, "attachment stream received");
     Ok(offset_answer(StatusCode::NO_CONTENT, len))
+}
+
+/// A write that failed: with the disk full the partial stream goes (nothing half-written stays;
+/// the sender starts again once there is room), otherwise it stays for the next request.
+fn write_failed(e: std::io::Error, dir: &Path, n: usize) -> Problem {
+    if e.raw_os_error() == Some(28) {
+        let _ = std::fs::remove_file(part(dir, n));
+    }
+    io_problem(e)
 }
 
 /// Every stream an arriving envelope names must be here whole, with the size and SHA-256 its
