@@ -27,6 +27,29 @@ pub fn store_problem(e: StoreError) -> Problem {
 }
 
 /// A request's `Content-Type` header as text (empty without one).
+/// With `[store] max_size_mb`, the database and the attachment files together stay under 90 %
+/// of it (as the database alone does for new work): `incoming` more bytes of attachment files
+/// must fit, else `503 overloaded`. Without the limit, only a full disk refuses.
+pub async fn room_for_files(ctx: &Ctx, incoming: u64) -> Result<(), Problem> {
+    let config = ctx.config();
+    let max = config.store.max_size_mb;
+    if max == 0 {
+        return Ok(());
+    }
+    let soft = max * 1024 * 1024 / 10 * 9;
+    let db = ctx.store.size().await.map_err(store_problem)?;
+    let files = config.files();
+    let used = tokio::task::spawn_blocking(move || files.usage()).await.unwrap_or(0);
+    if db + used + incoming > soft {
+        let mut p = Problem::overloaded(60);
+        p.detail = format!(
+            "the store is at its size limit for new work: the database and the attachment files would pass 90 % of max_size_mb ({max} MiB)"
+        );
+        return Err(p);
+    }
+    Ok(())
+}
+
 pub fn content_type(headers: &axum::http::HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)

@@ -221,3 +221,34 @@ async fn a_full_disk_refuses_the_upload_and_leaves_nothing_behind() {
     submit(&net, &small).await;
     assert!(fetch(&net, &small).await == small);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_size_limit_counts_attachment_files() {
+    // 90 % of 40 MiB: one 12 MiB attachment fits beside the database; with its file and its
+    // encrypted stream on the disk (24 MiB), a second one does not.
+    let net = Net::init(2);
+    net.edit_config(0, |t| {
+        assert!(t.contains("max_size_mb = 0\n"), "{t}");
+        t.replace("max_size_mb = 0\n", "max_size_mb = 40\n")
+    });
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let first = noise(12 << 20);
+    submit(&net, &first).await;
+    assert!(fetch(&net, &first).await == first);
+    let (_, message) = net.message(0, 1);
+    let second = noise(12 << 20);
+    let parts: &[crate::multipart::Part<'_>] = &[
+        ("message", None, Some("application/xml"), &message),
+        ("attachment", Some("akte.pdf"), Some("application/pdf"), &second),
+    ];
+    let (status, v) = post_form(&net, form(parts, true)).await;
+    assert_eq!((status, v["code"].as_str()), (503, Some("overloaded")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("max_size_mb"), "{v}");
+    let (_, all) = net.admin(0).get("/admin/api/messages").await;
+    assert_eq!(
+        all["messages"].as_array().unwrap().len(),
+        1,
+        "only the first was stored: {all}"
+    );
+}

@@ -72,6 +72,9 @@ pub(super) async fn read(ctx: &Ctx, content_type: &str, body: axum::body::Body) 
     let constraints = multer::Constraints::new()
         .allowed_fields(vec!["message", "attachment"])
         .size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
+    // The claimed length must fit the store's size limit before anything is written.
+    let claimed = axum::body::HttpBody::size_hint(&body).lower();
+    crate::wire::room_for_files(ctx, claimed).await?;
     let mut form = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     // An idle bound: every piece of the body within the body timeout, however large the whole.
     let timeout = config.server.body_timeout();
@@ -142,6 +145,10 @@ pub(super) async fn read(ctx: &Ctx, content_type: &str, body: axum::body::Body) 
     let message = message.ok_or_else(|| invalid("no part named \"message\" (the XML message)"))?;
     let files = match upload {
         Some(u) => {
+            // A body of unclaimed length: its files are counted now (they are on the disk).
+            if claimed == 0 {
+                crate::wire::room_for_files(ctx, 0).await?;
+            }
             u.sync().await?;
             let manifest = Manifest {
                 folder: u.name().to_owned(),

@@ -124,6 +124,7 @@ pub async fn append(
         // Complete already (a resend): nothing more to take.
         return Ok(offset_answer(StatusCode::NO_CONTENT, m.len()));
     }
+    crate::wire::room_for_files(&ctx, total - from).await?;
     tokio::fs::create_dir_all(&dir).await.map_err(io_problem)?;
     let file = tokio::fs::OpenOptions::new()
         .create(true)
