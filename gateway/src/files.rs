@@ -214,7 +214,16 @@ impl Upload {
 
     /// A writer for file `n`, refusing to grow past `limit` bytes.
     pub async fn create(&self, n: usize, limit: u64) -> Result<Writer, Problem> {
-        Writer::create(self.path.join(n.to_string()), limit).await
+        self.create_named(&n.to_string(), limit).await
+    }
+
+    /// A writer for a file of another name (a part still to be placed).
+    pub async fn create_named(&self, name: &str, limit: u64) -> Result<Writer, Problem> {
+        Writer::create(self.path.join(name), limit).await
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Fsyncs the folder, so that its files' names survive a crash.

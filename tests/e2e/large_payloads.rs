@@ -57,7 +57,7 @@ pub async fn submit(net: &Net, attachment: &[u8]) -> String {
 
 /// Node 1's client takes the one message from its inbox with its attachment, checks the
 /// listing, and returns the attachment's bytes.
-async fn fetch(net: &Net, want: &[u8]) -> Vec<u8> {
+pub async fn fetch(net: &Net, want: &[u8]) -> Vec<u8> {
     let cb = net.client(1);
     let inbox = cb.wait_inbox(1, Duration::from_secs(120)).await;
     let (_, list) = cb.get_json(&format!("/v1/inbox/{}/attachments", inbox[0])).await;

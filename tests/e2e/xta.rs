@@ -427,6 +427,10 @@ fn envelope(action: Option<&str>, header: &str, body: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_soap_gets_a_soap_fault_and_a_4xx_and_nothing_is_stored() {
     let net = Net::init(2);
+    // Binary MTOM parts are attachment files, each at most limits.max_attachment_bytes.
+    net.edit_config(0, |t| {
+        t.replace("max_attachment_bytes = 4294967296", "max_attachment_bytes = 16777216")
+    });
     let _a = net.start(0).await;
     let soap = "application/soap+xml; charset=utf-8";
     let author = format!(
@@ -527,8 +531,8 @@ async fn bad_soap_gets_a_soap_fault_and_a_4xx_and_nothing_is_stored() {
         400,
         "SyncAsyncException",
     );
-    // An oversized MTOM part (the limit is 16 MiB of XML, so at most about 22 MiB of SOAP):
-    // 413 before anything is parsed.
+    // An oversized MTOM part (over limits.max_attachment_bytes, here 16 MiB): 413 while it
+    // streams, before the envelope is parsed, and its file is gone.
     let big = vec![b'a'; 24 * 1024 * 1024];
     let mut body = b"--b\r\nContent-Type: application/xop+xml; type=\"application/soap+xml\"\r\n\r\n".to_vec();
     body.extend(envelope(Some("http://www.xta.de/XTA/SendMessage"), "", ""));
@@ -546,6 +550,12 @@ async fn bad_soap_gets_a_soap_fault_and_a_4xx_and_nothing_is_stored() {
     assert!(text.contains("Fault") && text.contains("limit-exceeded"), "{text}");
     let (_, all) = net.admin(0).get("/admin/api/messages").await;
     assert!(all["messages"].as_array().unwrap().is_empty(), "nothing stored: {all}");
+    let uploads = crate::harness::node_dir(&net, 0).join("data/attachments/out");
+    assert_eq!(
+        std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no upload left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,4 +748,37 @@ async fn a_large_attachment_is_fetched_over_xta_as_a_streamed_mtom_part() {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap();
     assert!(hwm_kib < 64 * 1024, "b peaked at {hwm_kib} KiB");
+}
+
+/// An attachment far larger than any message, sent with zeep as a binary MTOM part: written to
+/// a file while the request arrives, it reaches the reader's REST client byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_attachment_sent_over_xta_streams_to_a_file_and_arrives_whole() {
+    let net = Net::init(2);
+    crate::large_payloads::small_messages(&net);
+    let a = net.start(0).await;
+    let _b = net.start(1).await;
+    let za = Zeep::of(&net, 0);
+    let reader = net.node(1).authorities[0].clone();
+    let file = za.file("erika.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
+    let big = crate::multipart::noise(24 << 20);
+    let akte = za.file("akte.pdf", &big);
+    let id = za.create_id();
+    let (code, v) = za.send(
+        &file,
+        &reader,
+        &xumzug_meta("0101"),
+        &id,
+        &["--attachment", akte.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "MTOM sendMessage with 24 MiB: {v}");
+    assert!(crate::large_payloads::fetch(&net, &big).await == big);
+    // It went as a stream beside the envelope, not inside it.
+    let sent = a
+        .metric("poststelle_attachment_bytes_total", "direction=\"sent\"")
+        .await;
+    assert_eq!(
+        sent,
+        Some(gateway::xmlsec::stream::ciphertext_len(big.len() as u64) as f64)
+    );
 }

@@ -29,40 +29,6 @@ pub enum Submitted {
     AlreadyAccepted(String),
 }
 
-/// Attachments that arrived whole (XTA's) as the durable files of a new upload folder, with
-/// their manifest; `None` for none. The folder goes when dropped, unless kept after the commit.
-pub async fn attachment_files(
-    ctx: &Ctx,
-    list: &[crate::envelope::Attachment],
-) -> Result<Option<(crate::files::Upload, crate::files::Manifest)>, Problem> {
-    if list.is_empty() {
-        return Ok(None);
-    }
-    let upload = ctx.config().files().upload().await?;
-    let mut files = Vec::new();
-    for (n, a) in list.iter().enumerate() {
-        let crate::envelope::Carried::Inline(data) = &a.body else {
-            return Err(Problem::new(
-                Code::Internal,
-                "a streamed attachment cannot be written whole",
-            ));
-        };
-        let (size, sha256) = crate::files::write_whole(&upload, n, data).await?;
-        files.push(crate::files::Entry {
-            content_type: a.content_type.clone(),
-            filename: a.filename.clone(),
-            size,
-            sha256: crate::envelope::hex(&sha256),
-        });
-    }
-    upload.sync().await?;
-    let manifest = crate::files::Manifest {
-        folder: upload.name().to_owned(),
-        files,
-    };
-    Ok(Some((upload, manifest)))
-}
-
 /// Checks and durably stores a client's submission (counted in the metrics by outcome).
 pub async fn submit(ctx: &Ctx, client: &Client, bytes: Arc<[u8]>) -> Result<Submitted, Problem> {
     submit_as(ctx, client, bytes, None, Vec::new(), &|_| Ok(())).await

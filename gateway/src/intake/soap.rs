@@ -32,9 +32,26 @@ pub const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 pub struct Request {
     pub envelope: String,
     /// Binary parts by Content-ID (without angle brackets).
-    parts: HashMap<String, Vec<u8>>,
+    parts: HashMap<String, Spooled>,
     /// The `action` parameter of the SOAP 1.2 media type, if given.
     pub media_action: Option<String>,
+    /// Where a streamed request's binary parts were written ([`read_streamed`]); removed
+    /// with the request unless an operation keeps it.
+    pub upload: std::sync::Mutex<Option<crate::files::Upload>>,
+    /// The largest binary part [`Request::content`] takes into memory.
+    max_inline: usize,
+}
+
+/// A binary MIME part: in memory, or written to a file as it arrived.
+#[derive(Debug, Clone)]
+pub enum Spooled {
+    Bytes(Vec<u8>),
+    /// A file of the request's upload folder, with its size and SHA-256.
+    File {
+        path: std::path::PathBuf,
+        size: u64,
+        sha256: [u8; 32],
+    },
 }
 
 /// A SOAP fault: what it says and how it travels (SOAP 1.2 part 2, §7.5: a Sender fault is a
@@ -363,6 +380,8 @@ pub fn read(content_type: &str, body: &[u8]) -> Result<Request, Fault> {
             envelope: utf8(body.to_vec())?,
             parts: HashMap::new(),
             media_action: params.get("action").cloned(),
+            upload: std::sync::Mutex::new(None),
+            max_inline: usize::MAX,
         }),
         "multipart/related" => read_mtom(&params, body),
         "text/xml" => Err(bad(
@@ -456,7 +475,7 @@ fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, F
             }
             root = Some((content, p.get("action").cloned()));
         } else if let Some(id) = id {
-            parts.insert(id, content);
+            parts.insert(id, Spooled::Bytes(content));
         }
     }
     let (envelope, root_action) =
@@ -466,6 +485,152 @@ fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, F
         parts,
         // Stacks put the action on the root part's type or on the outer multipart type.
         media_action: root_action.or_else(|| params.get("action").cloned()),
+        upload: std::sync::Mutex::new(None),
+        max_inline: usize::MAX,
+    })
+}
+
+/// Bounds of a streamed MTOM request ([`read_streamed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// The root part (the SOAP envelope) and any part not sent in binary.
+    pub root: usize,
+    /// Each binary part, written to a file.
+    pub part: u64,
+    /// Binary parts in all.
+    pub parts: usize,
+    /// The longest wait for the next piece of the body.
+    pub idle: std::time::Duration,
+}
+
+/// Reads an MTOM request (`multipart/related`) as a stream: the root part into memory, every
+/// binary part into a file of a new upload folder as it arrives (hashed, fsynced), so that
+/// attachments of any size pass in flat memory. Other media types: see [`read`].
+pub async fn read_streamed(
+    content_type: &str,
+    body: axum::body::Body,
+    files: &crate::files::Files,
+    limits: StreamLimits,
+) -> Result<Request, Fault> {
+    let (mime, params) = media_type(content_type);
+    if mime != "multipart/related" {
+        let bytes = axum::body::to_bytes(body, limits.root).await.map_err(|_| {
+            bad(
+                Code::LimitExceeded,
+                format!("the request exceeds {} bytes", limits.root),
+            )
+        })?;
+        return read(content_type, &bytes);
+    }
+    let boundary = params
+        .get("boundary")
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+        .ok_or_else(|| bad(Code::InvalidRequest, "multipart/related without a boundary"))?;
+    let start = params.get("start").map(|s| s.trim_matches(['<', '>']).to_owned());
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary.clone());
+    let stalled = || bad(Code::RequestTimeout, "the body stalled");
+    let broken = |e: multer::Error| bad(Code::InvalidRequest, format!("malformed multipart body: {e}"));
+    let (mut root, mut parts, mut upload) = (None, HashMap::new(), None);
+    while let Some(mut field) = tokio::time::timeout(limits.idle, form.next_field())
+        .await
+        .map_err(|_| stalled())?
+        .map_err(broken)?
+    {
+        let header = |name: &str| field.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let id = header("content-id").map(|v| v.trim_matches(['<', '>']).to_owned());
+        let media = header("content-type").unwrap_or_default().to_owned();
+        let encoding = header("content-transfer-encoding")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let is_root = match (&start, &id) {
+            (Some(s), Some(i)) => s == i,
+            (None, _) => root.is_none(),
+            _ => false,
+        };
+        let binary = matches!(encoding.as_str(), "" | "binary" | "8bit" | "7bit");
+        if is_root || !binary {
+            // In memory: the envelope, and parts that must be decoded whole.
+            let mut content = Vec::new();
+            while let Some(chunk) = tokio::time::timeout(limits.idle, field.chunk())
+                .await
+                .map_err(|_| stalled())?
+                .map_err(broken)?
+            {
+                if content.len() + chunk.len() > limits.root {
+                    return Err(bad(
+                        Code::LimitExceeded,
+                        format!("a MIME part exceeds {} bytes", limits.root),
+                    ));
+                }
+                content.extend_from_slice(&chunk);
+            }
+            if is_root {
+                let (m, p) = media_type(&media);
+                if m != "application/xop+xml" && m != "application/soap+xml" {
+                    return Err(bad(
+                        Code::UnsupportedMediaType,
+                        format!("the root part is {m}, not application/xop+xml"),
+                    ));
+                }
+                root = Some((content, p.get("action").cloned()));
+                continue;
+            }
+            if encoding != "base64" {
+                return Err(bad(
+                    Code::InvalidRequest,
+                    format!("Content-Transfer-Encoding {encoding} is not supported"),
+                ));
+            }
+            let text: Vec<u8> = content.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+            let decoded = B64
+                .decode(text)
+                .map_err(|_| bad(Code::InvalidRequest, "a base64 MIME part does not decode"))?;
+            if let Some(id) = id {
+                parts.insert(id, Spooled::Bytes(decoded));
+            }
+            continue;
+        }
+        if parts.len() >= limits.parts {
+            return Err(bad(
+                Code::LimitExceeded,
+                format!("at most {} binary parts", limits.parts),
+            ));
+        }
+        if upload.is_none() {
+            upload = Some(files.upload().await.map_err(|p| Fault::from_problem(&p))?);
+        }
+        let folder = upload.as_ref().expect("made above");
+        let k = parts.len();
+        let mut w = folder
+            .create_named(&format!("part-{k}"), limits.part)
+            .await
+            .map_err(|p| Fault::from_problem(&p))?;
+        while let Some(chunk) = tokio::time::timeout(limits.idle, field.chunk())
+            .await
+            .map_err(|_| stalled())?
+            .map_err(broken)?
+        {
+            w.write(&chunk).await.map_err(|e| match e {
+                crate::files::WriteError::TooLarge(l) => {
+                    bad(Code::LimitExceeded, format!("a MIME part exceeds {l} bytes"))
+                }
+                crate::files::WriteError::Io(p) => Fault::from_problem(&p),
+            })?;
+        }
+        let (size, sha256) = w.finish().await.map_err(|p| Fault::from_problem(&p))?;
+        let path = folder.path().join(format!("part-{k}"));
+        if let Some(id) = id {
+            parts.insert(id, Spooled::File { path, size, sha256 });
+        }
+    }
+    let (envelope, root_action) =
+        root.ok_or_else(|| bad(Code::InvalidRequest, "the multipart body has no root part"))?;
+    Ok(Request {
+        envelope: utf8(envelope)?,
+        parts,
+        media_action: root_action.or_else(|| params.get("action").cloned()),
+        upload: std::sync::Mutex::new(upload),
+        max_inline: limits.root,
     })
 }
 
@@ -500,18 +665,35 @@ impl Request {
     }
 
     /// The bytes of a `base64Binary` element: its `xop:Include` part, or its inline base64.
+    /// The MIME part an element's `xop:Include` names (an element without one: its base64
+    /// text, decoded).
+    pub fn part(&self, node: roxmltree::Node<'_, '_>) -> Result<Spooled, Fault> {
+        let Some(inc) = node.children().find(|c| c.has_tag_name((XOP_NS, "Include"))) else {
+            return self.content(node).map(Spooled::Bytes);
+        };
+        let href = inc.attribute("href").unwrap_or("");
+        let cid = href
+            .strip_prefix("cid:")
+            .ok_or_else(|| bad(Code::InvalidRequest, "xop:Include without a cid: reference"))?;
+        let cid = percent_decode(cid);
+        self.parts
+            .get(&cid)
+            .cloned()
+            .ok_or_else(|| bad(Code::InvalidRequest, format!("xop:Include names no MIME part {cid}")))
+    }
+
     pub fn content(&self, node: roxmltree::Node<'_, '_>) -> Result<Vec<u8>, Fault> {
-        if let Some(inc) = node.children().find(|c| c.has_tag_name((XOP_NS, "Include"))) {
-            let href = inc.attribute("href").unwrap_or("");
-            let cid = href
-                .strip_prefix("cid:")
-                .ok_or_else(|| bad(Code::InvalidRequest, "xop:Include without a cid: reference"))?;
-            let cid = percent_decode(cid);
-            return self
-                .parts
-                .get(&cid)
-                .cloned()
-                .ok_or_else(|| bad(Code::InvalidRequest, format!("xop:Include names no MIME part {cid}")));
+        if node.children().any(|c| c.has_tag_name((XOP_NS, "Include"))) {
+            return match self.part(node)? {
+                Spooled::Bytes(b) => Ok(b),
+                Spooled::File { size, .. } if size > self.max_inline as u64 => Err(bad(
+                    Code::LimitExceeded,
+                    format!("{} exceeds {} bytes", node.tag_name().name(), self.max_inline),
+                )),
+                Spooled::File { path, .. } => {
+                    std::fs::read(path).map_err(|_| bad(Code::Internal, "a MIME part's file cannot be read"))
+                }
+            };
         }
         if node.children().any(|c| c.is_element() || c.is_comment() || c.is_pi()) {
             return Err(bad(

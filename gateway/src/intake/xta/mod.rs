@@ -335,15 +335,41 @@ async fn read_call(ctx: &Ctx, req: Request, port: Port) -> Result<Call, Fault> {
     };
     let content_type = crate::wire::content_type(req.headers());
     let limit = port.body_limit(ctx);
-    // A body over the port's limit is refused before the operation is known: as
-    // ParameterIsNotValidException with 9023 ("too large"), whatever the operation.
-    let body = crate::wire::read_body(ctx, req.into_body(), limit)
-        .await
-        .map_err(|p| match p.code {
-            Code::LimitExceeded => xta_fault(classify(&p), &p, soap::FAULT_ACTION),
-            _ => plain(p),
-        })?;
-    let request = soap::read(&content_type, &body)?;
+    let too_large = |p: Problem| match p.code {
+        Code::LimitExceeded => xta_fault(classify(&p), &p, soap::FAULT_ACTION),
+        _ => plain(p),
+    };
+    let mtom = content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/related");
+    let request = if port == Port::Send && mtom {
+        // Attachments of any size: binary parts go to files as they arrive; the envelope
+        // (and a part that must be decoded whole) stays under the port's limit.
+        let config = ctx.config();
+        let limits = soap::StreamLimits {
+            root: limit,
+            part: config.limits.max_attachment_bytes.max(config.limits.max_bytes as u64),
+            parts: crate::envelope::MAX_ATTACHMENTS + 1,
+            idle: config.server.body_timeout(),
+        };
+        soap::read_streamed(&content_type, req.into_body(), &config.files(), limits)
+            .await
+            .map_err(|f| {
+                if f.status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large(Problem::new(Code::LimitExceeded, f.reason.clone()))
+                } else {
+                    f
+                }
+            })?
+    } else {
+        // A body over the port's limit is refused before the operation is known: as
+        // ParameterIsNotValidException with 9023 ("too large"), whatever the operation.
+        let body = crate::wire::read_body(ctx, req.into_body(), limit)
+            .await
+            .map_err(too_large)?;
+        soap::read(&content_type, &body)?
+    };
     Ok(Call {
         client,
         request,

@@ -93,12 +93,14 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
     let message = child(content, XTA_NS, "Message").ok_or_else(|| invalid("ContentContainer has no Message"))?;
     let bytes = call.request.content(message)?;
     let attachments = attachments(call, content)?;
+    // Attachments that came in the envelope (base64) count with the message; binary MTOM
+    // parts are files already, each bounded by limits.max_attachment_bytes.
     let total = bytes.len()
         + attachments
             .iter()
-            .map(|a| match &a.body {
-                crate::envelope::Carried::Inline(d) => d.len(),
-                crate::envelope::Carried::Streamed { .. } => 0,
+            .map(|(_, _, part)| match part {
+                soap::Spooled::Bytes(d) => d.len(),
+                soap::Spooled::File { .. } => 0,
             })
             .sum::<usize>();
     if total > ctx.config().limits.max_bytes {
@@ -123,7 +125,7 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
     let submitted_ns = root_namespace(&bytes).unwrap_or_default();
     let agrees = |c: &crate::pipeline::validate::Checked| metadata_agrees(&meta, &submitted_ns, c);
     let mut keep = vec![(Blob::XtaMetadata, meta_xml.into_bytes())];
-    let files = crate::intake::attachment_files(ctx, &attachments).await?;
+    let files = place_attachments(ctx, call, attachments).await?;
     if let Some((_, manifest)) = &files {
         keep.push((Blob::Attachments, manifest.encode()));
     }
@@ -135,9 +137,64 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
     Ok((String::new(), String::new(), Vec::new()))
 }
 
+/// A ContentContainer's attachment: media type, file name, content.
+type Part = (String, Option<String>, soap::Spooled);
+
+/// The attachments as the durable files of an upload folder, with their manifest: binary MTOM
+/// parts (files already) renamed into place, base64 ones written. `None` without attachments.
+async fn place_attachments(
+    ctx: &Ctx,
+    call: &Call,
+    attachments: Vec<Part>,
+) -> Result<Option<(crate::files::Upload, crate::files::Manifest)>, Problem> {
+    if attachments.is_empty() {
+        return Ok(None);
+    }
+    let spooled = call.request.upload.lock().map(|mut u| u.take()).unwrap_or(None);
+    let upload = match spooled {
+        Some(u) => u,
+        None => ctx.config().files().upload().await?,
+    };
+    let mut files = Vec::new();
+    for (n, (content_type, filename, part)) in attachments.into_iter().enumerate() {
+        let (size, sha256) = match part {
+            soap::Spooled::Bytes(data) => crate::files::write_whole(&upload, n, &data).await?,
+            soap::Spooled::File { path, size, sha256 } => {
+                // Linked, not moved: the same part may be named twice.
+                let target = upload.path().join(n.to_string());
+                tokio::fs::hard_link(&path, &target)
+                    .await
+                    .map_err(crate::files::io_problem)?;
+                (size, sha256)
+            }
+        };
+        files.push(crate::files::Entry {
+            content_type,
+            filename,
+            size,
+            sha256: crate::envelope::hex(&sha256),
+        });
+    }
+    // The parts as they arrived go; their content is in place under its position.
+    let mut dir = tokio::fs::read_dir(upload.path())
+        .await
+        .map_err(crate::files::io_problem)?;
+    while let Ok(Some(e)) = dir.next_entry().await {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
+    upload.sync().await?;
+    let manifest = crate::files::Manifest {
+        folder: upload.name().to_owned(),
+        files,
+    };
+    Ok(Some((upload, manifest)))
+}
+
 /// The `Attachment`s of a ContentContainer: opaque files that travel with the message, signed
 /// and encrypted with it, never parsed.
-pub(super) fn attachments(call: &Call, content: Node<'_, '_>) -> Result<Vec<crate::envelope::Attachment>, Failure> {
+pub(super) fn attachments(call: &Call, content: Node<'_, '_>) -> Result<Vec<Part>, Failure> {
     let nodes: Vec<Node<'_, '_>> = content
         .children()
         .filter(|c| c.has_tag_name((XTA_NS, "Attachment")))
@@ -155,11 +212,11 @@ pub(super) fn attachments(call: &Call, content: Node<'_, '_>) -> Result<Vec<crat
             let short = |name: &str| n.attribute(name).filter(|v| !v.is_empty() && v.len() <= 255);
             let content_type = short("contentType")
                 .ok_or_else(|| invalid("an Attachment needs a contentType of at most 255 characters"))?;
-            Ok(crate::envelope::Attachment {
-                content_type: content_type.to_owned(),
-                filename: short("filename").map(str::to_owned),
-                body: crate::envelope::Carried::Inline(call.request.content(n)?),
-            })
+            Ok((
+                content_type.to_owned(),
+                short("filename").map(str::to_owned),
+                call.request.part(n)?,
+            ))
         })
         .collect()
 }
