@@ -497,7 +497,7 @@ pub struct StreamLimits {
     pub root: usize,
     /// Each binary part, written to a file.
     pub part: u64,
-    /// Binary parts in all.
+    /// Parts besides the root in all.
     pub parts: usize,
     /// The longest wait for the next piece of the body.
     pub idle: std::time::Duration,
@@ -531,6 +531,9 @@ pub async fn read_streamed(
     let stalled = || bad(Code::RequestTimeout, "the body stalled");
     let broken = |e: multer::Error| bad(Code::InvalidRequest, format!("malformed multipart body: {e}"));
     let (mut root, mut parts, mut upload) = (None, HashMap::new(), None);
+    // Parts besides the root so far; what is held in memory (the envelope and base64 parts)
+    // counts against one bound.
+    let (mut seen, mut in_memory) = (0usize, 0usize);
     while let Some(mut field) = tokio::time::timeout(limits.idle, form.next_field())
         .await
         .map_err(|_| stalled())?
@@ -548,6 +551,12 @@ pub async fn read_streamed(
             _ => false,
         };
         let binary = matches!(encoding.as_str(), "" | "binary" | "8bit" | "7bit");
+        if !is_root {
+            seen += 1;
+            if seen > limits.parts {
+                return Err(bad(Code::LimitExceeded, format!("at most {} MIME parts", limits.parts)));
+            }
+        }
         if is_root || !binary {
             // In memory: the envelope, and parts that must be decoded whole.
             let mut content = Vec::new();
@@ -556,10 +565,11 @@ pub async fn read_streamed(
                 .map_err(|_| stalled())?
                 .map_err(broken)?
             {
-                if content.len() + chunk.len() > limits.root {
+                in_memory += chunk.len();
+                if in_memory > limits.root {
                     return Err(bad(
                         Code::LimitExceeded,
-                        format!("a MIME part exceeds {} bytes", limits.root),
+                        format!("the envelope and its base64 parts exceed {} bytes", limits.root),
                     ));
                 }
                 content.extend_from_slice(&chunk);
@@ -590,17 +600,11 @@ pub async fn read_streamed(
             }
             continue;
         }
-        if parts.len() >= limits.parts {
-            return Err(bad(
-                Code::LimitExceeded,
-                format!("at most {} binary parts", limits.parts),
-            ));
-        }
         if upload.is_none() {
             upload = Some(files.upload().await.map_err(|p| Fault::from_problem(&p))?);
         }
         let folder = upload.as_ref().expect("made above");
-        let k = parts.len();
+        let k = seen;
         let mut w = folder
             .create_named(&format!("part-{k}"), limits.part)
             .await
