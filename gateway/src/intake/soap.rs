@@ -445,39 +445,25 @@ fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, F
                 }
             }
         }
-        match encoding.as_str() {
-            "" | "binary" | "8bit" | "7bit" => {}
-            "base64" => {
-                let text: Vec<u8> = content.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
-                content = B64
-                    .decode(text)
-                    .map_err(|_| bad(Code::InvalidRequest, "a base64 MIME part does not decode"))?;
-            }
-            other => {
-                return Err(bad(
-                    Code::InvalidRequest,
-                    format!("Content-Transfer-Encoding {other} is not supported"),
-                ));
-            }
-        }
-        let is_root = match (&start, &id) {
-            (Some(s), Some(i)) => s == i,
-            (None, _) => root.is_none(),
-            _ => false,
-        };
-        if is_root {
-            let (m, p) = media_type(&media);
-            if m != "application/xop+xml" && m != "application/soap+xml" {
-                return Err(bad(
-                    Code::UnsupportedMediaType,
-                    format!("the root part is {m}, not application/xop+xml"),
-                ));
-            }
-            root = Some((content, p.get("action").cloned()));
+        content = decoded(&encoding, content)?;
+        if is_root(start.as_deref(), id.as_deref(), root.is_some()) {
+            root = Some(root_part(&media, content)?);
         } else if let Some(id) = id {
             parts.insert(id, Spooled::Bytes(content));
         }
     }
+    assembled(root, parts, params, None, usize::MAX)
+}
+
+/// A multipart request from its root part (envelope and action), its other parts, the
+/// multipart type's parameters and the folder its spooled parts are in.
+fn assembled(
+    root: Option<(Vec<u8>, Option<String>)>,
+    parts: HashMap<String, Spooled>,
+    params: &HashMap<String, String>,
+    upload: Option<crate::files::Upload>,
+    max_inline: usize,
+) -> Result<Request, Fault> {
     let (envelope, root_action) =
         root.ok_or_else(|| bad(Code::InvalidRequest, "the multipart body has no root part"))?;
     Ok(Request {
@@ -485,9 +471,46 @@ fn read_mtom(params: &HashMap<String, String>, body: &[u8]) -> Result<Request, F
         parts,
         // Stacks put the action on the root part's type or on the outer multipart type.
         media_action: root_action.or_else(|| params.get("action").cloned()),
-        upload: std::sync::Mutex::new(None),
-        max_inline: usize::MAX,
+        upload: std::sync::Mutex::new(upload),
+        max_inline,
     })
+}
+
+/// Whether a part is the root: the one `start` names, else the first.
+fn is_root(start: Option<&str>, id: Option<&str>, root_seen: bool) -> bool {
+    match (start, id) {
+        (Some(s), Some(i)) => s == i,
+        (None, _) => !root_seen,
+        _ => false,
+    }
+}
+
+/// A part's content after its `Content-Transfer-Encoding`.
+fn decoded(encoding: &str, content: Vec<u8>) -> Result<Vec<u8>, Fault> {
+    match encoding {
+        "" | "binary" | "8bit" | "7bit" => Ok(content),
+        "base64" => {
+            let text: Vec<u8> = content.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
+            B64.decode(text)
+                .map_err(|_| bad(Code::InvalidRequest, "a base64 MIME part does not decode"))
+        }
+        other => Err(bad(
+            Code::InvalidRequest,
+            format!("Content-Transfer-Encoding {other} is not supported"),
+        )),
+    }
+}
+
+/// The root part: the envelope and the `action` of its media type.
+fn root_part(media: &str, content: Vec<u8>) -> Result<(Vec<u8>, Option<String>), Fault> {
+    let (m, p) = media_type(media);
+    if m != "application/xop+xml" && m != "application/soap+xml" {
+        return Err(bad(
+            Code::UnsupportedMediaType,
+            format!("the root part is {m}, not application/xop+xml"),
+        ));
+    }
+    Ok((content, p.get("action").cloned()))
 }
 
 /// Bounds of a streamed MTOM request ([`read_streamed`]).
@@ -545,11 +568,7 @@ pub async fn read_streamed(
         let encoding = header("content-transfer-encoding")
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let is_root = match (&start, &id) {
-            (Some(s), Some(i)) => s == i,
-            (None, _) => root.is_none(),
-            _ => false,
-        };
+        let is_root = is_root(start.as_deref(), id.as_deref(), root.is_some());
         let binary = matches!(encoding.as_str(), "" | "binary" | "8bit" | "7bit");
         if !is_root {
             seen += 1;
@@ -574,29 +593,11 @@ pub async fn read_streamed(
                 }
                 content.extend_from_slice(&chunk);
             }
+            let content = decoded(&encoding, content)?;
             if is_root {
-                let (m, p) = media_type(&media);
-                if m != "application/xop+xml" && m != "application/soap+xml" {
-                    return Err(bad(
-                        Code::UnsupportedMediaType,
-                        format!("the root part is {m}, not application/xop+xml"),
-                    ));
-                }
-                root = Some((content, p.get("action").cloned()));
-                continue;
-            }
-            if encoding != "base64" {
-                return Err(bad(
-                    Code::InvalidRequest,
-                    format!("Content-Transfer-Encoding {encoding} is not supported"),
-                ));
-            }
-            let text: Vec<u8> = content.into_iter().filter(|b| !b.is_ascii_whitespace()).collect();
-            let decoded = B64
-                .decode(text)
-                .map_err(|_| bad(Code::InvalidRequest, "a base64 MIME part does not decode"))?;
-            if let Some(id) = id {
-                parts.insert(id, Spooled::Bytes(decoded));
+                root = Some(root_part(&media, content)?);
+            } else if let Some(id) = id {
+                parts.insert(id, Spooled::Bytes(content));
             }
             continue;
         }
@@ -627,15 +628,7 @@ pub async fn read_streamed(
             parts.insert(id, Spooled::File { path, size, sha256 });
         }
     }
-    let (envelope, root_action) =
-        root.ok_or_else(|| bad(Code::InvalidRequest, "the multipart body has no root part"))?;
-    Ok(Request {
-        envelope: utf8(envelope)?,
-        parts,
-        media_action: root_action.or_else(|| params.get("action").cloned()),
-        upload: std::sync::Mutex::new(upload),
-        max_inline: limits.root,
-    })
+    assembled(root, parts, &params, upload, limits.root)
 }
 
 impl Request {

@@ -141,7 +141,7 @@ pub(super) async fn send(ctx: &Ctx, call: &Call, p: &Parsed<'_, '_>) -> Answered
 type Part = (String, Option<String>, soap::Spooled);
 
 /// The attachments as the durable files of an upload folder, with their manifest: binary MTOM
-/// parts (files already) renamed into place, base64 ones written. `None` without attachments.
+/// parts (files already) linked into place, base64 ones written. `None` without attachments.
 async fn place_attachments(
     ctx: &Ctx,
     call: &Call,
