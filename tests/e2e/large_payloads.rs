@@ -252,3 +252,43 @@ async fn the_store_size_limit_counts_attachment_files() {
         "only the first was stored: {all}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_whose_disk_is_full_takes_nothing_and_keeps_no_partial_stream() {
+    // The receiver's attachment folder on an 8 MiB file system; a 12 MiB attachment's stream
+    // cannot fit: b answers 503, keeps nothing, and a keeps the message to try again later.
+    let Some(disk) = SmallDisk::mount("8m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let net = Net::init(2);
+    let folder = disk.0.path().display().to_string();
+    net.edit_config(1, |t| {
+        t.replace("[store]\n", &format!("[store]\nattachments_dir = {folder:?}\n"))
+    });
+    let a = net.start(0).await;
+    let b = net.start(1).await;
+    let id = submit(&net, &noise(12 << 20)).await;
+    // Until a has failed to hand the stream over at least once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while a.metric("poststelle_relay_errors_total", "").await.unwrap_or(0.0) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "a never tried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        b.metric("poststelle_attachment_bytes_total", "received")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    let (_, v) = net.client(0).get_json(&format!("/v1/messages/{id}")).await;
+    assert_eq!(v["status"], "sealed", "a keeps it to try again: {v}");
+    let (_, all) = net.admin(1).get("/admin/api/messages").await;
+    assert!(all["messages"].as_array().unwrap().is_empty(), "{all}");
+    let left = files_below(disk.0.path());
+    assert!(left.is_empty(), "no partial stream kept: {left:?}");
+    assert!(
+        b.log_text().contains("disk") || a.log_text().contains("503"),
+        "the failure is named"
+    );
+}
