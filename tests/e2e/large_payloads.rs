@@ -289,3 +289,32 @@ async fn a_partner_whose_disk_is_full_takes_nothing_and_keeps_no_partial_stream(
     assert!(left.is_empty(), "no partial stream kept: {left:?}");
     assert!(a.log_text().contains("answered 503"), "a names b's answer");
 }
+
+/// A node of two processes on PostgreSQL, sharing its data folder: a stream may reach one
+/// process, its envelope and the open job another, and one process may die on the way.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_and_envelopes_may_reach_different_processes_of_the_partner() {
+    let net = Net::init_on_postgres(2);
+    let _a = net.start(0).await;
+    let mut b1 = net.start(1).await;
+    let _b2 = net.start(1).await;
+    let files: Vec<Vec<u8>> = (0..6).map(|_| noise(2 << 20)).collect();
+    for f in &files[..3] {
+        submit(&net, f).await;
+    }
+    b1.kill9();
+    for f in &files[3..] {
+        submit(&net, f).await;
+    }
+    let cb = net.client(1);
+    let inbox = cb.wait_inbox(6, Duration::from_secs(120)).await;
+    let mut have = Vec::new();
+    for id in &inbox {
+        let (_, got) = cb.get_bytes(&format!("/v1/inbox/{id}/attachments/0")).await;
+        have.push(sha256_hex(&got));
+    }
+    let mut want: Vec<String> = files.iter().map(|f| sha256_hex(f)).collect();
+    have.sort();
+    want.sort();
+    assert_eq!(have, want, "each attachment arrives once and whole");
+}
