@@ -318,3 +318,30 @@ async fn streams_and_envelopes_may_reach_different_processes_of_the_partner() {
     want.sort();
     assert_eq!(have, want, "each attachment arrives once and whole");
 }
+
+/// A partner that has opened a stream (and removed it) still reports it whole, so that a
+/// resend after a lost receipt does not send it again; asked as the sender's node asks.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opened_stream_still_counts_as_held_by_the_partner() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let _b = net.start(1).await;
+    let big = noise(4 << 20);
+    let id = submit(&net, &big).await;
+    assert!(fetch(&net, &big).await == big);
+    let left = files_below(&attachments_dir(&net, 1));
+    assert!(left.iter().all(|f| !f.contains(".sealed")), "opened: {left:?}");
+    let a_dir = node_dir(&net, 0);
+    let http = crate::harness::https_client(
+        &net.node(1).ca,
+        Some((&a_dir.join("node.pem"), &a_dir.join("node.key"))),
+    );
+    let url = format!(
+        "https://{}/v1/transport/files/{id}/0",
+        crate::harness::transport_addr(&net, 1)
+    );
+    let r = http.head(url).send().await.unwrap();
+    let offset = r.headers().get("upload-offset").map(|v| v.to_str().unwrap().to_owned());
+    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
+    assert_eq!((r.status().as_u16(), offset), (204, Some(stream_len.to_string())));
+}

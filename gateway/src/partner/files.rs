@@ -70,10 +70,21 @@ fn offset_answer(status: StatusCode, offset: u64) -> Response {
     (status, [(UPLOAD_OFFSET, offset.to_string())]).into_response()
 }
 
+/// The length of stream `n` if it is here whole: received, or already opened (its plaintext
+/// is here and the stream's length follows from it), so that a resend after a lost receipt
+/// does not send it again.
+async fn complete(dir: &Path, n: usize) -> Option<u64> {
+    if let Ok(m) = tokio::fs::metadata(done(dir, n)).await {
+        return Some(m.len());
+    }
+    let plain = tokio::fs::metadata(dir.join(n.to_string())).await.ok()?;
+    Some(crate::xmlsec::stream::ciphertext_len(plain.len()))
+}
+
 /// How many bytes this node holds durably (a complete stream, or the part so far, fsynced).
 async fn held(dir: &Path, n: usize) -> Result<u64, Problem> {
-    if let Ok(m) = tokio::fs::metadata(done(dir, n)).await {
-        return Ok(m.len());
+    if let Some(len) = complete(dir, n).await {
+        return Ok(len);
     }
     match tokio::fs::OpenOptions::new().write(true).open(part(dir, n)).await {
         Ok(f) => {
@@ -120,9 +131,9 @@ pub async fn append(
             format!("an attachment stream may hold at most {max} bytes"),
         ));
     }
-    if let Ok(m) = tokio::fs::metadata(done(&dir, n)).await {
+    if let Some(len) = complete(&dir, n).await {
         // Complete already (a resend): nothing more to take.
-        return Ok(offset_answer(StatusCode::NO_CONTENT, m.len()));
+        return Ok(offset_answer(StatusCode::NO_CONTENT, len));
     }
     crate::wire::room_for_files(&ctx, total - from).await?;
     tokio::fs::create_dir_all(&dir).await.map_err(io_problem)?;
