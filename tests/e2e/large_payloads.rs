@@ -185,18 +185,25 @@ impl Drop for SmallDisk {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_full_disk_refuses_the_upload_and_leaves_nothing_behind() {
-    // The sender's attachment folder on an 8 MiB file system: a 12 MiB attachment fills it.
+/// A network whose node `i` keeps its attachments on an 8 MiB file system of its own; `None`
+/// (the test is skipped, and says so) where it cannot be mounted.
+fn on_small_disk(i: usize) -> Option<(Net, SmallDisk)> {
     let Some(disk) = SmallDisk::mount("8m") else {
         eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
+        return None;
     };
     let net = Net::init(2);
     let folder = disk.0.path().display().to_string();
-    net.edit_config(0, |t| {
+    net.edit_config(i, |t| {
         t.replace("[store]\n", &format!("[store]\nattachments_dir = {folder:?}\n"))
     });
+    Some((net, disk))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_the_upload_and_leaves_nothing_behind() {
+    // The sender's attachment folder on an 8 MiB file system: a 12 MiB attachment fills it.
+    let Some((net, disk)) = on_small_disk(0) else { return };
     let _a = net.start(0).await;
     let _b = net.start(1).await;
     let (_, message) = net.message(0, 1);
@@ -257,15 +264,7 @@ async fn the_store_size_limit_counts_attachment_files() {
 async fn a_partner_whose_disk_is_full_takes_nothing_and_keeps_no_partial_stream() {
     // The receiver's attachment folder on an 8 MiB file system; a 12 MiB attachment's stream
     // cannot fit: b answers 503, keeps nothing, and a keeps the message to try again later.
-    let Some(disk) = SmallDisk::mount("8m") else {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    };
-    let net = Net::init(2);
-    let folder = disk.0.path().display().to_string();
-    net.edit_config(1, |t| {
-        t.replace("[store]\n", &format!("[store]\nattachments_dir = {folder:?}\n"))
-    });
+    let Some((net, disk)) = on_small_disk(1) else { return };
     let a = net.start(0).await;
     let b = net.start(1).await;
     let id = submit(&net, &noise(12 << 20)).await;
