@@ -581,7 +581,17 @@ async fn cancel_before_sending_ends_the_message_and_the_report_says_so() {
     let file = za.file("m.xml", &fresh("xumzug/valid/rueckmeldung-erika-mustermann.xml"));
     let id = za.create_id();
     assert_eq!(za.send(&file, &reader, &xumzug_meta("0101"), &id, &[]).0, 0);
-    za.ok(&["cancel", "--message-id", &id]);
+    // A cancel that meets a relay attempt in progress is told to try again, as a client would.
+    let deadline = Instant::now() + T;
+    loop {
+        let (code, v) = za.run(&["cancel", "--message-id", &id]);
+        if code == 0 {
+            break;
+        }
+        let busy = v["reason"].as_str().is_some_and(|r| r.contains("being sent right now"));
+        assert!(busy && Instant::now() < deadline, "cancel: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let report = za.wait_report(&id, 3);
     assert!(report["raw"].as_str().unwrap().contains("cancelled"), "{report}");
     fault(
