@@ -103,6 +103,11 @@ impl Files {
         self.folder(folder).join(format!("{n}.sealed"))
     }
 
+    /// The SHA-256 (hex) the receiving node keeps beside a complete encrypted stream.
+    pub fn digest_beside(sealed: &Path) -> PathBuf {
+        sealed.with_extension("sealed.sha256")
+    }
+
     /// The folder of a message received from partner `node` under its id `remote_id`, or
     /// `None` for names that could leave the attachment folder.
     pub fn inbound(node: &str, remote_id: &str) -> Option<String> {

@@ -528,7 +528,7 @@ pub struct StreamLimits {
 
 /// Reads an MTOM request (`multipart/related`) as a stream: the root part into memory, every
 /// binary part into a file of a new upload folder as it arrives (hashed, fsynced), so that
-/// attachments of any size pass in flat memory. Other media types: see [`read`].
+/// attachments of any size pass in flat memory. Other media types are read whole ([`read`]).
 pub async fn read_streamed(
     content_type: &str,
     body: axum::body::Body,
@@ -537,13 +537,10 @@ pub async fn read_streamed(
 ) -> Result<Request, Fault> {
     let (mime, params) = media_type(content_type);
     if mime != "multipart/related" {
-        let bytes = axum::body::to_bytes(body, limits.root).await.map_err(|_| {
-            bad(
-                Code::LimitExceeded,
-                format!("the request exceeds {} bytes", limits.root),
-            )
-        })?;
-        return read(content_type, &bytes);
+        return Err(bad(
+            Code::UnsupportedMediaType,
+            format!("{mime} is not MTOM (multipart/related)"),
+        ));
     }
     let boundary = params
         .get("boundary")

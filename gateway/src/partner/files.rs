@@ -63,7 +63,7 @@ fn part(dir: &Path, n: usize) -> PathBuf {
 }
 
 fn digest_file(dir: &Path, n: usize) -> PathBuf {
-    dir.join(format!("{n}.sealed.sha256"))
+    Files::digest_beside(&done(dir, n))
 }
 
 fn offset_answer(status: StatusCode, offset: u64) -> Response {

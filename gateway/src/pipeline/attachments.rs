@@ -27,12 +27,6 @@ pub fn travel_inline(manifest: &Manifest, broker: bool) -> bool {
     broker || manifest.files.iter().map(|f| f.size).sum::<u64>() <= INLINE_UP_TO
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
-
 fn io_failure(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::Transient(format!("{what}: {e}"))
 }
@@ -76,7 +70,7 @@ pub fn streamed(manifest: &Manifest) -> Vec<Attachment> {
             filename: f.filename.clone(),
             body: Carried::Streamed {
                 size: f.size,
-                sha256: unhex(&f.sha256),
+                sha256: envelope::unhex(&f.sha256).unwrap_or_default(),
             },
         })
         .collect()

@@ -25,7 +25,7 @@ pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             outcome,
             code,
             detail,
-            envelope_sha256: hex_decode(&m.digest),
+            envelope_sha256: crate::envelope::unhex(&m.digest),
             receiver_node: ctx.config().node_name.clone(),
             time: rfc3339(now_millis()),
         },
@@ -57,14 +57,4 @@ pub(super) async fn end_with_notice(ctx: &Ctx, mut change: Change) -> Outcome {
     let r = apply(ctx, change).await;
     ctx.wake(JobKind::Notice);
     r
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }

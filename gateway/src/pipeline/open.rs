@@ -117,7 +117,7 @@ pub async fn open(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             let files = ctx.config().files();
             for n in 0..manifest.files.len() {
                 let sealed = files.sealed(&manifest.folder, n);
-                let _ = tokio::fs::remove_file(sealed.with_extension("sealed.sha256")).await;
+                let _ = tokio::fs::remove_file(crate::files::Files::digest_beside(&sealed)).await;
                 let _ = tokio::fs::remove_file(sealed).await;
             }
         }
