@@ -128,6 +128,17 @@ impl Files {
         })
     }
 
+    /// Bytes free for an unprivileged writer on the attachment folder's file system (of its
+    /// nearest existing folder), or `None` where it cannot be told (blocking).
+    pub fn available(&self) -> Option<u64> {
+        let mut at = self.root.as_path();
+        while !at.exists() {
+            at = at.parent()?;
+        }
+        let st = rustix::fs::statvfs(at).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// Bytes in all attachment files.
     pub fn usage(&self) -> u64 {
         fn walk(dir: &Path) -> u64 {

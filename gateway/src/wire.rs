@@ -27,11 +27,30 @@ pub fn store_problem(e: StoreError) -> Problem {
 }
 
 /// A request's `Content-Type` header as text (empty without one).
-/// With `[store] max_size_mb`, the database and the attachment files together stay under 90 %
-/// of it (as the database alone does for new work): `incoming` more bytes of attachment files
-/// must fit, else `503 overloaded`. Without the limit, only a full disk refuses.
+/// Room for `incoming` more bytes of attachment files, before any is written, else `503
+/// overloaded`: they must fit the free space of the attachment folder's disk (a transfer that
+/// cannot finish does not start, and leaves no partial file), and with `[store] max_size_mb`
+/// the database and the attachment files together stay under 90 % of it (as the database
+/// alone does for new work).
 pub async fn room_for_files(ctx: &Ctx, incoming: u64) -> Result<(), Problem> {
     let config = ctx.config();
+    if incoming > 0 {
+        let files = config.files();
+        let free = tokio::task::spawn_blocking(move || files.available())
+            .await
+            .ok()
+            .flatten();
+        if let Some(free) = free.filter(|&free| incoming > free) {
+            tracing::warn!(
+                free,
+                incoming,
+                "attachment folder: too little room for an incoming transfer"
+            );
+            let mut p = Problem::overloaded(60);
+            p.detail = format!("the attachment folder's disk is full: {free} bytes free, {incoming} bytes needed");
+            return Err(p);
+        }
+    }
     let max = config.store.max_size_mb;
     if max == 0 {
         return Ok(());

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::harness::Net;
 
-const BOUNDARY: &str = "pst-7d1f0c2a9b8e4f6a";
+pub const BOUNDARY: &str = "pst-7d1f0c2a9b8e4f6a";
 
 /// A form part: (part name, file name, media type, bytes).
 pub type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
