@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where the nodes' CPU goes (issue 25): a fresh two-node network (release build, SQLite; RSA-3072,
 # or EC P-256 with KEY_TYPE=ec), a closed-loop run of N messages from 16 clients, and `perf
-# record` (sampling, no call graphs: the release build has symbols but no frame pointers) of
+# record` (sampling; CALLGRAPH=1 adds DWARF call graphs, for a build with
+# CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, and writes inclusive shares to $REPORT) of
 # both node processes during it. Prints the nodes' CPU per message, the share of each library
 # (DSO: libcrypto, libxml2, the binary itself — our code, SQLite and the Rust crates are linked
 # into it —, libc, the kernel) and the top symbols, which the per-stage times from /metrics
@@ -21,7 +22,7 @@ done
 # Warm-up (schemas compiled, connections open); `bench` waits until both nodes are ready.
 "$bin" bench --network "$work/net/network.json" --messages 32 --clients 4 --timeout 120 >/dev/null
 c0=$(cpu "${pids[@]}")
-perf record -q -F 997 -o "$work/perf.data" -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null &
+perf record -q -F "${FREQ:-997}" ${CALLGRAPH:+--call-graph dwarf,16384} -o "$work/perf.data" -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null &
 perf_pid=$!
 sleep 1
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
@@ -34,5 +35,10 @@ awk -v n="$N" -v c0="$c0" -v c1="$c1" 'BEGIN {printf "CPU of both nodes per mess
 set +o pipefail
 echo "== share of the nodes' samples by library"
 perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15
+if [[ -n ${CALLGRAPH:-} ]]; then
+    # Inclusive shares (a function with everything it calls), for the stages and our code.
+    perf report -i "$work/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' > "${REPORT:-/tmp/profile-children.txt}"
+    echo "inclusive shares written to ${REPORT:-/tmp/profile-children.txt}"
+fi
 echo "== top symbols"
 perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40

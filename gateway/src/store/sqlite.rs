@@ -19,23 +19,10 @@ use super::*;
 mod conn;
 mod outbox;
 
-use conn::{exec, open};
+use conn::{CachedRow, Commit, Op, Reply, exec, open, writer_loop};
 
-/// Most writes committed together. Bounded so one commit's latency stays small.
-const MAX_BATCH: usize = 128;
 /// Writes waiting for the writer thread; when full, callers get `Busy` (→ 503 overloaded).
 const WRITE_QUEUE: usize = 4096;
-
-/// How a batch's commit went, told to each of its callers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
-    Done,
-    Full,
-    Failed,
-}
-
-type Reply = Box<dyn FnOnce(Commit) + Send>;
-type Op = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS messages (
@@ -249,51 +236,6 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => {
-                // Dropping the batch drops each caller's reply channel: they all see a failure.
-                tracing::error!(error = %e, "store transaction could not start");
-                continue;
-            }
-        };
-        let mut replies = Vec::with_capacity(batch.len());
-        for op in batch {
-            let _ = tx.execute_batch("SAVEPOINT op");
-            let (ok, reply) = op(&tx);
-            if ok {
-                let _ = tx.execute_batch("RELEASE op");
-            } else {
-                let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
-            }
-            replies.push(reply);
-        }
-        let committed = match tx.commit() {
-            Ok(()) => Commit::Done,
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => {
-                tracing::error!(error = %e, "store commit failed: disk or size limit full");
-                Commit::Full
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed");
-                Commit::Failed
-            }
-        };
-        for r in replies {
-            r(committed);
-        }
-    }
-}
-
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -354,7 +296,7 @@ impl Store for SqliteStore {
         let soft = self.soft;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
-                .query_row(
+                .cached_row(
                     "SELECT id, digest FROM messages WHERE direction = 'outbound' AND client = ?1 AND xoev_uuid = ?2",
                     params![m.client, m.xoev_uuid],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -371,7 +313,7 @@ impl Store for SqliteStore {
             }
             if let Some(wanted) = &m.id {
                 let taken = conn
-                    .query_row("SELECT 1 FROM messages WHERE id = ?1", params![wanted], |_| Ok(()))
+                    .cached_row("SELECT 1 FROM messages WHERE id = ?1", params![wanted], |_| Ok(()))
                     .optional()?;
                 if taken.is_some() {
                     return Ok(AcceptOutcome::Conflict(wanted.clone()));
@@ -415,7 +357,7 @@ impl Store for SqliteStore {
         let soft = self.soft;
         self.write(move |conn| {
             let existing: Option<(String, String)> = conn
-                .query_row(
+                .cached_row(
                     "SELECT id, digest FROM messages WHERE direction = 'inbound' AND partner_node = ?1 AND remote_id = ?2",
                     params![m.sender_node, m.remote_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -425,7 +367,7 @@ impl Store for SqliteStore {
                 if digest != m.digest {
                     return Ok(ReceiveOutcome::Conflict);
                 }
-                let receipt: Vec<u8> = conn.query_row(
+                let receipt: Vec<u8> = conn.cached_row(
                     "SELECT data FROM blobs WHERE message_id = ?1 AND kind = 'receipt'",
                     params![id],
                     |r| r.get(0),
@@ -471,7 +413,7 @@ impl Store for SqliteStore {
             let mut values: Vec<rusqlite::types::Value> = vec![kind.as_str().to_owned().into(), now.into()];
             values.extend(skip.iter().map(|p| rusqlite::types::Value::from(p.clone())));
             let job = conn
-                .query_row(&sql, rusqlite::params_from_iter(values), |r| {
+                .cached_row(&sql, rusqlite::params_from_iter(values), |r| {
                     Ok(Job {
                         id: r.get(0)?,
                         kind,
@@ -514,7 +456,7 @@ impl Store for SqliteStore {
                 exec(conn, "DELETE FROM jobs WHERE id = ?1", params![job])?;
             }
             let status: Option<String> = conn
-                .query_row(
+                .cached_row(
                     "SELECT status FROM messages WHERE id = ?1",
                     params![c.message_id],
                     |r| r.get(0),
@@ -527,7 +469,7 @@ impl Store for SqliteStore {
             }
             let now = now_millis();
             if c.unless_leased {
-                let leased: bool = conn.query_row(
+                let leased: bool = conn.cached_row(
                     "SELECT EXISTS (SELECT 1 FROM jobs WHERE message_id = ?1 AND lease_until >= ?2)",
                     params![c.message_id, now],
                     |r| r.get(0),
@@ -598,7 +540,7 @@ impl Store for SqliteStore {
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| {
-            conn.query_row(
+            conn.cached_row(
                 &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
                 params![id],
                 row_to_message,
@@ -611,7 +553,8 @@ impl Store for SqliteStore {
     async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| {
-            let mut st = conn.prepare("SELECT at, status, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
+            let mut st =
+                conn.prepare_cached("SELECT at, status, detail FROM events WHERE message_id = ?1 ORDER BY seq")?;
             let rows = st.query_map(params![id], |r| {
                 let s: String = r.get(1)?;
                 Ok(Event {
@@ -628,7 +571,7 @@ impl Store for SqliteStore {
     async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError> {
         let id = id.to_owned();
         self.read(move |conn| {
-            conn.query_row(
+            conn.cached_row(
                 "SELECT data FROM blobs WHERE message_id = ?1 AND kind = ?2",
                 params![id, blob_name(blob)],
                 |r| r.get(0),
@@ -649,7 +592,7 @@ impl Store for SqliteStore {
     async fn inbox(&self, authority: &str) -> Result<Vec<Message>, StoreError> {
         let authority = authority.to_owned();
         self.read(move |conn| {
-            let mut st = conn.prepare(&format!(
+            let mut st = conn.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages
                  WHERE direction = 'inbound' AND reader = ?1 AND status = 'opened' ORDER BY created_at LIMIT 1000"
             ))?;
@@ -662,7 +605,7 @@ impl Store for SqliteStore {
     async fn inbound_by_remote_id(&self, reader: &str, remote_id: &str) -> Result<Vec<Message>, StoreError> {
         let (reader, remote_id) = (reader.to_owned(), remote_id.to_owned());
         self.read(move |conn| {
-            let mut st = conn.prepare(&format!(
+            let mut st = conn.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE direction = 'inbound' AND reader = ?1
                  AND remote_id = ?2 AND status IN ('opened', 'delivered') LIMIT 10"
             ))?;
@@ -674,7 +617,8 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<Vec<(Direction, Status, u64)>, StoreError> {
         self.read(|conn| {
-            let mut st = conn.prepare("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")?;
+            let mut st =
+                conn.prepare_cached("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")?;
             let rows = st.query_map([], |r| {
                 let d: String = r.get(0)?;
                 let s: String = r.get(1)?;
@@ -692,7 +636,7 @@ impl Store for SqliteStore {
 
     async fn queues(&self) -> Result<Vec<Queue>, StoreError> {
         self.read(|conn| {
-            let mut st = conn.prepare(
+            let mut st = conn.prepare_cached(
                 "SELECT direction, partner_node, status, COUNT(*), MIN(updated_at) FROM messages
                  WHERE status IN ('accepted', 'sealed', 'sent', 'received', 'opened', 'failed')
                  GROUP BY direction, partner_node, status ORDER BY direction DESC, partner_node, status",
@@ -716,7 +660,7 @@ impl Store for SqliteStore {
 
     async fn minutes(&self, since: Millis) -> Result<Vec<Minute>, StoreError> {
         self.read(move |conn| {
-            let mut st = conn.prepare(
+            let mut st = conn.prepare_cached(
                 "SELECT e.at / 60000 AS minute,
                    SUM(e.status = 'delivered' AND m.direction = 'outbound'),
                    SUM(e.status = 'failed'),
@@ -782,7 +726,7 @@ impl Store for SqliteStore {
             };
             let limit = if f.limit == 0 { 1000 } else { f.limit };
             let order = if f.newest_first { "DESC" } else { "ASC" };
-            let mut st = conn.prepare(&format!(
+            let mut st = conn.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages {filter} ORDER BY created_at {order}, id {order} LIMIT {limit}"
             ))?;
             let rows = st.query_map(rusqlite::params_from_iter(values), row_to_message)?;
@@ -793,7 +737,7 @@ impl Store for SqliteStore {
 
     async fn expire(&self, now: Millis) -> Result<Vec<String>, StoreError> {
         self.write(move |conn| {
-            let mut st = conn.prepare(&format!(
+            let mut st = conn.prepare_cached(&format!(
                 "SELECT m.id, (SELECT last_error FROM jobs j WHERE j.message_id = m.id ORDER BY j.id LIMIT 1)
                  FROM messages m
                  WHERE m.direction = 'outbound' AND m.status IN {IN_RELAY} AND m.deadline IS NOT NULL AND m.deadline < ?1

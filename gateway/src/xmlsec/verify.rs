@@ -376,7 +376,7 @@ fn read_key_info(key_info: Option<&Node>) -> Result<Vec<X509>, Problem> {
                 if is(&d, DSIG_NS, "X509Certificate") {
                     let der = dom::b64(&d, "X509Certificate", Code::CertificateInvalid)?;
                     certs.push(
-                        X509::from_der(&der)
+                        parsed(&der)
                             .map_err(|_| Problem::new(Code::CertificateInvalid, "X509Certificate is unreadable"))?,
                     );
                 }
@@ -384,6 +384,30 @@ fn read_key_info(key_info: Option<&Node>) -> Result<Vec<X509>, Problem> {
         }
     }
     Ok(certs)
+}
+
+/// How many parsed KeyInfo certificates are kept; past it the cache starts again.
+const PARSED_CERTS: usize = 256;
+
+/// A KeyInfo certificate, parsed once per distinct DER encoding and kept (up to
+/// [`PARSED_CERTS`]): the same few partner certificates arrive with every message, and parsing
+/// one (OpenSSL 3 decodes its public key through the provider decoders) cost more than the
+/// ECDSA verification it serves. Only the parse is kept: the chain, validity and revocation
+/// are checked for every signature, and the key is the one the bytes encode, whoever sent them.
+fn parsed(der: &[u8]) -> Result<X509, openssl::error::ErrorStack> {
+    use std::sync::{LazyLock, Mutex};
+    static CACHE: LazyLock<Mutex<HashMap<Vec<u8>, X509>>> = LazyLock::new(Default::default);
+    if let Some(c) = CACHE.lock().ok().and_then(|m| m.get(der).cloned()) {
+        return Ok(c);
+    }
+    let cert = X509::from_der(der)?;
+    if let Ok(mut m) = CACHE.lock() {
+        if m.len() >= PARSED_CERTS {
+            m.clear();
+        }
+        m.insert(der.to_vec(), cert.clone());
+    }
+    Ok(cert)
 }
 
 fn check_value(method: &SignatureMethod, key: &PKey<Public>, data: &[u8], value: &[u8]) -> bool {
