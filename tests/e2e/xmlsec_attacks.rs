@@ -1696,6 +1696,34 @@ fn revoked_certificate_and_stale_or_foreign_crls_are_refused() {
     );
 }
 
+/// A chain that passed is remembered for a while (issue 25: the same partner certificates sign
+/// every message), but a CRL file replaced under the same path counts at once: the signer it
+/// now revokes is refused on the very next signature.
+#[test]
+fn a_crl_replaced_in_place_revokes_at_once_though_passed_chains_are_remembered() {
+    let p = pki();
+    let ca = Party::load(p.content_ca.parent().unwrap(), "content-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let crl = dir.path().join("content-ca.crl.pem");
+    let t = now();
+    std::fs::write(&crl, pki::crl(&ca.cert, &ca.key, t - DAY, t + 7 * DAY, &[])).unwrap();
+    let by_revoked = sign_doc(DOC, &p.revoked);
+    let policy = with_crl(content_policy(), &crl);
+    for _ in 0..2 {
+        ok(verify_doc(by_revoked.as_bytes(), Expect::Anchored, &policy));
+    }
+    std::fs::write(
+        &crl,
+        pki::crl(&ca.cert, &ca.key, t - DAY, t + 7 * DAY, &[&p.revoked.cert]),
+    )
+    .unwrap();
+    refused(
+        verify_doc(by_revoked.as_bytes(), Expect::Anchored, &policy),
+        Code::CertificateInvalid,
+        "certificate revoked",
+    );
+}
+
 #[test]
 fn crl_is_applied_to_a_pinned_signer_without_trust_anchors() {
     // `verify --cert C --crl L` (no --trust): the contract says CRLs given are checked.

@@ -234,6 +234,20 @@ impl SqliteStore {
         .await
         .map_err(failed)?
     }
+
+    /// A lookup by key (one row, an index probe): on the calling thread when the reader is
+    /// free, which spares two thread hand-offs per read; else as [`Self::read`].
+    async fn read_point<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let f = match self.reader.try_lock() {
+            Ok(conn) => return f(&conn).map_err(store_error),
+            Err(std::sync::TryLockError::WouldBlock) => f,
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(StoreError::Failed("reader poisoned".into())),
+        };
+        self.read(f).await
+    }
 }
 
 fn new_id() -> String {
@@ -539,7 +553,7 @@ impl Store for SqliteStore {
 
     async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             conn.cached_row(
                 &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
                 params![id],
@@ -570,7 +584,7 @@ impl Store for SqliteStore {
 
     async fn blob(&self, id: &str, blob: Blob) -> Result<Option<Vec<u8>>, StoreError> {
         let id = id.to_owned();
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             conn.cached_row(
                 "SELECT data FROM blobs WHERE message_id = ?1 AND kind = ?2",
                 params![id, blob_name(blob)],

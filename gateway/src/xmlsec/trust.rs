@@ -252,7 +252,73 @@ pub fn check_pinned(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Polic
 
 /// Full check: leaf rules, then a chain to one of the anchors (with `extra` as untrusted
 /// intermediates), with revocation when CRLs are configured.
+///
+/// A chain that passed is remembered for at most [`CHAIN_PASS_KEPT`] and never past the
+/// earliest `notAfter` of its certificates: the same few partner certificates sign every
+/// message, and each full check built a store and verified the CA's signature on the leaf
+/// again. What was checked is the key: the certificates' encodings, the usage, the key-size
+/// exception, and the anchor and CRL files with their modification times and lengths (a
+/// replaced file is checked at once). A refusal is never remembered; a fixed verification time
+/// (`policy.at`) is never cached.
 pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy) -> Result<(), Problem> {
+    type Passed = std::collections::HashMap<[u8; 32], std::time::Instant>;
+    static PASSED: std::sync::LazyLock<std::sync::Mutex<Passed>> = std::sync::LazyLock::new(Default::default);
+    let key = policy
+        .at
+        .is_none()
+        .then(|| chain_key(cert, extra, usage, policy))
+        .flatten();
+    let now = std::time::Instant::now();
+    if let Some(k) = &key
+        && PASSED.lock().is_ok_and(|m| m.get(k).is_some_and(|until| *until > now))
+    {
+        return Ok(());
+    }
+    let left = check_chain_now(cert, extra, usage, policy)?;
+    if let (Some(k), Ok(mut m)) = (key, PASSED.lock()) {
+        if m.len() >= 1024 {
+            m.retain(|_, until| *until > now);
+        }
+        m.insert(k, now + left.min(CHAIN_PASS_KEPT));
+    }
+    Ok(())
+}
+
+/// How long a chain that passed [`check_chain`] is taken as passed without a new check.
+pub const CHAIN_PASS_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a chain check depends on, hashed; `None` where a file cannot be read (no caching).
+fn chain_key(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy) -> Option<[u8; 32]> {
+    let mut h = openssl::sha::Sha256::new();
+    let mut add = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    add(&cert.to_der().ok()?);
+    for c in extra {
+        add(&c.to_der().ok()?);
+    }
+    add(&[usage as u8, policy.allow_rsa_2048 as u8]);
+    for (kind, files) in [(b"anchors", &policy.anchors), (b"crls\0\0\0", &policy.crls)] {
+        add(kind);
+        for f in files {
+            let meta = std::fs::metadata(f).ok()?;
+            let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+            add(f.as_os_str().as_encoded_bytes());
+            add(&modified.as_nanos().to_be_bytes());
+            add(&meta.len().to_be_bytes());
+        }
+    }
+    Some(h.finish())
+}
+
+/// The check itself; on success, how long until the first certificate of the chain expires.
+fn check_chain_now(
+    cert: &X509Ref,
+    extra: &[X509],
+    usage: Usage,
+    policy: &Policy,
+) -> Result<std::time::Duration, Problem> {
     check_leaf(cert, usage, policy)?;
     if policy.anchors.is_empty() {
         return Err(invalid("no trust anchor is configured for this role"));
@@ -298,13 +364,33 @@ pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy
         })
         .map_err(fail)?;
     match result {
-        (true, _, built) => check_chain_algorithms(&built, policy.allow_rsa_2048),
+        (true, _, built) => {
+            check_chain_algorithms(&built, policy.allow_rsa_2048)?;
+            Ok(valid_for(&built))
+        }
         (false, e, _) => Err(invalid(format!(
             "certificate {} is not trusted: {}",
             describe(cert),
             e.error_string()
         ))),
     }
+}
+
+/// How long until the first of these certificates expires (zero if one has or it cannot be told).
+fn valid_for(chain: &[X509]) -> std::time::Duration {
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return std::time::Duration::ZERO;
+    };
+    let secs = chain
+        .iter()
+        .map(|c| {
+            now.diff(c.not_after())
+                .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+                .unwrap_or(0)
+        })
+        .min()
+        .unwrap_or(0);
+    std::time::Duration::from_secs(secs.max(0) as u64)
 }
 
 /// The certificates of an anchor file, parsed once and kept while the file's modification time
