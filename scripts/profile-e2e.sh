@@ -39,6 +39,8 @@ if [[ -n ${CALLGRAPH:-} ]]; then
     # Inclusive shares (a function with everything it calls), for the stages and our code.
     perf report -i "$work/perf.data" --children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' > "${REPORT:-/tmp/profile-children.txt}"
     echo "inclusive shares written to ${REPORT:-/tmp/profile-children.txt}"
+    # PERF_DATA=path keeps the recording, for `perf report -i path -G --symbol-filter=…`.
+    [[ -z ${PERF_DATA:-} ]] || cp "$work/perf.data" "$PERF_DATA"
 fi
 echo "== top symbols"
 perf report -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40

@@ -19,7 +19,7 @@ use super::*;
 mod conn;
 mod outbox;
 
-use conn::{CachedRow, Commit, Op, Reply, exec, open, writer_loop};
+use conn::{CachedRow, Commit, Op, Queued, Reply, exec, open, writer_loop};
 
 /// Writes waiting for the writer thread; when full, callers get `Busy` (→ 503 overloaded).
 const WRITE_QUEUE: usize = 4096;
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS status_outbox (
 
 /// The SQLite store. Cheap to clone behind an `Arc`.
 pub struct SqliteStore {
-    writes: mpsc::SyncSender<Op>,
+    writes: mpsc::SyncSender<Queued>,
     reader: Arc<Mutex<Connection>>,
     soft: SoftLimit,
     /// The database file (its WAL beside it).
@@ -181,7 +181,7 @@ impl SqliteStore {
             };
         }
         let reader = open(&path).map_err(failed)?;
-        let (tx, rx) = mpsc::sync_channel::<Op>(WRITE_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Queued>(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(writer, rx))
@@ -194,9 +194,18 @@ impl SqliteStore {
         })
     }
 
+    /// A write, answered once its commit is durable.
     async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.queue(f, true).await
+    }
+
+    async fn queue<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        durable: bool,
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel::<Result<R, StoreError>>();
         let op: Op = Box::new(move |conn| {
@@ -212,7 +221,7 @@ impl SqliteStore {
             });
             (ok, reply)
         });
-        self.writes.try_send(op).map_err(|e| match e {
+        self.writes.try_send(Queued { op, durable }).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => StoreError::Busy,
             mpsc::TrySendError::Disconnected(_) => StoreError::Failed("store writer stopped".into()),
         })?;
@@ -410,45 +419,49 @@ impl Store for SqliteStore {
 
     async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError> {
         let skip = skip.to_vec();
-        self.write(move |conn| {
-            let now = now_millis();
-            let placeholders: Vec<String> = (0..skip.len()).map(|i| format!("?{}", i + 3)).collect();
-            let skip_clause = if skip.is_empty() {
-                String::new()
-            } else {
-                format!("AND m.partner_node NOT IN ({})", placeholders.join(", "))
-            };
-            let sql = format!(
-                "SELECT j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at
+        // Not durable (see `conn::writer_loop`): a lost lease is a released one.
+        self.queue(
+            move |conn| {
+                let now = now_millis();
+                let placeholders: Vec<String> = (0..skip.len()).map(|i| format!("?{}", i + 3)).collect();
+                let skip_clause = if skip.is_empty() {
+                    String::new()
+                } else {
+                    format!("AND m.partner_node NOT IN ({})", placeholders.join(", "))
+                };
+                let sql = format!(
+                    "SELECT j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at
                  FROM jobs j JOIN messages m ON m.id = j.message_id
                  WHERE j.kind = ?1 AND j.due_at <= ?2 AND (j.lease_until IS NULL OR j.lease_until < ?2) {skip_clause}
                  ORDER BY j.due_at, j.id LIMIT 1"
-            );
-            let mut values: Vec<rusqlite::types::Value> = vec![kind.as_str().to_owned().into(), now.into()];
-            values.extend(skip.iter().map(|p| rusqlite::types::Value::from(p.clone())));
-            let job = conn
-                .cached_row(&sql, rusqlite::params_from_iter(values), |r| {
-                    Ok(Job {
-                        id: r.get(0)?,
-                        kind,
-                        message_id: r.get(1)?,
-                        attempts: r.get::<_, u32>(2)? + 1,
-                        partner_node: r.get(3)?,
-                        deadline: r.get(4)?,
-                        created_at: r.get(5)?,
+                );
+                let mut values: Vec<rusqlite::types::Value> = vec![kind.as_str().to_owned().into(), now.into()];
+                values.extend(skip.iter().map(|p| rusqlite::types::Value::from(p.clone())));
+                let job = conn
+                    .cached_row(&sql, rusqlite::params_from_iter(values), |r| {
+                        Ok(Job {
+                            id: r.get(0)?,
+                            kind,
+                            message_id: r.get(1)?,
+                            attempts: r.get::<_, u32>(2)? + 1,
+                            partner_node: r.get(3)?,
+                            deadline: r.get(4)?,
+                            created_at: r.get(5)?,
+                        })
                     })
-                })
-                .optional()?;
-            let Some(job) = job else {
-                return Ok(None);
-            };
-            exec(
-                conn,
-                "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
-                params![now + lease.as_millis() as i64, job.id],
-            )?;
-            Ok(Some(job))
-        })
+                    .optional()?;
+                let Some(job) = job else {
+                    return Ok(None);
+                };
+                exec(
+                    conn,
+                    "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
+                    params![now + lease.as_millis() as i64, job.id],
+                )?;
+                Ok(Some(job))
+            },
+            false,
+        )
         .await
     }
 
