@@ -250,3 +250,51 @@ async fn bad_forms_are_refused_with_a_code_and_store_nothing() {
     let (status, v) = post_form(&net, form(&[("message", None, Some("text/xml"), &alone)], true)).await;
     assert_eq!(status, 202, "{v}");
 }
+
+/// A resubmission under the same message UUID is the same only with the same attachments: the
+/// identical form is answered as the first (`200`, its id, its files kept); the same message
+/// with another attachment, another file name or one attachment fewer is `409
+/// duplicate-conflict`, and none of the resubmissions leaves an upload folder behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resubmission_with_other_attachments_is_a_conflict() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let (_, message) = net.message(0, 1);
+    let (plan, other) = (noise(64 << 10), noise(64 << 10));
+    let with = |file: &[u8], name: &'static str, extra: bool| {
+        let mut parts: Vec<Part<'_>> = vec![("message", None, Some("application/xml"), &message)];
+        parts.push(("attachment", Some(name), Some("application/pdf"), file));
+        if extra {
+            parts.push(("attachment", Some("notes.txt"), Some("text/plain"), b"hello"));
+        }
+        form(&parts, true)
+    };
+    let (status, first) = post_form(&net, with(&plan, "plan.pdf", true)).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = post_form(&net, with(&plan, "plan.pdf", true)).await;
+    assert_eq!((status, &again["id"]), (200, &first["id"]), "{again}");
+    for (what, body) in [
+        ("another attachment", with(&other, "plan.pdf", true)),
+        ("another file name", with(&plan, "plan-2.pdf", true)),
+        ("one attachment fewer", with(&plan, "plan.pdf", false)),
+    ] {
+        let (status, v) = post_form(&net, body).await;
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (409, Some("duplicate-conflict")),
+            "{what}: {v}"
+        );
+    }
+    // Only the first submission's folder stays.
+    let uploads = crate::harness::node_dir(&net, 0).join("data/attachments/out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload folders left behind in {uploads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, all) = net.admin(0).get("/admin/api/messages").await;
+    assert_eq!(all["messages"].as_array().unwrap().len(), 1, "{all}");
+}

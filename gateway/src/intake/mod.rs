@@ -61,7 +61,33 @@ pub async fn submit_as(
     result
 }
 
-/// Stores a checked submission durably (the digest is of what the client sent).
+/// What a resubmission under the same message UUID must repeat to count as the same: the bytes
+/// the client sent and, with attachments, each one's SHA-256, size, media type and file name in
+/// order (not the folder they were written to). Without attachments it is the bytes' SHA-256,
+/// as it always was.
+fn digest_of(bytes: &[u8], keep: &[(crate::store::Blob, Vec<u8>)]) -> String {
+    use crate::envelope::{hex, sha256};
+    let manifest = keep
+        .iter()
+        .find(|(kind, _)| *kind == crate::store::Blob::Attachments)
+        .and_then(|(_, b)| crate::files::Manifest::decode(b).ok());
+    let Some(manifest) = manifest else {
+        return hex(&sha256(bytes));
+    };
+    let mut h = openssl::sha::Sha256::new();
+    h.update(&sha256(bytes));
+    for e in &manifest.files {
+        let size = e.size.to_string();
+        let name = e.filename.as_deref().unwrap_or("");
+        for field in [e.sha256.as_str(), &size, &e.content_type, name] {
+            h.update(&(field.len() as u64).to_be_bytes());
+            h.update(field.as_bytes());
+        }
+    }
+    hex(&h.finish())
+}
+
+/// Stores a checked submission durably (the digest is of what the client sent, see [`digest_of`]).
 async fn commit(
     ctx: &Ctx,
     client: &Client,
@@ -70,7 +96,7 @@ async fn commit(
     id: Option<String>,
     keep: Vec<(crate::store::Blob, Vec<u8>)>,
 ) -> Result<Submitted, Problem> {
-    let digest = crate::envelope::hex(&crate::envelope::sha256(bytes));
+    let digest = digest_of(bytes, &keep);
     crate::failpoint!("intake.before_commit");
     let deadline = crate::store::now_millis() + ctx.config().relay.retry_window.as_millis() as i64;
     let outcome = ctx
