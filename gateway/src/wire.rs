@@ -26,7 +26,6 @@ pub fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-/// A request's `Content-Type` header as text (empty without one).
 /// Room for `incoming` more bytes of attachment files, before any is written, else `503
 /// overloaded`: they must fit the free space of the attachment folder's disk (a transfer that
 /// cannot finish does not start, and leaves no partial file), and with `[store] max_size_mb`
@@ -69,6 +68,7 @@ pub async fn room_for_files(ctx: &Ctx, incoming: u64) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A request's `Content-Type` header as text (empty without one).
 pub fn content_type(headers: &axum::http::HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)

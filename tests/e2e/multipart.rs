@@ -58,6 +58,20 @@ pub async fn post_form(net: &Net, body: Vec<u8>) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits (10 s at most) until node 0 keeps at most `n` upload folders: those of refused or
+/// repeated forms go once their request ends.
+async fn uploads_at_most(net: &Net, n: usize) {
+    let uploads = crate::harness::node_dir(net, 0).join("data/attachments/out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upload folders left behind in {uploads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn attachments_travel_with_the_message_and_are_fetched_whole_or_by_range() {
     let net = Net::init(2);
@@ -228,15 +242,7 @@ async fn bad_forms_are_refused_with_a_code_and_store_nothing() {
     // Nothing was stored, no file left behind; the node takes the next good form.
     let (_, all) = net.admin(0).get("/admin/api/messages").await;
     assert!(all["messages"].as_array().unwrap().is_empty(), "nothing stored: {all}");
-    let uploads = crate::harness::node_dir(&net, 0).join("data/attachments/out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upload folders left behind in {uploads:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    uploads_at_most(&net, 0).await;
     let good = form(
         &[("message", None, None, m), ("attachment", Some("a.txt"), None, b"x")],
         true,
@@ -286,15 +292,7 @@ async fn a_resubmission_with_other_attachments_is_a_conflict() {
         );
     }
     // Only the first submission's folder stays.
-    let uploads = crate::harness::node_dir(&net, 0).join("data/attachments/out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) > 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "upload folders left behind in {uploads:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    uploads_at_most(&net, 1).await;
     let (_, all) = net.admin(0).get("/admin/api/messages").await;
     assert_eq!(all["messages"].as_array().unwrap().len(), 1, "{all}");
 }

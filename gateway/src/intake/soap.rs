@@ -602,9 +602,9 @@ pub async fn read_streamed(
             upload = Some(files.upload().await.map_err(|p| Fault::from_problem(&p))?);
         }
         let folder = upload.as_ref().expect("made above");
-        let k = seen;
+        let name = format!("part-{seen}");
         let mut w = folder
-            .create_named(&format!("part-{k}"), limits.part)
+            .create_named(&name, limits.part)
             .await
             .map_err(|p| Fault::from_problem(&p))?;
         while let Some(chunk) = tokio::time::timeout(limits.idle, field.chunk())
@@ -620,7 +620,7 @@ pub async fn read_streamed(
             })?;
         }
         let (size, sha256) = w.finish().await.map_err(|p| Fault::from_problem(&p))?;
-        let path = folder.path().join(format!("part-{k}"));
+        let path = folder.path().join(name);
         if let Some(id) = id {
             parts.insert(id, Spooled::File { path, size, sha256 });
         }
@@ -658,7 +658,6 @@ impl Request {
         Ok(doc)
     }
 
-    /// The bytes of a `base64Binary` element: its `xop:Include` part, or its inline base64.
     /// The MIME part an element's `xop:Include` names (an element without one: its base64
     /// text, decoded).
     pub fn part(&self, node: roxmltree::Node<'_, '_>) -> Result<Spooled, Fault> {
@@ -676,6 +675,7 @@ impl Request {
             .ok_or_else(|| bad(Code::InvalidRequest, format!("xop:Include names no MIME part {cid}")))
     }
 
+    /// The bytes of a `base64Binary` element: its `xop:Include` part, or its inline base64.
     pub fn content(&self, node: roxmltree::Node<'_, '_>) -> Result<Vec<u8>, Fault> {
         if node.children().any(|c| c.has_tag_name((XOP_NS, "Include"))) {
             return match self.part(node)? {
