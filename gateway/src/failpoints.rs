@@ -16,6 +16,7 @@
 //! `drop.before_submit`, `drop.before_move` (a drop file committed, not yet moved to `sent/`),
 //! `drop.after_write` (a received message's `in/` file durable, `delivered` not yet committed),
 //! `transport.file_chunk` (each piece of an attachment stream a partner sends),
+//! `transport.file_before_rename` (a stream's last byte durable, not yet named complete),
 //! `relay.file_corrupt` (`return(corrupt)`: attachment streams leave with a bit flipped),
 //! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake).
 

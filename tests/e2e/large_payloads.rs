@@ -143,6 +143,41 @@ async fn a_transfer_cut_by_a_partner_crash_resumes_where_the_partner_stopped() {
     assert_eq!(sent, Some((stream_len - held) as f64), "held {held} of {stream_len}");
 }
 
+/// The partner dies with every byte of a stream durable but before naming it complete: the
+/// sender sends no byte again, only asks the partner to finish the stream, and it arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whole_but_not_yet_named_complete_is_finished_after_a_crash() {
+    let net = Net::init(2);
+    small_messages(&net);
+    let a = net.start(0).await;
+    let mut b = net
+        .start_env(1, &[("FAILPOINTS", "transport.file_before_rename=return(abort)")])
+        .await;
+    let big = noise(3 << 20);
+    let id = submit(&net, &big).await;
+    assert!(
+        b.wait_exit(Duration::from_secs(60)).await,
+        "the partner did not die before naming the stream"
+    );
+    let part = attachments_dir(&net, 1).join(format!("in/{}/{id}/0.sealed.part", net.node(0).name));
+    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().len(),
+        stream_len,
+        "every byte is there"
+    );
+
+    let _b = net.start(1).await;
+    let got = fetch(&net, &big).await;
+    assert!(got == big, "the finished attachment arrives byte for byte");
+    let sent = a
+        .metric("poststelle_attachment_bytes_total", "direction=\"sent\"")
+        .await;
+    // The metric counts what a request completed: the first was cut by the crash, the one
+    // that finished the stream sent no byte again.
+    assert_eq!(sent, Some(0.0), "no byte sent again");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_that_differs_from_its_signed_digest_is_refused_and_discarded() {
     let net = Net::init(2);
@@ -385,7 +420,16 @@ async fn an_opened_stream_still_counts_as_held_by_the_partner() {
         crate::harness::transport_addr(&net, 1)
     );
     let r = http.head(url).send().await.unwrap();
-    let offset = r.headers().get("upload-offset").map(|v| v.to_str().unwrap().to_owned());
-    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
-    assert_eq!((r.status().as_u16(), offset), (204, Some(stream_len.to_string())));
+    let header = |name| {
+        r.headers()
+            .get(name)
+            .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_owned())
+    };
+    let (offset, length) = (header("upload-offset"), header("upload-length"));
+    let stream_len = Some(gateway::xmlsec::stream::ciphertext_len(big.len() as u64).to_string());
+    assert_eq!(
+        (r.status().as_u16(), offset, length),
+        (204, stream_len.clone(), stream_len),
+        "complete: offset and length"
+    );
 }

@@ -81,11 +81,8 @@ async fn complete(dir: &Path, n: usize) -> Option<u64> {
     Some(crate::xmlsec::stream::ciphertext_len(plain.len()))
 }
 
-/// How many bytes this node holds durably (a complete stream, or the part so far, fsynced).
+/// How many bytes of the part so far this node holds durably (fsynced).
 async fn held(dir: &Path, n: usize) -> Result<u64, Problem> {
-    if let Some(len) = complete(dir, n).await {
-        return Ok(len);
-    }
     match tokio::fs::OpenOptions::new().write(true).open(part(dir, n)).await {
         Ok(f) => {
             f.sync_all().await.map_err(io_problem)?;
@@ -96,6 +93,10 @@ async fn held(dir: &Path, n: usize) -> Result<u64, Problem> {
     }
 }
 
+/// `HEAD`: a complete stream answers its length in both `Upload-Offset` and `Upload-Length`
+/// (as in tus: the length once known). A part answers only its offset, even when all its
+/// bytes are there: a process that died between the last byte and naming the file `N.sealed`
+/// leaves such a part, and the sender then finishes it with an empty `PATCH` at that offset.
 pub async fn offset(
     State(ctx): State<Arc<Ctx>>,
     UrlPath((id, n)): UrlPath<(String, usize)>,
@@ -103,6 +104,14 @@ pub async fn offset(
 ) -> Result<Response, Problem> {
     let peer = req.extensions().get::<PeerCert>().cloned().unwrap_or_default();
     let (_, dir) = staging(&ctx, &peer, &id, n)?;
+    if let Some(len) = complete(&dir, n).await {
+        let len = len.to_string();
+        return Ok((
+            StatusCode::NO_CONTENT,
+            [(UPLOAD_OFFSET, len.clone()), (UPLOAD_LENGTH, len)],
+        )
+            .into_response());
+    }
     Ok(offset_answer(StatusCode::NO_CONTENT, held(&dir, n).await?))
 }
 
@@ -218,6 +227,7 @@ pub async fn append(
         return Ok(offset_answer(StatusCode::NO_CONTENT, len));
     }
     drop(file);
+    crate::failpoint!("transport.file_before_rename");
     let digest = crate::envelope::hex(&hash.finish());
     let dir2 = dir.clone();
     tokio::task::spawn_blocking(move || {

@@ -104,7 +104,10 @@ fn file_url(transport: &str, message_id: &str, n: usize) -> String {
 }
 
 /// How many bytes of attachment `n` of a message the partner holds durably (a `HEAD`).
-async fn partner_offset(ctx: &Ctx, url: &str) -> Result<u64, String> {
+/// What the partner holds of a stream: its offset, and whether the stream is complete there
+/// (`Upload-Length` answered too). A part with every byte but not yet complete still needs an
+/// (empty) `PATCH` to be finished.
+async fn partner_offset(ctx: &Ctx, url: &str) -> Result<(u64, bool), String> {
     let request = hyper::Request::head(url)
         .body(whole(bytes::Bytes::new()))
         .map_err(|e| format!("bad transport URL: {e}"))?;
@@ -118,11 +121,14 @@ async fn partner_offset(ctx: &Ctx, url: &str) -> Result<u64, String> {
             response.status()
         ));
     }
-    response
-        .headers()
-        .get(UPLOAD_OFFSET)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-        .ok_or_else(|| "the partner's answer names no Upload-Offset".to_owned())
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    };
+    let offset = header(UPLOAD_OFFSET).ok_or_else(|| "the partner's answer names no Upload-Offset".to_owned())?;
+    Ok((offset, header(UPLOAD_LENGTH) == Some(offset)))
 }
 
 /// The header naming a transfer's offset (as in the tus resumable upload protocol 1.0).
@@ -148,10 +154,11 @@ pub async fn upload(
         return Err("the partner has no transport address".into());
     };
     let url = file_url(transport, message_id, n);
-    let offset = partner_offset(ctx, &url).await?;
-    if offset >= size {
+    let (offset, complete) = partner_offset(ctx, &url).await?;
+    if complete && offset == size {
         return Ok(0);
     }
+    let offset = offset.min(size);
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| format!("sealed attachment {n}: {e}"))?;
