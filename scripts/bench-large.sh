@@ -6,10 +6,11 @@
 # (upload to a; a → b: from a's 202 until the message is in b's inbox, i.e. sealed, sent,
 # checked, received, decrypted and checked again; download from b), the CPU of both nodes, each
 # node's peak resident memory (VmHWM), and `openssl speed` for AES-256-GCM and SHA-256 from the
-# same run beside them.
+# same run beside them, and the disk's rate for an fsynced write of the attachment (dd).
 # RESUME=1: b is killed (SIGKILL) once it holds half of the encrypted stream, restarted, and
 # the transfer resumes; prints how many bytes a sent after the restart.
-# BIN=path runs that binary instead of this tree's release build.
+# BIN=path runs that binary instead of this tree's release build. LOG=info and LOGS=folder keep
+# the nodes' logs (with their timestamps per stage) in that folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -21,7 +22,7 @@ start_scratch
 net=$work/net/network.json
 field() { python3 -c 'import json,sys; n=json.load(open(sys.argv[1]))["nodes"][int(sys.argv[2])]; print(eval(sys.argv[3]))' "$net" "$1" "$2"; }
 start_node() {
-    (cd "$work/net/$1" && POSTSTELLE_LOG=warn exec "$bin" serve --config poststelle.toml >/dev/null 2>>"$work/$1.log") &
+    (cd "$work/net/$1" && POSTSTELLE_LOG=${LOG:-warn} exec "$bin" serve --config poststelle.toml >/dev/null 2>>"$work/$1.log") &
     echo $!
 }
 wait_ready() {
@@ -78,13 +79,24 @@ hwm_a=$(hwm "$pa"); hwm_b=$(hwm "$pb")
 sent=$(curl -sf "$admin_a/metrics" | awk '/^poststelle_attachment_bytes_total\{.*direction="sent"/ {print $NF}')
 gcm=$(openssl speed -evp aes-256-gcm -bytes 65536 -seconds 2 2>/dev/null | awk '/^AES-256-GCM|^aes-256-gcm/ {print $NF}')
 sha=$(openssl speed -bytes 65536 -seconds 2 sha256 2>/dev/null | awk '/^sha256/ {print $NF}')
+# The disk in the same run: the attachment copied (from the page cache) and fsynced, as each
+# node's durable write of it is.
+rm -f "$work/got.bin"
+sync
+d0=$(date +%s.%N)
+dd if="$work/big.bin" of="$work/disk.bin" bs=1M conv=fsync status=none
+d1=$(date +%s.%N)
+rm -f "$work/disk.bin"
 awk -v mb="$SIZE_MB" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" -v ha="$hwm_a" -v hb="$hwm_b" \
-    -v c0="$cpu0" -v c1="$cpu1" -v gcm="$gcm" -v sha="$sha" 'BEGIN {
+    -v c0="$cpu0" -v c1="$cpu1" -v gcm="$gcm" -v sha="$sha" -v d0="$d0" -v d1="$d1" 'BEGIN {
     m = mb * 1.048576
     printf "%d MiB attachment: upload to a %.1f s (%.0f MB/s); a -> b until in b'"'"'s inbox %.1f s (%.0f MB/s); download from b %.1f s (%.0f MB/s); end to end %.1f s (%.0f MB/s)\n",
         mb, t1 - t0, m / (t1 - t0), t2 - t1, m / (t2 - t1), t3 - t2, m / (t3 - t2), t3 - t0, m / (t3 - t0)
     printf "CPU of both nodes %.1f s; peak resident memory (VmHWM): a %.1f MiB, b %.1f MiB\n", c1 - c0, ha, hb
-    printf "openssl speed (64 KiB blocks, this run): aes-256-gcm %.0f MB/s, sha256 %.0f MB/s\n", gcm / 1000, sha / 1000 }'
+    printf "openssl speed (64 KiB blocks, this run): aes-256-gcm %.0f MB/s, sha256 %.0f MB/s\n", gcm / 1000, sha / 1000
+    printf "the disk (this run): the attachment written and fsynced by dd at %.0f MB/s; a -> b writes it durably three times (a'"'"'s stream, b'"'"'s stream, b'"'"'s plaintext): %.1f s at that rate\n",
+        m / (d1 - d0), 3 * (d1 - d0) }'
+[[ -n ${LOGS:-} ]] && cp "$work"/*.log "$LOGS"/
 if [[ $RESUME == 1 ]]; then
     echo "resume: b killed holding $held of $stream stream bytes; a sent $sent bytes after b's restart (the rest: $((stream - held)))"
     echo "(b's VmHWM is its restarted process's)"
