@@ -29,6 +29,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::problem::{Code, Problem};
 
+mod hash;
+pub use hash::{HashBeside, HashingReader, HashingWriter};
+
 /// The attachment folder of a node.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -269,7 +272,7 @@ impl Drop for Upload {
 /// Writes one file in pieces, counting and hashing them; durable after [`Writer::finish`].
 pub struct Writer {
     file: tokio::io::BufWriter<tokio::fs::File>,
-    hash: openssl::sha::Sha256,
+    hash: HashBeside,
     len: u64,
     limit: u64,
 }
@@ -287,7 +290,7 @@ impl Writer {
         let file = tokio::fs::File::create(&path).await.map_err(io_problem)?;
         Ok(Writer {
             file: tokio::io::BufWriter::with_capacity(1 << 20, file),
-            hash: openssl::sha::Sha256::new(),
+            hash: HashBeside::new(),
             len: 0,
             limit,
         })
@@ -309,7 +312,7 @@ impl Writer {
     pub async fn finish(mut self) -> Result<(u64, [u8; 32]), Problem> {
         self.file.flush().await.map_err(io_problem)?;
         self.file.get_mut().sync_all().await.map_err(io_problem)?;
-        Ok((self.len, self.hash.finish()))
+        Ok((self.len, self.hash.finish().map_err(io_problem)?))
     }
 }
 
@@ -321,61 +324,6 @@ pub async fn write_whole(upload: &Upload, n: usize, data: &[u8]) -> Result<(u64,
         WriteError::TooLarge(_) => Problem::new(Code::LimitExceeded, "attachment too large"),
     })?;
     w.finish().await
-}
-
-/// A reader that hashes what passes through it.
-pub struct HashingReader<R> {
-    pub inner: R,
-    pub hash: openssl::sha::Sha256,
-    pub len: u64,
-}
-
-impl<R> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hash: openssl::sha::Sha256::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-}
-
-/// A writer that hashes what passes through it.
-pub struct HashingWriter<W> {
-    pub inner: W,
-    pub hash: openssl::sha::Sha256,
-    pub len: u64,
-}
-
-impl<W> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hash: openssl::sha::Sha256::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Writes a file through a temporary name: `make` fills it (and returns what it learnt), then

@@ -95,5 +95,57 @@ fn stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, stream);
+/// The seal and open stages of a streamed attachment, file to file (`pipeline::attachments`):
+/// read, hash, encrypt or decrypt, hash, write and fsync 64 MiB. The files are rewritten in
+/// place each time, so the page cache's pages are reused (see BENCHMARKS.md on new pages).
+fn attachment_files(c: &mut Criterion) {
+    use gateway::envelope::{Attachment, Carried};
+    use gateway::files::{Entry, Files, Manifest};
+    use gateway::pipeline::attachments;
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(dir.path());
+    let (out, inbound) = (
+        "out/0190a0b0-0000-7000-8000-000000000001",
+        "in/a/0190a0b0-0000-7000-8000-000000000002",
+    );
+    let plain: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::create_dir_all(files.folder(out)).unwrap();
+    std::fs::create_dir_all(files.folder(inbound)).unwrap();
+    std::fs::write(files.plain(out, 0), &plain).unwrap();
+    let sha256 = openssl::sha::sha256(&plain);
+    let manifest = Manifest {
+        folder: out.into(),
+        files: vec![Entry {
+            content_type: "application/octet-stream".into(),
+            filename: None,
+            size: plain.len() as u64,
+            sha256: gateway::envelope::hex(&sha256),
+        }],
+    };
+    let key = [9u8; 32];
+    attachments::seal_files(&files, &manifest, &key).unwrap();
+    std::fs::copy(files.sealed(out, 0), files.sealed(inbound, 0)).unwrap();
+    let carried = [Attachment {
+        content_type: "application/octet-stream".into(),
+        filename: None,
+        body: Carried::Streamed {
+            size: plain.len() as u64,
+            sha256: sha256.to_vec(),
+        },
+    }];
+    let mut g = c.benchmark_group("attachment-files/64MiB");
+    g.throughput(Throughput::Bytes(plain.len() as u64));
+    g.sample_size(10);
+    g.bench_function("seal", |b| {
+        b.iter(|| attachments::seal_files(&files, black_box(&manifest), &key).unwrap())
+    });
+    g.bench_function("open", |b| {
+        b.iter(|| attachments::open_files(&files, inbound, black_box(&carried), &key).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, stream, attachment_files);
 criterion_main!(benches);

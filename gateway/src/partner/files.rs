@@ -168,7 +168,7 @@ pub async fn append(
     }
     // What came before `from` is hashed again, then the body appended at `from`.
     std_file.set_len(from).map_err(io_problem)?;
-    let mut hash = openssl::sha::Sha256::new();
+    let mut hash = crate::files::HashBeside::new();
     let prefix = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         std_file.seek(std::io::SeekFrom::Start(0))?;
@@ -228,7 +228,7 @@ pub async fn append(
     }
     drop(file);
     crate::failpoint!("transport.file_before_rename");
-    let digest = crate::envelope::hex(&hash.finish());
+    let digest = crate::envelope::hex(&hash.finish().map_err(io_problem)?);
     let dir2 = dir.clone();
     tokio::task::spawn_blocking(move || {
         crate::files::write_durably(&digest_file(&dir2, n), |w| {

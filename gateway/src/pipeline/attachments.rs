@@ -91,11 +91,12 @@ pub fn seal_files(files: &Files, manifest: &Manifest, content_key: &[u8]) -> Res
         let (size, sha256) = write_durably(&files.sealed(&manifest.folder, n), |out| {
             let mut w = HashingWriter::new(out);
             stream::encrypt(&key, &mut reader, &mut w).map_err(std::io::Error::other)?;
-            Ok((w.len, w.hash.finish()))
+            Ok((w.len, w.hash.finish()?))
         })
         .map_err(|e| failed(n, &e))?;
-        let plain_digest = std::mem::replace(&mut reader.hash, openssl::sha::Sha256::new()).finish();
-        if envelope::hex(&plain_digest) != f.sha256 || reader.len != f.size {
+        let plain_len = reader.len;
+        let plain_digest = reader.hash.finish().map_err(|e| failed(n, &e))?;
+        if envelope::hex(&plain_digest) != f.sha256 || plain_len != f.size {
             return Err(failed(n, &"the file changed on disk since it was accepted"));
         }
         sealed.push(SealedFile {
@@ -160,7 +161,7 @@ fn decrypt_file(from: &Path, to: &Path, content_key: &[u8], n: usize) -> Result<
     let result = write_durably(to, |out| {
         let mut w = HashingWriter::new(out);
         match stream::decrypt(&key, &mut reader, &mut w) {
-            Ok(_) => Ok((w.len, w.hash.finish().to_vec())),
+            Ok(_) => Ok((w.len, w.hash.finish()?.to_vec())),
             Err(stream::StreamError::Crypto(p)) => {
                 crypto = Some(p);
                 Err(std::io::Error::other("decryption failed"))
