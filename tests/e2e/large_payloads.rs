@@ -113,33 +113,42 @@ async fn an_attachment_larger_than_any_message_streams_to_the_partner_and_arrive
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_transfer_cut_by_a_partner_crash_resumes_where_the_partner_stopped() {
+/// A transfer whose partner dies at `failpoint` (abort, like kill -9) and is started again:
+/// the attachment must then arrive byte for byte. Returns how many bytes of the stream the
+/// partner held at its death, the stream's length, and what the sender sent (the metric counts
+/// what a request completed, so not the request the crash cut).
+async fn transfer_across_a_partner_crash(failpoint: &str, size: usize) -> (u64, u64, Option<f64>) {
     let net = Net::init(2);
     small_messages(&net);
     let a = net.start(0).await;
-    // The partner dies (abort, like kill -9) after 600 pieces of the stream.
-    let mut b = net
-        .start_env(1, &[("FAILPOINTS", "transport.file_chunk=600*off->return(abort)")])
-        .await;
-    let big = noise(32 << 20);
+    let mut b = net.start_env(1, &[("FAILPOINTS", failpoint)]).await;
+    let big = noise(size);
     let id = submit(&net, &big).await;
     assert!(
         b.wait_exit(Duration::from_secs(60)).await,
-        "the partner did not die mid-transfer"
+        "the partner did not die at {failpoint}"
     );
     let part = attachments_dir(&net, 1).join(format!("in/{}/{id}/0.sealed.part", net.node(0).name));
     let held = std::fs::metadata(&part).unwrap().len();
-    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
-    assert!(held > 0 && held < stream_len, "cut mid-way: {held} of {stream_len}");
-
     let _b = net.start(1).await;
     let got = fetch(&net, &big).await;
-    assert!(got == big, "the resumed attachment arrives byte for byte");
-    // The sender sent only what the partner did not hold.
+    assert!(
+        got == big,
+        "the attachment arrives byte for byte after the partner's restart"
+    );
     let sent = a
         .metric("poststelle_attachment_bytes_total", "direction=\"sent\"")
         .await;
+    (held, gateway::xmlsec::stream::ciphertext_len(size as u64), sent)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_cut_by_a_partner_crash_resumes_where_the_partner_stopped() {
+    // The partner dies after 600 pieces of the stream.
+    let (held, stream_len, sent) =
+        transfer_across_a_partner_crash("transport.file_chunk=600*off->return(abort)", 32 << 20).await;
+    assert!(held > 0 && held < stream_len, "cut mid-way: {held} of {stream_len}");
+    // The sender sent only what the partner did not hold.
     assert_eq!(sent, Some((stream_len - held) as f64), "held {held} of {stream_len}");
 }
 
@@ -147,34 +156,9 @@ async fn a_transfer_cut_by_a_partner_crash_resumes_where_the_partner_stopped() {
 /// sender sends no byte again, only asks the partner to finish the stream, and it arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_whole_but_not_yet_named_complete_is_finished_after_a_crash() {
-    let net = Net::init(2);
-    small_messages(&net);
-    let a = net.start(0).await;
-    let mut b = net
-        .start_env(1, &[("FAILPOINTS", "transport.file_before_rename=return(abort)")])
-        .await;
-    let big = noise(3 << 20);
-    let id = submit(&net, &big).await;
-    assert!(
-        b.wait_exit(Duration::from_secs(60)).await,
-        "the partner did not die before naming the stream"
-    );
-    let part = attachments_dir(&net, 1).join(format!("in/{}/{id}/0.sealed.part", net.node(0).name));
-    let stream_len = gateway::xmlsec::stream::ciphertext_len(big.len() as u64);
-    assert_eq!(
-        std::fs::metadata(&part).unwrap().len(),
-        stream_len,
-        "every byte is there"
-    );
-
-    let _b = net.start(1).await;
-    let got = fetch(&net, &big).await;
-    assert!(got == big, "the finished attachment arrives byte for byte");
-    let sent = a
-        .metric("poststelle_attachment_bytes_total", "direction=\"sent\"")
-        .await;
-    // The metric counts what a request completed: the first was cut by the crash, the one
-    // that finished the stream sent no byte again.
+    let (held, stream_len, sent) =
+        transfer_across_a_partner_crash("transport.file_before_rename=return(abort)", 3 << 20).await;
+    assert_eq!(held, stream_len, "every byte is there");
     assert_eq!(sent, Some(0.0), "no byte sent again");
 }
 
