@@ -417,3 +417,79 @@ async fn an_opened_stream_still_counts_as_held_by_the_partner() {
         "complete: offset and length"
     );
 }
+
+/// One partner cannot fill the disk: past `limits.max_partner_staging_bytes` of streams
+/// waiting at b, its next stream is `503 overloaded` (to be tried again) and nothing of it is
+/// written; a limit below one stream of `max_attachment_bytes` is refused when checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_cannot_stage_more_streams_than_its_limit() {
+    let net = Net::init(2);
+    let limits = |attachment: u64, staging: u64| {
+        move |t: String| {
+            t.replace(
+                "max_attachment_bytes = 4294967296",
+                &format!("max_attachment_bytes = {attachment}"),
+            )
+            .replace(
+                "max_partner_staging_bytes = 17179869184",
+                &format!("max_partner_staging_bytes = {staging}"),
+            )
+        }
+    };
+    net.edit_config(1, limits(1 << 20, 1 << 20));
+    let out = Command::new(crate::harness::bin())
+        .arg("check-config")
+        .arg(&net.node(1).config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("max_partner_staging_bytes must hold at least one attachment stream"),
+        "{text}"
+    );
+    net.edit_config(1, |t| {
+        t.replace(
+            "max_partner_staging_bytes = 1048576",
+            "max_partner_staging_bytes = 1572864",
+        )
+    });
+    let _b = net.start(1).await;
+    let a_dir = node_dir(&net, 0);
+    let http = crate::harness::https_client(
+        &net.node(1).ca,
+        Some((&a_dir.join("node.pem"), &a_dir.join("node.key"))),
+    );
+    let patch = |id: &str| {
+        http.patch(format!(
+            "https://{}/v1/transport/files/{id}/0",
+            crate::harness::transport_addr(&net, 1)
+        ))
+        .header("upload-offset", "0")
+        .header("upload-length", (1u64 << 20).to_string())
+        .body(noise(1 << 20))
+        .send()
+    };
+    let (first, second) = (
+        "0190a0b0-0000-7000-8000-000000000001",
+        "0190a0b0-0000-7000-8000-000000000002",
+    );
+    let r = patch(first).await.unwrap();
+    assert_eq!(r.status().as_u16(), 204, "the first stream fits");
+    let r = patch(second).await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "overloaded", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("hold 1048576 bytes"), "{v}");
+    let staged = files_below(&attachments_dir(&net, 1));
+    let a = &net.node(0).name;
+    assert_eq!(
+        staged,
+        vec![
+            format!("in/{a}/{first}/0.sealed"),
+            format!("in/{a}/{first}/0.sealed.sha256")
+        ],
+        "nothing of the refused stream was written"
+    );
+}

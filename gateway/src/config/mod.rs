@@ -724,6 +724,12 @@ impl RawConfig {
         {
             errs.push("limits: every limit must be greater than zero".into());
         }
+        if l.max_partner_staging_bytes < crate::xmlsec::stream::ciphertext_len(l.max_attachment_bytes) {
+            errs.push(
+                "limits: max_partner_staging_bytes must hold at least one attachment stream of max_attachment_bytes (encrypted: 16 bytes more per 64 KiB)"
+                    .into(),
+            );
+        }
         let r = &self.relay;
         if r.workers == 0 || r.validation_threads == 0 || r.validation_queue == 0 {
             errs.push("relay: workers, validation_threads and validation_queue must be at least 1".into());

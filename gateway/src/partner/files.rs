@@ -144,6 +144,7 @@ pub async fn append(
         // Complete already (a resend): nothing more to take.
         return Ok(offset_answer(StatusCode::NO_CONTENT, len));
     }
+    within_staging_limit(&ctx, &partner, &dir, total - from).await?;
     crate::wire::room_for_files(&ctx, total - from).await?;
     tokio::fs::create_dir_all(&dir).await.map_err(io_problem)?;
     let file = tokio::fs::OpenOptions::new()
@@ -242,6 +243,48 @@ pub async fn append(
     .map_err(io_problem)?;
     tracing::info!(remote_id = %id, partner = %partner.node, attachment = n, bytes = len, resumed_at = from, "attachment stream received");
     Ok(offset_answer(StatusCode::NO_CONTENT, len))
+}
+
+/// Refuses `incoming` more bytes from `partner` when its streams waiting here (arriving, or
+/// complete and not yet opened: `in/<partner>/*/N.sealed[.part]`) would pass
+/// `limits.max_partner_staging_bytes`: `503 overloaded`, so the sender tries again once the
+/// open worker has caught up (or the sweep removed streams no envelope followed).
+async fn within_staging_limit(ctx: &Ctx, partner: &Partner, dir: &Path, incoming: u64) -> Result<(), Problem> {
+    let limit = ctx.config().limits.max_partner_staging_bytes;
+    let Some(root) = dir.parent().map(Path::to_path_buf) else {
+        return Ok(());
+    };
+    let staged = tokio::task::spawn_blocking(move || staged_bytes(&root))
+        .await
+        .unwrap_or(0);
+    if staged + incoming <= limit {
+        return Ok(());
+    }
+    tracing::warn!(partner = %partner.node, staged, incoming, limit, "partner's attachment streams at their limit");
+    let mut p = Problem::overloaded(60);
+    p.detail = format!(
+        "this partner's attachment streams waiting here hold {staged} bytes; {incoming} more would pass limits.max_partner_staging_bytes ({limit})"
+    );
+    Err(p)
+}
+
+/// The bytes of the encrypted streams under one partner's folder (blocking).
+fn staged_bytes(partner_dir: &Path) -> u64 {
+    let Ok(messages) = std::fs::read_dir(partner_dir) else {
+        return 0;
+    };
+    messages
+        .flatten()
+        .filter_map(|m| std::fs::read_dir(m.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".sealed") || name.ends_with(".sealed.part")
+        })
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// A write that failed: with the disk full the partial stream goes (nothing half-written stays;

@@ -32,6 +32,11 @@ pub struct Limits {
     pub max_elements: usize,
     /// Largest attachment file (multipart and XTA intake); attachments are files, not XML.
     pub max_attachment_bytes: u64,
+    /// Most bytes of attachment streams one partner may have waiting here (arriving, or
+    /// arrived and not yet opened); past it the partner's next stream is `503 overloaded`, so
+    /// one partner cannot fill the disk the others' messages need. At least one stream of
+    /// `max_attachment_bytes`.
+    pub max_partner_staging_bytes: u64,
 }
 
 impl Default for Limits {
@@ -43,6 +48,7 @@ impl Default for Limits {
             max_namespaces: 256,
             max_elements: 1_000_000,
             max_attachment_bytes: 4 << 30,
+            max_partner_staging_bytes: 16 << 30,
         }
     }
 }
