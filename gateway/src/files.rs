@@ -326,6 +326,58 @@ pub async fn write_whole(upload: &Upload, n: usize, data: &[u8]) -> Result<(u64,
     w.finish().await
 }
 
+/// A partner's encrypted streams waiting at this node: arriving (`N.sealed.part`) or arrived
+/// and not yet opened (`N.sealed`), under `in/<partner>/*/`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    pub streams: u64,
+    pub bytes: u64,
+    /// When the least recently written of them was last written.
+    pub oldest: Option<std::time::SystemTime>,
+}
+
+/// What waits under one partner's folder (blocking).
+pub fn staged(partner_dir: &Path) -> Staged {
+    let Ok(messages) = std::fs::read_dir(partner_dir) else {
+        return Staged::default();
+    };
+    let streams = messages
+        .flatten()
+        .filter_map(|m| std::fs::read_dir(m.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| {
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".sealed") || name.ends_with(".sealed.part")
+        })
+        .filter_map(|f| f.metadata().ok());
+    streams.fold(Staged::default(), |mut s, m| {
+        s.streams += 1;
+        s.bytes += m.len();
+        let written = m.modified().ok();
+        s.oldest = match (s.oldest, written) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        s
+    })
+}
+
+/// Every partner with streams waiting at this node, for operators (blocking): what a partner
+/// sent without its envelope following shows here with its age until the sweep removes it.
+pub fn staged_by_partner(files: &Files) -> Vec<(String, Staged)> {
+    let Ok(partners) = std::fs::read_dir(files.root().join("in")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Staged)> = partners
+        .flatten()
+        .map(|p| (p.file_name().to_string_lossy().into_owned(), staged(&p.path())))
+        .filter(|(_, s)| s.streams > 0)
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Writes a file through a temporary name: `make` fills it (and returns what it learnt), then
 /// fsync and rename into place and fsync of the folder (blocking).
 pub fn write_durably<T>(

@@ -292,7 +292,8 @@ async fn list_table(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `poststelle queues`: what waits where, and since when; then the drop folders, if any.
+/// `poststelle queues`: what waits where, and since when; then the drop folders and the
+/// partners' attachment streams waiting here, if any.
 pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
     let api = Api::new(target)?;
     let v = api.call(reqwest::Method::GET, "/admin/api/queues", None).await?;
@@ -333,6 +334,24 @@ pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
                 age(f["oldest_age_seconds"].as_u64().unwrap_or(0)),
                 f["rejected"].to_string(),
                 s(&f["path"]),
+            ]
+        }));
+        println!();
+        table(&rows);
+    }
+    let streams = v["partner_streams"].as_array().cloned().unwrap_or_default();
+    if !streams.is_empty() {
+        let mut rows = vec![
+            ["streams waiting from", "streams", "bytes", "oldest"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        rows.extend(streams.iter().map(|p| {
+            vec![
+                s(&p["partner"]),
+                p["streams"].to_string(),
+                p["bytes"].to_string(),
+                age(p["oldest_age_seconds"].as_u64().unwrap_or(0)),
             ]
         }));
         println!();

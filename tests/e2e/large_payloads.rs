@@ -492,4 +492,30 @@ async fn a_partner_cannot_stage_more_streams_than_its_limit() {
         ],
         "nothing of the refused stream was written"
     );
+    // Operators see what waits from whom (the API and `poststelle queues`).
+    let (_, q) = net.admin(1).get("/admin/api/queues").await;
+    let waiting = &q["partner_streams"];
+    assert_eq!(waiting.as_array().map(Vec::len), Some(1), "{q}");
+    assert_eq!(
+        (&waiting[0]["partner"], &waiting[0]["streams"], &waiting[0]["bytes"]),
+        (
+            &serde_json::json!(a),
+            &serde_json::json!(1),
+            &serde_json::json!(1 << 20)
+        ),
+        "{q}"
+    );
+    let network = net.dir.path().join("network.json");
+    let (ok, out) = crate::faults::cli(&["queues", "--network", network.to_str().unwrap(), "--node", "b"]);
+    assert!(ok, "{out}");
+    let row = out
+        .lines()
+        .skip_while(|l| !l.starts_with("streams waiting from"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        row.split_whitespace().take(3).collect::<Vec<_>>(),
+        [a.as_str(), "1", "1048576"],
+        "{out}"
+    );
 }

@@ -389,12 +389,25 @@ pub struct DropFolderView {
     pub rejected: u64,
 }
 
+/// A partner's attachment streams waiting at this node (arriving, or arrived and not yet
+/// opened), at most `limits.max_partner_staging_bytes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartnerStreamsView {
+    pub partner: String,
+    pub streams: u64,
+    pub bytes: u64,
+    /// Since the least recently written stream was last written.
+    pub oldest_age_seconds: u64,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueList {
     /// Every state but the ended ones (dead letters included), per direction and partner.
     pub queues: Vec<QueueView>,
     /// The drop folders of clients that have one.
     pub drop_folders: Vec<DropFolderView>,
+    /// Partners with attachment streams waiting here.
+    pub partner_streams: Vec<PartnerStreamsView>,
 }
 
 /// Each drop-folder client's folder and its summary (read off the file system, off the async
@@ -449,7 +462,25 @@ async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
             rejected: s.rejected,
         })
         .collect();
-    Ok(axum::Json(QueueList { queues, drop_folders }).into_response())
+    let files = ctx.config().files();
+    let staged = tokio::task::spawn_blocking(move || crate::files::staged_by_partner(&files))
+        .await
+        .unwrap_or_default();
+    let partner_streams = staged
+        .into_iter()
+        .map(|(partner, s)| PartnerStreamsView {
+            partner,
+            streams: s.streams,
+            bytes: s.bytes,
+            oldest_age_seconds: s.oldest.and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs()),
+        })
+        .collect();
+    Ok(axum::Json(QueueList {
+        queues,
+        drop_folders,
+        partner_streams,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

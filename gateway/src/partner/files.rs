@@ -254,7 +254,7 @@ async fn within_staging_limit(ctx: &Ctx, partner: &Partner, dir: &Path, incoming
     let Some(root) = dir.parent().map(Path::to_path_buf) else {
         return Ok(());
     };
-    let staged = tokio::task::spawn_blocking(move || staged_bytes(&root))
+    let staged = tokio::task::spawn_blocking(move || crate::files::staged(&root).bytes)
         .await
         .unwrap_or(0);
     if staged + incoming <= limit {
@@ -266,25 +266,6 @@ async fn within_staging_limit(ctx: &Ctx, partner: &Partner, dir: &Path, incoming
         "this partner's attachment streams waiting here hold {staged} bytes; {incoming} more would pass limits.max_partner_staging_bytes ({limit})"
     );
     Err(p)
-}
-
-/// The bytes of the encrypted streams under one partner's folder (blocking).
-fn staged_bytes(partner_dir: &Path) -> u64 {
-    let Ok(messages) = std::fs::read_dir(partner_dir) else {
-        return 0;
-    };
-    messages
-        .flatten()
-        .filter_map(|m| std::fs::read_dir(m.path()).ok())
-        .flat_map(|files| files.flatten())
-        .filter(|f| {
-            let name = f.file_name();
-            let name = name.to_string_lossy();
-            name.ends_with(".sealed") || name.ends_with(".sealed.part")
-        })
-        .filter_map(|f| f.metadata().ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 /// A write that failed: with the disk full the partial stream goes (nothing half-written stays;
