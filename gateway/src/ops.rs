@@ -170,6 +170,16 @@ fn encode(v: &str) -> String {
 }
 
 /// Seconds as people read them: `42 s`, `7 min`, `3 h 5 min`, `2 d 4 h`.
+/// A further table after a blank line, unless it has no rows.
+fn section(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    all.extend(rows);
+    if all.len() > 1 {
+        println!();
+        table(&all);
+    }
+}
+
 fn age(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs} s"),
@@ -321,13 +331,9 @@ pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
         table(&rows);
     }
     let folders = v["drop_folders"].as_array().cloned().unwrap_or_default();
-    if !folders.is_empty() {
-        let mut rows = vec![
-            ["drop folder of", "waiting in out/", "oldest", "rejected", "path"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        rows.extend(folders.iter().map(|f| {
+    section(
+        &["drop folder of", "waiting in out/", "oldest", "rejected", "path"],
+        folders.iter().map(|f| {
             vec![
                 s(&f["client"]),
                 f["waiting"].to_string(),
@@ -335,28 +341,20 @@ pub async fn queues(target: Target) -> anyhow::Result<ExitCode> {
                 f["rejected"].to_string(),
                 s(&f["path"]),
             ]
-        }));
-        println!();
-        table(&rows);
-    }
+        }),
+    );
     let streams = v["partner_streams"].as_array().cloned().unwrap_or_default();
-    if !streams.is_empty() {
-        let mut rows = vec![
-            ["streams waiting from", "streams", "bytes", "oldest"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        rows.extend(streams.iter().map(|p| {
+    section(
+        &["streams waiting from", "streams", "bytes", "oldest"],
+        streams.iter().map(|p| {
             vec![
                 s(&p["partner"]),
                 p["streams"].to_string(),
                 p["bytes"].to_string(),
                 age(p["oldest_age_seconds"].as_u64().unwrap_or(0)),
             ]
-        }));
-        println!();
-        table(&rows);
-    }
+        }),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
