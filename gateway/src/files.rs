@@ -332,8 +332,8 @@ pub async fn write_whole(upload: &Upload, n: usize, data: &[u8]) -> Result<(u64,
 pub struct Staged {
     pub streams: u64,
     pub bytes: u64,
-    /// When the least recently written of them was last written.
-    pub oldest: Option<std::time::SystemTime>,
+    /// Since the least recently written of them was last written.
+    pub oldest_age_seconds: u64,
 }
 
 /// What waits under one partner's folder (blocking).
@@ -354,11 +354,8 @@ pub fn staged(partner_dir: &Path) -> Staged {
     streams.fold(Staged::default(), |mut s, m| {
         s.streams += 1;
         s.bytes += m.len();
-        let written = m.modified().ok();
-        s.oldest = match (s.oldest, written) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let age = m.modified().ok().and_then(|t| t.elapsed().ok());
+        s.oldest_age_seconds = s.oldest_age_seconds.max(age.map_or(0, |d| d.as_secs()));
         s
     })
 }

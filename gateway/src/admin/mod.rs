@@ -472,7 +472,7 @@ async fn queues(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
             partner,
             streams: s.streams,
             bytes: s.bytes,
-            oldest_age_seconds: s.oldest.and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs()),
+            oldest_age_seconds: s.oldest_age_seconds,
         })
         .collect();
     Ok(axum::Json(QueueList {

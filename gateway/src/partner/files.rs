@@ -70,6 +70,16 @@ fn offset_answer(status: StatusCode, offset: u64) -> Response {
     (status, [(UPLOAD_OFFSET, offset.to_string())]).into_response()
 }
 
+/// A complete stream's answer: its length as both `Upload-Offset` and `Upload-Length`.
+fn complete_answer(len: u64) -> Response {
+    let len = len.to_string();
+    (
+        StatusCode::NO_CONTENT,
+        [(UPLOAD_OFFSET, len.clone()), (UPLOAD_LENGTH, len)],
+    )
+        .into_response()
+}
+
 /// The length of stream `n` if it is here whole: received, or already opened (its plaintext
 /// is here and the stream's length follows from it), so that a resend after a lost receipt
 /// does not send it again.
@@ -105,12 +115,7 @@ pub async fn offset(
     let peer = req.extensions().get::<PeerCert>().cloned().unwrap_or_default();
     let (_, dir) = staging(&ctx, &peer, &id, n)?;
     if let Some(len) = complete(&dir, n).await {
-        let len = len.to_string();
-        return Ok((
-            StatusCode::NO_CONTENT,
-            [(UPLOAD_OFFSET, len.clone()), (UPLOAD_LENGTH, len)],
-        )
-            .into_response());
+        return Ok(complete_answer(len));
     }
     Ok(offset_answer(StatusCode::NO_CONTENT, held(&dir, n).await?))
 }
@@ -142,7 +147,7 @@ pub async fn append(
     }
     if let Some(len) = complete(&dir, n).await {
         // Complete already (a resend): nothing more to take.
-        return Ok(offset_answer(StatusCode::NO_CONTENT, len));
+        return Ok(complete_answer(len));
     }
     within_staging_limit(&ctx, &partner, &dir, total - from).await?;
     crate::wire::room_for_files(&ctx, total - from).await?;

@@ -278,6 +278,9 @@ pub fn check_chain(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy
     if let (Some(k), Ok(mut m)) = (key, PASSED.lock()) {
         if m.len() >= 1024 {
             m.retain(|_, until| *until > now);
+            if m.len() >= 1024 {
+                m.clear();
+            }
         }
         m.insert(k, now + left.min(CHAIN_PASS_KEPT));
     }
@@ -302,11 +305,11 @@ fn chain_key(cert: &X509Ref, extra: &[X509], usage: Usage, policy: &Policy) -> O
     for (kind, files) in [(b"anchors", &policy.anchors), (b"crls\0\0\0", &policy.crls)] {
         add(kind);
         for f in files {
-            let meta = std::fs::metadata(f).ok()?;
-            let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+            let (modified, len) = file_stamp(f).ok()?;
+            let modified = modified?.duration_since(std::time::UNIX_EPOCH).ok()?;
             add(f.as_os_str().as_encoded_bytes());
             add(&modified.as_nanos().to_be_bytes());
-            add(&meta.len().to_be_bytes());
+            add(&len.to_be_bytes());
         }
     }
     Some(h.finish())
@@ -400,8 +403,7 @@ fn valid_for(chain: &[X509]) -> std::time::Duration {
 fn anchor_certs(path: &Path) -> Result<Vec<X509>, String> {
     type Cache = std::collections::HashMap<PathBuf, (Option<std::time::SystemTime>, u64, Vec<X509>)>;
     static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let (modified, len) = (meta.modified().ok(), meta.len());
+    let (modified, len) = file_stamp(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let cache = CACHE.get_or_init(Default::default);
     if let Some((m, l, certs)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(path)
         && *m == modified
@@ -415,6 +417,12 @@ fn anchor_certs(path: &Path) -> Result<Vec<X509>, String> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(path.to_path_buf(), (modified, len, certs.clone()));
     Ok(certs)
+}
+
+/// What tells a file replaced under the same path: its modification time and length.
+fn file_stamp(path: &Path) -> std::io::Result<(Option<std::time::SystemTime>, u64)> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.modified().ok(), meta.len()))
 }
 
 /// SHA-256 of a certificate's DER (how the directory and TLS peers are matched).

@@ -91,6 +91,12 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>) {
             let level = if durable { "FULL" } else { "NORMAL" };
             match conn.pragma_update(None, "synchronous", level) {
                 Ok(()) => synced = durable,
+                Err(e) if durable => {
+                    // Not committed rather than answered as durable when it may not be: the
+                    // dropped replies tell each caller the write failed.
+                    tracing::error!(error = %e, "store: cannot set synchronous=FULL; the batch is not committed");
+                    continue;
+                }
                 Err(e) => tracing::error!(error = %e, "store: cannot set synchronous={level}"),
             }
         }
