@@ -7,7 +7,14 @@
 #   3. closed loop: `poststelle bench` with 16 clients, as fast as answered → the maximum rate;
 #   4. open loop at half that rate (`--rate`, latency from each message's scheduled time,
 #      receiving client polling every 5 ms) → p50 / p99 submit → fetched by b's client;
-#   5. the time per stage from both nodes' /metrics (poststelle_job_seconds, intake_seconds).
+#   5. a backlog: BACKLOG (default 11 000) messages submitted as fast as a accepts them, so
+#      that about 10 000 are in flight at once (accepted, not yet fetched at b), with each
+#      node's resident memory sampled every 0.2 s (BACKLOG=0 skips it);
+#   6. the time per stage from both nodes' /metrics (poststelle_job_seconds, intake_seconds);
+#   7. issue 25's four goals from these figures: CPU per message against the five private-key
+#      operations, throughput against the limit, the open loop's p99, memory with the backlog.
+#      The load generator's own CPU per message (the closed loop's `poststelle bench`) is
+#      printed beside the nodes': it shares the cores.
 # STORE_URL=postgres://… puts both nodes' stores in that PostgreSQL (schemas poststelle_a and
 # poststelle_b, dropped before and after the run); unset: SQLite in each data folder. With
 # PostgreSQL the closed loop also reports the database's committed transactions per message and
@@ -53,10 +60,15 @@ if [[ -n ${STORE_URL:-} ]]; then
     xacts0=$(pg_xacts); syncs0=$(pg_syncs); segs0=$(pg_segs); pgcpu0=$(cpu $(pg_pids))
 fi
 nodecpu0=$(cpu "${pids[@]}")
+# The load generator's CPU: what this shell's ended children used (the bench, once waited for).
+loadcpu0=$(cpu_with_ended_children $$)
 echo "== closed loop: poststelle bench --messages $N --clients 16"
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 ${LONG_POLL:+--long-poll} --json)
 nodecpu1=$(cpu "${pids[@]}")
-awk -v n="$N" -v c0="$nodecpu0" -v c1="$nodecpu1" 'BEGIN {printf "CPU of both nodes per message: %.2f ms\n", 1000 * (c1 - c0) / n}'
+loadcpu1=$(cpu_with_ended_children $$)
+node_ms=$(awk -v n="$N" -v c0="$nodecpu0" -v c1="$nodecpu1" 'BEGIN {printf "%.2f", 1000 * (c1 - c0) / n}')
+load_ms=$(awk -v n="$N" -v c0="$loadcpu0" -v c1="$loadcpu1" 'BEGIN {printf "%.2f", 1000 * (c1 - c0) / n}')
+echo "CPU of both nodes per message: $node_ms ms; of the load generator: $load_ms ms"
 if [[ -n ${STORE_URL:-} ]]; then
     xacts1=$(pg_xacts); syncs1=$(pg_syncs); segs1=$(pg_segs); pgcpu1=$(cpu $(pg_pids))
     awk -v n="$N" -v x="$(( xacts1 - xacts0 ))" -v s="$(( syncs1 - syncs0 ))" -v r="$(( segs1 - segs0 ))" -v p0="$pgcpu0" -v p1="$pgcpu1" -v c0="$nodecpu0" -v c1="$nodecpu1" -v notify="${NOTIFY:-on}" \
@@ -68,8 +80,38 @@ max=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["end_to_e
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("intake %.0f/s, end to end %.0f/s (%.0f %% of the limit %s/s), lost %d duplicated %d" % (r["intake_per_second"], r["end_to_end_per_second"], 100*r["end_to_end_per_second"]/float(sys.argv[2]), sys.argv[2], r["lost"], r["duplicated"]))' "$out" "$limit"
 half=$(( max / 2 ))
 echo "== open loop at half the maximum: poststelle bench --rate $half --messages $(( half * 30 )) --poll-ms 5"
-"$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --poll-ms 5 ${LONG_POLL:+--long-poll} --timeout 600 | grep -E '^(bench|latency|lost)'
-echo "== time per stage (mean over both runs, from /metrics)"
+open=$("$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --poll-ms 5 ${LONG_POLL:+--long-poll} --timeout 600 --json)
+python3 -c 'import json,sys; r=json.loads(sys.argv[1]); l=r["latency_ms"]; print("%d/%d delivered at %.0f/s; latency submit → fetched: p50 %.0f ms  p90 %.0f ms  p99 %.0f ms  max %.0f ms; lost %d duplicated %d" % (r["delivered"], r["accepted"], r["end_to_end_per_second"], l["p50"], l["p90"], l["p99"], l["max"], r["lost"], r["duplicated"]))' "$open"
+BACKLOG=${BACKLOG:-11000}
+if (( BACKLOG > 0 )); then
+    echo "== backlog: poststelle bench --messages $BACKLOG --clients 16 (resident memory sampled every 0.2 s)"
+    # VmRSS of each node in KiB before, then one line per sample.
+    rss_line() {
+        local p k v _
+        for p in "${pids[@]}"; do
+            while read -r k v _; do [[ $k == VmRSS: ]] && printf '%s ' "$v"; done < "/proc/$p/status"
+        done
+        echo
+    }
+    rss_before=$(rss_line)
+    (while :; do rss_line; sleep 0.2; done) > "$work/rss" &
+    sampler=$!
+    backlog=$("$bin" bench --network "$work/net/network.json" --messages "$BACKLOG" --clients 16 --timeout 1200 ${LONG_POLL:+--long-poll} --json)
+    kill "$sampler"; wait "$sampler" 2>/dev/null || true
+    rss_after=$(rss_line)
+    memory=$(python3 - "$backlog" "$work/rss" "$rss_before" "$rss_after" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+rows = [list(map(int, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 2]
+before, after = (list(map(int, a.split())) for a in sys.argv[3:5])
+peak = [max(row[i] for row in rows) for i in range(2)]
+print(json.dumps({"peak_in_flight": r["peak_in_flight"], "lost": r["lost"], "duplicated": r["duplicated"],
+                  "rate": r["end_to_end_per_second"], "mib": {n: [before[i] / 1024, peak[i] / 1024, after[i] / 1024] for i, n in enumerate("ab")}}))
+PY
+)
+    python3 -c 'import json,sys; m=json.loads(sys.argv[1]); print("peak in flight %d (%.0f/s end to end), lost %d duplicated %d; resident memory before / peak / after: %s" % (m["peak_in_flight"], m["rate"], m["lost"], m["duplicated"], ", ".join("%s %.0f / %.0f / %.0f MiB" % (n, *v) for n, v in m["mib"].items())))' "$memory"
+fi
+echo "== time per stage (mean over every run above, from /metrics)"
 python3 - "$work/net/network.json" <<'PY'
 import json, re, sys, urllib.request
 net = json.load(open(sys.argv[1]))
@@ -85,4 +127,29 @@ for n in net["nodes"]:
         (sums if m.group(2) == "sum" else counts)[key] = float(m.group(4))
     parts = ["%s %.1f ms x %d" % (k, 1000 * sums[k] / counts[k], counts[k]) for k in sorted(sums) if counts.get(k)]
     print("node %s: %s" % (n["name"], ", ".join(parts)))
+PY
+echo "== issue 25's goals from this run"
+python3 - "$ops" "$limit" "$node_ms" "$load_ms" "$out" "$open" "${memory:-null}" "${KEY_TYPE:-rsa}" <<'PY'
+import json, sys
+ops, limit, node_ms, load_ms = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+closed, open_, memory, keys = json.loads(sys.argv[5]), json.loads(sys.argv[6]), json.loads(sys.argv[7]), sys.argv[8]
+verdict = lambda ok: "met" if ok else "not met"
+private = 5 * 1000 / ops
+if keys == "rsa":
+    print("1. CPU per message %.2f ms = %.2f x the five private-key operations (%.2f ms): goal <= 1.25 x, %s"
+          % (node_ms, node_ms / private, private, verdict(node_ms <= 1.25 * private)))
+    rate = closed["end_to_end_per_second"]
+    print("2. %.0f messages/s end to end = %.0f %% of the RSA-3072 limit %.0f/s: goal >= 80 %%, %s (load generator %.2f ms CPU per message)"
+          % (rate, 100 * rate / limit, limit, verdict(rate >= 0.8 * limit), load_ms))
+else:
+    print("1./2. (defined for RSA-3072) %s keys: CPU per message %.2f ms, %.0f messages/s end to end, load generator %.2f ms CPU per message"
+          % (keys, node_ms, closed["end_to_end_per_second"], load_ms))
+p99 = open_["latency_ms"]["p99"]
+print("3. open loop at %.0f/s: p99 submit -> fetched %.0f ms: goal < 50 ms, %s" % (open_["end_to_end_per_second"], p99, verdict(p99 < 50)))
+if memory:
+    peak = max(v[1] for v in memory["mib"].values())
+    print("4. peak in flight %d, highest resident memory of a node %.0f MiB: goal < 64 MiB with 10 000 in flight, %s"
+          % (memory["peak_in_flight"], peak, verdict(peak < 64 and memory["peak_in_flight"] >= 10000)))
+else:
+    print("4. not measured (BACKLOG=0)")
 PY

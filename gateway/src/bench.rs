@@ -156,6 +156,19 @@ struct Ledger {
     after_ack: u64,
     /// Fetches of the same id before any acknowledgement succeeded (ack lost in a crash).
     refetched: u64,
+    /// Messages accepted and not yet fetched by the receiving client, now and at most.
+    in_flight: usize,
+    peak_in_flight: usize,
+}
+
+impl Ledger {
+    /// A submission answered 2xx.
+    fn accept(&mut self, uuid: String, id: String, t0: Instant) {
+        if self.accepted.insert(uuid, (id, t0)).is_none() {
+            self.in_flight += 1;
+            self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -371,6 +384,7 @@ fn summarize(
         "duplicated": duplicated,
         "unexpected": unexpected,
         "refetched_before_ack": l.refetched,
+        "peak_in_flight": l.peak_in_flight,
         "delivered": l.delivered.len(),
         "final_states": final_states,
         "not_ended": not_ended,
@@ -457,6 +471,7 @@ fn consumer(
                     let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
                     let ids = l.delivered.entry(uuid.to_owned()).or_default();
                     let first_for_id = ids.insert(id.to_owned());
+                    let first_for_uuid = ids.len() == 1;
                     if l.acked.contains(id) {
                         l.after_ack += 1;
                     } else if !first_for_id {
@@ -464,6 +479,9 @@ fn consumer(
                     } else if let Some((_, t0)) = l.accepted.get(uuid) {
                         let ms = t0.elapsed().as_secs_f64() * 1000.0;
                         l.latencies.push(ms);
+                        if first_for_uuid {
+                            l.in_flight = l.in_flight.saturating_sub(1);
+                        }
                     }
                 }
                 let ack = https
@@ -553,8 +571,7 @@ impl Load {
                         ledger
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .accepted
-                            .insert(uuid.clone(), (id, t0));
+                            .accept(uuid.clone(), id, t0);
                         break;
                     }
                     Err(503) => {
@@ -647,8 +664,8 @@ fn print_report(
         lat.last().copied().unwrap_or(0.0)
     );
     println!(
-        "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}",
-        report["submit_retries"], report["overloaded_503"], report["refused"], refetched
+        "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}  peak in flight {}",
+        report["submit_retries"], report["overloaded_503"], report["refused"], refetched, report["peak_in_flight"]
     );
     println!("final states at {}: {:?}", args.from, final_states);
     if !kills.is_empty() {
