@@ -1,5 +1,5 @@
 //! Throughput of the XML security layer: sign, verify, encrypt, decrypt for a 5 KB and a 1 MB
-//! document with RSA-3072 (RSA-PSS, RSA-OAEP) and ECDSA P-256. Run with
+//! document with RSA-3072 (RSA-PSS, RSA-OAEP) and EC P-256 (ECDSA, ECDH-ES). Run with
 //! `cargo bench -p poststelle-tests --bench xmlsec`; `bench/xmlsec.sh` adds `openssl speed` for the same
 //! key types in the same run (BENCHMARKS.md).
 
@@ -70,6 +70,13 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function("decrypt/aes256gcm-rsa-oaep-3072", |b| {
             b.iter(|| encrypt::decrypt_document(black_box(&encrypted), &rsa.key, &limits).unwrap())
+        });
+        let encrypted = encrypt::encrypt_root(&doc, &ec.cert, profile::AES256_GCM, &limits).unwrap();
+        g.bench_function("encrypt/aes256gcm-ecdh-es-p256", |b| {
+            b.iter(|| encrypt::encrypt_root(black_box(&doc), &ec.cert, profile::AES256_GCM, &limits).unwrap())
+        });
+        g.bench_function("decrypt/aes256gcm-ecdh-es-p256", |b| {
+            b.iter(|| encrypt::decrypt_document(black_box(&encrypted), &ec.key, &limits).unwrap())
         });
         g.finish();
     }

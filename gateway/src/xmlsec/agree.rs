@@ -47,15 +47,25 @@ fn nid_of<T: openssl::pkey::HasParams>(key: &PKeyRef<T>) -> Option<Nid> {
     key.ec_key().ok()?.group().curve_name()
 }
 
-/// A public key on `nid` from its encoded point (SEC 1: uncompressed `04‖X‖Y`, or compressed).
-/// OpenSSL refuses a point that is not on the curve (the invalid-curve attack) or is the point
-/// at infinity; the key is checked once more as a whole.
+/// A public key on `nid` from its encoded point (SEC 1: uncompressed
+/// `04‖X‖Y`, or compressed). OpenSSL refuses a point that is not on the curve (the
+/// invalid-curve attack); the point at infinity is refused here. On a curve of cofactor 1 —
+/// every one of [`CURVES`] — each point on the curve but infinity has the group's prime order,
+/// so OpenSSL's whole-key check (`EC_KEY_check_key`: one more scalar multiplication, `n·P = O`)
+/// would add nothing; it runs on any other curve.
 pub fn public_key(nid: Nid, point: &[u8]) -> Option<PKey<Public>> {
     let group = EcGroup::from_curve_name(nid).ok()?;
     let mut ctx = BigNumContext::new().ok()?;
     let point = EcPoint::from_bytes(&group, point, &mut ctx).ok()?;
+    if point.is_infinity(&group) {
+        return None;
+    }
     let key = EcKey::from_public_key(&group, &point).ok()?;
-    key.check_key().ok()?;
+    let mut cofactor = openssl::bn::BigNum::new().ok()?;
+    group.cofactor(&mut cofactor, &mut ctx).ok()?;
+    if cofactor != openssl::bn::BigNum::from_u32(1).ok()? {
+        key.check_key().ok()?;
+    }
     PKey::from_ec_key(key).ok()
 }
 
@@ -197,6 +207,10 @@ mod tests {
         let mut bad = public_point(&eph).unwrap();
         bad[64] ^= 1;
         assert!(public_key(Nid::X9_62_PRIME256V1, &bad).is_none());
+        // The point at infinity (SEC 1: one zero octet), on every curve key agreement allows.
+        for (_, nid) in CURVES {
+            assert!(public_key(nid, &[0]).is_none(), "{nid:?}");
+        }
         // A P-384 peer for a P-256 key.
         let g384 = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
         let other = PKey::from_ec_key(EcKey::generate(&g384).unwrap()).unwrap();

@@ -1,6 +1,7 @@
-//! The SQLite connections: how each is opened (WAL, `synchronous=FULL`, foreign keys, a busy
-//! timeout, a statement cache for every statement of the store), statements through that
-//! cache, and the writer thread that commits queued writes together (group commit).
+//! The SQLite connections: how each is opened (WAL, `synchronous=FULL`, foreign keys, temporary
+//! files in memory, a busy timeout, a statement cache for every statement of the store),
+//! statements through that cache, and the writer thread that commits queued writes together
+//! (group commit).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +16,12 @@ pub(super) fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Temporary files in memory. Above all the sub-journal of each write's savepoint (the
+    // writer's group commit rolls back one failed write, not its batch): SQLite keeps it in
+    // memory only up to 64 KiB and then creates, writes and deletes a file in /tmp, holding
+    // the pages' old contents — about 3 % of the nodes' CPU in the EC profile, and payload bytes
+    // in a shared folder. A sub-journal holds at most the pages one write changes.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // Room for every statement of the store: each is parsed once per connection.
     conn.set_prepared_statement_cache_capacity(128);
