@@ -108,27 +108,32 @@ fn require_whole(doc: &Document, v: &Verified) -> Result<(), Problem> {
 /// Verifies a document signed by a node (envelope, receipt, notice) against its directory
 /// certificate.
 pub fn verify_node_signed(xml: &[u8], signer: &X509, policy: &Policy, limits: &Limits) -> Result<(), Problem> {
-    let doc = dom::parse(xml, limits)?;
-    let v = verify::verify(&doc, Expect::Pinned(signer), policy)?;
-    require_whole(&doc, &v)
+    verify_node_signed_by_any(xml, std::slice::from_ref(signer), policy, limits).map(drop)
 }
 
-/// [`verify_node_signed`] by any of a partner's directory certificates (two during a rollover):
-/// the first that verifies counts (its index is returned); if none does, the last one's problem.
+/// Verifies a document signed by a node (envelope, receipt, notice) against any of its
+/// directory certificates (two during a rollover): the first that verifies counts (its index is
+/// returned); if none does, the last one's problem. The document is parsed once.
 pub fn verify_node_signed_by_any(
     xml: &[u8],
     signers: &[X509],
     policy: &Policy,
     limits: &Limits,
 ) -> Result<usize, Problem> {
-    let mut last = Problem::new(Code::SignerMismatch, "the partner has no certificate in the directory");
+    verify_node_signed_in(&dom::parse(xml, limits)?, signers, policy)
+}
+
+/// [`verify_node_signed_by_any`] on a document already parsed (by the validation pool, after
+/// the same pre-scan and with the same parser options as `dom::parse`).
+pub fn verify_node_signed_in(doc: &Document, signers: &[X509], policy: &Policy) -> Result<usize, Problem> {
+    let mut last = None;
     for (i, signer) in signers.iter().enumerate() {
-        match verify_node_signed(xml, signer, policy, limits) {
+        match verify::verify(doc, Expect::Pinned(signer), policy).and_then(|v| require_whole(doc, &v)) {
             Ok(()) => return Ok(i),
-            Err(p) => last = p,
+            Err(p) => last = Some(p),
         }
     }
-    Err(last)
+    Err(last.unwrap_or_else(|| Problem::new(Code::SignerMismatch, "the partner has no certificate in the directory")))
 }
 
 /// Opens a verified envelope: decrypts the body with the recipient authority's key and

@@ -132,16 +132,6 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
         );
         return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
     }
-    let shared: Arc<[u8]> = Arc::from(bytes.as_ref());
-    match ctx.validator.validate(ctx.envelope_schema.clone(), shared).await {
-        Ok(Ok(())) => {}
-        Ok(Err(f)) => {
-            let mut p = f.into_problem();
-            p.code = Code::EnvelopeInvalid;
-            return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
-        }
-        Err(p) => return p.into_response(),
-    }
     // The transport signature: the partner node's directory certificate, nothing else.
     let Some(signer) = ctx.keys().partner_nodes.get(&partner.node).cloned() else {
         let p = Problem::new(
@@ -151,24 +141,30 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
         return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
     };
     let policy = ctx.keys().transport_for(&partner.node);
-    let checked = {
-        let (bytes, revocation) = (bytes.clone(), ctx.revocation.clone());
-        tokio::task::spawn_blocking(move || {
-            let i = seal::verify_node_signed_by_any(&bytes, &signer, &policy, &limits)?;
+    let revocation = ctx.revocation.clone();
+    // Schema first, then the signature, on the one tree the validation thread parsed.
+    let checked = ctx
+        .validator
+        .validate_then(ctx.envelope_schema.clone(), Arc::from(bytes.as_ref()), move |doc| {
+            let i = seal::verify_node_signed_in(doc, &signer, &policy)?;
             // The certificate that signed must not be revoked (OCSP, `[security.revocation]`).
             revocation.usable(&signer[i], crate::revocation::CertRole::Node)
         })
-        .await
-    };
+        .await;
     match checked {
-        Ok(Ok(())) => {}
-        Ok(Err(p)) => {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Err(f)) => {
+            let mut p = f.into_problem();
+            p.code = Code::EnvelopeInvalid;
+            return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
+        }
+        Ok(Ok(Err(p))) => {
             let id = envelope::parse_header(&bytes)
                 .map(|h| h.message_id)
                 .unwrap_or_else(|_| UNKNOWN_ID.into());
             return refusal(ctx, &id, &p, Some(digest)).await;
         }
-        Err(_) => return Problem::new(Code::Internal, "signature check failed to run").into_response(),
+        Err(p) => return p.into_response(),
     }
     match scan.root.local.as_str() {
         "Envelope" => {

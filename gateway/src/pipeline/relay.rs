@@ -154,25 +154,28 @@ async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Re
     if let Err(p) = crate::xml::prescan::prescan(body, &ctx.config().limits) {
         return refused("receipt unreadable", p);
     }
-    let valid = ctx
-        .validator
-        .validate(ctx.envelope_schema.clone(), Arc::from(body))
-        .await
-        .map_err(|p| Failure::Transient(p.to_string()))?;
-    if let Err(f) = valid {
-        return refused("receipt invalid", f.into_problem());
-    }
     let keys = ctx.keys();
     let signer = keys
         .partner_nodes
         .get(partner)
+        .cloned()
         .ok_or_else(|| Failure::transient("the partner's certificate is not in the directory"))?;
-    match seal::verify_node_signed_by_any(body, signer, &keys.transport_for(partner), &ctx.config().limits) {
-        Err(p) => return refused("receipt signature", p),
+    let policy = keys.transport_for(partner);
+    // Schema first, then the signature, on the one tree the validation thread parsed.
+    let checked = ctx
+        .validator
+        .validate_then(ctx.envelope_schema.clone(), Arc::from(body), move |doc| {
+            seal::verify_node_signed_in(doc, &signer, &policy).map(|i| signer[i].clone())
+        })
+        .await
+        .map_err(|p| Failure::Transient(p.to_string()))?;
+    match checked {
+        Err(f) => return refused("receipt invalid", f.into_problem()),
+        Ok(Err(p)) => return refused("receipt signature", p),
         // Signed with a revoked certificate: no proof of anything; asked again later.
-        Ok(i) => ctx
+        Ok(Ok(cert)) => ctx
             .revocation
-            .usable(&signer[i], crate::revocation::CertRole::Node)
+            .usable(&cert, crate::revocation::CertRole::Node)
             .map_err(|p| Failure::Transient(p.detail))?,
     }
     Ok(envelope::parse_receipt(body))

@@ -2,8 +2,11 @@
 //!
 //! libxml2's compiled schemas are not `Send`, so each pool thread keeps its own cache of compiled
 //! schema sets (keyed by entry file) and async code hands it jobs over a bounded channel. A full
-//! channel is answered at once with `overloaded` instead of queueing without bound. The same
-//! synchronous [`validate_on_this_thread`] serves the offline CLI.
+//! channel is answered at once with `overloaded` instead of queueing without bound. A caller
+//! whose next step reads the same document (a signature check) hands it over with
+//! [`ValidatorPool::validate_then`]: it runs on the parsed tree, on the same thread, so the
+//! document is parsed once. The same synchronous [`validate_on_this_thread`] serves the
+//! offline CLI.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,6 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use adapters::SchemaSet;
 use libxml::parser::{Parser, XmlParseFailure};
 use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
+use libxml::tree::Document;
 use tokio::sync::oneshot;
 
 use super::catalog::Catalog;
@@ -205,6 +209,11 @@ fn clip(s: &str) -> String {
 
 /// Parses and validates `xml` against `set` on the calling thread.
 pub fn validate_on_this_thread(set: &SchemaSet, xml: &[u8]) -> Result<(), Failure> {
+    parse_valid(set, xml).map(drop)
+}
+
+/// The parsed document, if it is valid against `set`.
+fn parse_valid(set: &SchemaSet, xml: &[u8]) -> Result<Document, Failure> {
     let ctx = compiled(set).map_err(Failure::SchemaUnavailable)?;
     let options = crate::xml::parser_options();
     let doc = match Parser::default().parse_string_with_diagnostics(xml, options) {
@@ -220,13 +229,18 @@ pub fn validate_on_this_thread(set: &SchemaSet, xml: &[u8]) -> Result<(), Failur
     };
     let mut ctx = ctx.borrow_mut();
     ctx.validate_document(&doc)
-        .map_err(|errors| Failure::SchemaInvalid(diagnostics(&errors)))
+        .map_err(|errors| Failure::SchemaInvalid(diagnostics(&errors)))?;
+    Ok(doc)
 }
+
+/// What a validation thread does with a job's outcome: the parsed document if it is valid
+/// (the caller's next step runs on it there), else the failure; and then answers the caller.
+type Then = Box<dyn FnOnce(Result<Document, Failure>) + Send>;
 
 struct Job {
     schema: Arc<SchemaSet>,
     xml: Arc<[u8]>,
-    reply: oneshot::Sender<Result<(), Failure>>,
+    then: Then,
 }
 
 /// A pool of validation threads. Cloning shares the pool.
@@ -270,8 +284,13 @@ impl ValidatorPool {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let result = validate_on_this_thread(&job.schema, &job.xml);
-                        let _ = job.reply.send(result);
+                        let Job { schema, xml, then } = job;
+                        // A panic (in a caller's step) costs that job its answer — the caller
+                        // sees the thread stop — not the pool its thread.
+                        let run = std::panic::AssertUnwindSafe(move || then(parse_valid(&schema, &xml)));
+                        if std::panic::catch_unwind(run).is_err() {
+                            tracing::error!("a validation job panicked");
+                        }
                     }
                 })
                 .map_err(|e| format!("cannot start validation thread: {e}"))?;
@@ -284,8 +303,27 @@ impl ValidatorPool {
 
     /// Validates on the pool. `Err(Problem overloaded)` when the queue is full.
     pub async fn validate(&self, schema: Arc<SchemaSet>, xml: Arc<[u8]>) -> Result<Result<(), Failure>, Problem> {
+        self.validate_then(schema, xml, |_: &Document| ()).await
+    }
+
+    /// Validates on the pool and, if the document is valid, runs `then` on its parsed tree on
+    /// the same thread (libxml2's trees are not `Send`): one parse for both steps. `then`'s
+    /// answer comes back as the inner `Ok`.
+    pub async fn validate_then<R, F>(
+        &self,
+        schema: Arc<SchemaSet>,
+        xml: Arc<[u8]>,
+        then: F,
+    ) -> Result<Result<R, Failure>, Problem>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Document) -> R + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { schema, xml, reply }).map_err(|e| match e {
+        let then: Then = Box::new(move |parsed| {
+            let _ = reply.send(parsed.map(|doc| then(&doc)));
+        });
+        self.tx.try_send(Job { schema, xml, then }).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => Problem::overloaded(1),
             mpsc::TrySendError::Disconnected(_) => Problem::new(Code::Internal, "validation pool stopped"),
         })?;
