@@ -334,7 +334,39 @@ impl ValidatorPool {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_values;
+    use super::{Failure, SchemaSet, ValidatorPool, redact_values};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_step_runs_on_the_valid_tree_and_a_panic_in_it_spares_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("n.xsd");
+        std::fs::write(
+            &entry,
+            r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="n" type="xs:int"/></xs:schema>"#,
+        )
+        .unwrap();
+        let set = SchemaSet {
+            entry,
+            catalogs: vec![],
+        };
+        // One thread: had the panic ended it, the last call would find the pool stopped.
+        let pool = ValidatorPool::start(1, 4, std::slice::from_ref(&set)).unwrap();
+        let set = Arc::new(set);
+        let root = |doc: &libxml::tree::Document| doc.get_root_element().map(|r| r.get_content());
+        let valid = pool.validate_then(set.clone(), Arc::from(&b"<n>7</n>"[..]), root).await;
+        assert_eq!(valid.unwrap().unwrap().as_deref(), Some("7"));
+        let invalid = pool.validate_then(set.clone(), Arc::from(&b"<n>x</n>"[..]), root).await;
+        assert!(matches!(invalid.unwrap(), Err(Failure::SchemaInvalid(_))));
+        let panicked = pool
+            .validate_then(set.clone(), Arc::from(&b"<n>7</n>"[..]), |_| -> () {
+                panic!("a step failed")
+            })
+            .await;
+        assert!(panicked.is_err(), "the caller learns its step did not finish");
+        let after = pool.validate(set, Arc::from(&b"<n>8</n>"[..])).await;
+        assert_eq!(after.unwrap(), Ok(()));
+    }
 
     #[test]
     fn values_quoted_by_libxml2_are_cut_out() {
