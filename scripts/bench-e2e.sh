@@ -82,6 +82,21 @@ half=$(( max / 2 ))
 echo "== open loop at half the maximum: poststelle bench --rate $half --messages $(( half * 30 )) --poll-ms 5"
 open=$("$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --poll-ms 5 ${LONG_POLL:+--long-poll} --timeout 600 --json)
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); l=r["latency_ms"]; print("%d/%d delivered at %.0f/s; latency submit → fetched: p50 %.0f ms  p90 %.0f ms  p99 %.0f ms  max %.0f ms; lost %d duplicated %d" % (r["delivered"], r["accepted"], r["end_to_end_per_second"], l["p50"], l["p90"], l["p99"], l["max"], r["lost"], r["duplicated"]))' "$open"
+# Where the slowest message of the open loop spent its time: its timeline at both nodes (admin
+# API), as offsets from its acceptance at a, beside its latency from the scheduled submit.
+python3 - "$open" "$work/net/network.json" <<'PY'
+import datetime, json, sys, urllib.request
+r, net = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
+if r.get("slowest"):
+    s = r["slowest"][0]
+    def timeline(node, i):
+        req = urllib.request.Request(node["admin"] + "/admin/api/messages/" + i, headers={"Authorization": "Bearer " + node["admin_token"]})
+        return [(e["status"], datetime.datetime.fromisoformat(e["at"].replace("Z", "+00:00"))) for e in json.load(urllib.request.urlopen(req))["timeline"]]
+    a, b = (timeline(n, i) for n, i in zip(net["nodes"], (s["sender_id"], s["receiver_id"])))
+    t0 = a[0][1]
+    steps = ", ".join("%s %s %+.0f ms" % (n, st, (t - t0).total_seconds() * 1000) for n, tl in (("a", a), ("b", b)) for st, t in tl)
+    print("slowest of the open loop: %.0f ms from its scheduled submit; after a accepted it: %s" % (s["ms"], steps))
+PY
 BACKLOG=${BACKLOG:-11000}
 if (( BACKLOG > 0 )); then
     echo "== backlog: poststelle bench --messages $BACKLOG --clients 16 (resident memory sampled every 0.2 s)"

@@ -159,6 +159,9 @@ struct Ledger {
     /// Messages accepted and not yet fetched by the receiving client, now and at most.
     in_flight: usize,
     peak_in_flight: usize,
+    /// The slowest messages: latency (ms), the sender's id, the receiver's inbox id — whose
+    /// timelines (`/admin/api/messages/{id}` at each node) show where the time went.
+    slowest: Vec<(f64, String, String)>,
 }
 
 impl Ledger {
@@ -168,6 +171,16 @@ impl Ledger {
             self.in_flight += 1;
             self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
         }
+    }
+
+    /// Keeps the five slowest deliveries.
+    fn note_slow(&mut self, ms: f64, sent_as: String, delivered_as: &str) {
+        if self.slowest.len() == 5 && self.slowest.last().is_some_and(|(m, ..)| *m >= ms) {
+            return;
+        }
+        self.slowest.push((ms, sent_as, delivered_as.to_owned()));
+        self.slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.slowest.truncate(5);
     }
 }
 
@@ -385,6 +398,7 @@ fn summarize(
         "unexpected": unexpected,
         "refetched_before_ack": l.refetched,
         "peak_in_flight": l.peak_in_flight,
+        "slowest": l.slowest.iter().map(|(ms, a, b)| json!({"ms": ms, "sender_id": a, "receiver_id": b})).collect::<Vec<_>>(),
         "delivered": l.delivered.len(),
         "final_states": final_states,
         "not_ended": not_ended,
@@ -476,9 +490,11 @@ fn consumer(
                         l.after_ack += 1;
                     } else if !first_for_id {
                         l.refetched += 1;
-                    } else if let Some((_, t0)) = l.accepted.get(uuid) {
+                    } else if let Some((sent_as, t0)) = l.accepted.get(uuid) {
                         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                        let sent_as = sent_as.clone();
                         l.latencies.push(ms);
+                        l.note_slow(ms, sent_as, id);
                         if first_for_uuid {
                             l.in_flight = l.in_flight.saturating_sub(1);
                         }
@@ -663,6 +679,23 @@ fn print_report(
         percentile(lat, 0.99),
         lat.last().copied().unwrap_or(0.0)
     );
+    if let Some(slow) = report["slowest"].as_array().filter(|s| !s.is_empty()) {
+        let slow: Vec<String> = slow
+            .iter()
+            .take(3)
+            .map(|s| {
+                format!(
+                    "{:.0} ms ({} at {}, {} at {})",
+                    s["ms"].as_f64().unwrap_or(0.0),
+                    s["sender_id"].as_str().unwrap_or("?"),
+                    args.from,
+                    s["receiver_id"].as_str().unwrap_or("?"),
+                    args.to
+                )
+            })
+            .collect();
+        println!("slowest: {}", slow.join(", "));
+    }
     println!(
         "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}  peak in flight {}",
         report["submit_retries"], report["overloaded_503"], report["refused"], refetched, report["peak_in_flight"]
