@@ -679,23 +679,6 @@ fn print_report(
         percentile(lat, 0.99),
         lat.last().copied().unwrap_or(0.0)
     );
-    if let Some(slow) = report["slowest"].as_array().filter(|s| !s.is_empty()) {
-        let slow: Vec<String> = slow
-            .iter()
-            .take(3)
-            .map(|s| {
-                format!(
-                    "{:.0} ms ({} at {}, {} at {})",
-                    s["ms"].as_f64().unwrap_or(0.0),
-                    s["sender_id"].as_str().unwrap_or("?"),
-                    args.from,
-                    s["receiver_id"].as_str().unwrap_or("?"),
-                    args.to
-                )
-            })
-            .collect();
-        println!("slowest: {}", slow.join(", "));
-    }
     println!(
         "submit retries {}  503 overloaded {}  refused {}  refetched before ack {}  peak in flight {}",
         report["submit_retries"], report["overloaded_503"], report["refused"], refetched, report["peak_in_flight"]
