@@ -2,9 +2,9 @@
 //!
 //! All writes go through one writer thread. It takes the first waiting write, drains up to
 //! [`MAX_BATCH`] more that are already queued, runs each in its own savepoint inside one
-//! transaction, commits once (one fsync for the batch) and only then answers each caller. A write
-//! that fails rolls back its own savepoint and fails alone. Reads use a separate connection, which
-//! WAL lets run beside the writer.
+//! transaction (a batch of one needs none), commits once (one fsync for the batch) and only then
+//! answers each caller. A write that fails rolls back its own savepoint (alone: the transaction)
+//! and fails alone. Reads use a separate connection, which WAL lets run beside the writer.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
