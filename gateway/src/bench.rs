@@ -173,6 +173,27 @@ impl Ledger {
         }
     }
 
+    /// A fetch of inbox item `id`, which carries `uuid`: a delivery (its latency, and one
+    /// message less in flight), a fetch again before the acknowledgement, or one after it.
+    fn fetched(&mut self, uuid: &str, id: &str) {
+        let ids = self.delivered.entry(uuid.to_owned()).or_default();
+        let first_for_id = ids.insert(id.to_owned());
+        let first_for_uuid = ids.len() == 1;
+        if self.acked.contains(id) {
+            self.after_ack += 1;
+        } else if !first_for_id {
+            self.refetched += 1;
+        } else if let Some((sent_as, t0)) = self.accepted.get(uuid) {
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let sent_as = sent_as.clone();
+            self.latencies.push(ms);
+            self.note_slow(ms, sent_as, id);
+            if first_for_uuid {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
     /// Keeps the five slowest deliveries.
     fn note_slow(&mut self, ms: f64, sent_as: String, delivered_as: &str) {
         if self.slowest.len() == 5 && self.slowest.last().is_some_and(|(m, ..)| *m >= ms) {
@@ -481,25 +502,7 @@ fn consumer(
                 if !got.is_ok_and(|r| r.status().is_success()) {
                     continue;
                 }
-                {
-                    let mut l = ledger.lock().unwrap_or_else(|e| e.into_inner());
-                    let ids = l.delivered.entry(uuid.to_owned()).or_default();
-                    let first_for_id = ids.insert(id.to_owned());
-                    let first_for_uuid = ids.len() == 1;
-                    if l.acked.contains(id) {
-                        l.after_ack += 1;
-                    } else if !first_for_id {
-                        l.refetched += 1;
-                    } else if let Some((sent_as, t0)) = l.accepted.get(uuid) {
-                        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                        let sent_as = sent_as.clone();
-                        l.latencies.push(ms);
-                        l.note_slow(ms, sent_as, id);
-                        if first_for_uuid {
-                            l.in_flight = l.in_flight.saturating_sub(1);
-                        }
-                    }
-                }
+                ledger.lock().unwrap_or_else(|e| e.into_inner()).fetched(uuid, id);
                 let ack = https
                     .post(format!("{}/v1/inbox/{id}/ack", to.api))
                     .bearer_auth(&token)
@@ -932,4 +935,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(1)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_counts_messages_in_flight_and_keeps_the_slowest() {
+        let mut l = Ledger::default();
+        let t0 = Instant::now();
+        for u in ["u1", "u2", "u3"] {
+            l.accept(u.into(), format!("a-{u}"), t0);
+        }
+        l.fetched("u1", "b-1");
+        l.fetched("u1", "b-1"); // fetched again before its acknowledgement: still one delivery
+        l.accept("u4".into(), "a-u4".into(), t0);
+        assert_eq!((l.in_flight, l.peak_in_flight, l.refetched), (3, 3, 1));
+        for (u, id) in [("u2", "b-2"), ("u3", "b-3"), ("u4", "b-4")] {
+            l.fetched(u, id);
+        }
+        assert_eq!((l.in_flight, l.peak_in_flight), (0, 3));
+        assert_eq!(l.slowest.len(), 4);
+        assert!(l.slowest.windows(2).all(|w| w[0].0 >= w[1].0), "slowest first");
+        assert_eq!(l.slowest[0].1, "a-u4", "the last fetched waited longest");
+    }
 }

@@ -169,7 +169,6 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-/// Seconds as people read them: `42 s`, `7 min`, `3 h 5 min`, `2 d 4 h`.
 /// A further table after a blank line, unless it has no rows.
 fn section(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
@@ -180,6 +179,7 @@ fn section(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     }
 }
 
+/// Seconds as people read them: `42 s`, `7 min`, `3 h 5 min`, `2 d 4 h`.
 fn age(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs} s"),

@@ -47,26 +47,23 @@ fn nid_of<T: openssl::pkey::HasParams>(key: &PKeyRef<T>) -> Option<Nid> {
     key.ec_key().ok()?.group().curve_name()
 }
 
-/// A public key on `nid` from its encoded point (SEC 1: uncompressed
+/// A public key on `nid`, one of [`CURVES`], from its encoded point (SEC 1: uncompressed
 /// `04‖X‖Y`, or compressed). OpenSSL refuses a point that is not on the curve (the
-/// invalid-curve attack); the point at infinity is refused here. On a curve of cofactor 1 —
-/// every one of [`CURVES`] — each point on the curve but infinity has the group's prime order,
-/// so OpenSSL's whole-key check (`EC_KEY_check_key`: one more scalar multiplication, `n·P = O`)
-/// would add nothing; it runs on any other curve.
+/// invalid-curve attack); the point at infinity is refused here. Every one of [`CURVES`] has
+/// cofactor 1 (a test checks it), so each point on the curve but infinity has the group's prime
+/// order, and OpenSSL's whole-key check (`EC_KEY_check_key`: one more scalar multiplication,
+/// `n·P = O`) would add nothing.
 pub fn public_key(nid: Nid, point: &[u8]) -> Option<PKey<Public>> {
+    if !CURVES.iter().any(|(_, n)| *n == nid) {
+        return None;
+    }
     let group = EcGroup::from_curve_name(nid).ok()?;
     let mut ctx = BigNumContext::new().ok()?;
     let point = EcPoint::from_bytes(&group, point, &mut ctx).ok()?;
     if point.is_infinity(&group) {
         return None;
     }
-    let key = EcKey::from_public_key(&group, &point).ok()?;
-    let mut cofactor = openssl::bn::BigNum::new().ok()?;
-    group.cofactor(&mut cofactor, &mut ctx).ok()?;
-    if cofactor != openssl::bn::BigNum::from_u32(1).ok()? {
-        key.check_key().ok()?;
-    }
-    PKey::from_ec_key(key).ok()
+    PKey::from_ec_key(EcKey::from_public_key(&group, &point).ok()?).ok()
 }
 
 /// The shared secret Z (the x coordinate of the product) of `ours` and `theirs`, which must be
@@ -190,6 +187,23 @@ mod tests {
         assert_eq!(bit_string(Some("03D8")), None, "padding bits are not supported");
         assert_eq!(bit_string(Some("0")), None);
         assert_eq!(bit_string(Some("00zz")), None);
+    }
+
+    #[test]
+    fn every_curve_key_agreement_allows_has_cofactor_one() {
+        let mut ctx = BigNumContext::new().unwrap();
+        for (uri, nid) in CURVES {
+            let mut cofactor = openssl::bn::BigNum::new().unwrap();
+            EcGroup::from_curve_name(nid)
+                .unwrap()
+                .cofactor(&mut cofactor, &mut ctx)
+                .unwrap();
+            assert_eq!(cofactor, openssl::bn::BigNum::from_u32(1).unwrap(), "{uri}");
+        }
+        // A curve outside the list is refused whatever the point.
+        let group = EcGroup::from_curve_name(Nid::SECP256K1).unwrap();
+        let k1 = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        assert!(public_key(Nid::SECP256K1, &public_point(&k1).unwrap()).is_none());
     }
 
     #[test]

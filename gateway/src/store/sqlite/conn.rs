@@ -116,8 +116,8 @@ pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>) {
             }
         };
         // Each write of a batch in a savepoint, so that a failed one is undone alone. A batch
-        // of one (the common case) needs none: its transaction is rolled back instead. A
-        // savepoint makes SQLite copy every page the write changes into its sub-journal.
+        // of one (the common case) needs none — two statements and the savepoint's bookkeeping
+        // less: its transaction is rolled back instead.
         let savepoints = batch.len() > 1;
         let mut undo = false;
         let mut replies = Vec::with_capacity(batch.len());
@@ -183,6 +183,8 @@ mod tests {
     fn a_failed_write_alone_in_its_batch_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir.path().join("t.db")).unwrap();
+        let temp_store: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
+        assert_eq!(temp_store, 2, "temporary files (sub-journals) in memory");
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
         let (tx, rx) = mpsc::sync_channel(8);
         let writer = std::thread::spawn(move || writer_loop(conn, rx));
