@@ -73,6 +73,56 @@ fn assert_problem(got: &(StatusCode, String, Value), status: u16, code: &str) {
     );
 }
 
+/// A submission is sealed before its acceptance is stored, in the same write: with no worker
+/// running here (no relay could have sealed it), the message is `sealed` once the 202 is out,
+/// its envelope stored, naming the message's id and creation time, and opened by the reader.
+#[tokio::test]
+async fn a_submission_is_stored_sealed_in_its_acceptance_write() {
+    use gateway::store::{Blob, Status, rfc3339};
+    let s = setup().await;
+    let api = gateway::intake::http::router(s.ctx.clone());
+    let valid = fixture("xumzug/valid/rueckmeldung-erika-mustermann.xml");
+    let got = call(api, submit(Some(&s.token), "application/xml", valid.clone())).await;
+    assert_eq!(
+        (got.0.as_u16(), got.2["status"].as_str()),
+        (202, Some("accepted")),
+        "{:?}",
+        got.2
+    );
+    let id = got.2["id"].as_str().unwrap();
+    let m = s.ctx.store.message(id).await.unwrap().unwrap();
+    assert_eq!(m.status, Status::Sealed);
+    let timeline: Vec<Status> = s.ctx.store.events(id).await.unwrap().iter().map(|e| e.status).collect();
+    assert_eq!(timeline, [Status::Accepted, Status::Sealed]);
+    let envelope = s
+        .ctx
+        .store
+        .blob(id, Blob::Envelope)
+        .await
+        .unwrap()
+        .expect("the envelope is stored");
+    let header = gateway::envelope::parse_header(&envelope).unwrap();
+    assert_eq!(
+        (header.message_id.as_str(), header.created),
+        (id, rfc3339(m.created_at))
+    );
+    assert_eq!(header.recipient, m.reader);
+    // The reader's node opens it to the very bytes submitted.
+    let b = gateway::config::Config::load(&s._net.node(1).config).unwrap();
+    let b = gateway::node::context(b).await.unwrap();
+    let keys = b.keys();
+    let author = s.ctx.keys().authorities[&m.author].cert.clone();
+    let opened = gateway::envelope::seal::open(
+        &envelope,
+        &keys.authorities[&m.reader].key,
+        &author,
+        &keys.content_for("a"),
+        &b.config().limits.for_envelopes(),
+    )
+    .unwrap();
+    assert_eq!(opened.content, valid);
+}
+
 #[tokio::test]
 async fn client_api_error_paths_without_a_socket() {
     let s = setup().await;

@@ -49,9 +49,13 @@ impl Evented {
 #[async_trait]
 impl Store for Evented {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
+        let sealed = m.sealed.is_some();
         let r = self.inner.accept(m).await?;
         if let AcceptOutcome::Created(_) = &r {
             self.changed(Status::Accepted);
+            if sealed {
+                self.changed(Status::Sealed);
+            }
         }
         Ok(r)
     }

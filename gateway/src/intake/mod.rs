@@ -2,7 +2,7 @@
 //! pre-scan (limits, forbidden constructs, encoding) → adapter by root element → XSD validation →
 //! (a legacy format: its inbound XSLT, then all of this again on the result) → code lists →
 //! header extraction and consistency → permission (author = client's authority, type permitted)
-//! → recipient in the directory → durable commit. Shared by every inbound wire format: `http`
+//! → recipient in the directory → sealing (`pipeline::seal::at_intake`) → durable commit. Shared by every inbound wire format: `http`
 //! (the REST API), `xta` (XTA 2 over SOAP, `soap`) and the AMQP intake. Knows nothing about
 //! partners' transport.
 
@@ -97,6 +97,12 @@ async fn commit(
     keep: Vec<(crate::store::Blob, Vec<u8>)>,
 ) -> Result<Submitted, Problem> {
     let digest = digest_of(bytes, &keep);
+    // Attachments are sealed from their files by the relay.
+    let sealed = if keep.iter().any(|(kind, _)| *kind == crate::store::Blob::Attachments) {
+        None
+    } else {
+        crate::pipeline::seal::at_intake(ctx, id.as_deref(), &checked).await
+    };
     crate::failpoint!("intake.before_commit");
     let deadline = crate::store::now_millis() + ctx.config().relay.retry_window.as_millis() as i64;
     let outcome = ctx
@@ -113,6 +119,7 @@ async fn commit(
             payload: checked.payload.to_vec(),
             keep,
             deadline,
+            sealed,
         })
         .await
         .map_err(crate::wire::store_problem)?;

@@ -26,6 +26,8 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         )));
     };
     let envelope_bytes = super::seal::sealed(ctx, m).await?;
+    // Sealed at intake or just now, stored either way; not sent yet.
+    crate::failpoint!("relay.after_seal");
     send_files(ctx, partner, m, &envelope_bytes).await?;
     let (status, body) = match crate::partner::send::post(ctx, partner, envelope_bytes.clone()).await {
         Ok(answer) => answer,

@@ -74,6 +74,7 @@ fn outbound(uuid: &str, digest: &str) -> NewOutbound {
         payload: b"<x/>".to_vec(),
         keep: Vec::new(),
         deadline: now_millis() + 60_000,
+        sealed: None,
     }
 }
 
@@ -124,6 +125,56 @@ async fn accept_is_idempotent_per_client_and_uuid(b: Backend) {
     let m = s.message(&id).await.unwrap().unwrap();
     assert_eq!(m.status, Status::Accepted);
     assert_eq!(s.blob(&id, Blob::Payload).await.unwrap().unwrap(), b"<x/>");
+}
+
+conformance!(a_message_sealed_before_its_write_is_stored_sealed_and_resubmitted_as_before);
+async fn a_message_sealed_before_its_write_is_stored_sealed_and_resubmitted_as_before(b: Backend) {
+    let s = b.open().await;
+    let sealed = |id: &str| SealedEnvelope {
+        id: id.into(),
+        created_at: 1_700_000_000_000,
+        envelope: b"<envelope/>".to_vec(),
+    };
+    let first = NewOutbound {
+        sealed: Some(sealed("0190f2a4-0000-7000-8000-00000000000a")),
+        ..outbound("u1", "d1")
+    };
+    let id = "0190f2a4-0000-7000-8000-00000000000a".to_owned();
+    assert_eq!(s.accept(first).await.unwrap(), AcceptOutcome::Created(id.clone()));
+    let m = s.message(&id).await.unwrap().unwrap();
+    assert_eq!((m.status, m.created_at), (Status::Sealed, 1_700_000_000_000));
+    assert_eq!(s.blob(&id, Blob::Envelope).await.unwrap().unwrap(), b"<envelope/>");
+    let timeline: Vec<_> = s.events(&id).await.unwrap().into_iter().map(|e| e.status).collect();
+    assert_eq!(timeline, [Status::Accepted, Status::Sealed]);
+    // The relay's job is there as for any accepted message.
+    let job = s
+        .claim(JobKind::Relay, Duration::from_secs(30), &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.message_id, id);
+    // A resubmission sealed again under a new id finds the first; its envelope is dropped.
+    let again = NewOutbound {
+        sealed: Some(sealed("0190f2a4-0000-7000-8000-00000000000b")),
+        ..outbound("u1", "d1")
+    };
+    assert_eq!(s.accept(again).await.unwrap(), AcceptOutcome::Existing(id.clone()));
+    assert!(
+        s.message("0190f2a4-0000-7000-8000-00000000000b")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A client's chosen id is the one intake seals under.
+    let chosen = NewOutbound {
+        id: Some("0190f2a4-0000-7000-8000-00000000000c".into()),
+        sealed: Some(sealed("0190f2a4-0000-7000-8000-00000000000c")),
+        ..outbound("u2", "d2")
+    };
+    assert_eq!(
+        s.accept(chosen).await.unwrap(),
+        AcceptOutcome::Created("0190f2a4-0000-7000-8000-00000000000c".into())
+    );
 }
 
 conformance!(a_chosen_id_is_idempotent_and_never_reused_for_other_content);

@@ -285,6 +285,20 @@ pub struct NewOutbound {
     pub keep: Vec<(Blob, Vec<u8>)>,
     /// End of the retry time-box.
     pub deadline: Millis,
+    /// The envelope, when it was sealed before the write: stored with the message, which then
+    /// starts as `sealed` (its timeline `accepted`, `sealed` at the same time).
+    pub sealed: Option<SealedEnvelope>,
+}
+
+/// An envelope sealed before its message was stored. It names the message's id and creation
+/// time, so these are fixed before the write: `id` is used unless the client chose one (then
+/// the two are the same), and the message is created at `created_at`. A resubmission finds the
+/// existing message as without it; the envelope is then dropped.
+#[derive(Debug, Clone)]
+pub struct SealedEnvelope {
+    pub id: String,
+    pub created_at: Millis,
+    pub envelope: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -342,16 +342,25 @@ impl Store for SqliteStore {
                     return Ok(AcceptOutcome::Conflict(wanted.clone()));
                 }
             }
-            if over_soft_limit(conn, soft, m.payload.len())? {
+            let envelope = m.sealed.as_ref().map_or(0, |s| s.envelope.len());
+            if over_soft_limit(conn, soft, m.payload.len() + envelope)? {
                 return Err(soft_full());
             }
-            let id = m.id.clone().unwrap_or_else(new_id);
-            let now = now_millis();
+            let id =
+                m.id.clone()
+                    .or_else(|| m.sealed.as_ref().map(|s| s.id.clone()))
+                    .unwrap_or_else(new_id);
+            let now = m.sealed.as_ref().map_or_else(now_millis, |s| s.created_at);
+            let status = if m.sealed.is_some() {
+                Status::Sealed
+            } else {
+                Status::Accepted
+            };
             exec(
                 conn,
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,
                     partner_node, deadline, created_at, updated_at)
-                 VALUES (?1, 'outbound', 'accepted', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
+                 VALUES (?1, 'outbound', ?11, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
                 params![
                     id,
                     m.client,
@@ -362,7 +371,8 @@ impl Store for SqliteStore {
                     m.reader,
                     m.partner_node,
                     now,
-                    m.deadline
+                    m.deadline,
+                    status.as_str()
                 ],
             )?;
             put_blob(conn, &id, Blob::Payload, &m.payload)?;
@@ -370,6 +380,10 @@ impl Store for SqliteStore {
                 put_blob(conn, &id, *blob, bytes)?;
             }
             insert_event(conn, &id, now, Status::Accepted, None)?;
+            if let Some(sealed) = &m.sealed {
+                put_blob(conn, &id, Blob::Envelope, &sealed.envelope)?;
+                insert_event(conn, &id, now, Status::Sealed, None)?;
+            }
             insert_job(conn, &id, JobKind::Relay, now)?;
             Ok(AcceptOutcome::Created(id))
         })

@@ -122,18 +122,30 @@ impl Store for PgStore {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
         let soft = self.soft_bytes;
         transaction!(self, |tx| {
-            if over_soft_limit(&tx, soft, m.payload.len()).await.map_err(store_error)? {
+            let envelope = m.sealed.as_ref().map_or(0, |s| s.envelope.len());
+            if over_soft_limit(&tx, soft, m.payload.len() + envelope)
+                .await
+                .map_err(store_error)?
+            {
                 return Err(StoreError::Full);
             }
-            let id = m.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            let now = now_millis();
+            let id =
+                m.id.clone()
+                    .or_else(|| m.sealed.as_ref().map(|s| s.id.clone()))
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+            let now = m.sealed.as_ref().map_or_else(now_millis, |s| s.created_at);
+            let status = if m.sealed.is_some() {
+                Status::Sealed
+            } else {
+                Status::Accepted
+            };
             // A unique index decides a race between two writers: the loser inserts nothing and
             // reads the winner's row below.
             let inserted = cached::execute(
                 &tx,
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author,
                         reader, partner_node, deadline, created_at, updated_at)
-                     VALUES ($1, 'outbound', 'accepted', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                     VALUES ($1, 'outbound', $11, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
                      ON CONFLICT DO NOTHING",
                 &[
                     &id,
@@ -146,6 +158,7 @@ impl Store for PgStore {
                     &m.partner_node,
                     &m.deadline,
                     &now,
+                    &status.as_str(),
                 ],
             )
             .await
@@ -180,6 +193,14 @@ impl Store for PgStore {
             insert_event(&tx, &id, now, Status::Accepted, None)
                 .await
                 .map_err(store_error)?;
+            if let Some(sealed) = &m.sealed {
+                put_blob(&tx, &id, Blob::Envelope, &sealed.envelope)
+                    .await
+                    .map_err(store_error)?;
+                insert_event(&tx, &id, now, Status::Sealed, None)
+                    .await
+                    .map_err(store_error)?;
+            }
             insert_job(&tx, &id, JobKind::Relay, now).await.map_err(store_error)?;
             Ok(AcceptOutcome::Created(id))
         })
