@@ -60,15 +60,20 @@ if [[ -n ${STORE_URL:-} ]]; then
     xacts0=$(pg_xacts); syncs0=$(pg_syncs); segs0=$(pg_segs); pgcpu0=$(cpu $(pg_pids))
 fi
 nodecpu0=$(cpu "${pids[@]}")
+writes0=$(writes "${pids[@]}")
 # The load generator's CPU: what this shell's ended children used (the bench, once waited for).
 loadcpu0=$(cpu_with_ended_children $$)
 echo "== closed loop: poststelle bench --messages $N --clients 16"
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 ${LONG_POLL:+--long-poll} --json)
 nodecpu1=$(cpu "${pids[@]}")
+writes1=$(writes "${pids[@]}")
 loadcpu1=$(cpu_with_ended_children $$)
 node_ms=$(awk -v n="$N" -v c0="$nodecpu0" -v c1="$nodecpu1" 'BEGIN {printf "%.2f", 1000 * (c1 - c0) / n}')
 load_ms=$(awk -v n="$N" -v c0="$loadcpu0" -v c1="$loadcpu1" 'BEGIN {printf "%.2f", 1000 * (c1 - c0) / n}')
 echo "CPU of both nodes per message: $node_ms ms; of the load generator: $load_ms ms"
+# What both nodes wrote per message: WAL frames (SQLite), sockets, files (/proc/PID/io).
+awk -v n="$N" -v w0="$writes0" -v w1="$writes1" 'BEGIN {split(w0, a, " "); split(w1, b, " ");
+    printf "written by both nodes per message: %.0f KiB in %.0f write calls (WAL frames, sockets, files)\n", (b[1] - a[1]) / 1024 / n, (b[2] - a[2]) / n}'
 if [[ -n ${STORE_URL:-} ]]; then
     xacts1=$(pg_xacts); syncs1=$(pg_syncs); segs1=$(pg_segs); pgcpu1=$(cpu $(pg_pids))
     awk -v n="$N" -v x="$(( xacts1 - xacts0 ))" -v s="$(( syncs1 - syncs0 ))" -v r="$(( segs1 - segs0 ))" -v p0="$pgcpu0" -v p1="$pgcpu1" -v c0="$nodecpu0" -v c1="$nodecpu1" -v notify="${NOTIFY:-on}" \

@@ -21,6 +21,22 @@ cpu_with_ended_children() {
     awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'
 }
 
+# Bytes the processes with these pids handed to write calls (their own and their threads':
+# the store's WAL frames, attachment files, sockets), and the number of those calls: "bytes calls".
+writes() {
+    local bytes=0 calls=0 pid k v
+    for pid in "$@"; do
+        [[ -r /proc/$pid/io ]] || continue
+        while read -r k v; do
+            case $k in
+                wchar:) bytes=$(( bytes + v )) ;;
+                syscw:) calls=$(( calls + v )) ;;
+            esac
+        done < "/proc/$pid/io"
+    done
+    echo "$bytes $calls"
+}
+
 # The two-node network's schemas in $STORE_URL (none without it).
 drop_schemas() {
     [[ -n ${STORE_URL:-} ]] || return 0
