@@ -39,15 +39,31 @@ pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
         Err(e) => ctx.partners.failure(&partner.node, e),
     }
     match response {
-        Ok((status, _)) if status.is_success() => drop_job(ctx, job).await,
+        Ok((status, _)) if status.is_success() => told(ctx, job).await,
         // The partner does not know the message (e.g. it was purged): nothing more to tell.
         Ok((status, _)) if status.is_client_error() => {
             tracing::warn!(message_id = %m.id, status = status.as_u16(), "partner refused our notice");
-            drop_job(ctx, job).await
+            told(ctx, job).await
         }
         Ok((status, _)) => Err(Failure::Transient(format!("partner answered {status}"))),
         Err(e) => Err(Failure::Transient(format!("partner unreachable: {e}"))),
     }
+}
+
+/// Ends a notice job the partner answered. Not waited for on disk (`Change::lazy`): lost to a
+/// power failure, the notice goes out again and the partner answers it as before (a notice
+/// it applied changes nothing the second time; one it refused, it refuses again).
+async fn told(ctx: &Ctx, job: &Job) -> Outcome {
+    apply(
+        ctx,
+        Change {
+            message_id: job.message_id.clone(),
+            finish_job: Some(job.id),
+            lazy: true,
+            ..Change::default()
+        },
+    )
+    .await
 }
 
 /// Applies an inbound message's final change together with the notice job that tells the

@@ -378,6 +378,12 @@ pub struct Change {
     /// Write nothing while a worker holds a lease on one of the message's jobs (operators
     /// do not pull a message from under a send in progress).
     pub unless_leased: bool,
+    /// Answer before the commit is on disk (SQLite: without an fsync of its own, as a job
+    /// claim; the next durable commit's fsync covers it). Only for a change whose loss to a
+    /// power failure repeats idempotent work and tells no one anything: the end of a notice job
+    /// whose notice the partner took (sent again, it is answered as before). PostgreSQL
+    /// commits it like any other change.
+    pub lazy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -492,7 +492,8 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, c: Change) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+        let durable = !c.lazy;
+        let change = move |conn: &Connection| {
             if let Some(job) = c.finish_job {
                 exec(conn, "DELETE FROM jobs WHERE id = ?1", params![job])?;
             }
@@ -561,8 +562,8 @@ impl Store for SqliteStore {
                 insert_job(conn, &c.message_id, *kind, *due)?;
             }
             Ok(true)
-        })
-        .await
+        };
+        self.queue(change, durable).await
     }
 
     async fn retry_later(&self, job_id: i64, due: Millis, error: &str) -> Result<(), StoreError> {

@@ -79,10 +79,11 @@ pub(super) struct Queued {
 }
 
 /// Commits queued writes together. A batch of only non-durable writes (job claims: a lease and
-/// an attempt count) commits without an fsync (`synchronous=NORMAL`): its WAL frames reach the
-/// disk with the next durable commit, whose fsync covers every frame before it. Losing them to
-/// a power failure loses only leases, which a restart releases anyway; a process crash loses
-/// nothing (they are in the OS's cache).
+/// an attempt count; `Change::lazy`: a notice job's end) commits without an fsync
+/// (`synchronous=NORMAL`): its WAL frames reach the disk with the next durable commit, whose
+/// fsync covers every frame before it. Losing them to a power failure loses only leases, which
+/// a restart releases anyway, or repeats a notice the partner answers as before; a process
+/// crash loses nothing (they are in the OS's cache).
 pub(super) fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Queued>) {
     let mut synced = true;
     while let Ok(first) = rx.recv() {
@@ -177,6 +178,45 @@ mod tests {
         });
         tx.send(Queued { op, durable: true }).unwrap();
         rx.recv().unwrap()
+    }
+
+    /// Queues a write that reports the `synchronous` level it ran under; `wait`: until its
+    /// batch is committed.
+    fn level_write(tx: &mpsc::SyncSender<Queued>, durable: bool, wait: bool) -> mpsc::Receiver<i64> {
+        let (level_tx, level) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let op: Op = Box::new(move |conn| {
+            let l: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+            let _ = level_tx.send(l);
+            let reply: Reply = Box::new(move |_| {
+                let _ = done_tx.send(());
+            });
+            (true, reply)
+        });
+        tx.send(Queued { op, durable }).unwrap();
+        if wait {
+            done.recv().unwrap();
+        }
+        level
+    }
+
+    /// A batch commits as durably as its most durable write: only non-durable writes (job
+    /// claims, lazy changes) without an fsync (`synchronous=NORMAL`, 1), else FULL (2).
+    #[test]
+    fn a_batch_is_synced_as_its_most_durable_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("t.db")).unwrap();
+        let (tx, rx) = mpsc::sync_channel(8);
+        // Queued before the writer runs: one batch of a non-durable and a durable write.
+        let mixed = [level_write(&tx, false, false), level_write(&tx, true, false)];
+        let writer = std::thread::spawn(move || writer_loop(conn, rx));
+        let mixed: Vec<i64> = mixed.iter().map(|l| l.recv().unwrap()).collect();
+        assert_eq!(mixed, [2, 2]);
+        assert_eq!(level_write(&tx, false, true).recv().unwrap(), 1);
+        assert_eq!(level_write(&tx, false, true).recv().unwrap(), 1);
+        assert_eq!(level_write(&tx, true, true).recv().unwrap(), 2);
+        drop(tx);
+        writer.join().unwrap();
     }
 
     #[test]
