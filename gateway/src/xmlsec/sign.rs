@@ -102,17 +102,9 @@ pub fn sign_enveloped(
     .map_err(|_| Problem::new(Code::NotWellFormed, "the document cannot be canonicalized"))?;
     let digest_value = hash(digest, &canonical).map_err(internal)?;
 
-    let signed_info = format!(
-        "<ds:SignedInfo><ds:CanonicalizationMethod Algorithm=\"{c14n}\"/><ds:SignatureMethod Algorithm=\"{method}\"/>\
-         <ds:Reference URI=\"\"><ds:Transforms><ds:Transform Algorithm=\"{env}\"/><ds:Transform Algorithm=\"{c14n}\"/>\
-         </ds:Transforms><ds:DigestMethod Algorithm=\"{digest_uri}\"/><ds:DigestValue>{dv}</ds:DigestValue>\
-         </ds:Reference></ds:SignedInfo>",
-        c14n = profile::EXC_C14N,
-        method = method.uri,
-        env = profile::ENVELOPED,
-        dv = B64.encode(digest_value),
-    );
-    let canonical_si = canonical_signed_info(&signed_info)?;
+    let dv = B64.encode(digest_value);
+    let signed_info = signed_info(method.uri, digest_uri, &dv, false);
+    let canonical_si = signed_info_in_c14n(method.uri, digest_uri, &dv);
     let value = sign_bytes(&method, &id.key, &canonical_si)?;
     let cert = B64.encode(id.cert.to_der().map_err(internal)?);
     let signature = format!(
@@ -128,21 +120,38 @@ fn internal(_: impl std::fmt::Display) -> Problem {
     Problem::new(Code::Internal, "a cryptographic operation failed")
 }
 
-/// Exclusive C14N of a SignedInfo we wrote. It only uses the `ds` prefix, so its canonical
-/// form is the same in the document as in a stand-alone parse.
-fn canonical_signed_info(signed_info: &str) -> Result<Vec<u8>, Problem> {
-    let wrapped = format!("<ds:Signature xmlns:ds=\"{DSIG_NS}\">{signed_info}</ds:Signature>");
-    let doc = dom::parse(wrapped.as_bytes(), &Limits::default())?;
-    let root = doc.get_root_element().ok_or_else(|| internal(""))?;
-    let si = dom::one_child(&root, DSIG_NS, "SignedInfo")?;
-    c14n(&C14nInput {
-        doc: &doc,
-        apex: Some(&si),
-        exclude: None,
-        exclusive: true,
-        inclusive_prefixes: &[],
-    })
-    .map_err(|_| internal(""))
+/// SignedInfo with these algorithms and digest, as written into the signature, or
+/// (`canonical`) in its exclusive-C14N form: the `ds` namespace declared on it, the one prefix
+/// it uses (visibly), and each empty element as a start and an end tag. Nothing in it needs
+/// escaping: the attribute values are allow-listed URIs (`profile`), the digest is base64.
+fn signed_info(method_uri: &str, digest_uri: &str, digest_value: &str, canonical: bool) -> String {
+    let empty = |name: &str, uri: &str| {
+        if canonical {
+            format!("<ds:{name} Algorithm=\"{uri}\"></ds:{name}>")
+        } else {
+            format!("<ds:{name} Algorithm=\"{uri}\"/>")
+        }
+    };
+    format!(
+        "<ds:SignedInfo{ns}>{c14n}{method}<ds:Reference URI=\"\"><ds:Transforms>{env}{c14n_t}</ds:Transforms>\
+         {digest}<ds:DigestValue>{digest_value}</ds:DigestValue></ds:Reference></ds:SignedInfo>",
+        ns = if canonical {
+            format!(" xmlns:ds=\"{DSIG_NS}\"")
+        } else {
+            String::new()
+        },
+        c14n = empty("CanonicalizationMethod", profile::EXC_C14N),
+        method = empty("SignatureMethod", method_uri),
+        env = empty("Transform", profile::ENVELOPED),
+        c14n_t = empty("Transform", profile::EXC_C14N),
+        digest = empty("DigestMethod", digest_uri),
+    )
+}
+
+/// The bytes a signature signs: the SignedInfo we write, in exclusive C14N, built as such
+/// rather than parsed and canonicalised (a test holds the two to be the same).
+fn signed_info_in_c14n(method_uri: &str, digest_uri: &str, digest_value: &str) -> Vec<u8> {
+    signed_info(method_uri, digest_uri, digest_value, true).into_bytes()
 }
 
 /// The raw signature value (ECDSA as r‖s).
@@ -163,12 +172,60 @@ pub fn sign_bytes(method: &SignatureMethod, key: &PKey<Private>, data: &[u8]) ->
         Scheme::EcdsaRaw => {
             let der = s.sign_oneshot_to_vec(data).map_err(internal)?;
             let sig = EcdsaSig::from_der(&der).map_err(internal)?;
-            let ec = key.ec_key().map_err(internal)?;
-            let bits = ec.group().order_bits() as i32;
-            let len = (bits + 7) / 8;
+            // An EC key's size in bits is its group order's (P-521: 521, so 66 octets each).
+            let len = (key.bits() as i32 + 7) / 8;
             let mut out = sig.r().to_vec_padded(len).map_err(internal)?;
             out.extend(sig.s().to_vec_padded(len).map_err(internal)?);
             Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SignedInfo we write, canonicalised by libxml2 inside a `ds:Signature`, as the
+    /// verifier of a signature does.
+    fn canonicalised(signed_info: &str) -> Vec<u8> {
+        let wrapped = format!("<ds:Signature xmlns:ds=\"{DSIG_NS}\">{signed_info}</ds:Signature>");
+        let doc = dom::parse(wrapped.as_bytes(), &Limits::default()).unwrap();
+        let root = doc.get_root_element().unwrap();
+        let si = dom::one_child(&root, DSIG_NS, "SignedInfo").unwrap();
+        c14n(&C14nInput {
+            doc: &doc,
+            apex: Some(&si),
+            exclude: None,
+            exclusive: true,
+            inclusive_prefixes: &[],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_signed_info_we_build_in_c14n_is_what_libxml2_makes_of_the_one_we_write() {
+        use profile::*;
+        let methods = [
+            RSA_PSS_SHA256,
+            RSA_PSS_SHA384,
+            RSA_PSS_SHA512,
+            RSA_SHA256,
+            RSA_SHA384,
+            RSA_SHA512,
+            ECDSA_SHA256,
+            ECDSA_SHA384,
+            ECDSA_SHA512,
+        ];
+        let digest_value = B64.encode([0xfbu8; 48]);
+        for method in methods {
+            for digest in [SHA256, SHA384, SHA512] {
+                let written = signed_info(method, digest, &digest_value, false);
+                assert_eq!(
+                    String::from_utf8(signed_info_in_c14n(method, digest, &digest_value)).unwrap(),
+                    String::from_utf8(canonicalised(&written)).unwrap(),
+                    "{method} {digest}"
+                );
+            }
         }
     }
 }
