@@ -47,13 +47,21 @@ fn nid_of<T: openssl::pkey::HasParams>(key: &PKeyRef<T>) -> Option<Nid> {
     key.ec_key().ok()?.group().curve_name()
 }
 
+/// A peer's public key for key agreement, checked by [`public_key`]: on one of [`CURVES`], on
+/// that curve, not the point at infinity. Only such a key reaches [`shared_secret`].
+pub struct PeerKey {
+    key: PKey<Public>,
+    nid: Nid,
+}
+
 /// A public key on `nid`, one of [`CURVES`], from its encoded point (SEC 1: uncompressed
 /// `04‖X‖Y`, or compressed). OpenSSL refuses a point that is not on the curve (the
-/// invalid-curve attack); the point at infinity is refused here. Every one of [`CURVES`] has
-/// cofactor 1 (a test checks it), so each point on the curve but infinity has the group's prime
-/// order, and OpenSSL's whole-key check (`EC_KEY_check_key`: one more scalar multiplication,
-/// `n·P = O`) would add nothing.
-pub fn public_key(nid: Nid, point: &[u8]) -> Option<PKey<Public>> {
+/// invalid-curve attack) or whose coordinates are out of range; the point at infinity is
+/// refused here. Every one of [`CURVES`] has cofactor 1 (a test checks it), so each point on
+/// the curve but infinity has the group's prime order, and OpenSSL's whole-key check
+/// (`EC_KEY_check_key`, and the same check in `EVP_PKEY_derive_set_peer`: one more scalar
+/// multiplication, `n·P = O`) would add nothing.
+pub fn public_key(nid: Nid, point: &[u8]) -> Option<PeerKey> {
     if !CURVES.iter().any(|(_, n)| *n == nid) {
         return None;
     }
@@ -63,21 +71,23 @@ pub fn public_key(nid: Nid, point: &[u8]) -> Option<PKey<Public>> {
     if point.is_infinity(&group) {
         return None;
     }
-    PKey::from_ec_key(EcKey::from_public_key(&group, &point).ok()?).ok()
+    let key = PKey::from_ec_key(EcKey::from_public_key(&group, &point).ok()?).ok()?;
+    Some(PeerKey { key, nid })
+}
+
+/// A recipient's key (from its certificate) checked as [`public_key`] checks a document's.
+pub fn peer(key: &PKeyRef<Public>) -> Option<PeerKey> {
+    public_key(nid_of(key)?, &public_point(key)?)
 }
 
 /// The shared secret Z (the x coordinate of the product) of `ours` and `theirs`, which must be
-/// on the same curve.
-pub fn shared_secret<T>(ours: &PKeyRef<Private>, theirs: &PKeyRef<T>) -> Option<Vec<u8>>
-where
-    T: openssl::pkey::HasPublic,
-{
-    let (a, b) = (nid_of(ours)?, nid_of(theirs)?);
-    if a != b {
+/// on the same curve. OpenSSL does not check `theirs` again: [`public_key`] did.
+pub fn shared_secret(ours: &PKeyRef<Private>, theirs: &PeerKey) -> Option<Vec<u8>> {
+    if nid_of(ours)? != theirs.nid {
         return None;
     }
     let mut deriver = Deriver::new(ours).ok()?;
-    deriver.set_peer(theirs).ok()?;
+    deriver.set_peer_ex(&theirs.key, false).ok()?;
     deriver.derive_to_vec().ok()
 }
 
@@ -145,8 +155,8 @@ pub fn unwrap(kek: &[u8], wrapped: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A fresh key pair on the curve of `recipient`, for one document.
-pub fn ephemeral_for(recipient: &PKeyRef<Public>) -> Option<PKey<Private>> {
-    let group = EcGroup::from_curve_name(nid_of(recipient)?).ok()?;
+pub fn ephemeral_for(recipient: &PeerKey) -> Option<PKey<Private>> {
+    let group = EcGroup::from_curve_name(recipient.nid).ok()?;
     PKey::from_ec_key(EcKey::generate(&group).ok()?).ok()
 }
 
@@ -228,7 +238,15 @@ mod tests {
         // A P-384 peer for a P-256 key.
         let g384 = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
         let other = PKey::from_ec_key(EcKey::generate(&g384).unwrap()).unwrap();
+        let other = public_key(Nid::SECP384R1, &public_point(&other).unwrap()).unwrap();
         assert!(shared_secret(&recipient, &other).is_none());
+        // A certificate's key is checked as a document's.
+        let public = PKey::public_key_from_der(&recipient.public_key_to_der().unwrap()).unwrap();
+        assert_eq!(
+            shared_secret(&eph, &peer(&public).unwrap()).unwrap(),
+            z1,
+            "the recipient's key from its encoding"
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {

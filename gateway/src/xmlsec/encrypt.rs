@@ -130,8 +130,9 @@ fn agreed_key(public: &PKey<openssl::pkey::Public>, key: &[u8], cert: &str) -> R
             "the recipient's EC key is on a curve key agreement does not use (P-256, P-384, P-521, brainpoolP256r1, brainpoolP384r1)",
         )
     })?;
-    let ephemeral = agree::ephemeral_for(public).ok_or_else(|| internal(""))?;
-    let z = agree::shared_secret(&ephemeral, public).ok_or_else(|| internal(""))?;
+    let public = agree::peer(public).ok_or_else(|| internal(""))?;
+    let ephemeral = agree::ephemeral_for(&public).ok_or_else(|| internal(""))?;
+    let z = agree::shared_secret(&ephemeral, &public).ok_or_else(|| internal(""))?;
     let algorithm_id: Vec<u8> = profile::KW_AES256.bytes().collect();
     let kek = agree::concat_kdf(MessageDigest::sha256(), &z, &algorithm_id, 32).ok_or_else(|| internal(""))?;
     let wrapped = agree::wrap(&kek, key).ok_or_else(|| internal(""))?;
