@@ -2,9 +2,9 @@
 //! pre-scan (limits, forbidden constructs, encoding) → adapter by root element → XSD validation →
 //! (a legacy format: its inbound XSLT, then all of this again on the result) → code lists →
 //! header extraction and consistency → permission (author = client's authority, type permitted)
-//! → recipient in the directory → sealing (`pipeline::seal::at_intake`) → durable commit. Shared by every inbound wire format: `http`
-//! (the REST API), `xta` (XTA 2 over SOAP, `soap`) and the AMQP intake. Knows nothing about
-//! partners' transport.
+//! → recipient in the directory → sealing (`pipeline::seal::at_intake`) → durable commit.
+//! Shared by every inbound wire format: `http` (the REST API), `xta` (XTA 2 over SOAP, `soap`)
+//! and the AMQP intake. Knows nothing about partners' transport.
 
 pub mod amqp;
 pub mod drop;

@@ -342,8 +342,8 @@ impl Store for SqliteStore {
                     return Ok(AcceptOutcome::Conflict(wanted.clone()));
                 }
             }
-            let envelope = m.sealed.as_ref().map_or(0, |s| s.envelope.len());
-            if over_soft_limit(conn, soft, m.payload.len() + envelope)? {
+            // The growth factor counts the envelope in, sealed now or later.
+            if over_soft_limit(conn, soft, m.payload.len())? {
                 return Err(soft_full());
             }
             let id =

@@ -122,11 +122,8 @@ impl Store for PgStore {
     async fn accept(&self, m: NewOutbound) -> Result<AcceptOutcome, StoreError> {
         let soft = self.soft_bytes;
         transaction!(self, |tx| {
-            let envelope = m.sealed.as_ref().map_or(0, |s| s.envelope.len());
-            if over_soft_limit(&tx, soft, m.payload.len() + envelope)
-                .await
-                .map_err(store_error)?
-            {
+            // The growth factor counts the envelope in, sealed now or later.
+            if over_soft_limit(&tx, soft, m.payload.len()).await.map_err(store_error)? {
                 return Err(StoreError::Full);
             }
             let id =
