@@ -3,7 +3,7 @@
 //! copy to `delivered` or `rejected`. A partner that does not know the message any more (4xx)
 //! is told nothing more; no answer is retried.
 
-use super::worker::{apply, drop_job};
+use super::worker::{apply, drop_job, finishing};
 use super::{Failure, Outcome};
 use crate::ctx::Ctx;
 use crate::envelope::{Outcome as ReceiptOutcome, Receipt, seal};
@@ -54,16 +54,11 @@ pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
 /// power failure, the notice goes out again and the partner answers it as before (a notice
 /// it applied changes nothing the second time; one it refused, it refuses again).
 async fn told(ctx: &Ctx, job: &Job) -> Outcome {
-    apply(
-        ctx,
-        Change {
-            message_id: job.message_id.clone(),
-            finish_job: Some(job.id),
-            lazy: true,
-            ..Change::default()
-        },
-    )
-    .await
+    let change = Change {
+        lazy: true,
+        ..finishing(job)
+    };
+    apply(ctx, change).await
 }
 
 /// Applies an inbound message's final change together with the notice job that tells the

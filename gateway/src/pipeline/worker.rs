@@ -227,15 +227,16 @@ fn backoff(ctx: &Ctx, attempts: u32) -> Duration {
 
 /// Removes a job whose message is no longer in a state the job applies to.
 pub(super) async fn drop_job(ctx: &Ctx, job: &Job) -> Outcome {
-    apply(
-        ctx,
-        Change {
-            message_id: job.message_id.clone(),
-            finish_job: Some(job.id),
-            ..Change::default()
-        },
-    )
-    .await
+    apply(ctx, finishing(job)).await
+}
+
+/// The change that only ends `job`.
+pub(super) fn finishing(job: &Job) -> Change {
+    Change {
+        message_id: job.message_id.clone(),
+        finish_job: Some(job.id),
+        ..Change::default()
+    }
 }
 
 /// Applies a stage's store change.

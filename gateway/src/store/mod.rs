@@ -290,6 +290,23 @@ pub struct NewOutbound {
     pub sealed: Option<SealedEnvelope>,
 }
 
+impl NewOutbound {
+    /// How a new message starts: its id (the client's, the sealed envelope's, or `new_id`'s),
+    /// its creation time (the sealed envelope's, or now) and its status (`sealed` with an
+    /// envelope, else `accepted`). For both stores' `accept`.
+    pub(crate) fn start(&self, new_id: impl FnOnce() -> String) -> (String, Millis, Status) {
+        let id = self
+            .id
+            .clone()
+            .or_else(|| self.sealed.as_ref().map(|s| s.id.clone()))
+            .unwrap_or_else(new_id);
+        match &self.sealed {
+            Some(s) => (id, s.created_at, Status::Sealed),
+            None => (id, now_millis(), Status::Accepted),
+        }
+    }
+}
+
 /// An envelope sealed before its message was stored. It names the message's id and creation
 /// time, so these are fixed before the write: `id` is used unless the client chose one (then
 /// the two are the same), and the message is created at `created_at`. A resubmission finds the

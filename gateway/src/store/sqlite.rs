@@ -346,16 +346,7 @@ impl Store for SqliteStore {
             if over_soft_limit(conn, soft, m.payload.len())? {
                 return Err(soft_full());
             }
-            let id =
-                m.id.clone()
-                    .or_else(|| m.sealed.as_ref().map(|s| s.id.clone()))
-                    .unwrap_or_else(new_id);
-            let now = m.sealed.as_ref().map_or_else(now_millis, |s| s.created_at);
-            let status = if m.sealed.is_some() {
-                Status::Sealed
-            } else {
-                Status::Accepted
-            };
+            let (id, now, status) = m.start(new_id);
             exec(
                 conn,
                 "INSERT INTO messages(id, direction, status, client, xoev_uuid, digest, message_type, author, reader,

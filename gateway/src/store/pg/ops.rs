@@ -126,16 +126,7 @@ impl Store for PgStore {
             if over_soft_limit(&tx, soft, m.payload.len()).await.map_err(store_error)? {
                 return Err(StoreError::Full);
             }
-            let id =
-                m.id.clone()
-                    .or_else(|| m.sealed.as_ref().map(|s| s.id.clone()))
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            let now = m.sealed.as_ref().map_or_else(now_millis, |s| s.created_at);
-            let status = if m.sealed.is_some() {
-                Status::Sealed
-            } else {
-                Status::Accepted
-            };
+            let (id, now, status) = m.start(|| uuid::Uuid::now_v7().to_string());
             // A unique index decides a race between two writers: the loser inserts nothing and
             // reads the winner's row below.
             let inserted = cached::execute(
