@@ -18,7 +18,8 @@
 //! `transport.file_chunk` (each piece of an attachment stream a partner sends),
 //! `transport.file_before_rename` (a stream's last byte durable, not yet named complete),
 //! `relay.file_corrupt` (`return(corrupt)`: attachment streams leave with a bit flipped),
-//! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake).
+//! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake),
+//! `notice.gather` (`return(MS)`: a notice waits MS milliseconds before gathering the others due).
 
 /// Evaluates a fail point: `return(abort)` aborts the process; other `fail` actions act as
 /// configured; nothing without the `failpoints` feature.

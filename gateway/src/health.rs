@@ -44,6 +44,8 @@ struct State {
     failures: u64,
     /// Which of the partner's transport addresses to try first.
     address: usize,
+    /// Batches of notices to the partner being gathered or sent (at most one).
+    noticing: usize,
 }
 
 impl State {
@@ -85,18 +87,24 @@ pub struct Partners {
     pub claim_lock: tokio::sync::Mutex<()>,
 }
 
-/// A worker's hold on one of a partner's concurrency slots; released on drop.
+/// A worker's hold on one of a partner's concurrency slots, or on its one notice batch;
+/// released on drop.
 #[derive(Debug)]
 pub struct Slot {
     partners: Arc<Partners>,
     partner: String,
+    notices: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut states = self.partners.lock();
         if let Some(s) = states.get_mut(&self.partner) {
-            s.in_flight = s.in_flight.saturating_sub(1);
+            if self.notices {
+                s.noticing = s.noticing.saturating_sub(1);
+            } else {
+                s.in_flight = s.in_flight.saturating_sub(1);
+            }
         }
     }
 }
@@ -160,6 +168,29 @@ impl Partners {
         Slot {
             partners: self.clone(),
             partner: partner.to_owned(),
+            notices: false,
+        }
+    }
+
+    /// Partners no notice worker should take a job for now: circuit open, or a batch of notices
+    /// to it on its way. Notices go one batch at a time, so that those that come due while one
+    /// travels go together in the next; they take none of the relay's slots.
+    pub fn skip_notices(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(_, s)| s.circuit(now) == Circuit::Open || s.noticing >= 1)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Takes the one notice batch of `partner` (with the claim lock held, after a claim).
+    pub fn take_notices(self: &Arc<Self>, partner: &str) -> Slot {
+        self.lock().entry(partner.to_owned()).or_default().noticing += 1;
+        Slot {
+            partners: self.clone(),
+            partner: partner.to_owned(),
+            notices: true,
         }
     }
 

@@ -97,6 +97,58 @@ async fn traffic_is_signed_and_encrypted_and_receipts_are_signed() {
     assert_eq!(e.code, Code::SignerMismatch, "{e}");
 }
 
+/// Notices that come due together travel together: b's first notice waits (a fail point
+/// lengthens its linger) while the client acknowledges the other messages, and then goes
+/// with theirs in one batch signed once by b. a applies every notice of it and keeps the
+/// signed batch as each message's notice; it verifies against b's certificate only, and not
+/// after a change.
+#[tokio::test(flavor = "multi_thread")]
+async fn notices_due_together_travel_as_one_signed_batch() {
+    let net = Net::init(2);
+    let _a = net.start(0).await;
+    let _b = net
+        .start_env(1, &[("FAILPOINTS", "notice.gather=1*return(3000)")])
+        .await;
+    let (ca, cb) = (net.client(0), net.client(1));
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (status, v) = ca.submit(&net.message(0, 1).1).await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let inbox = cb.wait_inbox(4, T).await;
+    for id in &inbox {
+        assert_eq!(cb.ack(id).await, 200);
+    }
+    let mut notices = Vec::new();
+    for id in &ids {
+        ca.wait_status(id, "delivered", T).await;
+        notices.push(ca.get_bytes(&format!("/v1/messages/{id}/receipt")).await.1);
+    }
+    assert!(notices.iter().all(|n| n == &notices[0]), "one batch for all four");
+    let batch = String::from_utf8(notices[0].clone()).unwrap();
+    assert!(batch.contains("<pst:Notices "), "{batch}");
+    assert_eq!(
+        batch.matches("<pst:Outcome>delivered</pst:Outcome>").count(),
+        4,
+        "{batch}"
+    );
+    for id in &ids {
+        assert!(
+            batch.contains(&format!("<pst:MessageId>{id}</pst:MessageId>")),
+            "{id}: {batch}"
+        );
+    }
+    let limits = Limits::default();
+    seal::verify_node_signed(&notices[0], &node_cert(&net, 1), &transport_policy(&net), &limits).unwrap();
+    let e = seal::verify_node_signed(&notices[0], &node_cert(&net, 0), &transport_policy(&net), &limits).unwrap_err();
+    assert_eq!(e.code, Code::SignerMismatch, "{e}");
+    let forged = batch.replacen(">delivered<", ">refused<", 1);
+    let e =
+        seal::verify_node_signed(forged.as_bytes(), &node_cert(&net, 1), &transport_policy(&net), &limits).unwrap_err();
+    assert_eq!(e.code, Code::SignatureInvalid, "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_envelope_gets_a_signed_refusal() {
     let net = Net::init(2);

@@ -105,6 +105,10 @@ pub struct RawRelay {
     /// Messages relayed to one partner at the same time (the others wait, so one slow partner
     /// occupies at most this many workers).
     pub per_partner_concurrency: usize,
+    /// How long a notice (`delivered`, `refused`) waits for others to the same partner before
+    /// it goes: the notices that came due meanwhile travel with it, signed once. 0 sends each
+    /// at once (they still go together when several are due).
+    pub notice_linger_ms: u64,
     /// Consecutive transient failures that open a partner's circuit; while it is open, no
     /// worker tries that partner (no attempts are spent) until one probe after `circuit_open_ms`.
     pub circuit_failures: u32,
@@ -127,6 +131,7 @@ impl Default for RawRelay {
             max_attempts: 0,
             poison_attempts: 20,
             per_partner_concurrency: 2,
+            notice_linger_ms: 20,
             circuit_failures: 5,
             circuit_open_ms: 30_000,
             validation_threads: 2,
@@ -500,6 +505,7 @@ pub struct RelaySettings {
     pub max_attempts: u32,
     pub poison_attempts: u32,
     pub per_partner_concurrency: usize,
+    pub notice_linger: Duration,
     pub circuit_failures: u32,
     pub circuit_open: Duration,
     pub validation_threads: usize,
@@ -681,6 +687,7 @@ impl RawConfig {
                 max_attempts: r.max_attempts,
                 poison_attempts: r.poison_attempts,
                 per_partner_concurrency: r.per_partner_concurrency,
+                notice_linger: Duration::from_millis(r.notice_linger_ms),
                 circuit_failures: r.circuit_failures,
                 circuit_open: Duration::from_millis(r.circuit_open_ms),
                 validation_threads: r.validation_threads,

@@ -207,6 +207,17 @@ pub fn build_receipt(r: &Receipt) -> Vec<u8> {
     s.push_str(&format!(
         "<pst:Receipt xmlns:pst=\"{NS}\" version=\"1.0\" Id=\"receipt\">"
     ));
+    push_outcome(&mut s, r);
+    s.push_str(&format!(
+        "<pst:ReceiverNode>{}</pst:ReceiverNode><pst:Time>{}</pst:Time></pst:Receipt>\n",
+        escape(r.receiver_node.as_str()),
+        escape(r.time.as_str())
+    ));
+    s.into_bytes()
+}
+
+/// What a receipt or one notice of a batch says about one message.
+fn push_outcome(s: &mut String, r: &Receipt) {
     s.push_str(&format!(
         "<pst:MessageId>{}</pst:MessageId>",
         escape(r.message_id.as_str())
@@ -225,26 +236,53 @@ pub fn build_receipt(r: &Receipt) -> Vec<u8> {
             B64.encode(d)
         ));
     }
+}
+
+/// The most notices one signed batch carries (the schema's `maxOccurs`).
+pub const MAX_NOTICES: usize = 64;
+
+/// Several notices to one partner under one signature: what the notice stage sends when more
+/// than one is due. Each notice's `receiver_node` and `time` are the first one's.
+pub fn build_notices(notices: &[Receipt]) -> Vec<u8> {
+    let (node, time) = notices
+        .first()
+        .map(|r| (r.receiver_node.as_str(), r.time.as_str()))
+        .unwrap_or_default();
+    let mut s = String::with_capacity(128 + 320 * notices.len());
+    s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     s.push_str(&format!(
-        "<pst:ReceiverNode>{}</pst:ReceiverNode><pst:Time>{}</pst:Time></pst:Receipt>\n",
-        escape(r.receiver_node.as_str()),
-        escape(r.time.as_str())
+        "<pst:Notices xmlns:pst=\"{NS}\" version=\"1.0\" Id=\"notices\"><pst:ReceiverNode>{}</pst:ReceiverNode><pst:Time>{}</pst:Time>",
+        escape(node),
+        escape(time)
     ));
+    for r in notices {
+        s.push_str("<pst:Notice>");
+        push_outcome(&mut s, r);
+        s.push_str("</pst:Notice>");
+    }
+    s.push_str("</pst:Notices>\n");
     s.into_bytes()
 }
 
 /// Reads a schema-valid receipt.
 pub fn parse_receipt(xml: &[u8]) -> Result<Receipt, Problem> {
-    let paths = [
-        "MessageId",
-        "Outcome",
-        "Code",
-        "Detail",
-        "EnvelopeDigest",
-        "ReceiverNode",
-        "Time",
-    ];
-    let f = adapters::find_paths(xml, &paths).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
+    let f =
+        adapters::find_paths(xml, &RECEIPT_PATHS).map_err(|e| Problem::new(Code::EnvelopeInvalid, e.to_string()))?;
+    receipt_of(&f)
+}
+
+/// The fields of a receipt, in the order [`receipt_of`] reads them (relative to the root).
+const RECEIPT_PATHS: [&str; 7] = [
+    "MessageId",
+    "Outcome",
+    "Code",
+    "Detail",
+    "EnvelopeDigest",
+    "ReceiverNode",
+    "Time",
+];
+
+fn receipt_of(f: &[Option<String>]) -> Result<Receipt, Problem> {
     let get = |i: usize| f[i].as_ref().map(|s| s.trim().to_owned());
     let outcome = match get(1).as_deref() {
         Some("received") => Outcome::Received,
@@ -261,6 +299,41 @@ pub fn parse_receipt(xml: &[u8]) -> Result<Receipt, Problem> {
         receiver_node: get(5).unwrap_or_default(),
         time: get(6).unwrap_or_default(),
     })
+}
+
+/// Reads a schema-valid batch of notices: one [`Receipt`] per `Notice`, each with the batch's
+/// receiver node and time.
+pub fn parse_notices(xml: &[u8]) -> Result<Vec<Receipt>, Problem> {
+    use quick_xml::events::Event;
+    let unreadable = |e: String| Problem::new(Code::EnvelopeInvalid, format!("the notices: {e}"));
+    let batch = adapters::find_paths(xml, &RECEIPT_PATHS[5..]).map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let (mut notices, mut depth, mut start) = (Vec::new(), 0usize, 0usize);
+    loop {
+        let before = reader.buffer_position() as usize;
+        match reader.read_event().map_err(|e| unreadable(e.to_string()))? {
+            Event::Start(e) => {
+                depth += 1;
+                if depth == 2 && e.local_name().as_ref() == b"Notice" {
+                    start = before;
+                }
+            }
+            Event::End(e) => {
+                if depth == 2 && e.local_name().as_ref() == b"Notice" {
+                    // One notice on its own: its fields are the receipt's, the batch's after them.
+                    let end = reader.buffer_position() as usize;
+                    let mut f = adapters::find_paths(&xml[start..end], &RECEIPT_PATHS[..5])
+                        .map_err(|e| unreadable(e.to_string()))?;
+                    f.extend(batch.iter().cloned());
+                    notices.push(receipt_of(&f)?);
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(notices)
 }
 
 /// SHA-256 of bytes.
@@ -315,6 +388,12 @@ mod tests {
             time: "2026-11-22T10:00:00Z".into(),
         };
         assert_eq!(parse_receipt(&build_receipt(&r)).unwrap(), r);
+        let mut other = r.clone();
+        other.message_id = "0190a0b0-0000-7000-8000-000000000002".into();
+        other.detail = Some("a <second> & \"last\" one".into());
+        other.code = None;
+        let batch = [r.clone(), other];
+        assert_eq!(parse_notices(&build_notices(&batch)).unwrap(), batch);
     }
 }
 

@@ -230,3 +230,8 @@ pub fn open(
 pub fn signed_receipt(r: &envelope::Receipt, node: &Identity) -> Result<Vec<u8>, Problem> {
     sign_own(&envelope::build_receipt(r), node, &Limits::default())
 }
+
+/// Notices about several messages, signed once by the receiving node (`envelope::build_notices`).
+pub fn signed_notices(notices: &[envelope::Receipt], node: &Identity) -> Result<Vec<u8>, Problem> {
+    sign_own(&envelope::build_notices(notices), node, &Limits::default())
+}

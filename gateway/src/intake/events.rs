@@ -69,6 +69,15 @@ impl Store for Evented {
     async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError> {
         self.inner.claim(kind, lease, skip).await
     }
+    async fn claim_more(
+        &self,
+        kind: JobKind,
+        partner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.inner.claim_more(kind, partner, lease, limit).await
+    }
     async fn release_leases(&self) -> Result<u64, StoreError> {
         self.inner.release_leases().await
     }

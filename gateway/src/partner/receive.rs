@@ -175,6 +175,7 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
             answer
         }
         "Receipt" => receive_notice(ctx, partner, &bytes, digest).await,
+        "Notices" => receive_notices(ctx, partner, &bytes, digest).await,
         other => {
             let p = Problem::new(Code::EnvelopeInvalid, format!("unexpected document {other}"));
             refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await
@@ -302,43 +303,97 @@ async fn receive_notice(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<
         Ok(n) => n,
         Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
     };
-    let message = match ctx.store.message(&notice.message_id).await {
-        Ok(Some(m)) if m.direction == Direction::Outbound && m.partner_node == partner.node => m,
-        Ok(_) => {
-            let p = Problem::new(Code::NotFound, "no message of ours sent to this partner has that id");
-            return refusal(ctx, &notice.message_id, &p, Some(digest)).await;
-        }
+    let change = match notice_change(ctx, partner, &notice, bytes).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(p)) => return refusal(ctx, &notice.message_id, &p, Some(digest)).await,
         Err(e) => return store_problem(e).into_response(),
     };
-    let change = match notice.outcome {
-        Outcome::Delivered => Change {
-            message_id: message.id.clone(),
-            // A dead letter the partner delivered after all (its receipt got lost) resolves itself.
-            expect: vec![Status::Sealed, Status::Sent, Status::Received, Status::Failed],
-            status: Some(Status::Delivered),
-            detail: Some(format!("delivered at {}", partner.node)),
-            blobs: vec![(Blob::Notice, bytes.to_vec())],
-            ..Change::default()
-        },
-        Outcome::Refused => Change {
-            message_id: message.id.clone(),
-            expect: vec![Status::Sealed, Status::Sent, Status::Received, Status::Failed],
-            status: Some(Status::Rejected),
-            detail: Some(format!("refused by {}", partner.node)),
-            error: Some((
+    if let Some(change) = change {
+        if let Err(e) = ctx.store.apply(change).await {
+            return store_problem(e).into_response();
+        }
+        tracing::info!(remote_id = %notice.message_id, outcome = notice.outcome.as_str(), partner = %partner.node, "notice applied");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Notices about several messages under one signature (`envelope::build_notices`), applied
+/// all at once (the store commits them together). One about a message that is not ours to
+/// hear about is audited and left out; the rest still count. The signed batch is kept as
+/// each message's notice. A store failure answers 5xx and the partner sends the batch again:
+/// a notice applied twice changes nothing the second time.
+async fn receive_notices(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
+    let notices = match envelope::parse_notices(bytes) {
+        Ok(n) => n,
+        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
+    };
+    let mut applying = tokio::task::JoinSet::new();
+    for notice in &notices {
+        match notice_change(ctx, partner, notice, bytes).await {
+            Ok(Ok(Some(change))) => {
+                let store = ctx.store.clone();
+                applying.spawn(async move { store.apply(change).await });
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(p)) => {
+                ctx.audit
+                    .note(
+                        "partner-transport",
+                        "refused",
+                        serde_json::json!({"message_id": notice.message_id, "code": p.code.as_str()}),
+                    )
+                    .await;
+                tracing::warn!(remote_id = %notice.message_id, code = %p.code, "notice refused");
+            }
+            Err(e) => return store_problem(e).into_response(),
+        }
+    }
+    while let Some(done) = applying.join_next().await {
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return store_problem(e).into_response(),
+            Err(e) => return Problem::new(Code::Internal, format!("a notice was not applied: {e}")).into_response(),
+        }
+    }
+    tracing::info!(notices = notices.len(), partner = %partner.node, "notices applied");
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// What a notice changes (`None` for one that changes nothing); the inner error refuses it
+/// (it is not about a message of ours sent to this partner), the outer one is the store's.
+async fn notice_change(
+    ctx: &Ctx,
+    partner: &Partner,
+    notice: &Receipt,
+    bytes: &[u8],
+) -> Result<Result<Option<Change>, Problem>, crate::store::StoreError> {
+    let message = match ctx.store.message(&notice.message_id).await? {
+        Some(m) if m.direction == Direction::Outbound && m.partner_node == partner.node => m,
+        _ => {
+            let p = Problem::new(Code::NotFound, "no message of ours sent to this partner has that id");
+            return Ok(Err(p));
+        }
+    };
+    // A dead letter the partner delivered after all (its receipt got lost) resolves itself.
+    let expect = vec![Status::Sealed, Status::Sent, Status::Received, Status::Failed];
+    let (status, detail, error) = match notice.outcome {
+        Outcome::Delivered => (Status::Delivered, format!("delivered at {}", partner.node), None),
+        Outcome::Refused => {
+            let error = (
                 notice.code.clone().unwrap_or_else(|| "refused".into()),
                 notice.detail.clone().unwrap_or_default(),
-            )),
-            blobs: vec![(Blob::Notice, bytes.to_vec())],
-            ..Change::default()
-        },
-        Outcome::Received => return StatusCode::NO_CONTENT.into_response(),
-    };
-    match ctx.store.apply(change).await {
-        Ok(_) => {
-            tracing::info!(message_id = %message.id, outcome = notice.outcome.as_str(), partner = %partner.node, "notice applied");
-            StatusCode::NO_CONTENT.into_response()
+            );
+            (Status::Rejected, format!("refused by {}", partner.node), Some(error))
         }
-        Err(e) => store_problem(e).into_response(),
-    }
+        Outcome::Received => return Ok(Ok(None)),
+    };
+    Ok(Ok(Some(Change {
+        message_id: message.id,
+        expect,
+        status: Some(status),
+        detail: Some(detail),
+        error,
+        blobs: vec![(Blob::Notice, bytes.to_vec())],
+        ..Change::default()
+    })))
 }

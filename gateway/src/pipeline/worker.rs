@@ -69,15 +69,24 @@ pub async fn run(ctx: Arc<Ctx>, kind: JobKind, mut shutdown: watch::Receiver<boo
 }
 
 /// Claims a due job; for jobs that talk to a partner node, skips partners whose circuit is
-/// open or whose concurrency slots are taken, and takes a slot of the claimed job's partner.
+/// open or whose concurrency slots are taken (for notices: whose one batch is on its way), and
+/// takes a slot of the claimed job's partner.
 async fn claim(ctx: &Arc<Ctx>, kind: JobKind) -> Option<(Job, Option<Slot>)> {
     let lease = ctx.config().relay.lease;
     let claimed = if matches!(kind, JobKind::Relay | JobKind::Notice) {
         let _serial = ctx.partners.claim_lock.lock().await;
-        let skip = ctx.partners.skip();
+        let notices = kind == JobKind::Notice;
+        let skip = if notices {
+            ctx.partners.skip_notices()
+        } else {
+            ctx.partners.skip()
+        };
         ctx.store.claim(kind, lease, &skip).await.map(|j| {
             j.map(|j| {
-                let slot = ctx.partners.take(&j.partner_node);
+                let slot = match notices {
+                    true => ctx.partners.take_notices(&j.partner_node),
+                    false => ctx.partners.take(&j.partner_node),
+                };
                 (j, Some(slot))
             })
         })
@@ -105,7 +114,7 @@ async fn handle(ctx: &Ctx, job: &Job) -> Outcome {
 }
 
 /// What becomes of a message whose attempt failed: the one place a [`Failure`] is mapped.
-async fn settle(ctx: &Ctx, job: &Job, failure: Failure) {
+pub(super) async fn settle(ctx: &Ctx, job: &Job, failure: Failure) {
     let result = match failure {
         Failure::Transient(reason) => {
             retry_or_give_up(ctx, job, &reason).await;

@@ -389,6 +389,41 @@ async fn claims_skip_partners_and_a_process_releases_its_own_leases(b: Backend) 
     assert_eq!(again.partner_node, "b");
 }
 
+conformance!(more_jobs_for_one_partner_are_claimed_as_a_batch);
+async fn more_jobs_for_one_partner_are_claimed_as_a_batch(b: Backend) {
+    let s = b.open().await;
+    for u in ["u1", "u2", "u3", "u4"] {
+        s.accept(outbound(u, "d")).await.unwrap();
+    }
+    let mut other = outbound("u5", "d");
+    other.partner_node = "c".into();
+    s.accept(other).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let first = s.claim(JobKind::Relay, lease, &[]).await.unwrap().unwrap();
+    assert_eq!(first.partner_node, "b");
+    let more = s.claim_more(JobKind::Relay, "b", lease, 2).await.unwrap();
+    assert_eq!(more.len(), 2, "the limit holds");
+    let more_ids: Vec<i64> = more.iter().map(|j| j.id).collect();
+    assert!(!more_ids.contains(&first.id), "a leased job is not claimed again");
+    assert!(
+        more.iter()
+            .all(|j| j.partner_node == "b" && j.attempts == 1 && j.kind == JobKind::Relay)
+    );
+    let last = s.claim_more(JobKind::Relay, "b", lease, 10).await.unwrap();
+    assert_eq!(last.len(), 1, "only b's one free job is left: {last:?}");
+    assert!(!more_ids.contains(&last[0].id));
+    assert!(s.claim_more(JobKind::Relay, "b", lease, 10).await.unwrap().is_empty());
+    assert!(
+        s.claim_more(JobKind::Open, "c", lease, 10).await.unwrap().is_empty(),
+        "only jobs of the kind"
+    );
+    let c = s.claim_more(JobKind::Relay, "c", lease, 10).await.unwrap();
+    assert_eq!(c.len(), 1);
+    // A job released for later is not due.
+    s.retry_later(c[0].id, now_millis() + 600_000, "later").await.unwrap();
+    assert!(s.claim_more(JobKind::Relay, "c", lease, 10).await.unwrap().is_empty());
+}
+
 conformance!(expired_messages_fail_unless_leased_and_purge_keeps_dead_letters);
 async fn expired_messages_fail_unless_leased_and_purge_keeps_dead_letters(b: Backend) {
     let s = b.open().await;

@@ -421,6 +421,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Claims the next due job of `kind` whose lease is free, leasing it for `lease`; jobs of
     /// messages for the partner nodes in `skip` are left alone (open circuit, concurrency cap).
     async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError>;
+    /// Claims up to `limit` more due jobs of `kind` for messages of partner node `partner`,
+    /// the oldest first: what travels in one batch with a job [`Store::claim`] handed out.
+    async fn claim_more(
+        &self,
+        kind: JobKind,
+        partner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
     /// Frees the leases this process's previous run held (at start; see constraint 7).
     async fn release_leases(&self) -> Result<u64, StoreError>;
     /// Applies a change; `Ok(false)` if the message was not in an expected state (nothing written,

@@ -17,9 +17,11 @@ use tokio::sync::oneshot;
 use super::*;
 
 mod conn;
+mod jobs;
 mod outbox;
 
 use conn::{CachedRow, Commit, Op, Queued, Reply, exec, open, writer_loop};
+use jobs::lease_due;
 
 /// Writes waiting for the writer thread; when full, callers get `Busy` (→ 503 overloaded).
 const WRITE_QUEUE: usize = 4096;
@@ -427,44 +429,30 @@ impl Store for SqliteStore {
         // Not durable (see `conn::writer_loop`): a lost lease is a released one.
         self.queue(
             move |conn| {
-                let now = now_millis();
                 let placeholders: Vec<String> = (0..skip.len()).map(|i| format!("?{}", i + 3)).collect();
                 let skip_clause = if skip.is_empty() {
                     String::new()
                 } else {
                     format!("AND m.partner_node NOT IN ({})", placeholders.join(", "))
                 };
-                let sql = format!(
-                    "SELECT j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at
-                 FROM jobs j JOIN messages m ON m.id = j.message_id
-                 WHERE j.kind = ?1 AND j.due_at <= ?2 AND (j.lease_until IS NULL OR j.lease_until < ?2) {skip_clause}
-                 ORDER BY j.due_at, j.id LIMIT 1"
-                );
-                let mut values: Vec<rusqlite::types::Value> = vec![kind.as_str().to_owned().into(), now.into()];
-                values.extend(skip.iter().map(|p| rusqlite::types::Value::from(p.clone())));
-                let job = conn
-                    .cached_row(&sql, rusqlite::params_from_iter(values), |r| {
-                        Ok(Job {
-                            id: r.get(0)?,
-                            kind,
-                            message_id: r.get(1)?,
-                            attempts: r.get::<_, u32>(2)? + 1,
-                            partner_node: r.get(3)?,
-                            deadline: r.get(4)?,
-                            created_at: r.get(5)?,
-                        })
-                    })
-                    .optional()?;
-                let Some(job) = job else {
-                    return Ok(None);
-                };
-                exec(
-                    conn,
-                    "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1 WHERE id = ?2",
-                    params![now + lease.as_millis() as i64, job.id],
-                )?;
-                Ok(Some(job))
+                let values = skip.into_iter().map(rusqlite::types::Value::from).collect();
+                Ok(lease_due(conn, kind, lease, &skip_clause, values, 1)?.pop())
             },
+            false,
+        )
+        .await
+    }
+
+    async fn claim_more(
+        &self,
+        kind: JobKind,
+        partner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let partner = rusqlite::types::Value::from(partner.to_owned());
+        self.queue(
+            move |conn| lease_due(conn, kind, lease, "AND m.partner_node = ?3", vec![partner], limit),
             false,
         )
         .await

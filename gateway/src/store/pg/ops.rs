@@ -257,35 +257,22 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, kind: JobKind, lease: Duration, skip: &[String]) -> Result<Option<Job>, StoreError> {
-        let client = self.client().await?;
-        let now = now_millis();
-        let until = now + lease.as_millis() as i64;
         let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
-        let row = cached::query_opt(
-            &client,
-            "WITH next AS (
-                    SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message_id
-                    WHERE j.kind = $1 AND j.due_at <= $2 AND (j.lease_until IS NULL OR j.lease_until < $2)
-                      AND NOT (m.partner_node = ANY($5))
-                    ORDER BY j.due_at, j.id LIMIT 1
-                    FOR UPDATE OF j SKIP LOCKED)
-                 UPDATE jobs j SET lease_until = $3, leased_by = $4, attempts = j.attempts + 1
-                 FROM next, messages m
-                 WHERE j.id = next.id AND m.id = j.message_id
-                 RETURNING j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at",
-            &[&kind.as_str(), &now, &until, &self.holder, &skip],
-        )
-        .await
-        .map_err(store_error)?;
-        Ok(row.map(|r| Job {
-            id: r.get(0),
-            kind,
-            message_id: r.get(1),
-            attempts: r.get::<_, i32>(2) as u32,
-            partner_node: r.get(3),
-            deadline: r.get(4),
-            created_at: r.get(5),
-        }))
+        let jobs = self
+            .lease_due(kind, lease, "NOT (m.partner_node = ANY($5))", &skip, 1)
+            .await?;
+        Ok(jobs.into_iter().next())
+    }
+
+    async fn claim_more(
+        &self,
+        kind: JobKind,
+        partner: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.lease_due(kind, lease, "m.partner_node = $5", &partner, limit)
+            .await
     }
 
     async fn release_leases(&self) -> Result<u64, StoreError> {
@@ -750,6 +737,56 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// Leases up to `limit` due jobs of `kind`, the oldest first, whose messages match `filter`
+    /// (a condition on `m` with `partners` as `$5`); jobs other processes hold are skipped.
+    async fn lease_due(
+        &self,
+        kind: JobKind,
+        lease: Duration,
+        filter: &str,
+        partners: &(dyn ToSql + Sync),
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let client = self.client().await?;
+        let now = now_millis();
+        let until = now + lease.as_millis() as i64;
+        let sql = format!(
+            "WITH next AS (
+                SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message_id
+                WHERE j.kind = $1 AND j.due_at <= $2 AND (j.lease_until IS NULL OR j.lease_until < $2)
+                  AND {filter}
+                ORDER BY j.due_at, j.id LIMIT $6
+                FOR UPDATE OF j SKIP LOCKED)
+             UPDATE jobs j SET lease_until = $3, leased_by = $4, attempts = j.attempts + 1
+             FROM next, messages m
+             WHERE j.id = next.id AND m.id = j.message_id
+             RETURNING j.id, j.message_id, j.attempts, m.partner_node, m.deadline, m.created_at"
+        );
+        let limit = limit as i64;
+        let rows = cached::query(
+            &client,
+            &sql,
+            &[&kind.as_str(), &now, &until, &self.holder, partners, &limit],
+        )
+        .await
+        .map_err(store_error)?;
+        let mut jobs: Vec<Job> = rows
+            .iter()
+            .map(|r| Job {
+                id: r.get(0),
+                kind,
+                message_id: r.get(1),
+                attempts: r.get::<_, i32>(2) as u32,
+                partner_node: r.get(3),
+                deadline: r.get(4),
+                created_at: r.get(5),
+            })
+            .collect();
+        // RETURNING keeps no order.
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
     async fn messages(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Message>, StoreError> {
         let client = self.client().await?;
         // Not through the statement cache: the filter's shape and limit are part of the text,
