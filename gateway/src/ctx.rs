@@ -45,6 +45,8 @@ pub struct Ctx {
     pub(crate) wakers: [Notify; 4],
     /// Wakes clients' long polls (`GET /v1/inbox?wait=`) when a message was opened.
     pub(crate) inbox_arrivals: Notify,
+    /// The transport listener's receipts, signed together under load.
+    pub(crate) receipts: Arc<crate::envelope::together::Signer>,
 }
 
 /// The part of a node's context that a reload (`SIGHUP`, `POST /admin/api/reload`) replaces
@@ -131,6 +133,7 @@ impl Ctx {
             host,
             wakers: Default::default(),
             inbox_arrivals: Notify::new(),
+            receipts: Arc::default(),
         }
     }
 

@@ -19,7 +19,9 @@
 //! `transport.file_before_rename` (a stream's last byte durable, not yet named complete),
 //! `relay.file_corrupt` (`return(corrupt)`: attachment streams leave with a bit flipped),
 //! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake),
-//! `notice.gather` (`return(MS)`: a notice waits MS milliseconds before gathering the others due).
+//! `notice.gather` (`return(MS)`: a notice waits MS milliseconds before gathering the others due),
+//! `receipts.hold` (`return(MS)`: a receipt's signature waits MS milliseconds, so that those of
+//! other envelopes arriving meanwhile are signed together after it).
 
 /// Evaluates a fail point: `return(abort)` aborts the process; other `fail` actions act as
 /// configured; nothing without the `failpoints` feature.

@@ -149,6 +149,49 @@ async fn notices_due_together_travel_as_one_signed_batch() {
     assert_eq!(e.code, Code::SignatureInvalid, "{e}");
 }
 
+/// Receipts of envelopes that arrive while another receipt is being signed are signed
+/// together: b holds its first signature (a fail point), a relays three more meanwhile (four
+/// slots), and their answer is one `pst:Notices` document naming each of the three with its
+/// envelope's digest, signed once by b. a takes its entry as each message's receipt.
+#[tokio::test(flavor = "multi_thread")]
+async fn receipts_signed_together_answer_each_of_their_envelopes() {
+    let net = Net::init(2);
+    crate::faults::set(&net, 0, &[("per_partner_concurrency", "4")]);
+    let _a = net.start(0).await;
+    let _b = net
+        .start_env(1, &[("FAILPOINTS", "receipts.hold=1*return(2000)")])
+        .await;
+    let ca = net.client(0);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (status, v) = ca.submit(&net.message(0, 1).1).await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let mut receipts = Vec::new();
+    for id in &ids {
+        ca.wait_status(id, "received", T).await;
+        receipts.push(String::from_utf8(ca.get_bytes(&format!("/v1/messages/{id}/receipt")).await.1).unwrap());
+    }
+    let together: Vec<&String> = receipts.iter().filter(|r| r.contains("<pst:Notices ")).collect();
+    assert_eq!(together.len(), 3, "three answered together: {receipts:#?}");
+    assert!(together.iter().all(|r| *r == together[0]), "one document for the three");
+    assert_eq!(receipts.iter().filter(|r| r.contains("<pst:Receipt ")).count(), 1);
+    assert_eq!(together[0].matches("<pst:Outcome>received</pst:Outcome>").count(), 3);
+    assert_eq!(together[0].matches("<pst:EnvelopeDigest ").count(), 3);
+    for (id, r) in ids.iter().zip(&receipts) {
+        assert!(r.contains(&format!("<pst:MessageId>{id}</pst:MessageId>")), "{id}: {r}");
+    }
+    let limits = Limits::default();
+    seal::verify_node_signed(
+        together[0].as_bytes(),
+        &node_cert(&net, 1),
+        &transport_policy(&net),
+        &limits,
+    )
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_envelope_gets_a_signed_refusal() {
     let net = Net::init(2);

@@ -6,6 +6,7 @@
 //! (`xmlsec/`); the rest of this module knows nothing about them.
 
 pub mod seal;
+pub mod together;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

@@ -245,19 +245,17 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
     if let Err(p) = super::files::check(ctx, partner, &h.message_id, &files).await {
         return refusal(ctx, &h.message_id, &p, Some(digest)).await;
     }
-    let receipt = match seal::signed_receipt(
-        &Receipt {
-            message_id: h.message_id.clone(),
-            outcome: Outcome::Received,
-            code: None,
-            detail: None,
-            envelope_sha256: Some(digest.clone()),
-            receiver_node: ctx.config().node_name.clone(),
-            time: rfc3339(now_millis()),
-        },
-        &ctx.keys().node,
-    ) {
-        Ok(r) => r,
+    let receipt = Receipt {
+        message_id: h.message_id.clone(),
+        outcome: Outcome::Received,
+        code: None,
+        detail: None,
+        envelope_sha256: Some(digest.clone()),
+        receiver_node: ctx.config().node_name.clone(),
+        time: rfc3339(now_millis()),
+    };
+    let receipt = match ctx.receipts.sign(ctx.keys(), receipt).await {
+        Ok(r) => r.to_vec(),
         Err(p) => return p.into_response(),
     };
     let outcome = ctx

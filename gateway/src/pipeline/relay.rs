@@ -51,7 +51,7 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     ctx.partners.success(&partner.node);
     crate::failpoint!("relay.after_send");
     let expected_digest = envelope::sha256(&envelope_bytes);
-    let receipt = match read_receipt(ctx, &partner.node, &body).await? {
+    let receipt = match read_receipt(ctx, &partner.node, &body, &m.id).await? {
         Ok(r) => match answers(&r, &m.id, &expected_digest) {
             Ok(()) => r,
             Err(p) => return Err(bad_receipt(ctx, m, &partner.node, &p).await),
@@ -150,12 +150,15 @@ fn partner_failed(ctx: &Ctx, partner: &str, reason: String) -> Failure {
 }
 
 /// Checks a partner's answer against the receipt schema and the partner node's signature,
-/// and reads it. The inner error refuses the answer; the outer one is this node's own failure.
-async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Receipt, Problem>, Failure> {
+/// and reads it: a receipt, or the entry about message `id` in receipts the partner signed
+/// together (`pst:Notices`). The inner error refuses the answer; the outer one is this node's
+/// own failure.
+async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8], id: &str) -> Result<Result<Receipt, Problem>, Failure> {
     let refused = |what: &str, p: Problem| Ok(Err(Problem::new(p.code, format!("{what}: {}", p.detail))));
-    if let Err(p) = crate::xml::prescan::prescan(body, &ctx.config().limits) {
-        return refused("receipt unreadable", p);
-    }
+    let together = match crate::xml::prescan::prescan(body, &ctx.config().limits) {
+        Ok(scan) => scan.root.local == "Notices",
+        Err(p) => return refused("receipt unreadable", p),
+    };
     let keys = ctx.keys();
     let signer = keys
         .partner_nodes
@@ -180,7 +183,17 @@ async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Re
             .usable(&cert, crate::revocation::CertRole::Node)
             .map_err(|p| Failure::Transient(p.detail))?,
     }
-    Ok(envelope::parse_receipt(body))
+    if !together {
+        return Ok(envelope::parse_receipt(body));
+    }
+    Ok(envelope::parse_notices(body).and_then(|all| {
+        all.into_iter().find(|r| r.message_id == id).ok_or_else(|| {
+            Problem::new(
+                Code::EnvelopeInvalid,
+                format!("the receipts signed together name no message {id}"),
+            )
+        })
+    }))
 }
 
 /// Whether a receipt verified as the partner's answers for our envelope: it names our message
