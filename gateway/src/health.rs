@@ -293,6 +293,21 @@ mod tests {
     }
 
     #[test]
+    fn a_partner_has_one_notice_batch_on_its_way_and_it_takes_no_relay_slot() {
+        let p = Arc::new(Partners::new(1, 1, Duration::from_secs(60)));
+        let batch = p.take_notices("b");
+        assert_eq!(p.skip_notices(), vec!["b".to_owned()]);
+        assert!(p.skip().is_empty(), "the relay's slot of b is free");
+        let relay = p.take("b");
+        assert_eq!(p.skip(), vec!["b".to_owned()]);
+        drop(batch);
+        assert!(p.skip_notices().is_empty(), "a relay does not hold b's notices");
+        drop(relay);
+        p.failure("c", "down");
+        assert_eq!(p.skip_notices(), vec!["c".to_owned()], "no notice to an open circuit");
+    }
+
+    #[test]
     fn the_bound_is_split_over_the_live_processes() {
         let p = Arc::new(Partners::new(4, 5, Duration::from_secs(1)));
         p.set_processes(3);

@@ -218,7 +218,16 @@ async fn partner_down_then_back_loses_nothing_and_others_flow_meanwhile() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hanging_partner_blocks_nobody_and_ambiguous_outcomes_resolve_once() {
     let net = fast_net(3);
-    set(&net, 0, &[("request_timeout_ms", "1000")]);
+    // Four relay workers, two slots per partner: the bound this test holds the relay to.
+    set(
+        &net,
+        0,
+        &[
+            ("request_timeout_ms", "1000"),
+            ("workers", "4"),
+            ("per_partner_concurrency", "2"),
+        ],
+    );
     let _a = net.start(0).await;
     let mut b = net
         .start_env(

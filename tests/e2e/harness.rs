@@ -176,10 +176,13 @@ impl Net {
             for n in &file.nodes {
                 let schema = format!("t{run}_{}", n.name);
                 let text = std::fs::read_to_string(&n.config).unwrap();
-                let text = text.replace(
-                    &format!("schema = \"poststelle_{}\"", n.name),
-                    &format!("schema = \"{schema}\""),
-                );
+                // Tests run side by side on one database server: a few connections each.
+                let text = text
+                    .replace(
+                        &format!("schema = \"poststelle_{}\"", n.name),
+                        &format!("schema = \"{schema}\""),
+                    )
+                    .replace("pool_size = 16", "pool_size = 4");
                 std::fs::write(&n.config, text).unwrap();
                 schemas.push(schema);
             }

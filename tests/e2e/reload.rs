@@ -137,7 +137,7 @@ async fn a_reload_with_problems_is_refused_whole_and_a_good_one_takes_over_witho
 
     // A setting only a restart changes is named, and the reload still applies the rest (the
     // command answers once it is in force).
-    net.edit_config(0, |t| t.replace("workers = 4", "workers = 3"));
+    net.edit_config(0, |t| t.replace("workers = 16", "workers = 3"));
     let (code, out, err) = reload_cli(&net, "a");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("reloaded") && out.contains("relay (workers"), "{out}");

@@ -121,7 +121,7 @@ pub struct RawRelay {
 impl Default for RawRelay {
     fn default() -> Self {
         RawRelay {
-            workers: 4,
+            workers: 16,
             lease_seconds: 30,
             connect_timeout_ms: 5_000,
             request_timeout_ms: 30_000,
@@ -130,7 +130,7 @@ impl Default for RawRelay {
             retry_window_seconds: 72 * 3600,
             max_attempts: 0,
             poison_attempts: 20,
-            per_partner_concurrency: 2,
+            per_partner_concurrency: 8,
             notice_linger_ms: 20,
             circuit_failures: 5,
             circuit_open_ms: 30_000,
