@@ -254,7 +254,7 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
         receiver_node: ctx.config().node_name.clone(),
         time: rfc3339(now_millis()),
     };
-    let receipt = match ctx.receipts.sign(ctx.keys(), receipt).await {
+    let receipt = match ctx.receipts.sign(ctx.keys(), &partner.node, receipt).await {
         Ok(r) => r.to_vec(),
         Err(p) => return p.into_response(),
     };
