@@ -7,7 +7,7 @@
 #   3. closed loop: `poststelle bench` with 16 clients, as fast as answered → the maximum rate;
 #   4. open loop at half that rate (`--rate`, latency from each message's scheduled time,
 #      receiving client polling every 5 ms) → p50 / p99 submit → fetched by b's client;
-#   5. a backlog: BACKLOG (default 11 000) messages submitted as fast as a accepts them, so
+#   5. a backlog: BACKLOG (default 14 000) messages submitted as fast as a accepts them, so
 #      that about 10 000 are in flight at once (accepted, not yet fetched at b), with each
 #      node's resident memory sampled every 0.2 s (BACKLOG=0 skips it);
 #   6. the time per stage from both nodes' /metrics (poststelle_job_seconds, intake_seconds);
@@ -102,7 +102,7 @@ if r.get("slowest"):
     steps = ", ".join("%s %s %+.0f ms" % (n, st, (t - t0).total_seconds() * 1000) for n, tl in (("a", a), ("b", b)) for st, t in tl)
     print("slowest of the open loop: %.0f ms from its scheduled submit; after a accepted it: %s" % (s["ms"], steps))
 PY
-BACKLOG=${BACKLOG:-11000}
+BACKLOG=${BACKLOG:-14000}
 if (( BACKLOG > 0 )); then
     echo "== backlog: poststelle bench --messages $BACKLOG --clients 16 (resident memory sampled every 0.2 s)"
     # VmRSS of each node in KiB before, then one line per sample.
