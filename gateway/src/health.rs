@@ -164,12 +164,7 @@ impl Partners {
 
     /// Takes a slot of `partner` (call with the claim lock held, after a successful claim).
     pub fn take(self: &Arc<Self>, partner: &str) -> Slot {
-        self.lock().entry(partner.to_owned()).or_default().in_flight += 1;
-        Slot {
-            partners: self.clone(),
-            partner: partner.to_owned(),
-            notices: false,
-        }
+        self.hold(partner, false)
     }
 
     /// Partners no notice worker should take a job for now: circuit open, or a batch of notices
@@ -186,11 +181,21 @@ impl Partners {
 
     /// Takes the one notice batch of `partner` (with the claim lock held, after a claim).
     pub fn take_notices(self: &Arc<Self>, partner: &str) -> Slot {
-        self.lock().entry(partner.to_owned()).or_default().noticing += 1;
+        self.hold(partner, true)
+    }
+
+    /// Counts a slot (or the notice batch) of `partner` as taken until the [`Slot`] drops.
+    fn hold(self: &Arc<Self>, partner: &str, notices: bool) -> Slot {
+        let mut states = self.lock();
+        let s = states.entry(partner.to_owned()).or_default();
+        match notices {
+            true => s.noticing += 1,
+            false => s.in_flight += 1,
+        }
         Slot {
             partners: self.clone(),
             partner: partner.to_owned(),
-            notices: true,
+            notices,
         }
     }
 

@@ -325,13 +325,10 @@ async fn receive_notices(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec
         Ok(n) => n,
         Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
     };
-    let mut applying = tokio::task::JoinSet::new();
+    let mut changes = Vec::with_capacity(notices.len());
     for notice in &notices {
         match notice_change(ctx, partner, notice, bytes).await {
-            Ok(Ok(Some(change))) => {
-                let store = ctx.store.clone();
-                applying.spawn(async move { store.apply(change).await });
-            }
+            Ok(Ok(Some(change))) => changes.push(change),
             Ok(Ok(None)) => {}
             Ok(Err(p)) => {
                 ctx.audit
@@ -346,12 +343,8 @@ async fn receive_notices(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec
             Err(e) => return store_problem(e).into_response(),
         }
     }
-    while let Some(done) = applying.join_next().await {
-        match done {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return store_problem(e).into_response(),
-            Err(e) => return Problem::new(Code::Internal, format!("a notice was not applied: {e}")).into_response(),
-        }
+    if let Err(e) = crate::store::apply_all(&ctx.store, changes).await {
+        return store_problem(e).into_response();
     }
     tracing::info!(notices = notices.len(), partner = %partner.node, "notices applied");
     StatusCode::NO_CONTENT.into_response()

@@ -54,14 +54,7 @@ pub async fn notice(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     };
     match failure {
         Some(f) => release(ctx, &more, f).await,
-        None => {
-            for extra in &more {
-                if let Err(e) = told(ctx, extra).await {
-                    tracing::warn!(message_id = %extra.message_id, error = %e, "cannot end a notice job; it is told again");
-                }
-            }
-            told(ctx, job).await
-        }
+        None => told(ctx, std::iter::once(job).chain(&more)).await,
     }
 }
 
@@ -138,15 +131,19 @@ async fn release(ctx: &Ctx, more: &[Job], failure: Failure) -> Outcome {
     Err(failure)
 }
 
-/// Ends a notice job the partner answered. Not waited for on disk (`Change::lazy`): lost to a
-/// power failure, the notice goes out again and the partner answers it as before (a notice
-/// it applied changes nothing the second time; one it refused, it refuses again).
-async fn told(ctx: &Ctx, job: &Job) -> Outcome {
-    let change = Change {
-        lazy: true,
-        ..finishing(job)
-    };
-    apply(ctx, change).await
+/// Ends the notice jobs the partner answered, all at once. Not waited for on disk
+/// (`Change::lazy`): lost to a power failure, the notices go out again and the partner answers
+/// them as before (a notice it applied changes nothing the second time; one it refused, it
+/// refuses again).
+async fn told(ctx: &Ctx, jobs: impl Iterator<Item = &Job>) -> Outcome {
+    let changes = jobs
+        .map(|job| Change {
+            lazy: true,
+            ..finishing(job)
+        })
+        .collect();
+    crate::store::apply_all(&ctx.store, changes).await?;
+    Ok(())
 }
 
 /// Applies an inbound message's final change together with the notice job that tells the

@@ -552,6 +552,27 @@ pub struct Process {
 /// its text and its hash.
 pub type AuditEntry<'a> = &'a (dyn Fn(u64, Option<&str>) -> (String, String) + Send + Sync);
 
+/// Applies `changes` all at once, so that the store can commit them together (SQLite's writer
+/// takes what waits into one commit); the first failure, after all were tried.
+pub async fn apply_all(store: &std::sync::Arc<dyn Store>, changes: Vec<Change>) -> Result<(), StoreError> {
+    let mut applying = tokio::task::JoinSet::new();
+    for change in changes {
+        let store = store.clone();
+        applying.spawn(async move { store.apply(change).await });
+    }
+    let mut first = Ok(());
+    while let Some(done) = applying.join_next().await {
+        let r = match done {
+            Ok(r) => r.map(|_| ()),
+            Err(e) => Err(StoreError::Failed(format!("a change was not applied: {e}"))),
+        };
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
 fn no_audit() -> StoreError {
     StoreError::Failed("this store keeps no audit log (it is a file in the data folder)".into())
 }
