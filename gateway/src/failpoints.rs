@@ -21,7 +21,11 @@
 //! `amqp.intake`, `amqp.poison` (`return(TEXT)`: a queued message containing TEXT panics intake),
 //! `notice.gather` (`return(MS)`: a notice waits MS milliseconds before gathering the others due),
 //! `receipts.hold` (`return(MS)`: a receipt's signature waits MS milliseconds, so that those of
-//! other envelopes arriving meanwhile are signed together after it).
+//! other envelopes arriving meanwhile are signed together after it),
+//! `relay.gather` (`return(MS)`: a relay job waits MS milliseconds before claiming the other
+//! envelopes due for its partner, which then travel in its request),
+//! `transport.several` (`return(refuse)`: a request with several envelopes is read as one
+//! document and refused, as a node of an earlier version does).
 
 /// Evaluates a fail point: `return(abort)` aborts the process; other `fail` actions act as
 /// configured; nothing without the `failpoints` feature.

@@ -46,6 +46,8 @@ struct State {
     address: usize,
     /// Batches of notices to the partner being gathered or sent (at most one).
     noticing: usize,
+    /// Until when envelopes go to the partner one per request (it refused several in one).
+    singly_until: Option<Instant>,
 }
 
 impl State {
@@ -197,6 +199,18 @@ impl Partners {
             partner: partner.to_owned(),
             notices,
         }
+    }
+
+    /// Whether envelopes may travel to `partner` several in one request now.
+    pub fn takes_several(&self, partner: &str) -> bool {
+        let until = self.lock().get(partner).and_then(|s| s.singly_until);
+        until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// The partner refused several envelopes in one request (a node of an earlier version):
+    /// for `how_long`, each goes alone.
+    pub fn send_singly(&self, partner: &str, how_long: Duration) {
+        self.lock().entry(partner.to_owned()).or_default().singly_until = Some(Instant::now() + how_long);
     }
 
     /// The partner answered (whatever it said): the circuit closes.

@@ -73,20 +73,44 @@ async fn all_delivered(net: &Net, from: usize, ids: &[String]) {
 /// Node `victim` runs with the fail point `failpoint` set to abort the process the first time
 /// it is reached; it is restarted without it. Four messages a → b, each delivered once.
 async fn crash_at(failpoint: &str, victim: usize) {
+    crash_with(failpoint, victim, false).await
+}
+
+/// [`crash_at`]; `together`: the four envelopes travel in one request (a has one relay slot
+/// for b, and its first relay job waits for the others to come due).
+async fn crash_with(failpoint: &str, victim: usize, together: bool) {
     let net = fast_net(2);
-    let env = format!("{failpoint}=1*return(abort)");
+    if together {
+        set(&net, 0, &[("per_partner_concurrency", "1")]);
+    }
+    let crash = format!("{failpoint}=1*return(abort)");
     let mut nodes = Vec::new();
     for i in 0..2 {
-        nodes.push(if i == victim {
-            net.start_env(i, &[("FAILPOINTS", env.as_str())]).await
-        } else {
+        let mut env: Vec<String> = Vec::new();
+        if i == victim {
+            env.push(crash.clone());
+        }
+        if together && i == 0 {
+            env.push("relay.gather=1*return(1500)".into());
+        }
+        nodes.push(if env.is_empty() {
             net.start(i).await
+        } else {
+            net.start_env(i, &[("FAILPOINTS", env.join(";").as_str())]).await
         });
     }
+
     let consumer = Consumer::start(&net, 1);
     let msgs: Vec<(String, Vec<u8>)> = (0..4).map(|_| net.message(0, 1)).collect();
     let uuids: Vec<String> = msgs.iter().map(|m| m.0.clone()).collect();
     let sender = submit_all(&net, 0, msgs.into_iter().map(|m| m.1).collect());
+    if together {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !nodes[0].log_text().contains("sending envelopes together") {
+            assert!(Instant::now() < deadline, "no envelopes went together");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     assert!(
         nodes[victim].wait_exit(Duration::from_secs(60)).await,
         "the fail point {failpoint} was never reached"
@@ -131,6 +155,16 @@ async fn crash_of_the_receiver_before_it_stores() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_of_the_receiver_after_it_stored_before_the_receipt() {
     crash_at("transport.after_store", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_of_the_receiver_after_it_stored_envelopes_sent_together_before_their_receipt() {
+    crash_with("transport.after_store", 1, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_the_partner_answered_envelopes_sent_together() {
+    crash_with("relay.after_send", 0, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -492,10 +492,22 @@ pub fn uuid() -> String {
 /// A sealed envelope made with node `signer`'s keys (its node key and its authority's key),
 /// claiming to come from node `sender_node` / authority `sender`, for node `to`'s authority.
 pub fn sealed_envelope(net: &Net, signer: usize, sender_node: &str, sender: &str, to: usize) -> Vec<u8> {
+    sealed_envelope_with_id(net, signer, sender_node, sender, to, &uuid())
+}
+
+/// [`sealed_envelope`] under the message id `id` (each call another XÖV UUID, so another digest).
+pub fn sealed_envelope_with_id(
+    net: &Net,
+    signer: usize,
+    sender_node: &str,
+    sender: &str,
+    to: usize,
+    id: &str,
+) -> Vec<u8> {
     let recipient = gateway::xmlsec::trust::load_cert(&authority_file(net, to, "pem")).unwrap();
     gateway::envelope::seal::seal(
         &gateway::envelope::EnvelopeHeader {
-            message_id: uuid(),
+            message_id: id.into(),
             xoev_uuid: uuid(),
             sender_node: sender_node.into(),
             sender: sender.into(),

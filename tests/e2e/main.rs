@@ -30,6 +30,7 @@ mod reload;
 mod routers;
 mod security;
 mod soap_props;
+mod together;
 mod weak_certs;
 mod xbeteiligung;
 mod xmlsec_attacks;

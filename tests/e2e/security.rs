@@ -14,14 +14,14 @@ use crate::harness::{Net, authority_file, authority_identity, fixture, https_cli
 
 const T: Duration = Duration::from_secs(30);
 
-fn transport_policy(net: &Net) -> Policy {
+pub(crate) fn transport_policy(net: &Net) -> Policy {
     Policy {
         anchors: vec![net.dir.path().join("ca.pem")],
         ..Policy::default()
     }
 }
 
-fn node_cert(net: &Net, i: usize) -> openssl::x509::X509 {
+pub(crate) fn node_cert(net: &Net, i: usize) -> openssl::x509::X509 {
     trust::load_cert(&node_dir(net, i).join("node.pem")).unwrap()
 }
 
@@ -156,7 +156,12 @@ async fn notices_due_together_travel_as_one_signed_batch() {
 #[tokio::test(flavor = "multi_thread")]
 async fn receipts_signed_together_answer_each_of_their_envelopes() {
     let net = Net::init(2);
-    crate::faults::set(&net, 0, &[("per_partner_concurrency", "4")]);
+    // Each envelope in a request of its own (else a sends those due together in one).
+    crate::faults::set(
+        &net,
+        0,
+        &[("per_partner_concurrency", "4"), ("envelopes_per_request", "1")],
+    );
     let _a = net.start(0).await;
     let _b = net
         .start_env(1, &[("FAILPOINTS", "receipts.hold=1*return(2000)")])

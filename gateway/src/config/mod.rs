@@ -105,10 +105,12 @@ pub struct RawRelay {
     /// Messages relayed to one partner at the same time (the others wait, so one slow partner
     /// occupies at most this many workers).
     pub per_partner_concurrency: usize,
-    /// How long a notice (`delivered`, `refused`) waits for others to the same partner before
-    /// it goes: the notices that came due meanwhile travel with it, signed once. 0 sends each
-    /// at once (they still go together when several are due).
+    /// How long a notice (`delivered`, `refused`) waits for others to the same partner, which
+    /// then travel with it, signed once (0: it goes at once, with those due already).
     pub notice_linger_ms: u64,
+    /// Envelopes to one partner that may travel in one request (1–64; 1: each alone, as
+    /// nodes of earlier versions need).
+    pub envelopes_per_request: usize,
     /// Consecutive transient failures that open a partner's circuit; while it is open, no
     /// worker tries that partner (no attempts are spent) until one probe after `circuit_open_ms`.
     pub circuit_failures: u32,
@@ -132,6 +134,7 @@ impl Default for RawRelay {
             poison_attempts: 20,
             per_partner_concurrency: 8,
             notice_linger_ms: 20,
+            envelopes_per_request: 16,
             circuit_failures: 5,
             circuit_open_ms: 30_000,
             validation_threads: 2,
@@ -506,6 +509,7 @@ pub struct RelaySettings {
     pub poison_attempts: u32,
     pub per_partner_concurrency: usize,
     pub notice_linger: Duration,
+    pub envelopes_per_request: usize,
     pub circuit_failures: u32,
     pub circuit_open: Duration,
     pub validation_threads: usize,
@@ -688,6 +692,7 @@ impl RawConfig {
                 poison_attempts: r.poison_attempts,
                 per_partner_concurrency: r.per_partner_concurrency,
                 notice_linger: Duration::from_millis(r.notice_linger_ms),
+                envelopes_per_request: r.envelopes_per_request,
                 circuit_failures: r.circuit_failures,
                 circuit_open: Duration::from_millis(r.circuit_open_ms),
                 validation_threads: r.validation_threads,
@@ -745,9 +750,10 @@ impl RawConfig {
             errs.push("relay: lease_seconds > 0 and 0 < retry_initial_ms <= retry_max_ms".into());
         }
         if r.per_partner_concurrency == 0 || r.circuit_failures == 0 || r.retry_window_seconds == 0 {
-            errs.push(
-                "relay: per_partner_concurrency, circuit_failures and retry_window_seconds must be at least 1".into(),
-            );
+            errs.push("relay: per_partner_concurrency, circuit_failures, retry_window_seconds must be >= 1".into());
+        }
+        if !(1..=64).contains(&r.envelopes_per_request) {
+            errs.push("relay: envelopes_per_request must be 1 to 64 (envelope::MAX_NOTICES)".into());
         }
         let sv = &self.server;
         if sv.header_timeout_ms == 0

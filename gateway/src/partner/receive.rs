@@ -40,7 +40,16 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 }
 
 /// A refusal: a signed receipt with outcome `refused`, under the code's HTTP status.
-async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
+pub(super) async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Response {
+    let r = refused(ctx, message_id, problem, digest).await;
+    match seal::signed_receipt(&r, &ctx.keys().node) {
+        Ok(body) => xml_response(problem.code.status(), body),
+        Err(p) => p.into_response(),
+    }
+}
+
+/// The receipt that refuses an envelope (or notice) with a problem, audited.
+pub(super) async fn refused(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<Vec<u8>>) -> Receipt {
     ctx.audit
         .note(
             "partner-transport",
@@ -49,7 +58,7 @@ async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<
         )
         .await;
     tracing::warn!(message_id = %message_id, code = %problem.code, "envelope refused");
-    let r = Receipt {
+    Receipt {
         message_id: message_id.to_owned(),
         outcome: Outcome::Refused,
         code: Some(problem.code.as_str().to_owned()),
@@ -57,10 +66,6 @@ async fn refusal(ctx: &Ctx, message_id: &str, problem: &Problem, digest: Option<
         envelope_sha256: digest,
         receiver_node: ctx.config().node_name.clone(),
         time: rfc3339(now_millis()),
-    };
-    match seal::signed_receipt(&r, &ctx.keys().node) {
-        Ok(body) => xml_response(problem.code.status(), body),
-        Err(p) => p.into_response(),
     }
 }
 
@@ -84,10 +89,22 @@ async fn transport(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         return refusal(&ctx, UNKNOWN_ID, &p, None).await;
     };
     let limits = ctx.config().limits.for_envelopes();
+    let content_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let bytes = match read_body(&ctx, req.into_body(), limits.max_bytes).await {
         Ok(b) => b,
         Err(p) => return refusal(&ctx, UNKNOWN_ID, &p, None).await,
     };
+    // Fault injection (tests only): `return(refuse)` reads several envelopes in one request as
+    // one document, as a node of an earlier version does (and refuses it).
+    let as_one = crate::failpoints::value("transport.several").as_deref() == Some("refuse");
+    if super::batch::is_batch(&content_type) && !as_one {
+        return super::batch::receive(&ctx, &partner, &content_type, bytes).await;
+    }
     handle(&ctx, &partner, bytes.to_vec()).await
 }
 
@@ -111,9 +128,25 @@ pub async fn from_broker(ctx: &Ctx, node: Option<&str>, bytes: Vec<u8>) -> Respo
     handle(ctx, partner, bytes).await
 }
 
+/// Why a document from a partner is not taken.
+pub(super) enum NotTaken {
+    /// Refused with a signed refusal (4xx) about message `id` (`UNKNOWN_ID` where unreadable).
+    Refused(String, Problem),
+    /// This node cannot check it now (its own failure, e.g. the validation queue is full):
+    /// answered unsigned (5xx, 503), and the partner tries again.
+    Failed(Problem),
+}
+
+/// The answer to a document not taken.
+async fn not_taken(ctx: &Ctx, n: NotTaken, digest: Vec<u8>) -> Response {
+    match n {
+        NotTaken::Refused(id, p) => refusal(ctx, &id, &p, Some(digest)).await,
+        NotTaken::Failed(p) => p.into_response(),
+    }
+}
+
 /// Everything after the partner is known and the body read: the same for both transports.
 async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
-    let limits = ctx.config().limits.for_envelopes();
     // Fault injection (tests only): `return(500)` answers 500 without storing anything;
     // `return(corrupt)` stores the envelope and answers a corrupted receipt.
     let injected = crate::failpoints::value("transport.answer");
@@ -121,52 +154,11 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
         return Problem::new(Code::Internal, "injected fault").into_response();
     }
     let digest = envelope::sha256(&bytes);
-    let scan = match prescan(&bytes, &limits) {
-        Ok(s) => s,
-        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
+    let root = match verified(ctx, partner, &bytes).await {
+        Ok(root) => root,
+        Err(n) => return not_taken(ctx, n, digest).await,
     };
-    if scan.root.namespace.as_deref() != Some(envelope::NS) {
-        let p = Problem::new(
-            Code::EnvelopeInvalid,
-            format!("{} is not an envelope or receipt", scan.root),
-        );
-        return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
-    }
-    // The transport signature: the partner node's directory certificate, nothing else.
-    let Some(signer) = ctx.keys().partner_nodes.get(&partner.node).cloned() else {
-        let p = Problem::new(
-            Code::SenderMismatch,
-            "the partner's certificate is not in the directory",
-        );
-        return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
-    };
-    let policy = ctx.keys().transport_for(&partner.node);
-    let revocation = ctx.revocation.clone();
-    // Schema first, then the signature, on the one tree the validation thread parsed.
-    let checked = ctx
-        .validator
-        .validate_then(ctx.envelope_schema.clone(), Arc::from(bytes.as_ref()), move |doc| {
-            let i = seal::verify_node_signed_in(doc, &signer, &policy)?;
-            // The certificate that signed must not be revoked (OCSP, `[security.revocation]`).
-            revocation.usable(&signer[i], crate::revocation::CertRole::Node)
-        })
-        .await;
-    match checked {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Err(f)) => {
-            let mut p = f.into_problem();
-            p.code = Code::EnvelopeInvalid;
-            return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await;
-        }
-        Ok(Ok(Err(p))) => {
-            let id = envelope::parse_header(&bytes)
-                .map(|h| h.message_id)
-                .unwrap_or_else(|_| UNKNOWN_ID.into());
-            return refusal(ctx, &id, &p, Some(digest)).await;
-        }
-        Err(p) => return p.into_response(),
-    }
-    match scan.root.local.as_str() {
+    match root.as_str() {
         "Envelope" => {
             let mut answer = receive_envelope(ctx, partner, &bytes, digest).await;
             if injected.as_deref() == Some("corrupt") {
@@ -183,8 +175,57 @@ async fn handle(ctx: &Ctx, partner: &Partner, bytes: Vec<u8>) -> Response {
     }
 }
 
+/// Reads a document from a partner and checks its transport signature — the schema first,
+/// then the partner node's directory certificate, nothing else, and not revoked — and returns
+/// its root element's local name.
+pub(super) async fn verified(ctx: &Ctx, partner: &Partner, bytes: &[u8]) -> Result<String, NotTaken> {
+    let limits = ctx.config().limits.for_envelopes();
+    let unknown = |p| NotTaken::Refused(UNKNOWN_ID.into(), p);
+    let scan = prescan(bytes, &limits).map_err(unknown)?;
+    if scan.root.namespace.as_deref() != Some(envelope::NS) {
+        let p = Problem::new(
+            Code::EnvelopeInvalid,
+            format!("{} is not an envelope or receipt", scan.root),
+        );
+        return Err(unknown(p));
+    }
+    let Some(signer) = ctx.keys().partner_nodes.get(&partner.node).cloned() else {
+        let p = Problem::new(
+            Code::SenderMismatch,
+            "the partner's certificate is not in the directory",
+        );
+        return Err(unknown(p));
+    };
+    let policy = ctx.keys().transport_for(&partner.node);
+    let revocation = ctx.revocation.clone();
+    // Schema first, then the signature, on the one tree the validation thread parsed.
+    let checked = ctx
+        .validator
+        .validate_then(ctx.envelope_schema.clone(), Arc::from(bytes), move |doc| {
+            let i = seal::verify_node_signed_in(doc, &signer, &policy)?;
+            // The certificate that signed must not be revoked (OCSP, `[security.revocation]`).
+            revocation.usable(&signer[i], crate::revocation::CertRole::Node)
+        })
+        .await;
+    match checked {
+        Ok(Ok(Ok(()))) => Ok(scan.root.local),
+        Ok(Err(f)) => {
+            let mut p = f.into_problem();
+            p.code = Code::EnvelopeInvalid;
+            Err(unknown(p))
+        }
+        Ok(Ok(Err(p))) => {
+            let id = envelope::parse_header(bytes)
+                .map(|h| h.message_id)
+                .unwrap_or_else(|_| UNKNOWN_ID.into());
+            Err(NotTaken::Refused(id, p))
+        }
+        Err(p) => Err(NotTaken::Failed(p)),
+    }
+}
+
 /// Flips one bit in the middle of an answer's body (fault injection).
-async fn corrupt(answer: Response) -> Response {
+pub(super) async fn corrupt(answer: Response) -> Response {
     let (parts, body) = answer.into_parts();
     let mut bytes = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -211,15 +252,21 @@ fn too_far_ahead(ctx: &Ctx, created: &str) -> Option<String> {
     })
 }
 
-async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
-    let h = match envelope::parse_header(bytes) {
-        Ok(x) => x,
-        Err(p) => return refusal(ctx, UNKNOWN_ID, &p, Some(digest)).await,
-    };
+/// An envelope whose transport signature verified, checked against what this node takes: the
+/// partner is its sending node and serves its sender, this node serves its recipient, it is
+/// not dated ahead of our clock, and the attachment streams it names are here whole. Returns
+/// what is to be stored, without our receipt yet.
+pub(super) async fn acceptable(
+    ctx: &Ctx,
+    partner: &Partner,
+    bytes: &[u8],
+    digest: &[u8],
+) -> Result<NewInbound, NotTaken> {
+    let h = envelope::parse_header(bytes).map_err(|p| NotTaken::Refused(UNKNOWN_ID.into(), p))?;
+    let refused = |p| NotTaken::Refused(h.message_id.clone(), p);
     if let Some(detail) = too_far_ahead(ctx, &h.created) {
-        return refusal(ctx, &h.message_id, &Problem::new(Code::ClockSkew, detail), Some(digest)).await;
+        return Err(refused(Problem::new(Code::ClockSkew, detail)));
     }
-    crate::failpoint!("transport.before_store");
     if h.sender_node != partner.node || !partner.authorities.contains(&h.sender) {
         let p = Problem::new(
             Code::SenderMismatch,
@@ -228,69 +275,96 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
                 h.sender, h.sender_node, partner.node
             ),
         );
-        return refusal(ctx, &h.message_id, &p, Some(digest)).await;
+        return Err(refused(p));
     }
     if !ctx.config().authorities.contains_key(&h.recipient) {
         let p = Problem::new(
             Code::UnknownRecipient,
             format!("{} is not served by this node", h.recipient),
         );
-        return refusal(ctx, &h.message_id, &p, Some(digest)).await;
+        return Err(refused(p));
     }
     // The attachment streams the (verified) header names: here whole and as signed.
-    let files = match envelope::parse_files(bytes) {
-        Ok(f) => f,
-        Err(p) => return refusal(ctx, &h.message_id, &p, Some(digest)).await,
-    };
-    if let Err(p) = super::files::check(ctx, partner, &h.message_id, &files).await {
-        return refusal(ctx, &h.message_id, &p, Some(digest)).await;
-    }
-    let receipt = Receipt {
-        message_id: h.message_id.clone(),
+    let files = envelope::parse_files(bytes).map_err(refused)?;
+    super::files::check(ctx, partner, &h.message_id, &files)
+        .await
+        .map_err(refused)?;
+    Ok(NewInbound {
+        sender_node: partner.node.clone(),
+        remote_id: h.message_id,
+        xoev_uuid: h.xoev_uuid,
+        digest: envelope::hex(digest),
+        message_type: h.message_type,
+        author: h.sender,
+        reader: h.recipient,
+        envelope: bytes.to_vec(),
+        receipt: Vec::new(),
+    })
+}
+
+/// The receipt this node gives for an envelope it holds durably.
+pub(super) fn received(ctx: &Ctx, message_id: &str, digest: &[u8]) -> Receipt {
+    Receipt {
+        message_id: message_id.to_owned(),
         outcome: Outcome::Received,
         code: None,
         detail: None,
-        envelope_sha256: Some(digest.clone()),
+        envelope_sha256: Some(digest.to_vec()),
         receiver_node: ctx.config().node_name.clone(),
         time: rfc3339(now_millis()),
+    }
+}
+
+async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Vec<u8>) -> Response {
+    let mut inbound = match acceptable(ctx, partner, bytes, &digest).await {
+        Ok(i) => i,
+        Err(n) => return not_taken(ctx, n, digest).await,
     };
+    crate::failpoint!("transport.before_store");
+    let remote_id = inbound.remote_id.clone();
+    let receipt = received(ctx, &remote_id, &digest);
     let receipt = match ctx.receipts.sign(ctx.keys(), &partner.node, receipt).await {
         Ok(r) => r.to_vec(),
         Err(p) => return p.into_response(),
     };
-    let outcome = ctx
-        .store
-        .receive(NewInbound {
-            sender_node: partner.node.clone(),
-            remote_id: h.message_id.clone(),
-            xoev_uuid: h.xoev_uuid.clone(),
-            digest: envelope::hex(&digest),
-            message_type: h.message_type.clone(),
-            author: h.sender.clone(),
-            reader: h.recipient.clone(),
-            envelope: bytes.to_vec(),
-            receipt: receipt.clone(),
-        })
-        .await;
+    inbound.receipt = receipt.clone();
+    let outcome = ctx.store.receive(inbound).await;
     crate::failpoint!("transport.after_store");
     match outcome {
         Ok(ReceiveOutcome::Created(id)) => {
-            tracing::info!(message_id = %id, remote_id = %h.message_id, partner = %partner.node, "envelope received");
+            tracing::info!(message_id = %id, remote_id = %remote_id, partner = %partner.node, "envelope received");
             ctx.wake(crate::store::JobKind::Open);
             xml_response(StatusCode::OK, receipt)
         }
-        Ok(ReceiveOutcome::Duplicate(original)) => {
-            tracing::info!(remote_id = %h.message_id, partner = %partner.node, "duplicate envelope answered with its original receipt");
-            xml_response(StatusCode::OK, original)
+        Ok(ReceiveOutcome::Duplicate { id, receipt: original }) => {
+            tracing::info!(remote_id = %remote_id, partner = %partner.node, "duplicate envelope answered with its original receipt");
+            if !original.is_empty() {
+                return xml_response(StatusCode::OK, original);
+            }
+            // Stored by a batch whose receipt was not written (`batch::receive`): this one is
+            // true as well, and kept.
+            match ctx.store.apply(keep_receipt(&id, receipt.clone())).await {
+                Ok(_) => xml_response(StatusCode::OK, receipt),
+                Err(e) => store_problem(e).into_response(),
+            }
         }
         Ok(ReceiveOutcome::Conflict) => {
             let p = Problem::new(
                 Code::DuplicateConflict,
                 "an envelope with this message id but different content was received before",
             );
-            refusal(ctx, &h.message_id, &p, Some(digest)).await
+            refusal(ctx, &remote_id, &p, Some(digest)).await
         }
         Err(e) => store_problem(e).into_response(),
+    }
+}
+
+/// The change that keeps `receipt` as the one this node gave for received message `id`.
+pub(super) fn keep_receipt(id: &str, receipt: Vec<u8>) -> Change {
+    Change {
+        message_id: id.to_owned(),
+        blobs: vec![(Blob::Receipt, receipt)],
+        ..Change::default()
     }
 }
 

@@ -22,6 +22,30 @@ pub async fn post(
         let status = hyper::StatusCode::from_u16(status).map_err(|e| e.to_string())?;
         return Ok((status, answer));
     }
+    post_https_any(ctx, partner, "application/xml", body).await
+}
+
+/// Several envelopes to a partner in one request (`super::batch`), over HTTPS only; the
+/// answer as for [`post`].
+pub async fn post_together(
+    ctx: &Ctx,
+    partner: &crate::config::Partner,
+    envelopes: &[&[u8]],
+) -> Result<(hyper::StatusCode, Vec<u8>), String> {
+    if partner.amqp_queue.is_some() {
+        return Err("envelopes travel together over HTTPS only".into());
+    }
+    let (content_type, body) = super::batch::frame(envelopes);
+    post_https_any(ctx, partner, &content_type, body).await
+}
+
+/// A POST to one of a partner's HTTPS transport addresses.
+async fn post_https_any(
+    ctx: &Ctx,
+    partner: &crate::config::Partner,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(hyper::StatusCode, Vec<u8>), String> {
     // A partner on several machines: its addresses in turn, the one that answered last first.
     // The next address is tried at once only when this one took no connection; after a
     // timeout or a broken exchange the next attempt starts there (the partner may have stored
@@ -33,7 +57,7 @@ pub async fn post(
     let mut failed = Vec::new();
     for k in 0..urls.len() {
         let i = (first + k) % urls.len();
-        match post_https(ctx, &urls[i], body.clone()).await {
+        match post_https(ctx, &urls[i], content_type, body.clone()).await {
             Ok(answer) => {
                 if k > 0 {
                     ctx.partners.prefer_address(&partner.node, i);
@@ -58,9 +82,14 @@ pub async fn post(
 
 /// One HTTPS exchange with a partner's transport address; an error says whether a
 /// connection was made (the request may have arrived).
-async fn post_https(ctx: &Ctx, url: &str, body: bytes::Bytes) -> Result<(hyper::StatusCode, Vec<u8>), (String, bool)> {
+async fn post_https(
+    ctx: &Ctx,
+    url: &str,
+    content_type: &str,
+    body: bytes::Bytes,
+) -> Result<(hyper::StatusCode, Vec<u8>), (String, bool)> {
     let request = hyper::Request::post(url)
-        .header(hyper::header::CONTENT_TYPE, "application/xml")
+        .header(hyper::header::CONTENT_TYPE, content_type)
         .body(whole(body))
         .map_err(|e| (format!("bad transport URL: {e}"), false))?;
     let exchange = async {

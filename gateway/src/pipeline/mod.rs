@@ -11,6 +11,7 @@
 //! change in one place.
 
 pub mod attachments;
+pub mod batch;
 pub mod deliver;
 pub mod notice;
 pub mod open;

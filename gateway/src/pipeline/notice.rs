@@ -4,7 +4,7 @@
 //! is told nothing more; no answer is retried. When more notices to the same partner are due,
 //! they travel together, signed once (`envelope::build_notices`).
 
-use super::worker::{apply, drop_job, finishing};
+use super::worker::{apply, drop_job, finishing, release};
 use super::{Failure, Outcome};
 use crate::ctx::Ctx;
 use crate::envelope::{MAX_NOTICES, Outcome as ReceiptOutcome, Receipt, seal};
@@ -119,16 +119,6 @@ async fn due_with(ctx: &Ctx, partner: &str, first: Receipt) -> (Vec<Job>, Vec<Re
         }
     }
     (jobs, notices)
-}
-
-/// After a batch was not sent or not answered: each further job of the batch is retried as
-/// its own would be; the first job's failure is returned to the worker.
-async fn release(ctx: &Ctx, more: &[Job], failure: Failure) -> Outcome {
-    let reason = failure.to_string();
-    for job in more {
-        super::worker::settle(ctx, job, Failure::Transient(reason.clone())).await;
-    }
-    Err(failure)
 }
 
 /// Ends the notice jobs the partner answered, all at once. Not waited for on disk

@@ -29,6 +29,17 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
     // Sealed at intake or just now, stored either way; not sent yet.
     crate::failpoint!("relay.after_seal");
     send_files(ctx, partner, m, &envelope_bytes).await?;
+    if super::batch::may_go_together(ctx, partner) {
+        let more = super::batch::gather(ctx, partner, envelope_bytes.len()).await;
+        if !more.is_empty() {
+            let first = super::batch::Ready {
+                job: job.clone(),
+                message: m.clone(),
+                envelope: envelope_bytes,
+            };
+            return super::batch::relay_together(ctx, partner, first, more).await;
+        }
+    }
     let (status, body) = match crate::partner::send::post(ctx, partner, envelope_bytes.clone()).await {
         Ok(answer) => answer,
         Err(e) => {
@@ -40,81 +51,106 @@ pub async fn relay(ctx: &Ctx, job: &Job, m: &Message) -> Outcome {
             ));
         }
     };
+    if let Some(failure) = unanswered(ctx, &partner.node, status) {
+        return Err(failure);
+    }
+    crate::failpoint!("relay.after_send");
+    let answer = read_receipt(ctx, &partner.node, &body)
+        .await?
+        .and_then(|a| a.about(&m.id));
+    let digest = envelope::sha256(&envelope_bytes);
+    let change = judge(ctx, job, m, &partner.node, (status, &body), answer, &digest).await?;
+    apply(ctx, change).await
+}
+
+/// A 5xx, 408 or 429 (the partner could not take it now; counts against its circuit), or
+/// `None` for an answer (the circuit closes).
+pub(super) fn unanswered(ctx: &Ctx, partner: &str, status: hyper::StatusCode) -> Option<Failure> {
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
         crate::telemetry::relay_error(crate::telemetry::status_class(status.as_u16()));
-        return Err(partner_failed(
+        return Some(partner_failed(
             ctx,
-            &partner.node,
-            format!("partner {} answered {status}", partner.node),
+            partner,
+            format!("partner {partner} answered {status}"),
         ));
     }
-    ctx.partners.success(&partner.node);
-    crate::failpoint!("relay.after_send");
-    let expected_digest = envelope::sha256(&envelope_bytes);
-    let receipt = match read_receipt(ctx, &partner.node, &body, &m.id).await? {
-        Ok(r) => match answers(&r, &m.id, &expected_digest) {
+    ctx.partners.success(partner);
+    None
+}
+
+/// What the partner's answer (`status`, `body`) about envelope `m` (its digest `digest`; the
+/// receipt read from the answer, or why not) changes: `received`, `rejected` with the
+/// partner's code, or a failure — an answer that is not a receipt for this envelope is sent
+/// again later.
+pub(super) async fn judge(
+    ctx: &Ctx,
+    job: &Job,
+    m: &Message,
+    partner: &str,
+    (status, body): (hyper::StatusCode, &[u8]),
+    answer: Result<Receipt, Problem>,
+    digest: &[u8],
+) -> Result<Change, Failure> {
+    let receipt = match answer {
+        Ok(r) => match answers(&r, &m.id, digest) {
             Ok(()) => r,
-            Err(p) => return Err(bad_receipt(ctx, m, &partner.node, &p).await),
+            Err(p) => return Err(bad_receipt(ctx, m, partner, &p).await),
         },
-        Err(p) if status.is_success() => return Err(bad_receipt(ctx, m, &partner.node, &p).await),
+        Err(p) if status.is_success() => return Err(bad_receipt(ctx, m, partner, &p).await),
         Err(p) => {
-            audit_receipt(ctx, m, &partner.node, &p).await;
+            audit_receipt(ctx, m, partner, &p).await;
             // A 4xx without a readable refusal is still permanent.
-            return apply(
-                ctx,
-                Change {
-                    message_id: m.id.clone(),
-                    finish_job: Some(job.id),
-                    expect: vec![Status::Sealed, Status::Sent],
-                    status: Some(Status::Rejected),
-                    error: Some(("partner-refused".into(), format!("partner answered {status}: {p}"))),
-                    ..Change::default()
-                },
-            )
-            .await;
+            return Ok(Change {
+                message_id: m.id.clone(),
+                finish_job: Some(job.id),
+                expect: vec![Status::Sealed, Status::Sent],
+                status: Some(Status::Rejected),
+                error: Some(("partner-refused".into(), format!("partner answered {status}: {p}"))),
+                ..Change::default()
+            });
         }
     };
     if receipt.code.as_deref() == Some(Code::AttachmentIncomplete.as_str()) {
         // The partner lost (part of) a stream: the next attempt sends it again, then the envelope.
         return Err(Failure::Transient(format!(
-            "partner {}: {}",
-            partner.node,
+            "partner {partner}: {}",
             receipt.detail.unwrap_or_default()
         )));
     }
     let (new_status, detail, error) = match receipt.outcome {
         ReceiptOutcome::Received | ReceiptOutcome::Delivered if status.is_success() => {
-            tracing::info!(message_id = %m.id, partner = %partner.node, "envelope received by partner");
+            tracing::info!(message_id = %m.id, partner = %partner, "envelope received by partner");
             let detail = format!("receipt from {} at {}", receipt.receiver_node, receipt.time);
             (Status::Received, detail, None)
         }
         _ => {
             let code = receipt.code.clone().unwrap_or_else(|| "partner-refused".into());
-            tracing::warn!(message_id = %m.id, partner = %partner.node, code = %code, "envelope refused by partner");
+            tracing::warn!(message_id = %m.id, partner = %partner, code = %code, "envelope refused by partner");
             let error = (code, receipt.detail.clone().unwrap_or_default());
-            (Status::Rejected, format!("refused by {}", partner.node), Some(error))
+            (Status::Rejected, format!("refused by {partner}"), Some(error))
         }
     };
-    apply(
-        ctx,
-        Change {
-            message_id: m.id.clone(),
-            finish_job: Some(job.id),
-            expect: vec![Status::Sealed, Status::Sent],
-            events_before: vec![(Status::Sent, Some(format!("to {}", partner.node)))],
-            status: Some(new_status),
-            detail: Some(detail),
-            error,
-            blobs: vec![(Blob::Receipt, body.to_vec())],
-            ..Change::default()
-        },
-    )
-    .await
+    Ok(Change {
+        message_id: m.id.clone(),
+        finish_job: Some(job.id),
+        expect: vec![Status::Sealed, Status::Sent],
+        events_before: vec![(Status::Sent, Some(format!("to {partner}")))],
+        status: Some(new_status),
+        detail: Some(detail),
+        error,
+        blobs: vec![(Blob::Receipt, body.to_vec())],
+        ..Change::default()
+    })
 }
 
 /// The attachment streams the envelope names, each sent before the envelope (resuming after
 /// what the partner already holds), so that the partner can check them when it arrives.
-async fn send_files(ctx: &Ctx, partner: &crate::config::Partner, m: &Message, envelope_bytes: &[u8]) -> Outcome {
+pub(super) async fn send_files(
+    ctx: &Ctx,
+    partner: &crate::config::Partner,
+    m: &Message,
+    envelope_bytes: &[u8],
+) -> Outcome {
     let files = envelope::parse_files(envelope_bytes).map_err(|p| Failure::Transient(p.detail))?;
     if files.is_empty() {
         return Ok(());
@@ -144,16 +180,35 @@ async fn send_files(ctx: &Ctx, partner: &crate::config::Partner, m: &Message, en
 }
 
 /// A transient failure talking to a partner: counts towards its circuit, retried later.
-fn partner_failed(ctx: &Ctx, partner: &str, reason: String) -> Failure {
+pub(super) fn partner_failed(ctx: &Ctx, partner: &str, reason: String) -> Failure {
     ctx.partners.failure(partner, &reason);
     Failure::Transient(reason)
 }
 
+/// A partner's answer, verified: one receipt, or receipts signed together (`pst:Notices`).
+pub(super) enum Answer {
+    One(Receipt),
+    Together(Vec<Receipt>),
+}
+
+impl Answer {
+    /// The receipt about message `id`: the one, or its entry among those signed together.
+    fn about(self, id: &str) -> Result<Receipt, Problem> {
+        match self {
+            Answer::One(r) => Ok(r),
+            Answer::Together(all) => all.into_iter().find(|r| r.message_id == id).ok_or_else(|| {
+                Problem::new(
+                    Code::EnvelopeInvalid,
+                    format!("the receipts signed together name no message {id}"),
+                )
+            }),
+        }
+    }
+}
+
 /// Checks a partner's answer against the receipt schema and the partner node's signature,
-/// and reads it: a receipt, or the entry about message `id` in receipts the partner signed
-/// together (`pst:Notices`). The inner error refuses the answer; the outer one is this node's
-/// own failure.
-async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8], id: &str) -> Result<Result<Receipt, Problem>, Failure> {
+/// and reads it. The inner error refuses the answer; the outer one is this node's own failure.
+pub(super) async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8]) -> Result<Result<Answer, Problem>, Failure> {
     let refused = |what: &str, p: Problem| Ok(Err(Problem::new(p.code, format!("{what}: {}", p.detail))));
     let together = match crate::xml::prescan::prescan(body, &ctx.config().limits) {
         Ok(scan) => scan.root.local == "Notices",
@@ -183,17 +238,10 @@ async fn read_receipt(ctx: &Ctx, partner: &str, body: &[u8], id: &str) -> Result
             .usable(&cert, crate::revocation::CertRole::Node)
             .map_err(|p| Failure::Transient(p.detail))?,
     }
-    if !together {
-        return Ok(envelope::parse_receipt(body));
-    }
-    Ok(envelope::parse_notices(body).and_then(|all| {
-        all.into_iter().find(|r| r.message_id == id).ok_or_else(|| {
-            Problem::new(
-                Code::EnvelopeInvalid,
-                format!("the receipts signed together name no message {id}"),
-            )
-        })
-    }))
+    Ok(match together {
+        false => envelope::parse_receipt(body).map(Answer::One),
+        true => envelope::parse_notices(body).map(Answer::Together),
+    })
 }
 
 /// Whether a receipt verified as the partner's answers for our envelope: it names our message
@@ -232,7 +280,7 @@ async fn audit_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) {
 
 /// A 2xx answer that is not a receipt for our envelope: the message stays unreceived and the
 /// same envelope is sent again later (the partner answers a resend with its original receipt).
-async fn bad_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) -> Failure {
+pub(super) async fn bad_receipt(ctx: &Ctx, m: &Message, partner: &str, p: &Problem) -> Failure {
     crate::telemetry::relay_error("bad-receipt");
     audit_receipt(ctx, m, partner, p).await;
     Failure::Transient(format!(

@@ -234,6 +234,16 @@ fn backoff(ctx: &Ctx, attempts: u32) -> Duration {
     exp.mul_f64(jitter)
 }
 
+/// After a batch was not sent or not answered: each further job of the batch is retried as
+/// its own would be; the first job's failure is returned to the worker.
+pub(super) async fn release(ctx: &Ctx, more: &[Job], failure: Failure) -> Outcome {
+    let reason = failure.to_string();
+    for job in more {
+        settle(ctx, job, Failure::Transient(reason.clone())).await;
+    }
+    Err(failure)
+}
+
 /// Removes a job whose message is no longer in a state the job applies to.
 pub(super) async fn drop_job(ctx: &Ctx, job: &Job) -> Outcome {
     apply(ctx, finishing(job)).await

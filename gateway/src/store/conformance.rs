@@ -217,9 +217,38 @@ async fn a_resend_gets_the_original_receipt_and_other_content_is_a_conflict(b: B
     };
     assert_eq!(
         s.receive(inbound("r1", "d1")).await.unwrap(),
-        ReceiveOutcome::Duplicate(b"<receipt for='r1'/>".to_vec())
+        ReceiveOutcome::Duplicate {
+            id: id.clone(),
+            receipt: b"<receipt for='r1'/>".to_vec()
+        }
     );
     assert_eq!(s.receive(inbound("r1", "d2")).await.unwrap(), ReceiveOutcome::Conflict);
+    // Stored before its receipt (a batch): a resend finds none until a change keeps one.
+    let later = NewInbound {
+        receipt: Vec::new(),
+        ..inbound("r2", "d1")
+    };
+    let ReceiveOutcome::Created(id2) = s.receive(later.clone()).await.unwrap() else {
+        panic!()
+    };
+    let resent = s.receive(later.clone()).await.unwrap();
+    assert_eq!(
+        resent,
+        ReceiveOutcome::Duplicate {
+            id: id2.clone(),
+            receipt: Vec::new()
+        }
+    );
+    let keep = Change {
+        message_id: id2.clone(),
+        blobs: vec![(Blob::Receipt, b"<kept/>".to_vec())],
+        ..Change::default()
+    };
+    assert!(s.apply(keep).await.unwrap());
+    let ReceiveOutcome::Duplicate { receipt, .. } = s.receive(later).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(receipt, b"<kept/>");
     let m = s.message(&id).await.unwrap().unwrap();
     assert_eq!((m.direction, m.status), (Direction::Inbound, Status::Received));
     assert_eq!(m.remote_id.as_deref(), Some("r1"));
@@ -341,7 +370,7 @@ async fn the_same_submission_racing_on_two_handles_is_stored_once(b: Backend) {
     for t in tasks {
         match t.await.unwrap().unwrap() {
             ReceiveOutcome::Created(_) => created += 1,
-            ReceiveOutcome::Duplicate(receipt) => assert_eq!(receipt, b"<receipt for='same'/>"),
+            ReceiveOutcome::Duplicate { receipt, .. } => assert_eq!(receipt, b"<receipt for='same'/>"),
             other => panic!("{other:?}"),
         }
     }

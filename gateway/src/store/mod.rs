@@ -338,15 +338,20 @@ pub struct NewInbound {
     pub author: String,
     pub reader: String,
     pub envelope: Vec<u8>,
-    /// The receipt answered now, kept to answer resends with the same bytes.
+    /// The receipt answered now, kept to answer resends with the same bytes (empty: written
+    /// later, by a change).
     pub receipt: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiveOutcome {
     Created(String),
-    /// A resend: the original receipt.
-    Duplicate(Vec<u8>),
+    /// A resend of the message stored under `id`: the original receipt (empty where a batch's
+    /// receipt was not written yet, `partner::batch`).
+    Duplicate {
+        id: String,
+        receipt: Vec<u8>,
+    },
     /// Same message id, different envelope digest.
     Conflict,
 }

@@ -402,7 +402,7 @@ impl Store for SqliteStore {
                     params![id],
                     |r| r.get(0),
                 )?;
-                return Ok(ReceiveOutcome::Duplicate(receipt));
+                return Ok(ReceiveOutcome::Duplicate { id, receipt });
             }
             if over_soft_limit(conn, soft, m.envelope.len())? {
                 return Err(soft_full());

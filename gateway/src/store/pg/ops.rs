@@ -228,7 +228,7 @@ impl Store for PgStore {
             if inserted == 0 {
                 let r = cached::query_one(
                     &tx,
-                    "SELECT m.digest, b.data FROM messages m
+                    "SELECT m.digest, b.data, m.id FROM messages m
                          LEFT JOIN blobs b ON b.message_id = m.id AND b.kind = 'receipt'
                          WHERE m.direction = 'inbound' AND m.partner_node = $1 AND m.remote_id = $2",
                     &[&m.sender_node, &m.remote_id],
@@ -237,7 +237,10 @@ impl Store for PgStore {
                 .map_err(store_error)?;
                 let (digest, receipt): (String, Option<Vec<u8>>) = (r.get(0), r.get(1));
                 return Ok(if digest == m.digest {
-                    ReceiveOutcome::Duplicate(receipt.unwrap_or_default())
+                    ReceiveOutcome::Duplicate {
+                        id: r.get(2),
+                        receipt: receipt.unwrap_or_default(),
+                    }
                 } else {
                     ReceiveOutcome::Conflict
                 });

@@ -1,0 +1,314 @@
+//! Several envelopes of one partner in one request: a `multipart/mixed` body with one
+//! `application/xml` part per envelope (at most [`MAX_NOTICES`]), sent by the relay when more
+//! envelopes to a partner are due than one (`pipeline::batch`), and answered with one signed
+//! `pst:Notices` holding one entry per envelope, in the order of the parts: `received` for each
+//! envelope this node holds durably (stored now, or before: a resend), else `refused` with its
+//! code. Each envelope is checked exactly as one sent alone (`receive::verified`,
+//! `receive::acceptable`); one refused does not refuse the others.
+//!
+//! The receipts are signed once the envelopes are stored and kept with them in a second
+//! write, so that the one signature states only what is durable. An envelope stored without
+//! its receipt (the node stopped between the two writes) is answered, when it is sent again,
+//! with a new receipt, which is kept then. Only over HTTPS; a node of an earlier version
+//! refuses such a request as a whole, and the sender then sends to it one envelope at a time.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::receive::{self, NotTaken};
+use crate::config::Partner;
+use crate::ctx::Ctx;
+use crate::envelope::{self, MAX_NOTICES, Receipt, UNKNOWN_ID, seal};
+use crate::problem::{Code, Problem};
+use crate::store::{ReceiveOutcome, StoreError};
+use crate::wire::{store_problem, xml_response};
+
+/// The media type of a request that carries several envelopes.
+pub const MIXED: &str = "multipart/mixed";
+
+/// Whether a request's content type says it carries several envelopes.
+pub fn is_batch(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(MIXED))
+}
+
+/// The body of a request that carries `envelopes`, and its content type. The boundary is
+/// random and occurs in none of them.
+pub fn frame(envelopes: &[&[u8]]) -> (String, Vec<u8>) {
+    let boundary = loop {
+        let mut r = [0u8; 16];
+        openssl::rand::rand_bytes(&mut r).expect("the random generator works");
+        let b = format!("pst-{}", envelope::hex(&r));
+        if envelopes
+            .iter()
+            .all(|e| memchr::memmem::find(e, b.as_bytes()).is_none())
+        {
+            break b;
+        }
+    };
+    let mut body = Vec::with_capacity(envelopes.iter().map(|e| e.len() + 100).sum::<usize>() + 64);
+    for e in envelopes {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/xml\r\n\r\n").as_bytes());
+        body.extend_from_slice(e);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("{MIXED}; boundary={boundary}"), body)
+}
+
+/// The envelopes a request's body carries (`content_type` is its header): at least one, at
+/// most [`MAX_NOTICES`]; `limit` bounds each.
+pub async fn unframe(content_type: &str, body: bytes::Bytes, limit: usize) -> Result<Vec<Vec<u8>>, Problem> {
+    let invalid = |detail: String| Problem::new(Code::EnvelopeInvalid, detail);
+    let boundary = content_type
+        .split(';')
+        .skip(1)
+        .filter_map(|param| param.trim().split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, value)| value.trim().trim_matches('"'))
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| invalid("a multipart/mixed body needs a boundary parameter".into()))?;
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().per_field(limit as u64));
+    let stream = futures_lite::stream::once(Ok::<_, std::convert::Infallible>(body));
+    let mut parts = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut envelopes = Vec::new();
+    while let Some(part) = parts
+        .next_field()
+        .await
+        .map_err(|e| invalid(format!("malformed multipart body: {e}")))?
+    {
+        if envelopes.len() == MAX_NOTICES {
+            return Err(Problem::new(
+                Code::LimitExceeded,
+                format!("a request carries at most {MAX_NOTICES} envelopes"),
+            ));
+        }
+        let bytes = part
+            .bytes()
+            .await
+            .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
+        envelopes.push(bytes.to_vec());
+    }
+    if envelopes.is_empty() {
+        return Err(invalid("the multipart body carries no envelope".into()));
+    }
+    Ok(envelopes)
+}
+
+/// `POST /v1/transport` with several envelopes (`multipart/mixed`) from `partner`.
+pub(super) async fn receive(ctx: &Arc<Ctx>, partner: &Partner, content_type: &str, body: bytes::Bytes) -> Response {
+    // Fault injection (tests only), as for one envelope: `return(500)`, `return(corrupt)`.
+    let injected = crate::failpoints::value("transport.answer");
+    if injected.as_deref() == Some("500") {
+        return Problem::new(Code::Internal, "injected fault").into_response();
+    }
+    let limit = ctx.config().limits.for_envelopes().max_bytes;
+    let envelopes = match unframe(content_type, body, limit).await {
+        Ok(e) => e,
+        Err(p) => return receive::refusal(ctx, UNKNOWN_ID, &p, None).await,
+    };
+    let digests: Vec<Vec<u8>> = envelopes.iter().map(|e| envelope::sha256(e)).collect();
+    let n = envelopes.len();
+    let checked = match checked(ctx, partner, envelopes).await {
+        Ok(c) => c,
+        Err(p) => return p.into_response(),
+    };
+    crate::failpoint!("transport.before_store");
+    let stored = match stored(ctx, &checked).await {
+        Ok(s) => s,
+        Err(e) => return store_problem(e).into_response(),
+    };
+    crate::failpoint!("transport.after_store");
+    let mut entries = Vec::with_capacity(n);
+    let mut keep = Vec::new();
+    let mut created = 0;
+    for ((check, outcome), digest) in checked.iter().zip(stored).zip(digests) {
+        let (inbound, outcome) = match (check, outcome) {
+            (Ok(inbound), Some(outcome)) => (inbound, outcome),
+            (Err(refusal), _) => {
+                let (id, p) = refusal.as_ref();
+                entries.push(receive::refused(ctx, id, p, Some(digest)).await);
+                continue;
+            }
+            (Ok(inbound), None) => {
+                let p = Problem::new(Code::Internal, "the envelope was not stored");
+                entries.push(receive::refused(ctx, &inbound.remote_id, &p, Some(digest)).await);
+                continue;
+            }
+        };
+        match outcome {
+            ReceiveOutcome::Created(id) => {
+                tracing::info!(message_id = %id, remote_id = %inbound.remote_id, partner = %partner.node, "envelope received");
+                created += 1;
+                keep.push(id);
+            }
+            ReceiveOutcome::Duplicate { id, receipt } => {
+                tracing::info!(remote_id = %inbound.remote_id, partner = %partner.node, "duplicate envelope answered with a new receipt");
+                if receipt.is_empty() {
+                    keep.push(id);
+                }
+            }
+            ReceiveOutcome::Conflict => {
+                let p = Problem::new(
+                    Code::DuplicateConflict,
+                    "an envelope with this message id but different content was received before",
+                );
+                entries.push(receive::refused(ctx, &inbound.remote_id, &p, Some(digest)).await);
+                continue;
+            }
+        }
+        entries.push(receive::received(ctx, &inbound.remote_id, &digest));
+    }
+    answer(
+        ctx,
+        partner,
+        entries,
+        keep,
+        created,
+        injected.as_deref() == Some("corrupt"),
+    )
+    .await
+}
+
+/// Signs the entries, keeps the signed document as the receipt of each message in `keep`, and
+/// answers with it.
+async fn answer(
+    ctx: &Ctx,
+    partner: &Partner,
+    entries: Vec<Receipt>,
+    keep: Vec<String>,
+    created: usize,
+    corrupt: bool,
+) -> Response {
+    let signed = match seal::signed_notices(&entries, &ctx.keys().node) {
+        Ok(s) => s,
+        Err(p) => return p.into_response(),
+    };
+    let changes = keep
+        .iter()
+        .map(|id| receive::keep_receipt(id, signed.clone()))
+        .collect();
+    if let Err(e) = crate::store::apply_all(&ctx.store, changes).await {
+        return store_problem(e).into_response();
+    }
+    if created > 0 {
+        ctx.wake(crate::store::JobKind::Open);
+    }
+    tracing::info!(envelopes = entries.len(), created, partner = %partner.node, "envelopes received together");
+    let response = xml_response(StatusCode::OK, signed);
+    match corrupt {
+        true => receive::corrupt(response).await,
+        false => response,
+    }
+}
+
+/// Each envelope checked as one sent alone, all at once (the validation threads share them):
+/// what is to be stored, or why not. `Err`: this node cannot check them now (nothing is
+/// stored; the partner sends them again).
+async fn checked(
+    ctx: &Arc<Ctx>,
+    partner: &Partner,
+    envelopes: Vec<Vec<u8>>,
+) -> Result<Vec<Result<crate::store::NewInbound, Box<(String, Problem)>>>, Problem> {
+    let mut checking = tokio::task::JoinSet::new();
+    for (i, bytes) in envelopes.into_iter().enumerate() {
+        let (ctx, partner) = (ctx.clone(), partner.clone());
+        checking.spawn(async move {
+            let digest = envelope::sha256(&bytes);
+            let check = match receive::verified(&ctx, &partner, &bytes).await {
+                Ok(root) if root == "Envelope" => receive::acceptable(&ctx, &partner, &bytes, &digest).await,
+                Ok(other) => Err(NotTaken::Refused(
+                    UNKNOWN_ID.into(),
+                    Problem::new(
+                        Code::EnvelopeInvalid,
+                        format!("only envelopes travel together, not {other}"),
+                    ),
+                )),
+                Err(n) => Err(n),
+            };
+            (i, check)
+        });
+    }
+    let mut all = Vec::new();
+    all.resize_with(checking.len(), || {
+        Err(Box::new((
+            UNKNOWN_ID.to_owned(),
+            Problem::new(Code::Internal, "not checked"),
+        )))
+    });
+    while let Some(done) = checking.join_next().await {
+        let (i, check) = done.map_err(|e| Problem::new(Code::Internal, format!("a check ended abnormally: {e}")))?;
+        all[i] = match check {
+            Ok(inbound) => Ok(inbound),
+            Err(NotTaken::Refused(id, p)) => Err(Box::new((id, p))),
+            Err(NotTaken::Failed(p)) => return Err(p),
+        };
+    }
+    Ok(all)
+}
+
+/// Stores every acceptable envelope (without its receipt), all at once; `None` for those
+/// refused.
+async fn stored(
+    ctx: &Ctx,
+    checked: &[Result<crate::store::NewInbound, Box<(String, Problem)>>],
+) -> Result<Vec<Option<ReceiveOutcome>>, StoreError> {
+    let mut storing = tokio::task::JoinSet::new();
+    for (i, check) in checked.iter().enumerate() {
+        if let Ok(inbound) = check {
+            let (store, inbound) = (ctx.store.clone(), inbound.clone());
+            storing.spawn(async move { (i, store.receive(inbound).await) });
+        }
+    }
+    let mut outcomes = vec![None; checked.len()];
+    let mut first_error = None;
+    while let Some(done) = storing.join_next().await {
+        match done {
+            Ok((i, Ok(outcome))) => outcomes[i] = Some(outcome),
+            Ok((_, Err(e))) => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(StoreError::Failed(format!("a write ended abnormally: {e}")))),
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn envelopes_framed_together_come_apart_byte_for_byte() {
+        let a = b"<pst:Envelope>one\r\n--not-a-boundary</pst:Envelope>".to_vec();
+        let b = vec![b'x'; 100_000];
+        let c = b"\r\n".to_vec();
+        let (content_type, body) = frame(&[&a, &b, &c]);
+        assert!(is_batch(&content_type), "{content_type}");
+        let parts = unframe(&content_type, body.into(), 1 << 20).await.unwrap();
+        assert_eq!(parts, vec![a, b, c]);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_oversized_batch_is_refused_with_a_code() {
+        let (content_type, body) = frame(&[b"<a/>", &[b'y'; 2000]]);
+        let too_big = unframe(&content_type, body.clone().into(), 1000).await.unwrap_err();
+        assert_eq!(too_big.code, Code::EnvelopeInvalid, "{too_big}");
+        let cut = unframe(&content_type, body[..body.len() - 10].to_vec().into(), 1 << 20)
+            .await
+            .unwrap_err();
+        assert_eq!(cut.code, Code::EnvelopeInvalid);
+        let none = unframe("multipart/mixed", body.into(), 1 << 20).await.unwrap_err();
+        assert!(none.detail.contains("boundary"), "{none}");
+        let many: Vec<&[u8]> = vec![b"<a/>"; MAX_NOTICES + 1];
+        let (content_type, body) = frame(&many);
+        let p = unframe(&content_type, body.into(), 1 << 20).await.unwrap_err();
+        assert_eq!(p.code, Code::LimitExceeded);
+        assert!(!is_batch("application/xml"));
+    }
+}
