@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// The receiving client long-polls (`GET /v1/inbox?wait=1`) instead of polling.
     #[arg(long)]
     long_poll: bool,
+    /// Messages of one inbox listing the receiving client fetches and acknowledges at the same
+    /// time (1: one after the other).
+    #[arg(long, default_value_t = 1)]
+    fetchers: usize,
 }
 
 /// The sending clients' wire format.
@@ -463,13 +467,15 @@ fn chaos(
     })
 }
 
-/// The receiving legacy system: fetch, then acknowledge, everything in its inbox.
+/// The receiving legacy system: fetch, then acknowledge, everything in its inbox (`fetchers`
+/// items of a listing at a time).
 fn consumer(
     ledger: Arc<Mutex<Ledger>>,
     finished: Arc<AtomicBool>,
     https: reqwest::Client,
     to: NetworkNode,
     poll: Option<u64>,
+    fetchers: usize,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let token = to.clients[0].token.clone();
@@ -490,34 +496,38 @@ fn consumer(
             if let (true, Some(ms)) = (items.is_empty(), poll) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
+            // Each item of the listing handed to one fetcher; the next listing once all are done.
+            let mut handling = tokio::task::JoinSet::new();
             for m in items {
                 let (Some(id), Some(uuid)) = (m["id"].as_str(), m["xoev_uuid"].as_str()) else {
                     continue;
                 };
-                let got = https
-                    .get(format!("{}/v1/inbox/{id}", to.api))
-                    .bearer_auth(&token)
-                    .send()
-                    .await;
-                if !got.is_ok_and(|r| r.status().is_success()) {
-                    continue;
+                if handling.len() >= fetchers.max(1) {
+                    handling.join_next().await;
                 }
-                ledger.lock().unwrap_or_else(|e| e.into_inner()).fetched(uuid, id);
-                let ack = https
-                    .post(format!("{}/v1/inbox/{id}/ack", to.api))
-                    .bearer_auth(&token)
-                    .send()
-                    .await;
-                if ack.is_ok_and(|r| r.status().is_success()) {
-                    ledger
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .acked
-                        .insert(id.to_owned());
-                }
+                let (https, ledger, token) = (https.clone(), ledger.clone(), token.clone());
+                let (api, id, uuid) = (to.api.clone(), id.to_owned(), uuid.to_owned());
+                handling.spawn(async move { fetch_and_ack(&https, &api, &token, &id, &uuid, &ledger).await });
             }
+            handling.join_all().await;
         }
     })
+}
+
+/// The receiving client's fetch of inbox item `id` (carrying `uuid`) and its acknowledgement,
+/// each recorded in the ledger.
+async fn fetch_and_ack(https: &reqwest::Client, api: &str, token: &str, id: &str, uuid: &str, ledger: &Mutex<Ledger>) {
+    let ledger = || ledger.lock().unwrap_or_else(|e| e.into_inner());
+    let (item, ack) = (format!("{api}/v1/inbox/{id}"), format!("{api}/v1/inbox/{id}/ack"));
+    let got = https.get(item).bearer_auth(token).send().await;
+    if !got.is_ok_and(|r| r.status().is_success()) {
+        return;
+    }
+    ledger().fetched(uuid, id);
+    let acked = https.post(ack).bearer_auth(token).send().await;
+    if acked.is_ok_and(|r| r.status().is_success()) {
+        ledger().acked.insert(id.to_owned());
+    }
 }
 
 /// One sending legacy system's share of the load: messages are taken from a shared counter.
@@ -859,6 +869,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         https.clone(),
         to.clone(),
         (!args.long_poll).then_some(args.poll_ms),
+        args.fetchers,
     );
 
     // The sending legacy systems.
