@@ -6,7 +6,7 @@
 # both node processes during it. Prints the nodes' CPU per message, the share of each library
 # (DSO: libcrypto, libxml2, the binary itself — our code, SQLite and the Rust crates are linked
 # into it —, libc, the kernel) and the top symbols, which the per-stage times from /metrics
-# (scripts/bench-e2e.sh) put in context.
+# (scripts/bench-e2e.sh) put in context. FETCHERS=K as in scripts/bench-e2e.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -25,7 +25,7 @@ c0=$(cpu "${pids[@]}")
 perf record -q -F "${FREQ:-997}" ${CALLGRAPH:+--call-graph dwarf,16384} -o "$work/perf.data" -p "$(IFS=,; echo "${pids[*]}")" 2>/dev/null &
 perf_pid=$!
 sleep 1
-out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --timeout 600 --json)
+out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --fetchers "${FETCHERS:-1}" --timeout 600 --json)
 kill -INT "$perf_pid"
 wait "$perf_pid" 2>/dev/null || true
 c1=$(cpu "${pids[@]}")
