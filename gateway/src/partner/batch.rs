@@ -22,7 +22,7 @@ use crate::config::Partner;
 use crate::ctx::Ctx;
 use crate::envelope::{self, MAX_NOTICES, Receipt, UNKNOWN_ID, seal};
 use crate::problem::{Code, Problem};
-use crate::store::{ReceiveOutcome, StoreError};
+use crate::store::{NewInbound, ReceiveOutcome, StoreError};
 use crate::wire::{store_problem, xml_response};
 
 /// The media type of a request that carries several envelopes.
@@ -62,7 +62,7 @@ pub fn frame(envelopes: &[&[u8]]) -> (String, Vec<u8>) {
 
 /// The envelopes a request's body carries (`content_type` is its header): at least one, at
 /// most [`MAX_NOTICES`]; `limit` bounds each.
-pub async fn unframe(content_type: &str, body: bytes::Bytes, limit: usize) -> Result<Vec<Vec<u8>>, Problem> {
+pub async fn unframe(content_type: &str, body: bytes::Bytes, limit: usize) -> Result<Vec<bytes::Bytes>, Problem> {
     let invalid = |detail: String| Problem::new(Code::EnvelopeInvalid, detail);
     let boundary = content_type
         .split(';')
@@ -91,7 +91,7 @@ pub async fn unframe(content_type: &str, body: bytes::Bytes, limit: usize) -> Re
             .bytes()
             .await
             .map_err(|e| invalid(format!("malformed multipart body: {e}")))?;
-        envelopes.push(bytes.to_vec());
+        envelopes.push(bytes);
     }
     if envelopes.is_empty() {
         return Err(invalid("the multipart body carries no envelope".into()));
@@ -113,12 +113,12 @@ pub(super) async fn receive(ctx: &Arc<Ctx>, partner: &Partner, content_type: &st
     };
     let digests: Vec<Vec<u8>> = envelopes.iter().map(|e| envelope::sha256(e)).collect();
     let n = envelopes.len();
-    let checked = match checked(ctx, partner, envelopes).await {
+    let mut checked = match checked(ctx, partner, envelopes, &digests).await {
         Ok(c) => c,
         Err(p) => return p.into_response(),
     };
     crate::failpoint!("transport.before_store");
-    let stored = match stored(ctx, &checked).await {
+    let stored = match stored(ctx, &mut checked).await {
         Ok(s) => s,
         Err(e) => return store_problem(e).into_response(),
     };
@@ -212,13 +212,13 @@ async fn answer(
 async fn checked(
     ctx: &Arc<Ctx>,
     partner: &Partner,
-    envelopes: Vec<Vec<u8>>,
-) -> Result<Vec<Result<crate::store::NewInbound, Box<(String, Problem)>>>, Problem> {
+    envelopes: Vec<bytes::Bytes>,
+    digests: &[Vec<u8>],
+) -> Result<Vec<Result<NewInbound, Box<(String, Problem)>>>, Problem> {
     let mut checking = tokio::task::JoinSet::new();
-    for (i, bytes) in envelopes.into_iter().enumerate() {
+    for (i, (bytes, digest)) in envelopes.into_iter().zip(digests.iter().cloned()).enumerate() {
         let (ctx, partner) = (ctx.clone(), partner.clone());
         checking.spawn(async move {
-            let digest = envelope::sha256(&bytes);
             let check = match receive::verified(&ctx, &partner, &bytes).await {
                 Ok(root) if root == "Envelope" => receive::acceptable(&ctx, &partner, &bytes, &digest).await,
                 Ok(other) => Err(NotTaken::Refused(
@@ -255,12 +255,20 @@ async fn checked(
 /// refused.
 async fn stored(
     ctx: &Ctx,
-    checked: &[Result<crate::store::NewInbound, Box<(String, Problem)>>],
+    checked: &mut [Result<NewInbound, Box<(String, Problem)>>],
 ) -> Result<Vec<Option<ReceiveOutcome>>, StoreError> {
     let mut storing = tokio::task::JoinSet::new();
-    for (i, check) in checked.iter().enumerate() {
+    for (i, check) in checked.iter_mut().enumerate() {
         if let Ok(inbound) = check {
-            let (store, inbound) = (ctx.store.clone(), inbound.clone());
+            // The envelope's bytes move to the store; the rest stays for the answer.
+            let envelope = std::mem::take(&mut inbound.envelope);
+            let (store, inbound) = (
+                ctx.store.clone(),
+                NewInbound {
+                    envelope,
+                    ..inbound.clone()
+                },
+            );
             storing.spawn(async move { (i, store.receive(inbound).await) });
         }
     }
