@@ -47,7 +47,7 @@ struct State {
     /// Batches of notices to the partner being gathered or sent (at most one).
     noticing: usize,
     /// Until when envelopes go to the partner one per request (it refused several in one).
-    singly_until: Option<Instant>,
+    singly_until: Option<Millis>,
 }
 
 impl State {
@@ -74,6 +74,9 @@ pub struct Health {
     pub last_success: Option<String>,
     pub last_failure: Option<String>,
     pub last_error: Option<String>,
+    /// Until when envelopes go to the partner one per request, since it refused several in
+    /// one (a node of an earlier version); absent while they may travel together.
+    pub one_envelope_per_request_until: Option<String>,
 }
 
 /// Health of every partner node.
@@ -204,13 +207,14 @@ impl Partners {
     /// Whether envelopes may travel to `partner` several in one request now.
     pub fn takes_several(&self, partner: &str) -> bool {
         let until = self.lock().get(partner).and_then(|s| s.singly_until);
-        until.is_none_or(|t| Instant::now() >= t)
+        until.is_none_or(|t| now_millis() >= t)
     }
 
     /// The partner refused several envelopes in one request (a node of an earlier version):
     /// for `how_long`, each goes alone.
     pub fn send_singly(&self, partner: &str, how_long: Duration) {
-        self.lock().entry(partner.to_owned()).or_default().singly_until = Some(Instant::now() + how_long);
+        let until = now_millis() + how_long.as_millis() as Millis;
+        self.lock().entry(partner.to_owned()).or_default().singly_until = Some(until);
     }
 
     /// The partner answered (whatever it said): the circuit closes.
@@ -264,6 +268,7 @@ impl Partners {
             last_success: s.last_success.map(rfc3339),
             last_failure: s.last_failure.map(rfc3339),
             last_error: s.last_error.clone(),
+            one_envelope_per_request_until: s.singly_until.filter(|t| *t > now_millis()).map(rfc3339),
         }
     }
 }

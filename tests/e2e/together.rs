@@ -80,6 +80,8 @@ async fn envelopes_due_together_travel_in_one_request_answered_by_one_signature(
         a.log_text()
     );
     assert!(b.log_text().contains("envelopes received together"));
+    let (_, v) = net.admin(0).get("/admin/api/partners").await;
+    assert!(v["partners"][0]["one_envelope_per_request_until"].is_null(), "{v}");
     let cb = net.client(1);
     let inbox = cb.wait_inbox(5, T).await;
     assert_eq!(inbox.len(), 5, "each message once");
@@ -112,6 +114,12 @@ async fn a_partner_that_takes_one_envelope_per_request_gets_them_one_at_a_time()
     assert!(a.log_text().contains("sending them one at a time"), "{}", a.log_text());
     assert!(!b.log_text().contains("envelopes received together"));
     assert_eq!(net.client(1).wait_inbox(4, T).await.len(), 4);
+    // Operators see why, and until when.
+    let (_, v) = net.admin(0).get("/admin/api/partners").await;
+    let until = v["partners"][0]["one_envelope_per_request_until"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(until.ends_with('Z'), "{v}");
 }
 
 /// Several envelopes in one request, sent by hand: each is checked as if it came alone and
