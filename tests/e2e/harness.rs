@@ -445,6 +445,15 @@ impl Client {
     }
 }
 
+/// Node a's side of the transport, by hand: a client with a's node certificate, and the
+/// transport address of a's first partner.
+pub fn as_node_a(net: &Net) -> (reqwest::Client, String) {
+    let d = node_dir(net, 0);
+    let client = https_client(&net.node(0).ca, Some((&d.join("node.pem"), &d.join("node.key"))));
+    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0].transport_urls[0].clone();
+    (client, url)
+}
+
 /// The folder of node `i`'s config and keys.
 pub fn node_dir(net: &Net, i: usize) -> PathBuf {
     net.node(i).config.parent().unwrap().to_path_buf()

@@ -10,7 +10,7 @@ use gateway::store::Blob;
 use gateway::xml::prescan::Limits;
 use gateway::xmlsec::{Policy, trust};
 
-use crate::harness::{Net, authority_file, authority_identity, fixture, https_client, node_dir, sealed_envelope};
+use crate::harness::{Net, as_node_a, authority_file, authority_identity, fixture, node_dir, sealed_envelope};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -201,9 +201,7 @@ async fn receipts_signed_together_answer_each_of_their_envelopes() {
 async fn a_tampered_envelope_gets_a_signed_refusal() {
     let net = Net::init(2);
     let _b = net.start(1).await;
-    let d = node_dir(&net, 0);
-    let as_a = https_client(&net.node(0).ca, Some((&d.join("node.pem"), &d.join("node.key"))));
-    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0].transport_urls[0].clone();
+    let (as_a, url) = as_node_a(&net);
     let sender = net.node(0).authorities[0].clone();
 
     // Untouched: received.

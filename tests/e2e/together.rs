@@ -8,7 +8,7 @@ use gateway::envelope::seal;
 use gateway::xml::prescan::Limits;
 
 use crate::faults::set;
-use crate::harness::{Net, https_client, node_dir, sealed_envelope, sealed_envelope_with_id, uuid};
+use crate::harness::{Net, as_node_a, sealed_envelope, sealed_envelope_with_id, uuid};
 use crate::security::{node_cert, transport_policy};
 
 const T: Duration = Duration::from_secs(30);
@@ -131,9 +131,7 @@ async fn a_partner_that_takes_one_envelope_per_request_gets_them_one_at_a_time()
 async fn several_envelopes_in_one_request_are_each_checked_and_answered_in_order() {
     let net = Net::init(2);
     let _b = net.start(1).await;
-    let d = node_dir(&net, 0);
-    let as_a = https_client(&net.node(0).ca, Some((&d.join("node.pem"), &d.join("node.key"))));
-    let url = gateway::config::Config::load(&net.node(0).config).unwrap().partners[0].transport_urls[0].clone();
+    let (as_a, url) = as_node_a(&net);
     let sender = net.node(0).authorities[0].clone();
     let held_id = uuid();
     let held = sealed_envelope_with_id(&net, 0, "a", &sender, 1, &held_id);
