@@ -6,10 +6,12 @@
 //! code. Each envelope is checked exactly as one sent alone (`receive::verified`,
 //! `receive::acceptable`); one refused does not refuse the others.
 //!
-//! The receipts are signed once the envelopes are stored and kept with them in a second
-//! write, so that the one signature states only what is durable. An envelope stored without
-//! its receipt (the node stopped between the two writes) is answered, when it is sent again,
-//! with a new receipt, which is kept then. Only over HTTPS; a node of an earlier version
+//! The answer is signed before the envelopes are written and stored with them, as their
+//! receipt, in the same commit; it is sent once that is durable. A conflict that shows only
+//! at the write (an envelope with the same id but other content stored meanwhile) makes the
+//! answer signed again with that entry refused, and the new one replaces the first where it
+//! was stored. A resend of an envelope held is answered `received` in the new answer. Only
+//! over HTTPS; a node of an earlier version
 //! refuses such a request as a whole, and the sender then sends to it one envelope at a time.
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use super::receive::{self, NotTaken};
 use crate::config::Partner;
 use crate::ctx::Ctx;
-use crate::envelope::{self, MAX_NOTICES, Receipt, UNKNOWN_ID, seal};
+use crate::envelope::{self, MAX_NOTICES, UNKNOWN_ID, seal};
 use crate::problem::{Code, Problem};
 use crate::store::{NewInbound, ReceiveOutcome, StoreError};
 use crate::wire::{store_problem, xml_response};
@@ -117,90 +119,71 @@ pub(super) async fn receive(ctx: &Arc<Ctx>, partner: &Partner, content_type: &st
         Ok(c) => c,
         Err(p) => return p.into_response(),
     };
-    crate::failpoint!("transport.before_store");
-    let stored = match stored(ctx, &mut checked).await {
-        Ok(s) => s,
-        Err(e) => return store_problem(e).into_response(),
-    };
-    crate::failpoint!("transport.after_store");
+    // The answer as it stands when every acceptable envelope is held, signed before the write,
+    // so that it is stored with them in one commit.
     let mut entries = Vec::with_capacity(n);
-    let mut keep = Vec::new();
-    let mut created = 0;
-    for ((check, outcome), digest) in checked.iter().zip(stored).zip(digests) {
-        let (inbound, outcome) = match (check, outcome) {
-            (Ok(inbound), Some(outcome)) => (inbound, outcome),
-            (Err(refusal), _) => {
-                let (id, p) = refusal.as_ref();
-                entries.push(receive::refused(ctx, id, p, Some(digest)).await);
-                continue;
-            }
-            (Ok(inbound), None) => {
-                let p = Problem::new(Code::Internal, "the envelope was not stored");
-                entries.push(receive::refused(ctx, &inbound.remote_id, &p, Some(digest)).await);
-                continue;
-            }
-        };
-        match outcome {
-            ReceiveOutcome::Created(id) => {
-                tracing::info!(message_id = %id, remote_id = %inbound.remote_id, partner = %partner.node, "envelope received");
-                created += 1;
-                keep.push(id);
-            }
-            ReceiveOutcome::Duplicate { id, receipt } => {
-                tracing::info!(remote_id = %inbound.remote_id, partner = %partner.node, "duplicate envelope answered with a new receipt");
-                if receipt.is_empty() {
-                    keep.push(id);
-                }
-            }
-            ReceiveOutcome::Conflict => {
-                let p = Problem::new(
-                    Code::DuplicateConflict,
-                    "an envelope with this message id but different content was received before",
-                );
-                entries.push(receive::refused(ctx, &inbound.remote_id, &p, Some(digest)).await);
-                continue;
-            }
-        }
-        entries.push(receive::received(ctx, &inbound.remote_id, &digest));
+    for (check, digest) in checked.iter().zip(&digests) {
+        entries.push(match check {
+            Ok(inbound) => receive::received(ctx, &inbound.remote_id, digest),
+            Err(refusal) => receive::refused(ctx, &refusal.0, &refusal.1, Some(digest.clone())).await,
+        });
     }
-    answer(
-        ctx,
-        partner,
-        entries,
-        keep,
-        created,
-        injected.as_deref() == Some("corrupt"),
-    )
-    .await
-}
-
-/// Signs the entries, keeps the signed document as the receipt of each message in `keep`, and
-/// answers with it.
-async fn answer(
-    ctx: &Ctx,
-    partner: &Partner,
-    entries: Vec<Receipt>,
-    keep: Vec<String>,
-    created: usize,
-    corrupt: bool,
-) -> Response {
     let signed = match seal::signed_notices(&entries, &ctx.keys().node) {
         Ok(s) => s,
         Err(p) => return p.into_response(),
     };
-    let changes = keep
-        .iter()
-        .map(|id| receive::keep_receipt(id, signed.clone()))
-        .collect();
-    if let Err(e) = crate::store::apply_all(&ctx.store, changes).await {
-        return store_problem(e).into_response();
+    crate::failpoint!("transport.before_store");
+    let stored = match stored(ctx, &mut checked, &signed).await {
+        Ok(s) => s,
+        Err(e) => return store_problem(e).into_response(),
+    };
+    crate::failpoint!("transport.after_store");
+    let (mut created, mut conflicts) = (Vec::new(), false);
+    for (i, (check, outcome)) in checked.iter().zip(stored).enumerate() {
+        let Ok(inbound) = check else { continue };
+        match outcome {
+            Some(ReceiveOutcome::Created(id)) => {
+                tracing::info!(message_id = %id, remote_id = %inbound.remote_id, partner = %partner.node, "envelope received");
+                created.push(id);
+            }
+            Some(ReceiveOutcome::Duplicate { .. }) => {
+                tracing::info!(remote_id = %inbound.remote_id, partner = %partner.node, "duplicate envelope answered with a new receipt");
+            }
+            Some(ReceiveOutcome::Conflict) | None => {
+                let p = Problem::new(
+                    Code::DuplicateConflict,
+                    "an envelope with this message id but different content was received before",
+                );
+                entries[i] = receive::refused(ctx, &inbound.remote_id, &p, Some(digests[i].clone())).await;
+                conflicts = true;
+            }
+        }
     }
-    if created > 0 {
+    if !created.is_empty() {
         ctx.wake(crate::store::JobKind::Open);
     }
-    tracing::info!(envelopes = entries.len(), created, partner = %partner.node, "envelopes received together");
+    // A conflict shows only at the write (an envelope with that id but other content came
+    // first): the answer is signed again with it refused, and replaces the first where it was
+    // stored.
+    let signed = match conflicts {
+        false => signed,
+        true => match seal::signed_notices(&entries, &ctx.keys().node) {
+            Ok(s) => s,
+            Err(p) => return p.into_response(),
+        },
+    };
+    if conflicts {
+        let changes = created
+            .iter()
+            .map(|id| receive::keep_receipt(id, signed.clone()))
+            .collect();
+        if let Err(e) = crate::store::apply_all(&ctx.store, changes).await {
+            return store_problem(e).into_response();
+        }
+    }
+    tracing::info!(envelopes = n, created = created.len(), partner = %partner.node, "envelopes received together");
     let response = xml_response(StatusCode::OK, signed);
-    match corrupt {
+    match injected.as_deref() == Some("corrupt") {
         true => receive::corrupt(response).await,
         false => response,
     }
@@ -251,11 +234,11 @@ async fn checked(
     Ok(all)
 }
 
-/// Stores every acceptable envelope (without its receipt), all at once; `None` for those
-/// refused.
+/// Stores every acceptable envelope with `receipt`, all at once; `None` for those refused.
 async fn stored(
     ctx: &Ctx,
     checked: &mut [Result<NewInbound, Box<(String, Problem)>>],
+    receipt: &[u8],
 ) -> Result<Vec<Option<ReceiveOutcome>>, StoreError> {
     let mut storing = tokio::task::JoinSet::new();
     for (i, check) in checked.iter_mut().enumerate() {
@@ -266,6 +249,7 @@ async fn stored(
                 ctx.store.clone(),
                 NewInbound {
                     envelope,
+                    receipt: receipt.to_vec(),
                     ..inbound.clone()
                 },
             );

@@ -336,17 +336,9 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
             ctx.wake(crate::store::JobKind::Open);
             xml_response(StatusCode::OK, receipt)
         }
-        Ok(ReceiveOutcome::Duplicate { id, receipt: original }) => {
+        Ok(ReceiveOutcome::Duplicate { receipt: original, .. }) => {
             tracing::info!(remote_id = %remote_id, partner = %partner.node, "duplicate envelope answered with its original receipt");
-            if !original.is_empty() {
-                return xml_response(StatusCode::OK, original);
-            }
-            // Stored by a batch whose receipt was not written (`batch::receive`): this one is
-            // true as well, and kept.
-            match ctx.store.apply(keep_receipt(&id, receipt.clone())).await {
-                Ok(_) => xml_response(StatusCode::OK, receipt),
-                Err(e) => store_problem(e).into_response(),
-            }
+            xml_response(StatusCode::OK, original)
         }
         Ok(ReceiveOutcome::Conflict) => {
             let p = Problem::new(
@@ -359,7 +351,8 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
     }
 }
 
-/// The change that keeps `receipt` as the one this node gave for received message `id`.
+/// The change that keeps `receipt` as the one this node gave for received message `id`
+/// (`batch::receive`, when a conflict made it sign its answer again).
 pub(super) fn keep_receipt(id: &str, receipt: Vec<u8>) -> Change {
     Change {
         message_id: id.to_owned(),

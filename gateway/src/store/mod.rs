@@ -338,16 +338,14 @@ pub struct NewInbound {
     pub author: String,
     pub reader: String,
     pub envelope: Vec<u8>,
-    /// The receipt answered now, kept to answer resends with the same bytes (empty: written
-    /// later, by a change).
+    /// The receipt answered now, kept to answer resends with the same bytes.
     pub receipt: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiveOutcome {
     Created(String),
-    /// A resend of the message stored under `id`: the original receipt (empty where a batch's
-    /// receipt was not written yet, `partner::batch`).
+    /// A resend of the message stored under `id`: the original receipt.
     Duplicate {
         id: String,
         receipt: Vec<u8>,
