@@ -134,7 +134,7 @@ impl Default for RawRelay {
             poison_attempts: 20,
             per_partner_concurrency: 8,
             notice_linger_ms: 20,
-            envelopes_per_request: 16,
+            envelopes_per_request: 8,
             circuit_failures: 5,
             circuit_open_ms: 30_000,
             validation_threads: 2,
