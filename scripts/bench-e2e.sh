@@ -21,13 +21,16 @@
 # the CPU time of the PostgreSQL processes per message (beside the nodes'); NOTIFY=off disables
 # the job trigger's notifications, to measure what they cost. KEY_TYPE=ec makes the network on
 # EC P-256 keys (ECDSA, ECDH-ES) instead of RSA-3072. LONG_POLL=1 makes the receiving client
-# long-poll its inbox (`GET /v1/inbox?wait=1`) instead of polling it. FETCHERS=K (default 1): the
-# receiving client fetches and acknowledges K messages of each inbox listing at a time.
+# long-poll its inbox (`GET /v1/inbox?wait=1`) instead of polling it. FETCHERS=K (default 8): the
+# receiving client of the closed and open loops fetches and acknowledges K messages of each inbox
+# listing at a time (one at a time, 2 ms a message, it bounded the end-to-end rate); in the
+# backlog it fetches BACKLOG_FETCHERS (default 1) at a time, so that the backlog builds up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 N=${N:-3000}
-FETCHERS=${FETCHERS:-1}
+FETCHERS=${FETCHERS:-8}
+BACKLOG_FETCHERS=${BACKLOG_FETCHERS:-1}
 # BIN=path runs that binary instead of this tree's release build (a before/after comparison).
 bin=$(release_bin)
 echo "== openssl speed -seconds 5 rsa3072 (one core)"
@@ -65,7 +68,7 @@ nodecpu0=$(cpu "${pids[@]}")
 writes0=$(writes "${pids[@]}")
 # The load generator's CPU: what this shell's ended children used (the bench, once waited for).
 loadcpu0=$(cpu_with_ended_children $$)
-echo "== closed loop: poststelle bench --messages $N --clients 16"
+echo "== closed loop: poststelle bench --messages $N --clients 16 --fetchers $FETCHERS"
 out=$("$bin" bench --network "$work/net/network.json" --messages "$N" --clients 16 --fetchers "$FETCHERS" --timeout 600 ${LONG_POLL:+--long-poll} --json)
 nodecpu1=$(cpu "${pids[@]}")
 writes1=$(writes "${pids[@]}")
@@ -86,7 +89,7 @@ fi
 max=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["end_to_end_per_second"]))' "$out")
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("intake %.0f/s, end to end %.0f/s (%.0f %% of the limit %s/s), lost %d duplicated %d" % (r["intake_per_second"], r["end_to_end_per_second"], 100*r["end_to_end_per_second"]/float(sys.argv[2]), sys.argv[2], r["lost"], r["duplicated"]))' "$out" "$limit"
 half=$(( max / 2 ))
-echo "== open loop at half the maximum: poststelle bench --rate $half --messages $(( half * 30 )) --poll-ms 5"
+echo "== open loop at half the maximum: poststelle bench --rate $half --messages $(( half * 30 )) --fetchers $FETCHERS --poll-ms 5"
 open=$("$bin" bench --network "$work/net/network.json" --rate "$half" --messages $(( half * 30 )) --clients 16 --fetchers "$FETCHERS" --poll-ms 5 ${LONG_POLL:+--long-poll} --timeout 600 --json)
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); l=r["latency_ms"]; print("%d/%d delivered at %.0f/s; latency submit → fetched: p50 %.0f ms  p90 %.0f ms  p99 %.0f ms  max %.0f ms; lost %d duplicated %d" % (r["delivered"], r["accepted"], r["end_to_end_per_second"], l["p50"], l["p90"], l["p99"], l["max"], r["lost"], r["duplicated"]))' "$open"
 # Where the slowest message of the open loop spent its time: its timeline at both nodes (admin
@@ -106,7 +109,7 @@ if r.get("slowest"):
 PY
 BACKLOG=${BACKLOG:-14000}
 if (( BACKLOG > 0 )); then
-    echo "== backlog: poststelle bench --messages $BACKLOG --clients 16 (resident memory sampled every 0.2 s)"
+    echo "== backlog: poststelle bench --messages $BACKLOG --clients 16 --fetchers $BACKLOG_FETCHERS (resident memory sampled every 0.2 s)"
     # VmRSS of each node in KiB before, then one line per sample.
     rss_line() {
         local p k v _
@@ -118,7 +121,7 @@ if (( BACKLOG > 0 )); then
     rss_before=$(rss_line)
     (while :; do rss_line; sleep 0.2; done) > "$work/rss" &
     sampler=$!
-    backlog=$("$bin" bench --network "$work/net/network.json" --messages "$BACKLOG" --clients 16 --fetchers "$FETCHERS" --timeout 1200 ${LONG_POLL:+--long-poll} --json)
+    backlog=$("$bin" bench --network "$work/net/network.json" --messages "$BACKLOG" --clients 16 --fetchers "$BACKLOG_FETCHERS" --timeout 1200 ${LONG_POLL:+--long-poll} --json)
     kill "$sampler"; wait "$sampler" 2>/dev/null || true
     rss_after=$(rss_line)
     memory=$(python3 - "$backlog" "$work/rss" "$rss_before" "$rss_after" <<'PY'
