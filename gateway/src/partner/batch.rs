@@ -10,9 +10,10 @@
 //! receipt, in the same commit; it is sent once that is durable. A conflict that shows only
 //! at the write (an envelope with the same id but other content stored meanwhile) makes the
 //! answer signed again with that entry refused, and the new one replaces the first where it
-//! was stored. A resend of an envelope held is answered `received` in the new answer. Only
-//! over HTTPS; a node of an earlier version
-//! refuses such a request as a whole, and the sender then sends to it one envelope at a time.
+//! was stored. A resend of an envelope held is answered `received` in the new answer.
+//!
+//! Only over HTTPS. A node of an earlier version refuses such a request as a whole, and the
+//! sender then sends to it one envelope at a time (`pipeline::batch`).
 
 use std::sync::Arc;
 
