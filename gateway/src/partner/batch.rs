@@ -34,9 +34,8 @@ pub const MIXED: &str = "multipart/mixed";
 /// Whether a request's content type says it carries several envelopes.
 pub fn is_batch(content_type: &str) -> bool {
     content_type
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(MIXED))
+        .parse::<mime::Mime>()
+        .is_ok_and(|m| m.essence_str() == MIXED)
 }
 
 /// The body of a request that carries `envelopes`, and its content type. The boundary is
@@ -68,11 +67,9 @@ pub fn frame(envelopes: &[&[u8]]) -> (String, Vec<u8>) {
 pub async fn unframe(content_type: &str, body: bytes::Bytes, limit: usize) -> Result<Vec<bytes::Bytes>, Problem> {
     let invalid = |detail: String| Problem::new(Code::EnvelopeInvalid, detail);
     let boundary = content_type
-        .split(';')
-        .skip(1)
-        .filter_map(|param| param.trim().split_once('='))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
-        .map(|(_, value)| value.trim().trim_matches('"'))
+        .parse::<mime::Mime>()
+        .ok()
+        .and_then(|m| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
         .filter(|b| !b.is_empty())
         .ok_or_else(|| invalid("a multipart/mixed body needs a boundary parameter".into()))?;
     let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().per_field(limit as u64));
@@ -151,10 +148,7 @@ pub(super) async fn receive(ctx: &Arc<Ctx>, partner: &Partner, content_type: &st
                 tracing::info!(remote_id = %inbound.remote_id, partner = %partner.node, "duplicate envelope answered with a new receipt");
             }
             Some(ReceiveOutcome::Conflict) | None => {
-                let p = Problem::new(
-                    Code::DuplicateConflict,
-                    "an envelope with this message id but different content was received before",
-                );
+                let p = receive::conflict();
                 entries[i] = receive::refused(ctx, &inbound.remote_id, &p, Some(digests[i].clone())).await;
                 conflicts = true;
             }

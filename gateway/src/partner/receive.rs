@@ -340,15 +340,17 @@ async fn receive_envelope(ctx: &Ctx, partner: &Partner, bytes: &[u8], digest: Ve
             tracing::info!(remote_id = %remote_id, partner = %partner.node, "duplicate envelope answered with its original receipt");
             xml_response(StatusCode::OK, original)
         }
-        Ok(ReceiveOutcome::Conflict) => {
-            let p = Problem::new(
-                Code::DuplicateConflict,
-                "an envelope with this message id but different content was received before",
-            );
-            refusal(ctx, &remote_id, &p, Some(digest)).await
-        }
+        Ok(ReceiveOutcome::Conflict) => refusal(ctx, &remote_id, &conflict(), Some(digest)).await,
         Err(e) => store_problem(e).into_response(),
     }
+}
+
+/// Why an envelope is refused whose message id came before with other content.
+pub(super) fn conflict() -> Problem {
+    Problem::new(
+        Code::DuplicateConflict,
+        "an envelope with this message id but different content was received before",
+    )
 }
 
 /// The change that keeps `receipt` as the one this node gave for received message `id`

@@ -223,7 +223,8 @@ async fn a_resend_gets_the_original_receipt_and_other_content_is_a_conflict(b: B
         }
     );
     assert_eq!(s.receive(inbound("r1", "d2")).await.unwrap(), ReceiveOutcome::Conflict);
-    // Stored before its receipt (a batch): a resend finds none until a change keeps one.
+    // A receipt stored empty, then replaced by a change (as a batch's answer signed again
+    // after a conflict replaces the first): a resend gets what the change kept.
     let later = NewInbound {
         receipt: Vec::new(),
         ..inbound("r2", "d1")
